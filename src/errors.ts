@@ -1,0 +1,55 @@
+/**
+ * Every failure a user can meet has a class and a stable code; the CLI derives its exit status from them.
+ * Codes are documented in README.md ("Errors").
+ */
+
+export type ErrorCode =
+  | 'RXS_ERR_USAGE'
+  | 'RXS_ERR_PROTOCOL'
+  | 'RXS_ERR_PROTOCOL_VERSION'
+  | 'RXS_ERR_SSH'
+  | 'RXS_ERR_REMOTE_NO_NODE'
+  | 'RXS_ERR_REMOTE_NODE_TOO_OLD'
+  | 'RXS_ERR_REMOTE_EXIT'
+  | 'RXS_ERR_TRANSPORT_CLOSED'
+  | 'RXS_ERR_FW_APPLY'
+  | 'RXS_ERR_LISTEN';
+
+export class RxshuttleError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** Bad command line: exit status 2, as usage errors conventionally have. */
+export class UsageError extends RxshuttleError {
+  constructor(message: string) {
+    super('RXS_ERR_USAGE', message);
+  }
+}
+
+/** The peer broke the wire protocol: malformed frame, unknown channel, window violation. */
+export class ProtocolError extends RxshuttleError {
+  constructor(message: string, code: 'RXS_ERR_PROTOCOL' | 'RXS_ERR_PROTOCOL_VERSION' = 'RXS_ERR_PROTOCOL') {
+    super(code, message);
+  }
+}
+
+export class TransportError extends RxshuttleError {}
+
+export class ListenError extends RxshuttleError {
+  constructor(message: string) {
+    super('RXS_ERR_LISTEN', message);
+  }
+}
+
+export function exitCodeFor(error: unknown): number {
+  if (error instanceof UsageError) return 2;
+  return 1;
+}
+
+export const errorMessage = (error: unknown): string => (error instanceof Error ? error.message : String(error));

@@ -1,0 +1,190 @@
+/**
+ * The firewall helper: the body of `rxshuttle --firewall`, the only part that runs as root.
+ *
+ * Protocol (version 1; lines end with '\n'; docs/firewall-helper.md has the full text):
+ *
+ *   helper → client  HELLO rxshuttle-fw 1
+ *   client → helper  one line of JSON: a FirewallSetup (at most 1 MiB)
+ *   helper → client  READY                    rules are installed
+ *                or  ERROR <one-line reason>  nothing is installed; the helper exits non-zero
+ *   client → helper  any further line → ERROR <reason>; the rules stay (later versions add
+ *                    commands such as hosts-file edits)
+ *   client closes its end of the pipe, or the helper gets SIGINT/SIGTERM/SIGHUP:
+ *                    the helper removes every rule of the instance and exits 0
+ *                    (non-zero, with a message on stderr, if removal failed)
+ *
+ * Why stdin EOF ends it: the client can die in any way, even by SIGKILL, and the kernel still
+ * closes the pipe; so the machine never stays with traffic redirected to a dead port. Before
+ * installing, leftovers of an earlier instance with the same port are removed, so a crashed
+ * instance cannot block a new one either.
+ */
+import createDebug from 'debug';
+import { type RunCommand, runCommand } from './iptables.js';
+import { LINE_TOO_LONG, type LineItem, LineSplitter } from './lines.js';
+import { type InstalledNat, installNat } from './nat.js';
+import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, READY_LINE, oneLine } from './protocol.js';
+import type { FirewallSetup } from './types.js';
+import { parseSetupLine } from './validate.js';
+
+const log = createDebug('rxshuttle:fw');
+
+export interface FirewallHelperOptions {
+  /** Runs iptables programs (default: the real ones via execFile). Tests inject a fake. */
+  run?: RunCommand;
+  /** End on SIGINT/SIGTERM/SIGHUP (default true). In-process tests turn this off. */
+  handleSignals?: boolean;
+  /** Another way to end the helper, as if its input had closed. */
+  stop?: AbortSignal;
+  /** Where a failed cleanup is reported (default: stderr, which the client passes through). */
+  warn?: (message: string) => void;
+}
+
+const STOP = Symbol('stop');
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+/** Lines read ahead before the input is paused, so a flooding client cannot grow our memory. */
+const MAX_QUEUED_LINES = 64;
+
+export async function runFirewallHelper(
+  input: NodeJS.ReadableStream,
+  output: NodeJS.WritableStream,
+  opts: FirewallHelperOptions = {},
+): Promise<number> {
+  const run = opts.run ?? runCommand;
+  const warn = opts.warn ?? ((m: string) => process.stderr.write(`rxshuttle --firewall: ${m}\n`));
+  // Permanent: the client may be gone when we write (EPIPE must not crash the cleanup).
+  output.on('error', (e: Error) => log('output: %s', e.message));
+  const send = (line: string) => {
+    log('→ %s', line);
+    output.write(`${line}\n`);
+  };
+  const lines = new LineQueue(input);
+  const stop = stopTrigger(opts);
+  try {
+    send(HELLO_LINE);
+    const first = await Promise.race([lines.next(), stop.promise]);
+    if (first === STOP) return 0;
+    if (first === null) {
+      log('input ended before a setup arrived');
+      return 1;
+    }
+    if (first === LINE_TOO_LONG) {
+      send(`${ERROR_PREFIX}setup line longer than ${MAX_LINE_BYTES} bytes`);
+      return 1;
+    }
+    let installed: InstalledNat;
+    try {
+      const setup: FirewallSetup = parseSetupLine(first);
+      log('setup: port %d, %d rules, router mode %s', setup.port, setup.rules.length, setup.routerMode);
+      installed = await installNat(setup, run);
+    } catch (e) {
+      send(ERROR_PREFIX + oneLine((e as Error).message));
+      return 1;
+    }
+    send(READY_LINE);
+
+    for (;;) {
+      const item = await Promise.race([lines.next(), stop.promise]);
+      if (item === null || item === STOP) break;
+      send(`${ERROR_PREFIX}${item === LINE_TOO_LONG ? 'line too long' : 'unknown command'} (rules stay in place)`);
+    }
+
+    log('removing rules');
+    try {
+      await installed.remove();
+      log('rules removed');
+      return 0;
+    } catch (e) {
+      warn(`failed to remove firewall rules: ${oneLine((e as Error).message)}`);
+      return 1;
+    }
+  } finally {
+    stop.dispose();
+    lines.close();
+  }
+}
+
+/** A promise that settles with STOP on a signal or `opts.stop`; `dispose` removes the handlers. */
+function stopTrigger(opts: FirewallHelperOptions): { promise: Promise<typeof STOP>; dispose(): void } {
+  let fire!: () => void;
+  const promise = new Promise<typeof STOP>((resolve) => {
+    fire = () => resolve(STOP);
+  });
+  const onSignal = (signal: NodeJS.Signals) => {
+    log('got %s', signal);
+    fire();
+  };
+  // While our handlers are installed, these signals no longer kill the process: we clean first.
+  if (opts.handleSignals !== false) for (const s of STOP_SIGNALS) process.on(s, onSignal);
+  const onAbort = () => fire();
+  opts.stop?.addEventListener('abort', onAbort);
+  if (opts.stop?.aborted) fire();
+  return {
+    promise,
+    dispose() {
+      for (const s of STOP_SIGNALS) process.off(s, onSignal);
+      opts.stop?.removeEventListener('abort', onAbort);
+    },
+  };
+}
+
+/** The input as a pull-style queue of lines; `next()` gives null once the input has ended. */
+class LineQueue {
+  readonly #input: NodeJS.ReadableStream;
+  readonly #splitter = new LineSplitter(MAX_LINE_BYTES);
+  readonly #items: LineItem[] = [];
+  #ended = false;
+  #wake: (() => void) | null = null;
+
+  readonly #onData = (chunk: Buffer | string) => {
+    for (const item of this.#splitter.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)) {
+      this.#items.push(item);
+    }
+    if (this.#items.length >= MAX_QUEUED_LINES) this.#input.pause();
+    this.#notify();
+  };
+  readonly #onEnd = () => {
+    this.#ended = true;
+    this.#notify();
+  };
+  readonly #onError = (e: Error) => {
+    log('input: %s', e.message);
+    this.#onEnd();
+  };
+
+  constructor(input: NodeJS.ReadableStream) {
+    this.#input = input;
+    input.on('data', this.#onData);
+    input.on('end', this.#onEnd);
+    input.on('close', this.#onEnd);
+    input.on('error', this.#onError);
+  }
+
+  async next(): Promise<LineItem | null> {
+    for (;;) {
+      const item = this.#items.shift();
+      if (item !== undefined) {
+        if (this.#items.length < MAX_QUEUED_LINES && !this.#ended) this.#input.resume();
+        return item;
+      }
+      if (this.#ended) return null;
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+      });
+    }
+  }
+
+  close(): void {
+    this.#input.off('data', this.#onData);
+    this.#input.off('end', this.#onEnd);
+    this.#input.off('close', this.#onEnd);
+    // The error listener stays: a late error on a stream nobody listens to would crash us.
+    this.#input.pause();
+    this.#notify();
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+}

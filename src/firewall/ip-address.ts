@@ -1,0 +1,104 @@
+/**
+ * IP address text <-> bytes, strict. The firewall helper runs as root and puts addresses into
+ * iptables arguments, so it accepts only the one canonical spelling of each address (RFC 5952
+ * for IPv6: lower case, no leading zeros, the longest run of two or more zero groups compressed,
+ * the first such run on a tie, no embedded dotted quad). Anything else is refused rather than
+ * normalised: a sender that means well always sends the canonical form.
+ */
+import type { IpFamily } from './types.js';
+
+export interface ParsedIp {
+  family: IpFamily;
+  /** 4 or 16 bytes, network order. */
+  bytes: Uint8Array;
+}
+
+const V4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+const V6_GROUP = /^[0-9a-fA-F]{1,4}$/;
+
+/** Parses an IPv4 or IPv6 literal (lenient about spelling; see `isCanonicalIp`). Null if invalid. */
+export function parseIp(text: string): ParsedIp | null {
+  if (text.length > 45) return null;
+  return text.includes(':') ? parseV6(text) : parseV4(text);
+}
+
+function parseV4(text: string): ParsedIp | null {
+  const m = V4.exec(text);
+  if (!m) return null;
+  const bytes = new Uint8Array(4);
+  for (let i = 0; i < 4; i++) {
+    const n = Number(m[i + 1]);
+    if (n > 255) return null;
+    bytes[i] = n;
+  }
+  return { family: 4, bytes };
+}
+
+function parseV6(text: string): ParsedIp | null {
+  const halves = text.split('::');
+  if (halves.length > 2) return null;
+  const head = splitGroups(halves[0] ?? '');
+  const tail = halves.length === 2 ? splitGroups(halves[1] ?? '') : [];
+  if (!head || !tail) return null;
+  const compressed = halves.length === 2;
+  const count = head.length + tail.length;
+  if (compressed ? count > 7 : count !== 8) return null;
+  const groups = [...head, ...new Array<number>(8 - count).fill(0), ...tail];
+  const bytes = new Uint8Array(16);
+  groups.forEach((g, i) => {
+    bytes[2 * i] = g >> 8;
+    bytes[2 * i + 1] = g & 0xff;
+  });
+  return { family: 6, bytes };
+}
+
+function splitGroups(part: string): number[] | null {
+  if (part === '') return [];
+  const groups: number[] = [];
+  for (const g of part.split(':')) {
+    if (!V6_GROUP.test(g)) return null;
+    groups.push(parseInt(g, 16));
+  }
+  return groups;
+}
+
+/** Canonical text of 4 or 16 address bytes (RFC 5952 for IPv6). */
+export function formatIp(bytes: Uint8Array): string {
+  if (bytes.length === 4) return Array.from(bytes).join('.');
+  if (bytes.length !== 16) throw new RangeError(`an IP address has 4 or 16 bytes, not ${bytes.length}`);
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] ?? 0) << 8) | (bytes[i + 1] ?? 0));
+  // Longest run of zero groups (length >= 2); the first one wins a tie.
+  let bestStart = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(':');
+  if (bestStart < 0) return hex(groups);
+  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLen))}`;
+}
+
+/** True when `text` is exactly the canonical spelling of an address of `family`. */
+export function isCanonicalIp(text: string, family: IpFamily): boolean {
+  const parsed = parseIp(text);
+  return parsed !== null && parsed.family === family && formatIp(parsed.bytes) === text;
+}
+
+/** True when any bit after the first `prefix` bits is set (the address is not a network address). */
+export function hasHostBits(bytes: Uint8Array, prefix: number): boolean {
+  for (let bit = prefix; bit < bytes.length * 8; bit++) {
+    if (((bytes[bit >> 3] ?? 0) >> (7 - (bit & 7))) & 1) return true;
+  }
+  return false;
+}

@@ -1,0 +1,83 @@
+/**
+ * Where a REDIRECTed connection was originally going: netfilter keeps it in conntrack and
+ * hands it out through getsockopt(fd, SOL_IP, SO_ORIGINAL_DST) (IPv6: SOL_IPV6,
+ * IP6T_SO_ORIGINAL_DST, same number). Node has no binding for that, so libc is called
+ * through koffi on the socket's file descriptor.
+ */
+import { isIPv4 } from 'node:net';
+import type { Socket } from 'node:net';
+import { constants, endianness } from 'node:os';
+import koffi from 'koffi';
+import { formatIp } from './ip-address.js';
+import type { IpFamily } from './types.js';
+
+export interface OriginalDestination {
+  address: string;
+  port: number;
+  family: IpFamily;
+}
+
+const SOL_IP = 0;
+const SOL_IPV6 = 41;
+/** SO_ORIGINAL_DST and IP6T_SO_ORIGINAL_DST, both 80. */
+const SO_ORIGINAL_DST = 80;
+const SOCKADDR_IN_SIZE = 16;
+const SOCKADDR_IN6_SIZE = 28;
+const AF_INET = 2;
+const AF_INET6 = 10;
+
+type GetSockOpt = (fd: number, level: number, name: number, value: Buffer, length: number[]) => number;
+let getsockopt: GetSockOpt | undefined;
+
+/** libc is loaded on first use only: most processes importing this never need it. */
+function libcGetsockopt(): GetSockOpt {
+  if (!getsockopt) {
+    const libc = koffi.load('libc.so.6');
+    getsockopt = libc.func(
+      'int getsockopt(int sockfd, int level, int optname, _Out_ uint8_t *optval, _Inout_ uint32_t *optlen)',
+    ) as GetSockOpt;
+  }
+  return getsockopt;
+}
+
+/** The original destination of a socket accepted from a REDIRECT rule. Throws if there is none. */
+export function originalDestination(socket: Socket): OriginalDestination {
+  const fd = socketFd(socket);
+  // A v4 connection accepted on a dual-stack (::) listener has a v6 socket but a v4 conntrack
+  // entry; its local address shows as ::ffff:a.b.c.d. Ask the IPv4 table for those.
+  const local = socket.localAddress ?? '';
+  const v4 = isIPv4(local) || local.toLowerCase().startsWith('::ffff:');
+  const size = v4 ? SOCKADDR_IN_SIZE : SOCKADDR_IN6_SIZE;
+  const buf = Buffer.alloc(size);
+  const length = [size];
+  const rc = libcGetsockopt()(fd, v4 ? SOL_IP : SOL_IPV6, SO_ORIGINAL_DST, buf, length);
+  if (rc !== 0) {
+    const errno = koffi.errno();
+    throw new Error(`getsockopt(SO_ORIGINAL_DST) failed: ${errnoName(errno)} (was the connection redirected?)`);
+  }
+  return parseSockaddr(buf);
+}
+
+function socketFd(socket: Socket): number {
+  const fd: unknown = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) {
+    throw new Error('original destination: the socket has no file descriptor (closed, or not a TCP socket)');
+  }
+  return fd;
+}
+
+/** Decodes a sockaddr_in or sockaddr_in6 (family in host order, port in network order). */
+export function parseSockaddr(buf: Buffer): OriginalDestination {
+  const family = endianness() === 'LE' ? buf.readUInt16LE(0) : buf.readUInt16BE(0);
+  const port = buf.readUInt16BE(2);
+  if (family === AF_INET) return { address: formatIp(buf.subarray(4, 8)), port, family: 4 };
+  if (family === AF_INET6 && buf.length >= SOCKADDR_IN6_SIZE) {
+    return { address: formatIp(buf.subarray(8, 24)), port, family: 6 };
+  }
+  throw new Error(`original destination: unexpected address family ${family}`);
+}
+
+function errnoName(errno: number): string {
+  for (const [name, value] of Object.entries(constants.errno)) if (value === errno) return name;
+  return `errno ${errno}`;
+}

@@ -1,0 +1,19 @@
+/**
+ * The words of the client <-> firewall-helper protocol (docs/firewall-helper.md). Shared by
+ * both sides so they cannot drift apart.
+ */
+
+export const HELPER_PROTOCOL_VERSION = 1;
+/** First line the helper writes; the client sends nothing before it. */
+export const HELLO_LINE = `HELLO rxshuttle-fw ${HELPER_PROTOCOL_VERSION}`;
+export const READY_LINE = 'READY';
+export const ERROR_PREFIX = 'ERROR ';
+/** Longest line either side accepts (the setup JSON of 10 000 rules is well below). */
+export const MAX_LINE_BYTES = 1024 * 1024;
+
+/** Squeezes a message onto one protocol line: no control characters, bounded length. */
+export function oneLine(message: string, maxLength = 500): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping them is the point
+  const flat = message.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
+  return flat.length > maxLength ? `${flat.slice(0, maxLength - 1)}…` : flat;
+}

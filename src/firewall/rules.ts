@@ -1,0 +1,105 @@
+/**
+ * The `nat` method's rules as `iptables-restore --noflush` text. Pure functions: the helper
+ * feeds their output to iptables-restore, tests compare the text.
+ *
+ * Shape, per address family, for listening port P (chain `rxshuttle-P`):
+ *
+ *   *nat
+ *   :rxshuttle-P - [0:0]
+ *   -A rxshuttle-P -m addrtype --dst-type LOCAL -j RETURN
+ *   -A rxshuttle-P -d NET/LEN -p tcp [--dport LO:HI] -j RETURN                 (exclude)
+ *   -A rxshuttle-P -d NET/LEN -p tcp [--dport LO:HI] -j REDIRECT --to-ports P  (include)
+ *   -I PREROUTING 1 -p tcp -j rxshuttle-P                                      (router mode only)
+ *   -I OUTPUT 1 -p tcp [-m owner ! --gid-owner G] -j rxshuttle-P
+ *   COMMIT
+ *
+ * The bypass group is tested on the OUTPUT jump, not inside the chain: the kernel refuses an
+ * `owner` match in any chain reachable from PREROUTING ("RULE_INSERT failed (Invalid
+ * argument)"), and a RETURN placed directly in OUTPUT would also skip every later OUTPUT rule
+ * of other software. Local packets of that group simply never enter the chain.
+ *
+ * Jumps are inserted first in their chain (as sshuttle does), so rules that other software
+ * appended (docker's DOCKER jump, for instance) cannot catch the traffic before us.
+ */
+import type { FirewallSetup, IpFamily, SubnetRule } from './types.js';
+
+/** Every rule of one instance lives in, or jumps to, this chain. */
+export function chainName(port: number): string {
+  return `rxshuttle-${port}`;
+}
+
+export interface NatScripts {
+  /** iptables-restore input, or null when there is nothing to tunnel over IPv4. */
+  v4: string | null;
+  /** ip6tables-restore input, or null when there is no IPv6 include. */
+  v6: string | null;
+}
+
+export function natRules(setup: FirewallSetup): NatScripts {
+  return { v4: familyScript(setup, 4), v6: familyScript(setup, 6) };
+}
+
+function familyScript(setup: FirewallSetup, family: IpFamily): string | null {
+  const rules = setup.rules.filter((r) => r.family === family);
+  // A chain of nothing but RETURNs would change nothing: leave this family's table alone.
+  if (!rules.some((r) => !r.exclude)) return null;
+  const chain = chainName(setup.port);
+  const lines = ['*nat', `:${chain} - [0:0]`, `-A ${chain} -m addrtype --dst-type LOCAL -j RETURN`];
+  for (const rule of byPrecedence(rules)) lines.push(subnetLine(chain, rule, setup.port));
+  if (setup.routerMode) lines.push(`-I PREROUTING 1 -p tcp -j ${chain}`);
+  const bypass = setup.bypassGid === undefined ? '' : ` -m owner ! --gid-owner ${setup.bypassGid}`;
+  lines.push(`-I OUTPUT 1 -p tcp${bypass} -j ${chain}`, 'COMMIT', '');
+  return lines.join('\n');
+}
+
+/**
+ * iptables stops at the first matching rule, so "longest prefix wins" means: longer prefixes
+ * first, and at equal length the exclude first (a subnet both included and excluded is
+ * excluded). The sort is stable, so otherwise the caller's order is kept.
+ */
+export function byPrecedence(rules: readonly SubnetRule[]): SubnetRule[] {
+  return [...rules].sort((a, b) => b.prefix - a.prefix || Number(b.exclude) - Number(a.exclude));
+}
+
+function subnetLine(chain: string, rule: SubnetRule, port: number): string {
+  const ports =
+    rule.portLow === 0 && rule.portHigh === 0
+      ? ''
+      : rule.portLow === rule.portHigh
+        ? ` --dport ${rule.portLow}`
+        : ` --dport ${rule.portLow}:${rule.portHigh}`;
+  const target = rule.exclude ? 'RETURN' : `REDIRECT --to-ports ${port}`;
+  return `-A ${chain} -d ${rule.address}/${rule.prefix} -p tcp${ports} -j ${target}`;
+}
+
+/**
+ * The restore script that removes every trace of instance `port` from a table, computed from
+ * that table's `iptables-save -t nat` output: each rule elsewhere that names the chain is
+ * deleted by its own saved spelling (so it works whatever an earlier, crashed instance or an
+ * older version installed), then the chain is flushed and deleted. Null when nothing is there.
+ */
+export function natCleanupScript(saveOutput: string, port: number): string | null {
+  const chain = chainName(port);
+  const deletes: string[] = [];
+  let chainExists = false;
+  let inNat = false;
+  for (const line of saveOutput.split('\n')) {
+    if (line.startsWith('*')) {
+      inNat = line.trim() === '*nat';
+      continue;
+    }
+    if (!inNat) continue;
+    if (line.startsWith(`:${chain} `)) {
+      chainExists = true;
+    } else if (line.startsWith('-A ')) {
+      const tokens = line.trim().split(/\s+/);
+      // The chain's own rules go with the flush below.
+      if (tokens[1] !== chain && tokens.includes(chain)) deletes.push(`-D ${line.trim().slice(3)}`);
+    }
+  }
+  if (!chainExists && deletes.length === 0) return null;
+  const lines = ['*nat', ...deletes];
+  if (chainExists) lines.push(`-F ${chain}`, `-X ${chain}`);
+  lines.push('COMMIT', '');
+  return lines.join('\n');
+}

@@ -1,0 +1,40 @@
+/** What the client asks the firewall helper for. Plain data: sent as one JSON line. */
+
+export type IpFamily = 4 | 6;
+
+/** One include or exclude entry, as given on the command line or derived (ssh server, auto-nets). */
+export interface SubnetRule {
+  family: IpFamily;
+  /**
+   * Network address in canonical text form, e.g. "10.98.0.0" or "fd00::": dotted decimal without
+   * leading zeros, or RFC 5952 IPv6 (lower case, longest zero run as "::", no dotted tail), with
+   * no bits set after `prefix`. The helper refuses any other spelling (`formatIp` in
+   * ip-address.ts produces it from bytes).
+   */
+  address: string;
+  /** Prefix length, 0..32 (v4) or 0..128 (v6). */
+  prefix: number;
+  /** Inclusive TCP port range; 0..0 means every port. */
+  portLow: number;
+  portHigh: number;
+  /** true: never tunnel (RETURN); false: tunnel (REDIRECT). */
+  exclude: boolean;
+}
+
+export type FirewallMethod = 'nat';
+
+export interface FirewallSetup {
+  /** Helper protocol version; the helper refuses anything else. */
+  version: 1;
+  method: FirewallMethod;
+  /** Port the client listens on; also names the chain `rxshuttle-<port>`. */
+  port: number;
+  /** Also jump from PREROUTING (client listens beyond loopback: router mode). */
+  routerMode: boolean;
+  rules: SubnetRule[];
+  /**
+   * Sockets owned by this group id are never redirected: the local-mode server runs with it,
+   * so its own outbound connections do not loop back into the tunnel.
+   */
+  bypassGid?: number;
+}

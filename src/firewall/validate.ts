@@ -1,0 +1,108 @@
+/**
+ * Validation of the setup the firewall helper receives. The helper runs as root and the line
+ * comes from an unprivileged process, so everything is checked: exact keys, types, ranges,
+ * canonical addresses without host bits. Only values that passed here reach `natRules`, whose
+ * text then contains nothing but numbers, fixed words and re-checked address literals.
+ * Error messages name the field, never echo the value: they travel back on a one-line protocol.
+ */
+import { isIP } from 'node:net';
+import { hasHostBits, isCanonicalIp, parseIp } from './ip-address.js';
+import type { FirewallSetup, SubnetRule } from './types.js';
+
+/** Far beyond any real command line; bounds the work a hostile client can cause. */
+export const MAX_RULES = 10_000;
+/** Group ids 0 (root) and 2^32-1 ((gid_t)-1, "no group") make no sense as a bypass group. */
+export const MAX_GID = 2 ** 32 - 2;
+
+export class SetupValidationError extends Error {
+  override name = 'SetupValidationError';
+}
+
+const SETUP_KEYS = ['version', 'method', 'port', 'routerMode', 'rules', 'bypassGid'] as const;
+const SETUP_REQUIRED = ['version', 'method', 'port', 'routerMode', 'rules'] as const;
+const RULE_KEYS = ['family', 'address', 'prefix', 'portLow', 'portHigh', 'exclude'] as const;
+
+/** Parses and validates one setup line. Throws `SetupValidationError` with a one-line message. */
+export function parseSetupLine(line: string): FirewallSetup {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    throw new SetupValidationError('setup is not valid JSON');
+  }
+  return validateSetup(value);
+}
+
+export function validateSetup(value: unknown): FirewallSetup {
+  const obj = record(value, 'setup');
+  exactKeys(obj, 'setup', SETUP_KEYS, SETUP_REQUIRED);
+  if (obj.version !== 1) fail('version', 'must be 1 (helper protocol version)');
+  if (obj.method !== 'nat') fail('method', 'must be "nat"');
+  const port = integer(obj.port, 'port', 1, 65535);
+  if (typeof obj.routerMode !== 'boolean') fail('routerMode', 'must be a boolean');
+  if (!Array.isArray(obj.rules)) fail('rules', 'must be an array');
+  if (obj.rules.length > MAX_RULES) fail('rules', `must have at most ${MAX_RULES} entries`);
+  const rules = obj.rules.map((r: unknown, i: number) => validateRule(r, `rules[${i}]`));
+  const setup: FirewallSetup = { version: 1, method: 'nat', port, routerMode: obj.routerMode, rules };
+  if (Object.hasOwn(obj, 'bypassGid')) setup.bypassGid = integer(obj.bypassGid, 'bypassGid', 1, MAX_GID);
+  return setup;
+}
+
+function validateRule(value: unknown, path: string): SubnetRule {
+  const obj = record(value, path);
+  exactKeys(obj, path, RULE_KEYS, RULE_KEYS);
+  const family = obj.family;
+  if (family !== 4 && family !== 6) fail(`${path}.family`, 'must be 4 or 6');
+  const prefix = integer(obj.prefix, `${path}.prefix`, 0, family === 4 ? 32 : 128);
+  if (typeof obj.address !== 'string') fail(`${path}.address`, 'must be a string');
+  const address = obj.address;
+  // Two independent checks: our own strict parser, and Node's.
+  if (!isCanonicalIp(address, family) || isIP(address) !== family) {
+    fail(`${path}.address`, `must be a canonical IPv${family} address`);
+  }
+  const parsed = parseIp(address);
+  if (!parsed || hasHostBits(parsed.bytes, prefix)) {
+    fail(`${path}.address`, `has host bits set beyond /${prefix}`);
+  }
+  const portLow = integer(obj.portLow, `${path}.portLow`, 0, 65535);
+  const portHigh = integer(obj.portHigh, `${path}.portHigh`, 0, 65535);
+  const allPorts = portLow === 0 && portHigh === 0;
+  if (!allPorts && (portLow < 1 || portLow > portHigh)) {
+    fail(`${path}.portLow`, 'ports must be 0..0 (all) or 1 <= portLow <= portHigh <= 65535');
+  }
+  if (typeof obj.exclude !== 'boolean') fail(`${path}.exclude`, 'must be a boolean');
+  return { family, address, prefix, portLow, portHigh, exclude: obj.exclude };
+}
+
+function record(value: unknown, path: string): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(path, 'must be an object');
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) fail(path, 'must be a plain object');
+  return value as Record<string, unknown>;
+}
+
+function exactKeys(
+  obj: Record<string, unknown>,
+  path: string,
+  allowed: readonly string[],
+  required: readonly string[],
+): void {
+  // Object.keys sees an own "__proto__" key from JSON.parse too, so it is refused like any other.
+  for (const key of Object.keys(obj)) {
+    if (!allowed.includes(key)) fail(path, 'has an unknown key');
+  }
+  for (const key of required) {
+    if (!Object.hasOwn(obj, key)) fail(path, `is missing "${key}"`);
+  }
+}
+
+function integer(value: unknown, path: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    fail(path, `must be an integer ${min}..${max}`);
+  }
+  return value;
+}
+
+function fail(path: string, problem: string): never {
+  throw new SetupValidationError(`invalid setup: ${path} ${problem}`);
+}

@@ -1,0 +1,34 @@
+import type { TunnelEvent } from './events.js';
+import { formatDestination } from './streams/destination.js';
+
+/** How each event reads on the terminal, and from which -v level it shows (0: always). */
+type Renderer<K extends TunnelEvent['kind']> = {
+  readonly level: number;
+  readonly text: (event: Extract<TunnelEvent, { kind: K }>) => string;
+};
+
+const renderers: { readonly [K in TunnelEvent['kind']]: Renderer<K> } = {
+  listening: { level: 1, text: (e) => `Listening on ${e.host}:${e.port}.` },
+  starting: { level: 2, text: (e) => `starting server: ${e.command.slice(0, -1).join(' ')} …` },
+  'remote-output': { level: 2, text: (e) => `remote: ${e.line}` },
+  connected: { level: 1, text: (e) => `Connected to ${e.remote}.` },
+  'firewall-ready': {
+    level: 1,
+    text: (e) =>
+      `Firewall ready: chain rxshuttle-${e.port}, ${e.rules.filter((r) => !r.exclude).length} subnet(s) tunneled, ${e.rules.filter((r) => r.exclude).length} excluded.`,
+  },
+  accept: { level: 1, text: (e) => `Accept: ${e.source} -> ${formatDestination(e.destination)}.` },
+  close: {
+    level: 1,
+    text: (e) =>
+      `closed #${e.id} ${formatDestination(e.destination)}: ${e.reason}${e.detail ? ` (${e.detail})` : ''}, ${e.bytesSent} bytes sent, ${e.bytesReceived} received.`,
+  },
+  'remote-exit': { level: 0, text: (e) => `server stopped: ${e.reason}` },
+  warning: { level: 0, text: (e) => `warning: ${e.message}` },
+};
+
+/** The line to print for an event at this verbosity, or null. */
+export function render(event: TunnelEvent, verbosity: number): string | null {
+  const renderer = renderers[event.kind] as Renderer<typeof event.kind>;
+  return verbosity >= renderer.level ? renderer.text(event as never) : null;
+}

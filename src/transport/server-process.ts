@@ -1,0 +1,129 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import createDebug from 'debug';
+import { Observable, Subject } from 'rxjs';
+import { TransportError } from '../errors.js';
+import { type FrameWriter, frameWriter } from '../streams/frame-writer.js';
+import { serverUpload } from './bundle.js';
+
+const debug = createDebug('rxshuttle:transport');
+const ignore = () => {};
+
+/** The server process ended; carries what is needed to explain why. */
+export class ServerExit extends TransportError {
+  constructor(
+    readonly exitCode: number | null,
+    readonly signal: NodeJS.Signals | null,
+    readonly stderrTail: readonly string[],
+  ) {
+    super('RXS_ERR_TRANSPORT_CLOSED', `server process ended (${signal ? `signal ${signal}` : `exit code ${exitCode}`})`);
+  }
+}
+
+export interface ServerProcess {
+  /** Bytes the server wrote; errors with ServerExit once the process has ended. */
+  readonly bytes$: Observable<Buffer>;
+  readonly sendRaw: (bytes: Buffer) => void;
+  readonly writer: FrameWriter;
+  /** The server's (or ssh's) stderr, line by line. */
+  readonly stderr$: Observable<string>;
+  readonly pid: number | undefined;
+}
+
+export interface SpawnOptions {
+  /** Run the child with this group id (local mode: its sockets bypass the firewall rule). */
+  readonly gid?: number;
+}
+
+const STDERR_TAIL_LINES = 20;
+
+/**
+ * Starts the server command (ssh … node -e STUB, or a local node), uploads the bundle on its stdin
+ * and hands out its stdio as streams. Unsubscribing closes its stdin, which ends the server (and
+ * ssh) by itself; a child still alive after a grace period is killed.
+ */
+export function serverProcess$(argv: readonly string[], options: SpawnOptions = {}): Observable<ServerProcess> {
+  return new Observable<ServerProcess>((subscriber) => {
+    const [command, ...args] = argv;
+    if (command === undefined) throw new TypeError('empty server command');
+    debug('spawning %o', argv);
+    let child: ChildProcess;
+    try {
+      child = spawn(command, args, {
+        stdio: ['pipe', 'pipe', 'pipe'],
+        ...(options.gid === undefined ? {} : { gid: options.gid }),
+      });
+    } catch (err) {
+      subscriber.error(new TransportError('RXS_ERR_SSH', `cannot start ${command}: ${(err as Error).message}`));
+      return;
+    }
+    const { stdin, stdout, stderr } = child as ChildProcess & {
+      stdin: NonNullable<ChildProcess['stdin']>;
+      stdout: NonNullable<ChildProcess['stdout']>;
+      stderr: NonNullable<ChildProcess['stderr']>;
+    };
+    stdin.on('error', ignore);
+    stdout.on('error', ignore);
+    stderr.on('error', ignore);
+
+    const tail: string[] = [];
+    const lines = new Subject<string>();
+    let partial = '';
+    stderr.setEncoding('utf8');
+    stderr.on('data', (text: string) => {
+      const parts = (partial + text).split('\n');
+      partial = parts.pop() ?? '';
+      for (const line of parts) {
+        const clean = line.replace(/\r$/, '');
+        if (clean === '') continue;
+        tail.push(clean);
+        if (tail.length > STDERR_TAIL_LINES) tail.shift();
+        lines.next(clean);
+      }
+    });
+
+    let exited = false;
+    let spawnError: Error | null = null;
+    child.once('error', (err) => {
+      spawnError = err;
+    });
+    const closed = new Promise<ServerExit | TransportError>((resolve) => {
+      child.once('close', (code, signal) => {
+        exited = true;
+        if (partial) tail.push(partial);
+        debug('server process %d ended: code %s signal %s', child.pid, code, signal);
+        resolve(
+          spawnError
+            ? new TransportError('RXS_ERR_SSH', `cannot start ${command}: ${spawnError.message}`)
+            : new ServerExit(code, signal, tail),
+        );
+      });
+    });
+
+    const bytes$ = new Observable<Buffer>((reader) => {
+      const onData = (chunk: Buffer) => reader.next(chunk);
+      stdout.on('data', onData);
+      stdout.resume();
+      void closed.then((exit) => reader.error(exit));
+      return () => stdout.off('data', onData);
+    });
+
+    stdin.write(serverUpload());
+    subscriber.next({
+      bytes$,
+      sendRaw: (bytes) => stdin.write(bytes),
+      writer: frameWriter(stdin),
+      stderr$: lines.asObservable(),
+      pid: child.pid,
+    });
+
+    return () => {
+      stdin.end();
+      if (exited) return;
+      const killTimer = setTimeout(() => {
+        if (!exited) child.kill('SIGTERM');
+      }, 3000);
+      killTimer.unref();
+      child.once('close', () => clearTimeout(killTimer));
+    };
+  });
+}

@@ -1,0 +1,183 @@
+/**
+ * firewall$ against scripted stand-ins for the helper (plain Node scripts), so every protocol
+ * path is exercised with real processes and pipes. The real helper: helper.netns.test.ts.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { firstValueFrom } from 'rxjs';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { firewall$, helperCommand } from '../../src/firewall/client.js';
+import { FirewallError } from '../../src/firewall/errors.js';
+import type { FirewallSetup } from '../../src/firewall/types.js';
+
+const SETUP: FirewallSetup = {
+  version: 1,
+  method: 'nat',
+  port: 12300,
+  routerMode: false,
+  rules: [{ family: 4, address: '10.0.0.0', prefix: 8, portLow: 0, portHigh: 0, exclude: false }],
+};
+
+const dir = mkdtempSync(join(tmpdir(), 'rxs-fwclient-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/**
+ * A fake helper. argv: behaviour, log file. It logs what it receives and, on stdin EOF,
+ * "eof" then (after a pause, like real cleanup) "cleaned" before exiting 0.
+ */
+const FAKE = join(dir, 'fake-helper.mjs');
+writeFileSync(
+  FAKE,
+  `
+import { appendFileSync } from 'node:fs';
+const [behaviour, logFile] = process.argv.slice(2);
+const log = (s) => appendFileSync(logFile, s + '\\n');
+const say = (s) => process.stdout.write(s + '\\n');
+if (behaviour === 'bad-hello') say('HELLO something-else 7');
+else if (behaviour === 'exit-now') { say('HELLO rxshuttle-fw 1'); process.exit(3); }
+else say('HELLO rxshuttle-fw 1');
+let buf = '';
+process.stdin.on('data', (c) => {
+  buf += c;
+  let nl;
+  while ((nl = buf.indexOf('\\n')) >= 0) {
+    const line = buf.slice(0, nl);
+    buf = buf.slice(nl + 1);
+    log('got ' + line);
+    if (behaviour === 'error') { say('ERROR iptables-restore failed (exit 4): line 5: RULE_INSERT failed'); process.exit(1); }
+    if (behaviour === 'exit-before-ready') process.exit(5);
+    say('READY');
+    if (behaviour === 'die-after-ready') setTimeout(() => process.kill(process.pid, 'SIGKILL'), 50);
+  }
+});
+process.stdin.on('end', () => {
+  log('eof');
+  setTimeout(() => { log('cleaned'); process.exit(0); }, 200);
+});
+`,
+);
+
+let logCount = 0;
+function fakeHelper(behaviour: string) {
+  const logFile = join(dir, `log-${++logCount}.txt`);
+  writeFileSync(logFile, '');
+  return { argv: [process.execPath, FAKE, behaviour, logFile], log: () => readFileSync(logFile, 'utf8') };
+}
+
+async function waitFor(check: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function errorOf(argv: string[], setup = SETUP): Promise<unknown> {
+  return new Promise((resolve) => {
+    firewall$(setup, { helperArgv: argv }).subscribe({
+      next: () => resolve(new Error('unexpected ready')),
+      error: resolve,
+      complete: () => resolve(new Error('unexpected complete')),
+    });
+  });
+}
+
+describe('firewall$', () => {
+  it('sends the setup after HELLO, emits ready, stays open, and on unsubscribe ends stdin without killing', async () => {
+    const fake = fakeHelper('ok');
+    const events: string[] = [];
+    const sub = firewall$(SETUP, { helperArgv: fake.argv }).subscribe({
+      next: (v) => events.push(v),
+      error: (e: Error) => events.push(`error ${e.message}`),
+      complete: () => events.push('complete'),
+    });
+    await waitFor(() => events.length > 0);
+    expect(events).toEqual(['ready']);
+    expect(fake.log()).toBe(`got ${JSON.stringify(SETUP)}\n`);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(events).toEqual(['ready']);
+    sub.unsubscribe();
+    // The helper got EOF and was allowed to finish its (slow) cleanup.
+    await waitFor(() => fake.log().includes('cleaned'));
+    expect(fake.log()).toMatch(/eof\ncleaned\n$/);
+    expect(events).toEqual(['ready']);
+  });
+
+  it('fails with the helper ERROR reason as a FirewallError', async () => {
+    const e = await errorOf(fakeHelper('error').argv);
+    expect(e).toBeInstanceOf(FirewallError);
+    expect(e).toMatchObject({
+      code: 'RXS_ERR_FW_APPLY',
+      message: 'iptables-restore failed (exit 4): line 5: RULE_INSERT failed',
+    });
+  });
+
+  it('fails when the helper exits before READY', async () => {
+    const e = await errorOf(fakeHelper('exit-before-ready').argv);
+    expect(e).toBeInstanceOf(FirewallError);
+    expect((e as Error).message).toBe('firewall helper exited with code 5 before the rules were installed');
+  });
+
+  it('fails when the helper dies while the rules are in place', async () => {
+    const fake = fakeHelper('die-after-ready');
+    const events: string[] = [];
+    firewall$(SETUP, { helperArgv: fake.argv }).subscribe({
+      next: (v) => events.push(v),
+      error: (e: Error) => events.push(`error ${e.message}`),
+    });
+    await waitFor(() => events.length >= 2);
+    expect(events).toEqual(['ready', 'error firewall helper was killed by SIGKILL while the rules were in place']);
+  });
+
+  it('fails on an unknown greeting', async () => {
+    const e = await errorOf(fakeHelper('bad-hello').argv);
+    expect((e as Error).message).toBe('unexpected greeting from the firewall helper: HELLO something-else 7');
+  });
+
+  it('fails when the helper cannot be started', async () => {
+    const e = await errorOf(['/nonexistent/rxshuttle-helper']);
+    expect(e).toBeInstanceOf(FirewallError);
+    expect((e as Error).message).toMatch(/^cannot start the firewall helper \(\/nonexistent\/rxshuttle-helper\): spawn .* ENOENT$/);
+    expect(await errorOf([])).toMatchObject({ message: 'firewall helper command is empty' });
+  });
+
+  it('survives EPIPE when the helper exits while a large setup is being written', async () => {
+    const big: FirewallSetup = {
+      ...SETUP,
+      rules: Array.from({ length: 10_000 }, (_, i) => ({
+        family: 4 as const,
+        address: `10.${i >> 8}.${i & 255}.0`,
+        prefix: 24,
+        portLow: 0,
+        portHigh: 0,
+        exclude: false,
+      })),
+    };
+    const e = await errorOf(fakeHelper('exit-now').argv, big);
+    expect((e as Error).message).toBe('firewall helper exited with code 3 before the rules were installed');
+    // Give a late EPIPE a chance to surface as an uncaught error (vitest would report it).
+    await new Promise((r) => setTimeout(r, 100));
+  });
+
+  it('can be awaited for readiness with firstValueFrom', async () => {
+    const fake = fakeHelper('ok');
+    await expect(firstValueFrom(firewall$(SETUP, { helperArgv: fake.argv }))).resolves.toBe('ready');
+    // firstValueFrom unsubscribes after the first value: the helper is told to clean up.
+    await waitFor(() => fake.log().includes('cleaned'));
+  });
+});
+
+describe('helperCommand', () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it('runs the CLI with --firewall directly as root', () => {
+    vi.spyOn(process, 'getuid').mockReturnValue(0);
+    expect(helperCommand('/opt/rxs/dist/cli.js')).toEqual([process.execPath, '/opt/rxs/dist/cli.js', '--firewall']);
+  });
+
+  it('goes through sudo otherwise', () => {
+    vi.spyOn(process, 'getuid').mockReturnValue(1000);
+    expect(helperCommand('/opt/rxs/dist/cli.js')).toEqual(['sudo', process.execPath, '/opt/rxs/dist/cli.js', '--firewall']);
+  });
+});

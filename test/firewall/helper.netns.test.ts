@@ -1,0 +1,243 @@
+/**
+ * The real helper against the real iptables, inside throwaway namespaces (never the host's
+ * tables). Lab: `client` (10.123.0.2, fd00:123::2) runs the helper and the probes; `target`
+ * (10.123.0.1, 10.123.1.1, fd00:123::1) answers "direct …" on ports 80 and 81, so a reply
+ * tells whether a connection was redirected or went where it was addressed.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { firstValueFrom } from 'rxjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { firewall$ } from '../../src/firewall/client.js';
+import type { FirewallSetup, SubnetRule } from '../../src/firewall/types.js';
+import { type Bundle, bundleFixture } from './support/bundle.js';
+import { HelperProcess, within } from './support/helper-process.js';
+import { type Netns, createLab, netnsSkip } from './support/netns.js';
+import { runProbe, startServerProbe } from './support/probe.js';
+
+const BYPASS_GID = 4242;
+
+function subnet(address: string, prefix: number, exclude = false, ports: [number, number] = [0, 0]): SubnetRule {
+  return { family: address.includes(':') ? 6 : 4, address, prefix, portLow: ports[0], portHigh: ports[1], exclude };
+}
+
+function labSetup(port: number, extra: Partial<FirewallSetup> = {}): FirewallSetup {
+  return {
+    version: 1,
+    method: 'nat',
+    port,
+    routerMode: false,
+    bypassGid: BYPASS_GID,
+    rules: [
+      subnet('10.123.0.0', 16),
+      subnet('10.123.1.0', 24, true),
+      subnet('10.123.1.1', 32, false, [81, 81]),
+      subnet('fd00:123::', 64),
+    ],
+    ...extra,
+  };
+}
+
+describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
+  let lab: Awaited<ReturnType<typeof createLab>> | undefined;
+  let helperBundle: Bundle | undefined;
+  let probe: Bundle | undefined;
+  let targetServer: ChildProcess | undefined;
+  let client: Netns;
+  let nextPort = 20_000 + Math.floor(Math.random() * 10_000);
+  const freshPort = () => nextPort++;
+
+  const saveBoth = async () => `${await client.natSave(4)}${await client.natSave(6)}`;
+  const rxshuttleLines = async () => (await saveBoth()).split('\n').filter((l) => l.includes('rxshuttle'));
+  /** What the client sees when connecting to these targets, with a redirect listener on `port`. */
+  const probeFrom = (port: number, connect: Array<{ host: string; port: number; gid?: number }>) =>
+    runProbe(client, probe!, {
+      listen: [
+        { host: '127.0.0.1', port, label: 'redirect' },
+        { host: '::1', port, label: 'redirect' },
+        { host: '10.123.0.2', port: 80, label: 'local' },
+      ],
+      connect,
+    });
+
+  beforeAll(async () => {
+    [helperBundle, probe] = await Promise.all([bundleFixture('helper-main'), bundleFixture('probe-main')]);
+    lab = await createLab();
+    client = lab.client;
+    targetServer = await startServerProbe(lab.target, probe, {
+      listen: [
+        { host: '::', port: 80, label: 'direct' },
+        { host: '::', port: 81, label: 'direct' },
+      ],
+    });
+  }, 30_000);
+
+  afterAll(async () => {
+    targetServer?.kill('SIGKILL');
+    await lab?.delete();
+    helperBundle?.remove();
+    probe?.remove();
+  });
+
+  it('installs the chain, redirects included traffic only, and removes everything when stdin closes', async () => {
+    const port = freshPort();
+    const helper = new HelperProcess(client, helperBundle!);
+    expect(await helper.setup(labSetup(port))).toBe('READY');
+
+    const v4 = await client.natSave(4);
+    expect(v4).toContain(`:rxshuttle-${port} - [0:0]`);
+    expect(v4).toContain(`-A OUTPUT -p tcp -m owner ! --gid-owner ${BYPASS_GID} -j rxshuttle-${port}`);
+    expect(v4).toContain(`-A rxshuttle-${port} -m addrtype --dst-type LOCAL -j RETURN`);
+    expect(v4).toContain(`-A rxshuttle-${port} -d 10.123.1.1/32 -p tcp -m tcp --dport 81 -j REDIRECT --to-ports ${port}`);
+    expect(v4).toContain(`-A rxshuttle-${port} -d 10.123.1.0/24 -p tcp -j RETURN`);
+    expect(v4).toContain(`-A rxshuttle-${port} -d 10.123.0.0/16 -p tcp -j REDIRECT --to-ports ${port}`);
+    expect(v4).not.toContain('PREROUTING -p tcp');
+    expect(await client.natSave(6)).toContain(`-A rxshuttle-${port} -d fd00:123::/64 -p tcp -j REDIRECT --to-ports ${port}`);
+
+    const results = await probeFrom(port, [
+      { host: '10.123.0.1', port: 80 },
+      { host: '10.123.1.1', port: 80 },
+      { host: '10.123.1.1', port: 81 },
+      { host: '10.123.0.2', port: 80 },
+      { host: 'fd00:123::1', port: 80 },
+      { host: '10.123.0.1', port: 80, gid: BYPASS_GID },
+    ]);
+    expect(results.map((r) => r.reply ?? r.error)).toEqual([
+      'redirect 10.123.0.1:80 v4', // included
+      expect.stringMatching(/^direct /), // excluded /24
+      'redirect 10.123.1.1:81 v4', // the /32 port-81 include beats the /24 exclude
+      expect.stringMatching(/^local /), // a local address is never redirected
+      'redirect [fd00:123::1]:80 v6', // IPv6 include
+      expect.stringMatching(/^direct /), // the bypass group is never redirected
+    ]);
+
+    helper.send('SOMETHING else');
+    expect(await helper.nextLine()).toBe('ERROR unknown command (rules stay in place)');
+    expect((await rxshuttleLines()).length).toBeGreaterThan(0);
+
+    helper.closeInput();
+    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    expect(await helper.exited).toEqual({ code: 0, signal: null });
+    const after = await probeFrom(port, [{ host: '10.123.0.1', port: 80 }]);
+    expect(after[0]?.reply).toMatch(/^direct /);
+  });
+
+  it('removes everything and exits 0 on SIGTERM', async () => {
+    const port = freshPort();
+    const helper = new HelperProcess(client, helperBundle!);
+    expect(await helper.setup(labSetup(port))).toBe('READY');
+    expect((await rxshuttleLines()).length).toBeGreaterThan(0);
+    helper.child.kill('SIGTERM');
+    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    expect(await helper.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it('clears the leftovers of a SIGKILLed helper with the same port before installing', async () => {
+    const port = freshPort();
+    const crashed = new HelperProcess(client, helperBundle!);
+    expect(await crashed.setup(labSetup(port, { routerMode: true, rules: [subnet('10.99.0.0', 16)] }))).toBe('READY');
+    crashed.child.kill('SIGKILL');
+    await crashed.exited;
+    const left = await rxshuttleLines();
+    expect(left.some((l) => l.includes('10.99.0.0/16'))).toBe(true);
+    expect(left.some((l) => l.startsWith('-A PREROUTING'))).toBe(true);
+
+    const helper = new HelperProcess(client, helperBundle!);
+    expect(await helper.setup(labSetup(port))).toBe('READY');
+    const lines = await rxshuttleLines();
+    expect(lines.some((l) => l.includes('10.99.0.0/16'))).toBe(false);
+    expect(lines.filter((l) => l.startsWith('-A PREROUTING'))).toEqual([]);
+    expect(lines.filter((l) => l.startsWith('-A OUTPUT'))).toHaveLength(2); // one per family
+    const results = await probeFrom(port, [{ host: '10.123.0.1', port: 80 }]);
+    expect(results[0]?.reply).toBe('redirect 10.123.0.1:80 v4');
+
+    helper.closeInput();
+    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    expect((await helper.exited).code).toBe(0);
+  });
+
+  it('leaves another instance (other port) untouched', async () => {
+    const [portA, portB] = [freshPort(), freshPort()];
+    const a = new HelperProcess(client, helperBundle!);
+    const b = new HelperProcess(client, helperBundle!);
+    expect(await a.setup(labSetup(portA, { rules: [subnet('10.123.0.1', 32)] }))).toBe('READY');
+    expect(await b.setup(labSetup(portB, { rules: [subnet('10.123.0.0', 16)] }))).toBe('READY');
+    a.closeInput();
+    await within(2000, async () => !(await rxshuttleLines()).some((l) => l.includes(`rxshuttle-${portA}`)));
+    expect((await a.exited).code).toBe(0);
+    expect(await client.natSave(4)).toContain(`-A rxshuttle-${portB} -d 10.123.0.0/16 -p tcp -j REDIRECT --to-ports ${portB}`);
+    const results = await probeFrom(portB, [{ host: '10.123.0.1', port: 80 }]);
+    expect(results[0]?.reply).toBe('redirect 10.123.0.1:80 v4');
+    b.closeInput();
+    await within(2000, async () => (await rxshuttleLines()).length === 0);
+  });
+
+  it('router mode: the bypass rule is accepted with a PREROUTING jump, and forwarded traffic is redirected', async () => {
+    const port = freshPort();
+    const helper = new HelperProcess(client, helperBundle!);
+    expect(await helper.setup(labSetup(port, { routerMode: true, rules: [subnet('10.124.0.0', 16)] }))).toBe('READY');
+    const v4 = await client.natSave(4);
+    expect(v4).toContain(`-A PREROUTING -p tcp -j rxshuttle-${port}`);
+    expect(v4).toContain(`-A OUTPUT -p tcp -m owner ! --gid-owner ${BYPASS_GID} -j rxshuttle-${port}`);
+
+    // The target namespace uses the client as its gateway to 10.124.0.0/16; the client listens
+    // beyond loopback, as a router-mode client does.
+    await lab!.target.ip('route', 'add', '10.124.0.0/16', 'via', '10.123.0.2');
+    const listener = await startServerProbe(client, probe!, { listen: [{ host: '0.0.0.0', port, label: 'redirect' }] });
+    try {
+      const results = await runProbe(lab!.target, probe!, { connect: [{ host: '10.124.0.9', port: 443 }] });
+      expect(results[0]?.reply).toBe('redirect 10.124.0.9:443 v4');
+    } finally {
+      listener.kill('SIGKILL');
+      await lab!.target.ip('route', 'del', '10.124.0.0/16');
+    }
+    helper.closeInput();
+    await within(2000, async () => (await rxshuttleLines()).length === 0);
+  });
+
+  it('installs and removes a large setup (2 001 rules) in one transaction', async () => {
+    const port = freshPort();
+    const rules = Array.from({ length: 2000 }, (_, i) => subnet(`10.${100 + (i >> 8)}.${i & 255}.0`, 24, i % 2 === 0));
+    const helper = new HelperProcess(client, helperBundle!);
+    expect(await helper.setup(labSetup(port, { rules: [...rules, subnet('10.0.0.0', 8)] }))).toBe('READY');
+    expect((await client.natSave(4)).split('\n').filter((l) => l.startsWith(`-A rxshuttle-${port} -d`))).toHaveLength(2001);
+    helper.closeInput();
+    await within(5000, async () => (await rxshuttleLines()).length === 0);
+    expect((await helper.exited).code).toBe(0);
+  });
+
+  it('answers ERROR to an invalid setup and exits 1 without touching the tables', async () => {
+    const before = await saveBoth();
+    const helper = new HelperProcess(client, helperBundle!);
+    const reply = await helper.setup({ ...labSetup(freshPort()), port: '80; iptables -F' });
+    expect(reply).toBe('ERROR invalid setup: port must be an integer 1..65535');
+    expect(await helper.exited).toEqual({ code: 1, signal: null });
+    const strip = (t: string) => t.replace(/^#.*$/gm, '');
+    expect(strip(await saveBoth())).toBe(strip(before));
+  });
+
+  it('says what to install when iptables is missing', async () => {
+    // A private mount namespace hides /usr/sbin (and /sbin, a link to it) from the helper only.
+    const hidden = {
+      ...helperBundle!,
+      argv: ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs none /usr/sbin && exec "$0" "$@"', ...helperBundle!.argv],
+    };
+    const helper = new HelperProcess(client, hidden);
+    expect(await helper.setup(labSetup(freshPort()))).toBe('ERROR iptables not found: install iptables');
+    expect((await helper.exited).code).toBe(1);
+  });
+
+  it('works through firewall$: ready, rules in place, removed after unsubscribe', async () => {
+    const port = freshPort();
+    const argv = ['ip', 'netns', 'exec', client.name, ...helperBundle!.argv];
+    const rules$ = firewall$(labSetup(port), { helperArgv: argv });
+    let ready = false;
+    const sub = rules$.subscribe({ next: () => (ready = true) });
+    await within(10_000, async () => ready);
+    expect(await client.natSave(4)).toContain(`:rxshuttle-${port} - [0:0]`);
+    sub.unsubscribe();
+    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    // and the one-shot form
+    await expect(firstValueFrom(firewall$(labSetup(port), { helperArgv: argv }))).resolves.toBe('ready');
+    await within(2000, async () => (await rxshuttleLines()).length === 0);
+  });
+});

@@ -1,0 +1,284 @@
+/**
+ * The helper's protocol, in-process, against a fake iptables (no root, no real tables).
+ * The same helper against the real iptables in a namespace: helper.netns.test.ts.
+ */
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { type FirewallHelperOptions, runFirewallHelper } from '../../src/firewall/helper.js';
+import type { FirewallSetup } from '../../src/firewall/types.js';
+import { FakeIptables } from './support/fake-iptables.js';
+
+const SETUP: FirewallSetup = {
+  version: 1,
+  method: 'nat',
+  port: 12300,
+  routerMode: false,
+  bypassGid: 4242,
+  rules: [
+    { family: 4, address: '10.0.0.0', prefix: 8, portLow: 0, portHigh: 0, exclude: false },
+    { family: 4, address: '10.1.0.0', prefix: 16, portLow: 0, portHigh: 0, exclude: true },
+  ],
+};
+const V6_SETUP: FirewallSetup = {
+  ...SETUP,
+  rules: [...SETUP.rules, { family: 6, address: 'fd00::', prefix: 8, portLow: 0, portHigh: 0, exclude: false }],
+};
+
+/** Runs the helper on in-memory pipes; `lines()` waits for the next output line. */
+function startHelper(fake: FakeIptables, opts: FirewallHelperOptions = {}) {
+  const input = new PassThrough();
+  const output = new PassThrough();
+  const warnings: string[] = [];
+  const received: string[] = [];
+  const waiters: Array<() => void> = [];
+  let buffered = '';
+  output.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      received.push(buffered.slice(0, nl));
+      buffered = buffered.slice(nl + 1);
+      waiters.splice(0).forEach((w) => w());
+    }
+  });
+  const done = runFirewallHelper(input, output, {
+    run: fake.run,
+    handleSignals: false,
+    warn: (m) => warnings.push(m),
+    ...opts,
+  });
+  let read = 0;
+  const nextLine = async (): Promise<string> => {
+    while (read >= received.length) await new Promise<void>((r) => waiters.push(r));
+    return received[read++]!;
+  };
+  return { input, output, done, nextLine, warnings, received };
+}
+
+describe('runFirewallHelper (fake iptables)', () => {
+  it('greets, installs on a setup line, answers READY, removes everything on EOF', async () => {
+    const fake = new FakeIptables();
+    const h = startHelper(fake);
+    expect(await h.nextLine()).toBe('HELLO rxshuttle-fw 1');
+    h.input.write(`${JSON.stringify(SETUP)}\n`);
+    expect(await h.nextLine()).toBe('READY');
+    expect(fake.rxshuttleLines()).toEqual([
+      ':rxshuttle-12300 - [0:0]',
+      '-A OUTPUT -p tcp -m owner ! --gid-owner 4242 -j rxshuttle-12300',
+      '-A rxshuttle-12300 -m addrtype --dst-type LOCAL -j RETURN',
+      '-A rxshuttle-12300 -d 10.1.0.0/16 -p tcp -j RETURN',
+      '-A rxshuttle-12300 -d 10.0.0.0/8 -p tcp -j REDIRECT --to-ports 12300',
+    ]);
+    expect(fake.rxshuttleLines(6)).toEqual([]);
+    h.input.end();
+    expect(await h.done).toBe(0);
+    expect(fake.rxshuttleLines()).toEqual([]);
+    expect(h.warnings).toEqual([]);
+  });
+
+  it('uses iptables-restore --noflush with --wait, and never a shell', async () => {
+    const fake = new FakeIptables();
+    const h = startHelper(fake);
+    h.input.end(`${JSON.stringify(SETUP)}\n`);
+    expect(await h.done).toBe(0);
+    const programs = new Set(fake.calls.map((c) => c.file));
+    expect([...programs].sort()).toEqual(['ip6tables-save', 'iptables-restore', 'iptables-save']);
+    for (const call of fake.calls.filter((c) => c.file.endsWith('-restore'))) {
+      expect(call.args).toEqual(['--wait=10', '--noflush']);
+    }
+  });
+
+  it('installs IPv6 rules with ip6tables when there is an IPv6 include, and removes them', async () => {
+    const fake = new FakeIptables();
+    const h = startHelper(fake);
+    await h.nextLine();
+    h.input.write(`${JSON.stringify(V6_SETUP)}\n`);
+    expect(await h.nextLine()).toBe('READY');
+    expect(fake.rxshuttleLines(6)).toContain('-A rxshuttle-12300 -d fd00::/8 -p tcp -j REDIRECT --to-ports 12300');
+    expect(fake.rxshuttleLines(4)).toContain('-A rxshuttle-12300 -d 10.0.0.0/8 -p tcp -j REDIRECT --to-ports 12300');
+    h.input.end();
+    expect(await h.done).toBe(0);
+    expect([...fake.rxshuttleLines(4), ...fake.rxshuttleLines(6)]).toEqual([]);
+  });
+
+  it('removes leftovers of a crashed instance with the same port first, and leaves other ports alone', async () => {
+    const fake = new FakeIptables();
+    fake.tables[4].restore(
+      '*nat\n:rxshuttle-12300 - [0:0]\n:rxshuttle-999 - [0:0]\n-A rxshuttle-12300 -d 192.168.0.0/16 -p tcp -j REDIRECT --to-ports 12300\n' +
+        '-I OUTPUT 1 -p tcp -j rxshuttle-12300\n-I PREROUTING 1 -p tcp -j rxshuttle-12300\n-I OUTPUT 1 -p tcp -j rxshuttle-999\nCOMMIT\n',
+    );
+    fake.tables[6].restore('*nat\n:rxshuttle-12300 - [0:0]\n-I OUTPUT 1 -p tcp -j rxshuttle-12300\nCOMMIT\n');
+    const h = startHelper(fake);
+    await h.nextLine();
+    h.input.write(`${JSON.stringify(SETUP)}\n`);
+    expect(await h.nextLine()).toBe('READY');
+    const lines = fake.rxshuttleLines();
+    expect(lines.filter((l) => l.includes('192.168'))).toEqual([]);
+    expect(lines.filter((l) => l.includes('PREROUTING'))).toEqual([]);
+    expect(lines.filter((l) => l.startsWith('-A OUTPUT') && l.endsWith('rxshuttle-12300'))).toHaveLength(1);
+    expect(fake.rxshuttleLines(6)).toEqual([]);
+    h.input.end();
+    expect(await h.done).toBe(0);
+    expect(fake.rxshuttleLines()).toEqual([':rxshuttle-999 - [0:0]', '-A OUTPUT -p tcp -j rxshuttle-999']);
+  });
+
+  it('refuses further lines with ERROR but keeps the rules', async () => {
+    const fake = new FakeIptables();
+    const h = startHelper(fake);
+    await h.nextLine();
+    h.input.write(`${JSON.stringify(SETUP)}\n`);
+    expect(await h.nextLine()).toBe('READY');
+    h.input.write('HOSTS 10.0.0.1 a.example\n');
+    expect(await h.nextLine()).toBe('ERROR unknown command (rules stay in place)');
+    h.input.write(`${'x'.repeat(1024 * 1024 + 1)}\n`);
+    expect(await h.nextLine()).toBe('ERROR line too long (rules stay in place)');
+    expect(fake.rxshuttleLines()).toHaveLength(5);
+    h.input.end();
+    expect(await h.done).toBe(0);
+    expect(fake.rxshuttleLines()).toEqual([]);
+  });
+
+  it.each([
+    ['not JSON', 'hello', 'ERROR setup is not valid JSON'],
+    ['a wrong version', JSON.stringify({ ...SETUP, version: 2 }), 'ERROR invalid setup: version must be 1 (helper protocol version)'],
+    ['host bits', JSON.stringify({ ...SETUP, rules: [{ ...SETUP.rules[0], address: '10.0.0.1' }] }), 'ERROR invalid setup: rules[0].address has host bits set beyond /8'],
+  ])('answers ERROR and exits 1 for %s, touching nothing', async (_name, line, reply) => {
+    const fake = new FakeIptables();
+    const h = startHelper(fake);
+    await h.nextLine();
+    h.input.write(`${line}\n`);
+    expect(await h.nextLine()).toBe(reply);
+    expect(await h.done).toBe(1);
+    expect(fake.calls).toEqual([]);
+  });
+
+  it('refuses a setup line over 1 MiB without waiting for its end', async () => {
+    const fake = new FakeIptables();
+    const h = startHelper(fake);
+    await h.nextLine();
+    h.input.write(Buffer.alloc(1024 * 1024 + 10, 0x20));
+    expect(await h.nextLine()).toBe('ERROR setup line longer than 1048576 bytes');
+    expect(await h.done).toBe(1);
+  });
+
+  it('says what to install when iptables is missing', async () => {
+    const fake = new FakeIptables();
+    for (const p of ['iptables-save', 'iptables-restore', 'ip6tables-save', 'ip6tables-restore']) fake.missing.add(p);
+    const h = startHelper(fake);
+    await h.nextLine();
+    h.input.write(`${JSON.stringify(SETUP)}\n`);
+    expect(await h.nextLine()).toBe('ERROR iptables not found: install iptables');
+    expect(await h.done).toBe(1);
+  });
+
+  it('says so when only ip6tables is missing and IPv6 is needed; without IPv6 it does not matter', async () => {
+    const fake = new FakeIptables();
+    fake.missing.add('ip6tables-save');
+    fake.missing.add('ip6tables-restore');
+    const h = startHelper(fake);
+    await h.nextLine();
+    h.input.write(`${JSON.stringify(V6_SETUP)}\n`);
+    expect(await h.nextLine()).toBe('ERROR ip6tables not found: install iptables');
+    expect(await h.done).toBe(1);
+    expect(fake.rxshuttleLines()).toEqual([]);
+
+    const h2 = startHelper(fake);
+    await h2.nextLine();
+    h2.input.write(`${JSON.stringify(SETUP)}\n`);
+    expect(await h2.nextLine()).toBe('READY');
+    h2.input.end();
+    expect(await h2.done).toBe(0);
+    expect(h2.warnings).toEqual([]);
+  });
+
+  it('undoes the IPv4 rules when the IPv6 rules fail, and reports the one-line reason', async () => {
+    const fake = new FakeIptables();
+    fake.failRestore = (file, script) =>
+      file === 'ip6tables-restore' && script.includes('REDIRECT') ? 'line 5: RULE_INSERT failed (Invalid argument)\nsecond line' : undefined;
+    const h = startHelper(fake);
+    await h.nextLine();
+    h.input.write(`${JSON.stringify(V6_SETUP)}\n`);
+    expect(await h.nextLine()).toBe(
+      'ERROR ip6tables-restore failed (exit 1): line 5: RULE_INSERT failed (Invalid argument) second line',
+    );
+    expect(await h.done).toBe(1);
+    expect(fake.rxshuttleLines(4)).toEqual([]);
+    expect(fake.rxshuttleLines(6)).toEqual([]);
+  });
+
+  it('retries without --wait for an iptables-restore that does not know it', async () => {
+    const fake = new FakeIptables();
+    fake.failRestore = (_file, _script) =>
+      fake.calls.at(-1)?.args.includes('--wait=10') ? "unrecognized option '--wait=10'" : undefined;
+    const h = startHelper(fake);
+    await h.nextLine();
+    h.input.write(`${JSON.stringify(SETUP)}\n`);
+    expect(await h.nextLine()).toBe('READY');
+    expect(fake.calls.filter((c) => c.file === 'iptables-restore').at(-1)?.args).toEqual(['--noflush']);
+    h.input.end();
+    expect(await h.done).toBe(0);
+  });
+
+  it('removes the rules and exits 0 when stopped (as by a signal)', async () => {
+    const fake = new FakeIptables();
+    const stop = new AbortController();
+    const h = startHelper(fake, { stop: stop.signal });
+    await h.nextLine();
+    h.input.write(`${JSON.stringify(SETUP)}\n`);
+    expect(await h.nextLine()).toBe('READY');
+    stop.abort();
+    expect(await h.done).toBe(0);
+    expect(fake.rxshuttleLines()).toEqual([]);
+  });
+
+  it('finishes installing, then removes, when stopped in the middle of the setup', async () => {
+    const fake = new FakeIptables();
+    const stop = new AbortController();
+    const run = fake.run;
+    const h = startHelper(fake, {
+      stop: stop.signal,
+      run: async (file, args, input) => {
+        if (file === 'iptables-restore') stop.abort();
+        return run(file, args, input);
+      },
+    });
+    await h.nextLine();
+    h.input.write(`${JSON.stringify(SETUP)}\n`);
+    expect(await h.nextLine()).toBe('READY');
+    expect(await h.done).toBe(0);
+    expect(fake.rxshuttleLines()).toEqual([]);
+  });
+
+  it('exits 1 without touching anything when the input ends before a setup', async () => {
+    const fake = new FakeIptables();
+    const h = startHelper(fake);
+    await h.nextLine();
+    h.input.end();
+    expect(await h.done).toBe(1);
+    expect(fake.calls).toEqual([]);
+  });
+
+  it('reports a failed removal on stderr and exits 1', async () => {
+    const fake = new FakeIptables();
+    const h = startHelper(fake);
+    await h.nextLine();
+    h.input.write(`${JSON.stringify(SETUP)}\n`);
+    expect(await h.nextLine()).toBe('READY');
+    fake.failRestore = () => 'resource busy';
+    h.input.end();
+    expect(await h.done).toBe(1);
+    expect(h.warnings).toEqual([
+      'failed to remove firewall rules: iptables-restore failed (exit 1): resource busy',
+    ]);
+  });
+
+  it('survives an output whose reader is gone (EPIPE)', async () => {
+    const fake = new FakeIptables();
+    const h = startHelper(fake);
+    await h.nextLine();
+    h.output.destroy(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
+    h.input.end(`${JSON.stringify(SETUP)}\n`);
+    expect(await h.done).toBe(0);
+    expect(fake.rxshuttleLines()).toEqual([]);
+  });
+});
