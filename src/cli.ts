@@ -18,6 +18,7 @@ import {
 } from './options.js';
 import { runServer } from './remote/server.js';
 import { render } from './render.js';
+import { raiseFileLimit } from './rlimit.js';
 
 const VERSION = '0.1.0';
 const cliPath = realpathSync(fileURLToPath(import.meta.url));
@@ -87,6 +88,7 @@ function toOptions(subnets: string[], flags: CliFlags): TunnelOptions {
 }
 
 function runTunnel(options: TunnelOptions, verbosity: number): void {
+  raiseFileLimit();
   let subscription: Subscription | undefined;
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {

@@ -6,7 +6,7 @@ import type { TunnelEvent } from './events.js';
 import { firewall$ } from './firewall/client.js';
 import { originalDestination } from './firewall/original-dst.js';
 import type { FirewallSetup, SubnetRule } from './firewall/types.js';
-import { accepted$, type Listener, listen } from './listener.js';
+import { accepted$, type Listener, listener$ } from './listener.js';
 import type { TunnelOptions } from './options.js';
 import { DEFAULT_WINDOW } from './streams/defaults.js';
 import { session } from './streams/session.js';
@@ -36,11 +36,11 @@ const hostRule = (address: string): SubnetRule => ({
  * It errors with an RxshuttleError when the tunnel cannot start or breaks.
  */
 export function connect(options: TunnelOptions): Observable<TunnelEvent> {
-  return from(listen(options.listen)).pipe(
-    switchMap((listener) => {
-      const closeListener = new Observable<never>(() => () => listener.server.close());
-      return merge(closeListener, of<TunnelEvent>({ kind: 'listening', host: listener.host, port: listener.port }), tunnel(options, listener));
-    }),
+  const ipv6 = options.subnets.some((rule) => rule.family === 6 && !rule.exclude);
+  return listener$(options.listen, ipv6).pipe(
+    switchMap((listener) =>
+      concat(of<TunnelEvent>({ kind: 'listening', host: listener.host, port: listener.port }), tunnel(options, listener)),
+    ),
   );
 }
 

@@ -1,4 +1,4 @@
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, isIPv4, type Server, type Socket } from 'node:net';
 import createDebug from 'debug';
 import { Observable } from 'rxjs';
 import { errorMessage, ListenError } from './errors.js';
@@ -15,7 +15,8 @@ const BACKLOG = 4096;
 const PORT_SEARCH = 100;
 
 export interface Listener {
-  readonly server: Server;
+  /** One server per address: the IPv4 one, and an IPv6 one when IPv6 subnets are tunneled. */
+  readonly servers: readonly Server[];
   readonly host: string;
   readonly port: number;
 }
@@ -31,20 +32,34 @@ function tryListen(host: string, port: number): Promise<Server> {
   });
 }
 
-/** Listens on spec; port 0 takes the first free port from 12300 upwards, as sshuttle does. */
-export async function listen(spec: ListenSpec): Promise<Listener> {
+/** The IPv6 twin of an IPv4 listen address: ip6tables REDIRECTs to ::1 (or any address in router mode). */
+const ipv6Twin = (host: string): string => (host.startsWith('127.') ? '::1' : host === '0.0.0.0' ? '::' : host);
+
+/**
+ * Listens on spec (and its IPv6 twin when `ipv6`, on the same port); port 0 takes the first port
+ * from 12300 upwards that is free on every address, as sshuttle does.
+ */
+export async function listen(spec: ListenSpec, ipv6 = false): Promise<Listener> {
   const candidates =
     spec.port === 0 ? Array.from({ length: PORT_SEARCH }, (_, i) => DEFAULT_LISTEN_PORT + i) : [spec.port];
+  const hosts = ipv6 && isIPv4(spec.host) ? [spec.host, ipv6Twin(spec.host)] : [spec.host];
   let lastError: unknown;
   for (const port of candidates) {
+    const servers: Server[] = [];
     try {
-      const server = await tryListen(spec.host, port);
-      // Until the tunnel carries them, nobody owns accepted sockets: drop them.
-      server.on('connection', (socket: Socket) => {
-        if (server.listenerCount('connection') === 1) socket.destroy();
-      });
-      return { server, host: spec.host, port };
+      for (const host of hosts) servers.push(await tryListen(host, port));
+      for (const server of servers) {
+        // Out of descriptors (EMFILE) shows here: libuv refuses the new connection, the
+        // existing ones go on. Never let it crash the process.
+        server.on('error', (err) => debug('listener error: %s', errorMessage(err)));
+        // Until the tunnel carries them, nobody owns accepted sockets: drop them.
+        server.on('connection', (socket: Socket) => {
+          if (server.listenerCount('connection') === 1) socket.destroy();
+        });
+      }
+      return { servers, host: spec.host, port };
     } catch (err) {
+      for (const server of servers) server.close();
       lastError = err;
       if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') break;
     }
@@ -73,6 +88,7 @@ export function accepted$(
         return;
       }
       if (destination.port === listener.port && destination.address === socket.localAddress) {
+        // Connected to the proxy port itself, not redirected: nothing to tunnel.
         debug('direct connection to the listener from %s:%d dropped', socket.remoteAddress, socket.remotePort);
         socket.destroy();
         return;
@@ -80,7 +96,32 @@ export function accepted$(
       const source = `${socket.remoteAddress}:${socket.remotePort}`;
       subscriber.next({ ...socketEnd(socket, blocked$), destination, source });
     };
-    listener.server.on('connection', onConnection);
-    return () => listener.server.off('connection', onConnection);
+    for (const server of listener.servers) server.on('connection', onConnection);
+    return () => {
+      for (const server of listener.servers) server.off('connection', onConnection);
+    };
+  });
+}
+
+/** The listener as a resource: emits it once listening; unsubscribing closes it, even mid-listen. */
+export function listener$(spec: ListenSpec, ipv6: boolean): Observable<Listener> {
+  return new Observable<Listener>((subscriber) => {
+    let listener: Listener | null = null;
+    let closed = false;
+    const close = (l: Listener) => {
+      for (const server of l.servers) server.close();
+    };
+    listen(spec, ipv6).then(
+      (l) => {
+        if (closed) return close(l);
+        listener = l;
+        subscriber.next(l);
+      },
+      (err: unknown) => subscriber.error(err),
+    );
+    return () => {
+      closed = true;
+      if (listener) close(listener);
+    };
   });
 }

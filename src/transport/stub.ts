@@ -25,5 +25,9 @@ export const stubSource = (): string => STUB;
 export const shellQuote = (word: string): string =>
   /^[A-Za-z0-9_./:=@%+-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 
-/** The command line the remote shell runs: exec the node binary on the stub. */
-export const remoteCommand = (remoteNode: string): string => `exec ${shellQuote(remoteNode)} -e ${shellQuote(STUB)}`;
+/**
+ * The command line the remote shell runs: raise the open-file limit (each tunneled connection is
+ * a descriptor there too), then exec the node binary on the stub.
+ */
+export const remoteCommand = (remoteNode: string): string =>
+  `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec ${shellQuote(remoteNode)} -e ${shellQuote(STUB)}`;
