@@ -8,7 +8,7 @@ import { originalDestination } from './firewall/original-dst.js';
 import type { FirewallSetup, SubnetRule } from './firewall/types.js';
 import { accepted$, type Listener, listener$ } from './listener.js';
 import type { TunnelOptions } from './options.js';
-import { DEFAULT_WINDOW } from './streams/defaults.js';
+import { BULK_QUEUE, DEFAULT_WINDOW, FLAG_NO_LATENCY_CONTROL, LATENCY_CONTROL_QUEUE } from './streams/defaults.js';
 import { session } from './streams/session.js';
 import { ServerExit, serverProcess$ } from './transport/server-process.js';
 import { sshServerAddresses, sshServerArgv } from './transport/ssh.js';
@@ -67,7 +67,9 @@ function tunnel(options: TunnelOptions, listener: Listener): Observable<TunnelEv
       debug('firewall setup %o', setup);
       let greeted = false;
       const starting: TunnelEvent = { kind: 'starting', command: argv };
-      const running$ = serverProcess$(argv, bypassGid === undefined ? {} : { gid: bypassGid }).pipe(
+      const maxQueued = options.latencyControl ? LATENCY_CONTROL_QUEUE : BULK_QUEUE;
+      const spawnOptions = bypassGid === undefined ? { maxQueued } : { maxQueued, gid: bypassGid };
+      const running$ = serverProcess$(argv, spawnOptions).pipe(
         switchMap((server) => {
           const remoteOutput$ = server.stderr$.pipe(map((line): TunnelEvent => ({ kind: 'remote-output', line })));
           const session$ = session({
@@ -78,6 +80,7 @@ function tunnel(options: TunnelOptions, listener: Listener): Observable<TunnelEv
             writer: server.writer,
             accepted$: accepted$(listener, originalDestination, server.writer.blocked$),
             maxNoise: MAX_NOISE,
+            flags: options.latencyControl ? 0 : FLAG_NO_LATENCY_CONTROL,
           }).pipe(
             mergeMap((event): Observable<TunnelEvent> => {
               switch (event.kind) {

@@ -24,6 +24,8 @@ export interface SessionConfig {
   readonly control$?: Observable<Frame>;
   /** Bytes of foreign output tolerated before the hello (a login banner); 0 on the server. */
   readonly maxNoise?: number;
+  /** Capability flags for our hello. */
+  readonly flags?: number;
 }
 
 /**
@@ -36,7 +38,7 @@ export function session(config: SessionConfig): Observable<SessionEvent> {
     const { role, recvWindow, writer } = config;
     const subscriptions = new Subscription();
     const afterHello = new Subject<Buffer>();
-    const ourHello = encodeHello({ version: PROTOCOL_VERSION, window: recvWindow, flags: 0 });
+    const ourHello = encodeHello({ version: PROTOCOL_VERSION, window: recvWindow, flags: config.flags ?? 0 });
     if (role === 'server') config.sendRaw(ourHello);
 
     const startMux = (hello: Hello) => {

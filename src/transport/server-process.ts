@@ -30,6 +30,8 @@ export interface ServerProcess {
 }
 
 export interface SpawnOptions {
+  /** Bytes that may queue on the server's stdin before readers pause (latency control). */
+  readonly maxQueued?: number;
   /** Run the child with this group id (local mode: its sockets bypass the firewall rule). */
   readonly gid?: number;
 }
@@ -111,7 +113,7 @@ export function serverProcess$(argv: readonly string[], options: SpawnOptions = 
     subscriber.next({
       bytes$,
       sendRaw: (bytes) => stdin.write(bytes),
-      writer: frameWriter(stdin),
+      writer: frameWriter(stdin, options.maxQueued),
       stderr$: lines.asObservable(),
       pid: child.pid,
     });
