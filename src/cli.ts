@@ -8,14 +8,7 @@ import { connect } from './connect.js';
 import { errorMessage, exitCodeFor, RxshuttleError, UsageError } from './errors.js';
 import { helperCommand } from './firewall/client.js';
 import { runFirewallHelper } from './firewall/helper.js';
-import {
-  parseListen,
-  parseRemote,
-  parseSubnet,
-  readSubnetFile,
-  splitCommand,
-  type TunnelOptions,
-} from './options.js';
+import { readSubnetFile, resolveOptions, type TunnelOptions } from './options.js';
 import { runServer } from './remote/server.js';
 import { render } from './render.js';
 import { raiseFileLimit } from './rlimit.js';
@@ -69,22 +62,18 @@ function toOptions(subnets: string[], flags: CliFlags): TunnelOptions {
   if (flags.python !== undefined) {
     throw new UsageError('--python does not apply: rxshuttle runs node on the remote host; use --remote-node PATH');
   }
-  const includes = subnets.map((s) => parseSubnet(s));
-  const excludes = [
-    ...flags.exclude.map((s) => parseSubnet(s, true)),
-    ...(flags.excludeFrom ? readSubnetFile(flags.excludeFrom) : []),
-  ];
-  if (includes.length === 0) throw new UsageError('no subnets given: say which to tunnel, e.g. 10.0.0.0/8 or 0/0');
-  const remote = flags.remote === undefined ? undefined : parseRemote(flags.remote);
-  return {
-    subnets: [...includes, ...excludes],
-    ...(remote ? { remote } : {}),
-    listen: flags.listen === undefined ? { host: '127.0.0.1', port: 0 } : parseListen(flags.listen),
-    sshCommand: splitCommand(flags.sshCmd),
-    remoteNode: flags.remoteNode,
-    latencyControl: flags.latencyControl,
-    firewallCommand: helperCommand(cliPath),
-  };
+  return resolveOptions(
+    {
+      subnets,
+      exclude: [...flags.exclude, ...(flags.excludeFrom ? readSubnetFile(flags.excludeFrom) : [])],
+      ...(flags.remote === undefined ? {} : { remote: flags.remote }),
+      ...(flags.listen === undefined ? {} : { listen: flags.listen }),
+      sshCommand: flags.sshCmd,
+      remoteNode: flags.remoteNode,
+      latencyControl: flags.latencyControl,
+    },
+    () => helperCommand(cliPath),
+  );
 }
 
 function runTunnel(options: TunnelOptions, verbosity: number): void {

@@ -7,7 +7,9 @@ import { firewall$ } from './firewall/client.js';
 import { originalDestination } from './firewall/original-dst.js';
 import type { FirewallSetup, SubnetRule } from './firewall/types.js';
 import { accepted$, type Listener, listener$ } from './listener.js';
-import type { TunnelOptions } from './options.js';
+import { fileURLToPath } from 'node:url';
+import { helperCommand } from './firewall/client.js';
+import { type ConnectOptions, resolveOptions, type TunnelOptions } from './options.js';
 import { BULK_QUEUE, DEFAULT_WINDOW, FLAG_NO_LATENCY_CONTROL, LATENCY_CONTROL_QUEUE } from './streams/defaults.js';
 import { session } from './streams/session.js';
 import { ServerExit, serverProcess$ } from './transport/server-process.js';
@@ -35,7 +37,13 @@ const hostRule = (address: string): SubnetRule => ({
  * reports what happens; unsubscribing takes it all down again (rules removed, children ended).
  * It errors with an RxshuttleError when the tunnel cannot start or breaks.
  */
-export function connect(options: TunnelOptions): Observable<TunnelEvent> {
+export function connect(input: ConnectOptions | TunnelOptions): Observable<TunnelEvent> {
+  let options: TunnelOptions;
+  try {
+    options = resolveOptions(input, () => helperCommand(fileURLToPath(new URL('./cli.js', import.meta.url))));
+  } catch (err) {
+    return throwError(() => err);
+  }
   const ipv6 = options.subnets.some((rule) => rule.family === 6 && !rule.exclude);
   return listener$(options.listen, ipv6).pipe(
     switchMap((listener) =>

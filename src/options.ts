@@ -33,6 +33,40 @@ export interface TunnelOptions {
 
 export const DEFAULT_LISTEN_PORT = 12300;
 
+/** What `connect()` takes: strings as on the command line, or parsed values; all but subnets optional. */
+export interface ConnectOptions {
+  readonly subnets: readonly (string | SubnetRule)[];
+  readonly exclude?: readonly (string | SubnetRule)[];
+  readonly remote?: string | RemoteSpec;
+  readonly listen?: string | ListenSpec;
+  readonly sshCommand?: string | readonly string[];
+  readonly remoteNode?: string;
+  readonly latencyControl?: boolean;
+  /** How to start the firewall helper; default: this package's CLI with --firewall (through sudo unless root). */
+  readonly firewallCommand?: readonly string[];
+}
+
+/** Parses and completes ConnectOptions; throws UsageError on anything malformed. */
+export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: () => string[]): TunnelOptions {
+  // A parsed rule keeps its own exclude flag in `subnets`; everything in `exclude` is an exclude.
+  const rule = (value: string | SubnetRule, exclude: boolean): SubnetRule =>
+    typeof value === 'string' ? parseSubnet(value, exclude) : exclude ? { ...value, exclude } : value;
+  const subnets = [...options.subnets.map((s) => rule(s, false)), ...(options.exclude ?? []).map((s) => rule(s, true))];
+  if (!subnets.some((s) => !s.exclude)) throw new UsageError('no subnets given: say which to tunnel, e.g. 10.0.0.0/8 or 0/0');
+  const remote = typeof options.remote === 'string' ? parseRemote(options.remote) : options.remote;
+  const listen = typeof options.listen === 'string' ? parseListen(options.listen) : options.listen;
+  const ssh = options.sshCommand ?? 'ssh';
+  return {
+    subnets,
+    ...(remote ? { remote } : {}),
+    listen: listen ?? { host: '127.0.0.1', port: 0 },
+    sshCommand: typeof ssh === 'string' ? splitCommand(ssh) : ssh,
+    remoteNode: options.remoteNode ?? 'node',
+    latencyControl: options.latencyControl ?? true,
+    firewallCommand: options.firewallCommand ?? defaultFirewallCommand(),
+  };
+}
+
 const SUBNET4 = /^(\d+)(?:\.(\d+)\.(\d+)\.(\d+))?(?:\/(\d+))?(?::(\d+)(?:-(\d+))?)?$/;
 const SUBNET6_BRACKETS = /^\[([0-9a-fA-F:.]+)\](?:\/(\d+))?(?::(\d+)(?:-(\d+))?)?$/;
 const SUBNET6_BARE = /^([0-9a-fA-F:.]*:[0-9a-fA-F:.]*)(?:\/(\d+))?$/;
