@@ -1,10 +1,9 @@
 /**
  * Entry of the bundle uploaded to the remote host. The bootstrap stub (src/transport/stub.ts)
- * compiles this file and calls main() with whatever stdin bytes it read past the bundle.
+ * compiles this file and calls main() once it has read exactly the bundle from fd 0.
  */
 import { runServer } from './server.js';
 
-export function main(rest?: Buffer): void {
-  if (rest && rest.length > 0) process.stdin.unshift(rest);
+export function main(): void {
   runServer();
 }

@@ -1,9 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import createDebug from 'debug';
-import { Observable, Subject } from 'rxjs';
+import { concat, from, mergeMap, Observable, Subject, throwError } from 'rxjs';
 import { TransportError } from '../errors.js';
 import { type FrameWriter, frameWriter } from '../streams/frame-writer.js';
+import { fdSocket } from '../streams/fd-socket.js';
+import { fromReadable } from '../streams/from-readable.js';
 import { serverUpload } from './bundle.js';
+import { socketPair } from './socketpair.js';
 
 const debug = createDebug('rxshuttle:transport');
 const ignore = () => {};
@@ -48,24 +51,36 @@ export function serverProcess$(argv: readonly string[], options: SpawnOptions = 
     const [command, ...args] = argv;
     if (command === undefined) throw new TypeError('empty server command');
     debug('spawning %o', argv);
+    // The child's stdin and stdout are one end of a socket pair with big buffers when we can
+    // make one, plain pipes otherwise.
+    const pair = socketPair();
     let child: ChildProcess;
     try {
       child = spawn(command, args, {
-        stdio: ['pipe', 'pipe', 'pipe'],
+        stdio: pair ? [pair.theirs, pair.theirs, 'pipe'] : ['pipe', 'pipe', 'pipe'],
         ...(options.gid === undefined ? {} : { gid: options.gid }),
       });
     } catch (err) {
       subscriber.error(new TransportError('RXS_ERR_SSH', `cannot start ${command}: ${(err as Error).message}`));
       return;
+    } finally {
+      // Only the child may hold its end, or we would never see EOF when it dies.
+      pair?.closeTheirs();
     }
-    const { stdin, stdout, stderr } = child as ChildProcess & {
-      stdin: NonNullable<ChildProcess['stdin']>;
-      stdout: NonNullable<ChildProcess['stdout']>;
-      stderr: NonNullable<ChildProcess['stderr']>;
-    };
-    stdin.on('error', ignore);
-    stdout.on('error', ignore);
+    const stderr = child.stderr as NonNullable<ChildProcess['stderr']>;
     stderr.on('error', ignore);
+    let input: Parameters<typeof frameWriter>[0];
+    let output$: Observable<Buffer>;
+    if (pair) {
+      const io = fdSocket(pair.ours, { readable: true, writable: true });
+      input = io.socket;
+      output$ = io.bytes$;
+    } else {
+      const stdin = child.stdin as NonNullable<ChildProcess['stdin']>;
+      stdin.on('error', ignore);
+      input = stdin;
+      output$ = fromReadable(child.stdout as NonNullable<ChildProcess['stdout']>);
+    }
 
     const tail: string[] = [];
     const lines = new Subject<string>();
@@ -101,25 +116,20 @@ export function serverProcess$(argv: readonly string[], options: SpawnOptions = 
       });
     });
 
-    const bytes$ = new Observable<Buffer>((reader) => {
-      const onData = (chunk: Buffer) => reader.next(chunk);
-      stdout.on('data', onData);
-      stdout.resume();
-      void closed.then((exit) => reader.error(exit));
-      return () => stdout.off('data', onData);
-    });
+    // Whatever the server wrote, then why it ended: the session always learns the exit.
+    const bytes$ = concat(output$, from(closed).pipe(mergeMap((exit) => throwError(() => exit))));
 
-    stdin.write(serverUpload());
+    input.write(serverUpload());
     subscriber.next({
       bytes$,
-      sendRaw: (bytes) => stdin.write(bytes),
-      writer: frameWriter(stdin, options.maxQueued),
+      sendRaw: (bytes) => input.write(bytes),
+      writer: frameWriter(input, options.maxQueued),
       stderr$: lines.asObservable(),
       pid: child.pid,
     });
 
     return () => {
-      stdin.end();
+      input.end();
       if (exited) return;
       const killTimer = setTimeout(() => {
         if (!exited) child.kill('SIGTERM');
