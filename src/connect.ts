@@ -10,7 +10,7 @@ import { accepted$, type Listener, listener$ } from './listener.js';
 import { fileURLToPath } from 'node:url';
 import { helperCommand } from './firewall/client.js';
 import { type ConnectOptions, resolveOptions, type TunnelOptions } from './options.js';
-import { BULK_QUEUE, DEFAULT_WINDOW, FLAG_NO_LATENCY_CONTROL, LATENCY_CONTROL_QUEUE } from './streams/defaults.js';
+import { DEFAULT_WINDOW, FLAG_NO_LATENCY_CONTROL } from './streams/defaults.js';
 import { session } from './streams/session.js';
 import { ServerExit, serverProcess$ } from './transport/server-process.js';
 import { sshServerAddresses, sshServerArgv } from './transport/ssh.js';
@@ -75,9 +75,7 @@ function tunnel(options: TunnelOptions, listener: Listener): Observable<TunnelEv
       debug('firewall setup %o', setup);
       let greeted = false;
       const starting: TunnelEvent = { kind: 'starting', command: argv };
-      const maxQueued = options.latencyControl ? LATENCY_CONTROL_QUEUE : BULK_QUEUE;
-      const spawnOptions = bypassGid === undefined ? { maxQueued } : { maxQueued, gid: bypassGid };
-      const running$ = serverProcess$(argv, spawnOptions).pipe(
+      const running$ = serverProcess$(argv, bypassGid === undefined ? {} : { gid: bypassGid }).pipe(
         switchMap((server) => {
           const remoteOutput$ = server.stderr$.pipe(map((line): TunnelEvent => ({ kind: 'remote-output', line })));
           const session$ = session({
@@ -86,7 +84,7 @@ function tunnel(options: TunnelOptions, listener: Listener): Observable<TunnelEv
             bytes$: server.bytes$,
             sendRaw: server.sendRaw,
             writer: server.writer,
-            accepted$: accepted$(listener, originalDestination, server.writer.blocked$),
+            accepted$: (readersBlocked$) => accepted$(listener, originalDestination, readersBlocked$),
             maxNoise: MAX_NOISE,
             flags: options.latencyControl ? 0 : FLAG_NO_LATENCY_CONTROL,
           }).pipe(

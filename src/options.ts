@@ -94,7 +94,12 @@ export function parseSubnet(text: string, exclude = false): SubnetRule {
     if (!isIPv6(address)) throw new UsageError(`invalid subnet "${text}": not an IPv6 address`);
     const prefix = width === undefined ? 128 : Number(width);
     if (prefix > 128) throw new UsageError(`invalid subnet "${text}": width must be 0..128`);
-    const first = IPv6CidrRange.fromCidr(`${address}/${prefix}`).getFirst().toString();
+    // ip-num does not read a dotted IPv4 tail (::ffff:1.2.3.4): spell it as two hex groups.
+    const tail = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address);
+    const hex = tail
+      ? `${address.slice(0, tail.index)}${((Number(tail[1]) << 8) | Number(tail[2])).toString(16)}:${((Number(tail[3]) << 8) | Number(tail[4])).toString(16)}`
+      : address;
+    const first = IPv6CidrRange.fromCidr(`${hex}/${prefix}`).getFirst().toString();
     return { family: 6, address: collapseIPv6Number(first), prefix, ...parsePorts(text, portLow, portHigh), exclude };
   }
   throw new UsageError(`invalid subnet "${text}": expected a.b.c.d[/width][:port[-port]] or [ipv6][/width]`);
@@ -166,16 +171,20 @@ export function splitCommand(text: string): string[] {
   const words: string[] = [];
   const pattern = /"((?:\\.|[^"\\])*)"|'([^']*)'|((?:\\.|[^\s"'\\])+)|(\s+)/g;
   let current: string | null = null;
+  let consumed = 0;
   for (const match of text.matchAll(pattern)) {
+    if (match.index !== consumed) break;
+    consumed += match[0].length;
     const [, double, single, bare, space] = match;
     if (space !== undefined) {
       if (current !== null) words.push(current);
       current = null;
       continue;
     }
-    const piece = double?.replace(/\\(.)/g, '$1') ?? single ?? bare?.replace(/\\(.)/g, '$1') ?? '';
+    const piece = double?.replace(/\\(["\\$`\n])/g, '$1') ?? single ?? bare?.replace(/\\(.)/g, '$1') ?? '';
     current = (current ?? '') + piece;
   }
+  if (consumed !== text.length) throw new UsageError(`unbalanced quote or trailing backslash in --ssh-cmd: ${text}`);
   if (current !== null) words.push(current);
   if (words.length === 0) throw new UsageError('empty --ssh-cmd');
   return words;

@@ -1,6 +1,6 @@
 import { connect as netConnect } from 'node:net';
 import type { Observable } from 'rxjs';
-import { BULK_QUEUE, DEFAULT_WINDOW, FLAG_NO_LATENCY_CONTROL } from '../streams/defaults.js';
+import { DEFAULT_WINDOW } from '../streams/defaults.js';
 import { Command, CONTROL_CHANNEL, type Destination, frame } from '../streams/frame.js';
 import { frameWriter } from '../streams/frame-writer.js';
 import { fdSocket } from '../streams/fd-socket.js';
@@ -49,11 +49,8 @@ export function runServer(): void {
     bytes$,
     sendRaw: (bytes) => output.write(bytes),
     writer,
-    dial: (destination) => dialTcp(destination, writer.blocked$),
+    dial: dialTcp,
   }).subscribe({
-    next: (event) => {
-      if (event.kind === 'hello' && event.hello.flags & FLAG_NO_LATENCY_CONTROL) writer.setMaxQueued(BULK_QUEUE);
-    },
     error: (err: unknown) => {
       const reason = err instanceof Error ? err.message : String(err);
       log(reason);

@@ -66,6 +66,7 @@ export function channelMachine(config: ChannelConfig): OperatorFunction<ChannelI
       let peerEof = false;
       let unacked = 0; // bytes written to the local socket, not yet flushed
       let freed = 0; // flushed bytes not yet returned as credit
+      let outstanding = 0; // received bytes not yet returned as credit: the peer's view of its window
       const creditThreshold = Math.max(1, Math.floor(recvWindow / 8));
 
       const toPeer = (command: Command, payload?: Buffer) => out.next({ to: 'peer', frame: frame(id, command, payload) });
@@ -76,20 +77,22 @@ export function channelMachine(config: ChannelConfig): OperatorFunction<ChannelI
       };
       const violation = (what: string) => out.error(new ProtocolError(`channel ${id}: ${what}`));
 
-      /** Sends what credit allows; keeps the rest (at most one socket read) for later. */
-      const sendData = (chunk: Buffer) => {
-        let rest = chunk;
-        while (rest.length > 0 && credit > 0) {
-          const n = Math.min(rest.length, credit, MAX_PAYLOAD);
-          toPeer(Command.DATA, rest.subarray(0, n));
+      /** Sends queued bytes, oldest first, as far as credit allows; the rest waits for CREDIT. */
+      const flushPending = () => {
+        while (pending.length > 0 && credit > 0) {
+          const head = pending[0] as Buffer;
+          const n = Math.min(head.length, credit, MAX_PAYLOAD);
+          toPeer(Command.DATA, head.subarray(0, n));
           credit -= n;
-          rest = rest.subarray(n);
+          if (n === head.length) pending.shift();
+          else pending[0] = head.subarray(n);
         }
-        if (rest.length > 0) pending.push(rest);
       };
 
-      const flushPending = () => {
-        while (pending.length > 0 && credit > 0) sendData(pending.shift() as Buffer);
+      /** Queues behind anything already waiting (byte order), then sends what credit allows. */
+      const sendData = (chunk: Buffer) => {
+        pending.push(chunk);
+        flushPending();
       };
 
       const updateFlow = () => {
@@ -128,6 +131,7 @@ export function channelMachine(config: ChannelConfig): OperatorFunction<ChannelI
             if (!peerEof && (freed >= creditThreshold || unacked === 0)) {
               const payload = Buffer.allocUnsafe(4);
               payload.writeUInt32BE(freed, 0);
+              outstanding -= freed;
               freed = 0;
               toPeer(Command.CREDIT, payload);
             }
@@ -149,7 +153,8 @@ export function channelMachine(config: ChannelConfig): OperatorFunction<ChannelI
             if (peerEof) return violation('DATA after EOF');
             if (role === 'opener' && !opened) return violation('DATA before OPEN_OK');
             unacked += payload.length;
-            if (unacked > recvWindow) return violation(`window violation: ${unacked} bytes outstanding, window ${recvWindow}`);
+            outstanding += payload.length;
+            if (outstanding > recvWindow) return violation(`window violation: ${outstanding} bytes outstanding, window ${recvWindow}`);
             return toLocal({ kind: 'write', chunk: payload });
           case Command.EOF:
             if (peerEof) return violation('second EOF');

@@ -84,7 +84,10 @@ export function awaitHello(maxNoise = 64 * 1024): OperatorFunction<Buffer, Hands
         },
         error: (err: unknown) => subscriber.error(err),
         complete() {
-          if (pending !== null) subscriber.error(new ProtocolError('stream ended before the peer said hello'));
+          if (pending !== null) {
+            if (pending.length > 0) subscriber.next({ kind: 'noise', text: pending.toString('utf8') });
+            subscriber.error(new ProtocolError('stream ended before the peer said hello'));
+          }
           else subscriber.complete();
         },
       });

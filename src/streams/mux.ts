@@ -1,5 +1,5 @@
 import createDebug from 'debug';
-import { EMPTY, map, merge, Observable, Subject, Subscription } from 'rxjs';
+import { EMPTY, map, merge, Observable, Subject, Subscription, takeUntil } from 'rxjs';
 import { ProtocolError } from '../errors.js';
 import {
   type ChannelInput,
@@ -10,6 +10,7 @@ import {
   type LocalEvent,
   openDestination,
 } from './channel.js';
+import { SESSION_CREDIT_BATCH } from './defaults.js';
 import { Command, CONTROL_CHANNEL, commandName, type Destination, type Frame, frame } from './frame.js';
 
 const debug = createDebug('rxshuttle:mux');
@@ -38,6 +39,8 @@ export type MuxEvent =
       readonly bytesReceived: number;
     }
   | { readonly kind: 'pong'; readonly payload: Buffer }
+  /** The peer has received this many more DATA bytes (session-level credit, CREDIT on channel 0). */
+  | { readonly kind: 'session-credit'; readonly bytes: number }
   | { readonly kind: 'exit'; readonly reason: string };
 
 export type MuxOutput = { readonly kind: 'frame'; readonly frame: Frame } | MuxEvent;
@@ -69,6 +72,7 @@ export function runMux(config: MuxConfig): Observable<MuxOutput> {
     const channels = new Map<number, Subject<ChannelInput>>();
     const subscriptions = new Subscription();
     let highestId = 0;
+    const sessionEnd = new Subject<void>();
 
     const startChannel = (id: number, end: LocalEnd, destination: Destination, source?: string) => {
       const peerInput = new Subject<ChannelInput>();
@@ -100,7 +104,7 @@ export function runMux(config: MuxConfig): Observable<MuxOutput> {
       };
       let subscription: Subscription | undefined;
       subscription = merge(local$, peerInput)
-        .pipe(machine)
+        .pipe(takeUntil(sessionEnd), machine)
         .subscribe({
           next: route,
           error: (err: unknown) => out.error(err),
@@ -116,16 +120,37 @@ export function runMux(config: MuxConfig): Observable<MuxOutput> {
           return out.next({ kind: 'frame', frame: frame(CONTROL_CHANNEL, Command.PONG, f.payload) });
         case Command.PONG:
           return out.next({ kind: 'pong', payload: f.payload });
+        case Command.CREDIT:
+          if (f.payload.length !== 4) return out.error(new ProtocolError('malformed session CREDIT'));
+          return out.next({ kind: 'session-credit', bytes: f.payload.readUInt32BE(0) });
         case Command.EXIT:
           out.next({ kind: 'exit', reason: f.payload.toString('utf8') });
-          return out.complete();
+          return endSession();
         default:
           return out.error(new ProtocolError(`unexpected ${commandName(f.command)} on the control channel`));
       }
     };
 
+    let received = 0;
+    /** Returns session credit for DATA as it arrives, so the peer's scheduler may send more. */
+    const countReceived = (bytes: number) => {
+      received += bytes;
+      if (received < SESSION_CREDIT_BATCH) return;
+      const payload = Buffer.allocUnsafe(4);
+      payload.writeUInt32BE(received, 0);
+      received = 0;
+      out.next({ kind: 'frame', frame: frame(CONTROL_CHANNEL, Command.CREDIT, payload) });
+    };
+
+    /** Lets every open channel see the end of its input: it resets its socket and reports its close. */
+    const endSession = () => {
+      sessionEnd.next();
+      out.complete();
+    };
+
     const onFrame = (f: Frame) => {
       if (f.channel === CONTROL_CHANNEL) return onControl(f);
+      if (f.command === Command.DATA) countReceived(f.payload.length);
       const channel = channels.get(f.channel);
       if (channel) return channel.next({ from: 'peer', frame: f });
       if (role === 'server' && f.command === Command.OPEN) {
@@ -148,7 +173,7 @@ export function runMux(config: MuxConfig): Observable<MuxOutput> {
           }
         },
         error: (err: unknown) => out.error(err),
-        complete: () => out.complete(),
+        complete: endSession,
       }),
     );
     let nextId = 1;

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import createDebug from 'debug';
-import { concat, from, mergeMap, Observable, Subject, throwError } from 'rxjs';
+import { catchError, concat, EMPTY, from, mergeMap, Observable, Subject, throwError } from 'rxjs';
 import { TransportError } from '../errors.js';
 import { type FrameWriter, frameWriter } from '../streams/frame-writer.js';
 import { fdSocket } from '../streams/fd-socket.js';
@@ -33,8 +33,6 @@ export interface ServerProcess {
 }
 
 export interface SpawnOptions {
-  /** Bytes that may queue on the server's stdin before readers pause (latency control). */
-  readonly maxQueued?: number;
   /** Run the child with this group id (local mode: its sockets bypass the firewall rule). */
   readonly gid?: number;
 }
@@ -116,14 +114,19 @@ export function serverProcess$(argv: readonly string[], options: SpawnOptions = 
       });
     });
 
-    // Whatever the server wrote, then why it ended: the session always learns the exit.
-    const bytes$ = concat(output$, from(closed).pipe(mergeMap((exit) => throwError(() => exit))));
+    // Whatever the server wrote, then why it ended: the session always learns the exit. A read
+    // error on its stdio (ECONNRESET when ssh died without reading the upload) says less than
+    // the exit status and stderr do, so it only ends the output.
+    const bytes$ = concat(
+      output$.pipe(catchError((err: unknown) => (debug('server output: %s', (err as Error).message), EMPTY))),
+      from(closed).pipe(mergeMap((exit) => throwError(() => exit))),
+    );
 
     input.write(serverUpload());
     subscriber.next({
       bytes$,
       sendRaw: (bytes) => input.write(bytes),
-      writer: frameWriter(input, options.maxQueued),
+      writer: frameWriter(input),
       stderr$: lines.asObservable(),
       pid: child.pid,
     });

@@ -1,0 +1,134 @@
+// rxshuttle's failures in the e2e lab: a remote without node, hosts that ssh
+// cannot reach, and malformed arguments. Each must end with one clear line on
+// stderr, a non-zero exit within a bounded time, and leave no firewall rule
+// and no process behind.
+//
+// The lab runs with `dns: true` so that name lookups in cli go to the lab's
+// dnsmasq (which cli cannot reach without a tunnel): a lookup of
+// nosuchhost.invalid fails after ~2 s instead of waiting on the machine's
+// resolver, which cli cannot reach either.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { LAB, startLab, type Lab } from './lab.js';
+import {
+  assertBuilt,
+  remoteNodePids,
+  runRxshuttle,
+  rxshuttleProcessesIn,
+  rxshuttleRules,
+  reportRxshuttleOnFailure,
+  stopAllRxshuttle,
+  waitFast,
+} from './tunnel-helpers.js';
+
+let lab: Lab;
+
+beforeAll(async () => {
+  assertBuilt();
+  lab = await startLab({ dns: true });
+});
+
+afterEach(async (ctx) => {
+  reportRxshuttleOnFailure(ctx);
+  await stopAllRxshuttle();
+});
+
+afterAll(async () => {
+  await lab?.down();
+});
+
+/** stderr must be exactly one line `rxshuttle: <message>`; returns the message. */
+function oneLine(stderr: string): string {
+  const lines = stderr.split('\n').filter((l) => l.trim() !== '');
+  expect(lines, `stderr should be one line:\n${stderr}`).toHaveLength(1);
+  const line = lines[0] ?? '';
+  expect(line).toMatch(/^rxshuttle: \S/);
+  return line.slice('rxshuttle: '.length);
+}
+
+/** Nothing left behind: no rule in cli, no rxshuttle/ssh process in cli, no server on srv. */
+async function expectNothingLeft(): Promise<void> {
+  expect(await rxshuttleRules(lab)).toEqual([]);
+  // The CLI has exited; whatever it started must be gone too (2 s grace for a child still exiting).
+  await waitFast(async () => (await rxshuttleProcessesIn(lab, 'cli')).length === 0, 2_000, 'no rxshuttle process in cli').catch(
+    async (e: unknown) => {
+      throw new Error(`${(e as Error).message}: ${JSON.stringify(await rxshuttleProcessesIn(lab, 'cli'))}`);
+    },
+  );
+  expect(await remoteNodePids(lab)).toEqual([]);
+}
+
+describe('remote failures', () => {
+  it('a remote without node: one line naming node and the host, exit 1, nothing left', async () => {
+    const r = await runRxshuttle(lab, 'cli', ['-r', lab.sshHostNoNode, '-e', lab.sshCommand, LAB.targetSubnet], 60_000);
+    expect(r.timedOut).toBe(false);
+    expect(r.code).toBe(1);
+    expect(r.elapsedMs).toBeLessThan(20_000);
+    const msg = oneLine(r.stderr);
+    expect(msg).toMatch(/\bnode\b/);
+    expect(msg).toContain(lab.sshHostNoNode);
+    expect(r.stdout).toBe('');
+    await expectNothingLeft();
+    console.log(`no node: ${r.elapsedMs} ms: ${msg}`);
+  });
+
+  it('a remote without node, with -v: still exits 1 with a clear last line and no rules', async () => {
+    const r = await runRxshuttle(lab, 'cli', ['-v', '-r', lab.sshHostNoNode, '-e', lab.sshCommand, LAB.targetSubnet], 60_000);
+    expect(r.timedOut).toBe(false);
+    expect(r.code).toBe(1);
+    const last = r.stderr.trim().split('\n').pop() ?? '';
+    expect(last).toMatch(/^rxshuttle: .*\bnode\b/);
+    expect(last).toContain(lab.sshHostNoNode);
+    await expectNothingLeft();
+  });
+
+  it('a host name that does not resolve: one line naming ssh, exit 1, nothing left', async () => {
+    const r = await runRxshuttle(lab, 'cli', ['-r', 'nosuchhost.invalid', '-e', lab.sshCommand, LAB.targetSubnet], 60_000);
+    expect(r.timedOut).toBe(false);
+    expect(r.code).toBe(1);
+    expect(r.elapsedMs).toBeLessThan(20_000);
+    const msg = oneLine(r.stderr);
+    expect(msg).toMatch(/\bssh\b/);
+    expect(msg).toContain('nosuchhost.invalid');
+    await expectNothingLeft();
+    console.log(`bad host name: ${r.elapsedMs} ms: ${msg}`);
+  });
+
+  it('an address where nothing listens (10.99.0.77, ConnectTimeout=3): one line naming ssh, exit 1 within bounds, nothing left', async () => {
+    const r = await runRxshuttle(
+      lab,
+      'cli',
+      ['-r', '10.99.0.77', '-e', `${lab.sshCommand} -o ConnectTimeout=3`, LAB.targetSubnet],
+      60_000,
+    );
+    expect(r.timedOut).toBe(false);
+    expect(r.code).toBe(1);
+    expect(r.elapsedMs).toBeLessThan(15_000);
+    const msg = oneLine(r.stderr);
+    expect(msg).toMatch(/\bssh\b/);
+    expect(msg).toContain('10.99.0.77');
+    await expectNothingLeft();
+    console.log(`unreachable address: ${r.elapsedMs} ms: ${msg}`);
+  });
+});
+
+describe('usage errors (exit 2, one line)', () => {
+  const cases: { name: string; args: string[]; mentions: RegExp }[] = [
+    { name: 'a subnet width of 40', args: ['10.1.2.3/40'], mentions: /10\.1\.2\.3\/40/ },
+    { name: 'a malformed excluded subnet', args: [LAB.targetSubnet, '-x', '10.98.0.300/32'], mentions: /10\.98\.0\.300/ },
+    { name: 'a listen port out of range', args: ['-l', '99999', LAB.targetSubnet], mentions: /99999/ },
+    { name: 'a listen port out of range after an ip', args: ['-l', '127.0.0.1:70000', LAB.targetSubnet], mentions: /70000/ },
+    { name: 'a listen port that is not a number', args: ['-l', '127.0.0.1:http', LAB.targetSubnet], mentions: /127\.0\.0\.1:http/ },
+    { name: 'no subnet at all', args: [], mentions: /subnet/ },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: ${c.args.join(' ') || '(none)'}`, async () => {
+      const r = await runRxshuttle(lab, 'cli', ['-r', lab.sshHost, '-e', lab.sshCommand, ...c.args], 20_000);
+      expect(r.timedOut).toBe(false);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.elapsedMs).toBeLessThan(10_000);
+      expect(oneLine(r.stderr)).toMatch(c.mentions);
+      expect(r.stdout).toBe('');
+      await expectNothingLeft();
+    });
+  }
+});

@@ -1,0 +1,60 @@
+// Many connections at once through one tunnel: 1 000 concurrent TCP
+// connections from cli to the echo servers on 10.98.0.3/.4/.5:7, each with
+// its own payload (1–64 KiB), each must get exactly its own bytes back.
+// Bounded: echo-load.mjs stops by itself after 90 s and reports.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { LAB, startLab, type Lab } from './lab.js';
+import { Rxshuttle, assertBuilt, echoLoad, rxshuttleRules, reportRxshuttleOnFailure, stopAllRxshuttle, waitFast } from './tunnel-helpers.js';
+
+const COUNT = 1000;
+
+let lab: Lab;
+let rx: Rxshuttle;
+
+beforeAll(async () => {
+  assertBuilt();
+  lab = await startLab({ noNodeSshd: false });
+  rx = await Rxshuttle.remote(lab, [LAB.targetSubnet]);
+});
+
+afterEach((ctx) => reportRxshuttleOnFailure(ctx));
+
+afterAll(async () => {
+  await stopAllRxshuttle();
+  await lab?.down();
+});
+
+describe('load', () => {
+  it(`${COUNT} concurrent connections each echo their own data`, async () => {
+    const s = await echoLoad(lab, 'cli', {
+      targets: [LAB.target, LAB.target4, LAB.target5].map((h) => `${h}:${LAB.echoPort}`),
+      count: COUNT,
+      minBytes: 1024,
+      maxBytes: 64 * 1024,
+      timeoutMs: 90_000,
+      connectTimeoutMs: 60_000,
+      barrier: true,
+    });
+    console.log(`echo load: ${JSON.stringify({ ...s, stderr: undefined })}`);
+    expect(s.stderr).toBe('');
+    expect(s.firstFailures).toEqual([]);
+    expect(s.timedOut).toBe(false);
+    expect(s.connected).toBe(COUNT);
+    expect(s.peakOpen).toBe(COUNT);
+    expect(s.ok).toBe(COUNT);
+    expect(s.exit).toBe(0);
+
+    // every one of them went through the tunnel, and the tunnel is still up
+    const echoAccepts = () => rx.accepts().filter((l) => / -> 10\.98\.0\.[345]:7\.$/.test(l));
+    await waitFast(() => echoAccepts().length >= COUNT, 5_000, `${COUNT} Accept lines`).catch(() => undefined);
+    expect(echoAccepts()).toHaveLength(COUNT);
+    expect(rx.running).toBe(true);
+  });
+
+  it('still works after the load, and stops cleanly', async () => {
+    const s = await echoLoad(lab, 'cli', { targets: [`${LAB.target}:${LAB.echoPort}`], count: 20, timeoutMs: 20_000 });
+    expect(s.ok, JSON.stringify(s)).toBe(20);
+    expect((await rx.stop('SIGTERM')).killed).toBe(false);
+    expect(await rxshuttleRules(lab)).toEqual([]);
+  });
+});

@@ -1,0 +1,352 @@
+// Helpers for the rxshuttle end-to-end tests: start the built CLI
+// (dist/cli.js) inside a lab namespace, read its -v log, find its processes
+// (the firewall helper, ssh, the remote node), and probe the target through
+// curl and echo-load.mjs. Real processes only — nothing here mocks anything.
+import type { ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { LAB, stopProcess, waitUntil, type ExecResult, type Lab, type Role } from './lab.js';
+
+export const CLI_JS = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+export const ECHO_LOAD = fileURLToPath(new URL('./echo-load.mjs', import.meta.url));
+export const GEN_BYTES = fileURLToPath(new URL('./gen-bytes.mjs', import.meta.url));
+
+/** Throws unless `npm run build` has produced dist/cli.js. */
+export function assertBuilt(): void {
+  if (!fs.existsSync(CLI_JS)) throw new Error(`${CLI_JS} not found: run \`npm run build\` before the e2e tests`);
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------
+// /proc
+
+/** argv of a process joined by spaces, or undefined when it is gone. */
+export function cmdline(pid: number): string | undefined {
+  try {
+    const raw = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return raw.replace(/\0+$/, '').split('\0').join(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/** argv of a process as an array ([] when gone or a zombie). */
+export function argvOf(pid: number): string[] {
+  try {
+    const raw = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return raw ? raw.replace(/\0$/, '').split('\0') : [];
+  } catch {
+    return [];
+  }
+}
+
+/** True when the process no longer runs: no /proc entry, or a zombie (it has
+ *  exited; only its parent's wait() is pending — orphans are reaped by init). */
+export function isGone(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+    return state === 'Z' || state === 'X';
+  } catch {
+    return true;
+  }
+}
+
+/** Direct children of a process (all its threads'). */
+export function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  let tasks: string[];
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const t of tasks) {
+    try {
+      const s = fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim();
+      if (s) out.push(...s.split(/\s+/).map(Number));
+    } catch {
+      // thread gone
+    }
+  }
+  return out;
+}
+
+/** Every descendant of a process, depth first. */
+export function descendantsOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const c of childrenOf(pid)) out.push(c, ...descendantsOf(c));
+  return out;
+}
+
+/** Pids in a lab namespace with their command lines (gone ones left out). */
+export async function processesIn(lab: Lab, ns: Role): Promise<{ pid: number; cmd: string }[]> {
+  const out: { pid: number; cmd: string }[] = [];
+  for (const pid of await lab.pids(ns)) {
+    const cmd = cmdline(pid);
+    if (cmd !== undefined && !isGone(pid)) out.push({ pid, cmd });
+  }
+  return out;
+}
+
+/** The rxshuttle server started over ssh (`node -e '<stub>'`) or locally. */
+export function isRemoteNode(argv: readonly string[]): boolean {
+  const [a0, a1] = argv;
+  return a0 !== undefined && /(^|\/)node(js)?$/.test(a0) && a1 === '-e';
+}
+
+/** Pids of `node -e <stub>` servers in a namespace. */
+export async function remoteNodePids(lab: Lab, ns: Role = 'srv'): Promise<number[]> {
+  const pids: number[] = [];
+  for (const pid of await lab.pids(ns)) if (!isGone(pid) && isRemoteNode(argvOf(pid))) pids.push(pid);
+  return pids;
+}
+
+/** Processes in a namespace that belong to some rxshuttle (the CLI, its
+ *  firewall helper, its ssh, a local server). */
+export async function rxshuttleProcessesIn(lab: Lab, ns: Role): Promise<{ pid: number; cmd: string }[]> {
+  const procs = await processesIn(lab, ns);
+  return procs.filter(({ pid, cmd }) => {
+    const argv = argvOf(pid);
+    return cmd.includes(CLI_JS) || cmd.includes('dist/cli.js') || /(^|\/)ssh$/.test(argv[0] ?? '') || isRemoteNode(argv);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// iptables
+
+/** Lines of `iptables-save` (all tables) that mention rxshuttle. */
+export async function rxshuttleRules(lab: Lab, ns: Role = 'cli'): Promise<string[]> {
+  const text = await lab.iptablesSave(ns);
+  return text.split('\n').filter((l) => /rxshuttle/i.test(l));
+}
+
+// ---------------------------------------------------------------------------
+// The CLI under test
+
+const live = new Set<Rxshuttle>();
+/** Every instance started since the last reportRxshuttleOnFailure() (for the failure report). */
+let recent: Rxshuttle[] = [];
+
+export interface ProcessSet {
+  /** The rxshuttle CLI itself. */
+  main: number;
+  /** `rxshuttle --firewall`, its child. */
+  helper: number[];
+  /** Its ssh child (remote mode) or local `node -e` server (local mode). */
+  transport: number[];
+  /** Every descendant. */
+  all: number[];
+}
+
+/** One rxshuttle CLI run in a lab namespace; every line it prints is kept. */
+export class Rxshuttle {
+  readonly child: ChildProcess;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private text = '';
+
+  constructor(
+    readonly lab: Lab,
+    readonly ns: Role,
+    readonly args: readonly string[],
+  ) {
+    this.child = lab.spawn(ns, [process.execPath, CLI_JS, ...args]);
+    const onData = (d: Buffer) => {
+      this.text += d.toString();
+    };
+    this.child.stdout?.on('data', onData);
+    this.child.stderr?.on('data', onData);
+    this.exited = new Promise((resolve) => {
+      this.child.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+    live.add(this);
+    recent.push(this);
+    void this.exited.then(() => live.delete(this));
+  }
+
+  /** `rxshuttle -v -r lab -e 'ssh -F …' <args>` in cli, resolved once the
+   *  firewall rules are in place. */
+  static async remote(lab: Lab, args: readonly string[], ns: Role = 'cli'): Promise<Rxshuttle> {
+    const rx = new Rxshuttle(lab, ns, ['-v', '-r', lab.sshHost, '-e', lab.sshCommand, ...args]);
+    await rx.ready();
+    return rx;
+  }
+
+  /** `rxshuttle -v <args>` (local mode: no -r) in a namespace, once ready. */
+  static async local(lab: Lab, ns: Role, args: readonly string[]): Promise<Rxshuttle> {
+    const rx = new Rxshuttle(lab, ns, ['-v', ...args]);
+    await rx.ready();
+    return rx;
+  }
+
+  /** Everything printed so far (stdout and stderr). */
+  get output(): string {
+    return this.text;
+  }
+
+  get pid(): number {
+    if (this.child.pid === undefined) throw new Error('rxshuttle did not start');
+    return this.child.pid;
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** Waits until the output matches; fails fast (quoting the output) if the process exits. */
+  async waitFor(pattern: RegExp | string, timeoutMs = 20_000): Promise<string> {
+    const test = () => (typeof pattern === 'string' ? this.text.includes(pattern) : pattern.test(this.text));
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (test()) return this.text;
+      if (!this.running) {
+        // the last chunks may still be in the pipe
+        await sleep(50);
+        if (test()) return this.text;
+        throw new Error(
+          `rxshuttle ${this.args.join(' ')} exited (${this.child.exitCode ?? this.child.signalCode}) ` +
+            `before printing ${String(pattern)}; output:\n${this.text}`,
+        );
+      }
+      if (Date.now() >= deadline) {
+        throw new Error(`timeout (${timeoutMs} ms) waiting for ${String(pattern)} from rxshuttle; output so far:\n${this.text}`);
+      }
+      await sleep(25);
+    }
+  }
+
+  /** Resolves once the firewall rules are in place (`Firewall ready`). */
+  ready(timeoutMs = 30_000): Promise<string> {
+    return this.waitFor(/Firewall ready: chain rxshuttle-\d+/, timeoutMs);
+  }
+
+  /** The port from `Listening on <ip>:<port>.` */
+  get port(): number {
+    const m = /Listening on [^\s]+:(\d+)\./.exec(this.text);
+    if (!m?.[1]) throw new Error(`no "Listening on" line yet; output:\n${this.text}`);
+    return Number(m[1]);
+  }
+
+  /** `Accept: <src> -> <dst>.` lines, optionally only those to `dst` (ip or ip:port). */
+  accepts(dst?: string): string[] {
+    const lines = this.text.split('\n').filter((l) => /^rxshuttle: Accept: /.test(l));
+    if (dst === undefined) return lines;
+    const re = new RegExp(` -> ${dst.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}${dst.includes(':') ? '' : ':\\d+'}\\.$`);
+    return lines.filter((l) => re.test(l));
+  }
+
+  /** Waits (up to timeoutMs) until at least n Accept lines to `dst` were printed — a line
+   *  can reach us just after the client that caused it has finished — and returns them all. */
+  async acceptsAtLeast(n: number, dst?: string, timeoutMs = 5_000): Promise<string[]> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.accepts(dst).length < n && Date.now() < deadline) await sleep(25);
+    return this.accepts(dst);
+  }
+
+  /** `closed #…` lines. */
+  closes(): string[] {
+    return this.text.split('\n').filter((l) => /^rxshuttle: closed #\d+ /.test(l));
+  }
+
+  /** The CLI's process tree now: firewall helper, ssh/local server, all descendants. */
+  processes(): ProcessSet {
+    const all = descendantsOf(this.pid);
+    const helper = all.filter((p) => argvOf(p).includes('--firewall'));
+    const transport = all.filter((p) => {
+      const argv = argvOf(p);
+      return /(^|\/)ssh$/.test(argv[0] ?? '') || isRemoteNode(argv);
+    });
+    return { main: this.pid, helper, transport, all };
+  }
+
+  /** Sends `signal` and waits for the exit (SIGKILL after timeoutMs). */
+  stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 5_000) {
+    return stopProcess(this.child, signal, timeoutMs);
+  }
+}
+
+/** Stops every rxshuttle the helpers started that still runs (for afterEach/afterAll). */
+export async function stopAllRxshuttle(): Promise<void> {
+  await Promise.all([...live].map((rx) => rx.stop('SIGTERM', 3_000).catch(() => undefined)));
+}
+
+/** For afterEach: when the test failed, prints how every rxshuttle it started ended and
+ *  the tail of its output (the CLI's log is the first thing to read). */
+export function reportRxshuttleOnFailure(ctx: { task: { name: string; result?: { state?: string } } }): void {
+  const started = recent;
+  recent = [...live];
+  if (ctx.task.result?.state !== 'fail') return;
+  for (const rx of started) {
+    const how = rx.running ? 'still running' : `exited ${rx.child.exitCode ?? rx.child.signalCode}`;
+    const tail = rx.output.split('\n').slice(-40).join('\n');
+    console.error(`[${ctx.task.name}] rxshuttle ${rx.args.join(' ')} (${rx.ns}, ${how}); last output:\n${tail}`);
+  }
+}
+
+/** Runs the CLI to completion (for the error cases), timing it. */
+export async function runRxshuttle(
+  lab: Lab,
+  ns: Role,
+  args: readonly string[],
+  timeoutMs = 60_000,
+): Promise<ExecResult & { elapsedMs: number }> {
+  const t0 = Date.now();
+  const r = await lab.exec(ns, [process.execPath, CLI_JS, ...args], { timeoutMs });
+  return { ...r, elapsedMs: Date.now() - t0 };
+}
+
+// ---------------------------------------------------------------------------
+// Probes
+
+/** curl in a namespace; never throws. */
+export function curl(lab: Lab, ns: Role, url: string, extra: readonly string[] = [], maxTimeS = 10): Promise<ExecResult> {
+  return lab.exec(ns, ['curl', '-sS', '--max-time', String(maxTimeS), ...extra, url], { timeoutMs: (maxTimeS + 10) * 1000 });
+}
+
+export interface EchoSummary {
+  count: number;
+  ok: number;
+  failed: number;
+  timedOut: boolean;
+  connected: number;
+  peakOpen: number;
+  bytes: number;
+  elapsedMs: number;
+  errors: Record<string, number>;
+  firstFailures: { i: number; target: string; reason: string }[];
+}
+
+export interface EchoLoadConfig {
+  targets: string[];
+  count?: number;
+  minBytes?: number;
+  maxBytes?: number;
+  timeoutMs?: number;
+  connectTimeoutMs?: number;
+  barrier?: boolean;
+}
+
+/** Runs echo-load.mjs with the lab's node in a namespace; returns its JSON summary. */
+export async function echoLoad(lab: Lab, ns: Role, cfg: EchoLoadConfig): Promise<EchoSummary & { exit: number | null; stderr: string }> {
+  const timeoutMs = cfg.timeoutMs ?? 60_000;
+  const r = await lab.exec(ns, [lab.nodePath, ECHO_LOAD, JSON.stringify(cfg)], { timeoutMs: timeoutMs + 15_000 });
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  let summary: EchoSummary;
+  try {
+    summary = JSON.parse(line) as EchoSummary;
+  } catch {
+    throw new Error(`echo-load.mjs printed no summary (exit ${r.code ?? r.signal}); stdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  }
+  return { ...summary, exit: r.code, stderr: r.stderr };
+}
+
+/** One echo round trip to host:port (short payload), bounded by timeoutMs. */
+export async function echoOnce(lab: Lab, ns: Role, host: string, port: number = LAB.echoPort, timeoutMs = 5_000) {
+  return echoLoad(lab, ns, { targets: [`${host}:${port}`], count: 1, minBytes: 64, maxBytes: 4096, timeoutMs, connectTimeoutMs: timeoutMs });
+}
+
+/** Waits until `fn` holds, polling fast; for the timed cleanup checks. */
+export function waitFast<T>(fn: () => T | Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  return waitUntil(fn, { timeoutMs, intervalMs: 50, what });
+}

@@ -1,0 +1,112 @@
+// rxshuttle through a real ssh session in the e2e lab (test/e2e/lab.ts): one
+// tunnel for 10.98.0.0/24 with 10.98.0.4/32 excluded, from the cli namespace.
+// cli cannot reach 10.98.0.0/24 on its own (srv does not forward, see
+// lifecycle.test.ts), so everything that arrives here came through the tunnel.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { LAB, PAGE_MARKER, labBytesSha256, startLab, type Lab } from './lab.js';
+import { GEN_BYTES, Rxshuttle, assertBuilt, curl, echoOnce, reportRxshuttleOnFailure, stopAllRxshuttle } from './tunnel-helpers.js';
+
+const MB100 = 100_000_000;
+
+let lab: Lab;
+let rx: Rxshuttle;
+
+beforeAll(async () => {
+  assertBuilt();
+  lab = await startLab();
+  rx = await Rxshuttle.remote(lab, [LAB.targetSubnet, '-x', `${LAB.target4}/32`]);
+});
+
+afterEach((ctx) => reportRxshuttleOnFailure(ctx));
+
+afterAll(async () => {
+  await stopAllRxshuttle();
+  await lab?.down();
+});
+
+describe('through the tunnel (10.98.0.0/24, -x 10.98.0.4/32)', () => {
+  it('fetches the page from 10.98.0.3, and the target sees srv as the client', async () => {
+    const r = await curl(lab, 'cli', `http://${LAB.target}/`);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(PAGE_MARKER);
+    await rx.waitFor(new RegExp(`Accept: ${LAB.cli.replace(/\./g, '\\.')}:\\d+ -> 10\\.98\\.0\\.3:80\\.`));
+
+    // the connection really left from srv: that is what a tunnel does
+    const who = await curl(lab, 'cli', `http://${LAB.target}/whoami`);
+    expect(who.code).toBe(0);
+    expect(JSON.parse(who.stdout)).toMatchObject({ remoteAddress: LAB.srvTargetSide, localAddress: LAB.target, localPort: 80 });
+  });
+
+  it('downloads 100 MB byte-identical', async () => {
+    const t0 = Date.now();
+    const r = await lab.exec(
+      'cli',
+      ['bash', '-c', `set -o pipefail; curl -sS --fail --max-time 150 http://${LAB.target}/bytes/${MB100} | sha256sum`],
+      { timeoutMs: 170_000 },
+    );
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout.split(' ')[0]).toBe(labBytesSha256(MB100));
+    console.log(`100 MB download through the tunnel: ${Date.now() - t0} ms`);
+  });
+
+  it('uploads 100 MB byte-identical', async () => {
+    const t0 = Date.now();
+    const r = await lab.exec(
+      'cli',
+      [
+        'bash',
+        '-c',
+        `set -o pipefail; ${lab.nodePath} ${GEN_BYTES} ${MB100} up | ` +
+          `curl -sS --fail --max-time 150 -X POST -T - -H 'Expect:' -H 'content-type: application/octet-stream' ` +
+          `-w '\\n%header{x-body-bytes}' http://${LAB.target}/sha256`,
+      ],
+      { timeoutMs: 170_000 },
+    );
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    // stdout: the sha256 the target computed, then the body length it counted
+    const [sha, bodyBytes] = r.stdout.split('\n');
+    expect(bodyBytes).toBe(String(MB100));
+    expect(sha).toBe(labBytesSha256(MB100, 'up'));
+    console.log(`100 MB upload through the tunnel: ${Date.now() - t0} ms`);
+  });
+
+  it('a closed port on the target (10.98.0.3:81) is refused at once, not hung', async () => {
+    const t0 = Date.now();
+    const r = await curl(lab, 'cli', `http://${LAB.target}:${LAB.closedPort}/`, [], 20);
+    const elapsed = Date.now() - t0;
+    expect(r.code).not.toBe(0);
+    expect(r.code, `curl: ${r.stderr}`).not.toBe(28); // 28 = curl's own timeout: it hung
+    expect(r.stdout).toBe('');
+    expect(elapsed).toBeLessThan(5_000);
+    // It did go through the tunnel (the local accept happened) and was refused there.
+    await rx.waitFor(`-> ${LAB.target}:${LAB.closedPort}.`);
+
+    // The same with a bare socket: 'error' or 'close' without any data, within 5 s.
+    const e = await echoOnce(lab, 'cli', LAB.target, LAB.closedPort, 10_000);
+    expect(e.ok).toBe(0);
+    expect(e.timedOut).toBe(false);
+    expect(e.elapsedMs).toBeLessThan(5_000);
+    expect(e.firstFailures[0]?.reason).toMatch(/^(error ECONNRESET|error ECONNREFUSED|error EPIPE|closed after 0 of)/);
+  });
+
+  it('does not tunnel the excluded 10.98.0.4 (but tunnels .3 and .5 of the same /24)', async () => {
+    const rules = await lab.iptablesSave('cli', { table: 'nat' });
+    expect(rules).toMatch(/-A rxshuttle-\d+ -d 10\.98\.0\.4\/32 .*-j RETURN/);
+
+    const [five, four, fourHttp] = await Promise.all([
+      echoOnce(lab, 'cli', LAB.target5, LAB.echoPort, 10_000),
+      echoOnce(lab, 'cli', LAB.target4, LAB.echoPort, 3_000),
+      curl(lab, 'cli', `http://${LAB.target4}:${LAB.echoPort}/`, ['--connect-timeout', '3'], 5),
+    ]);
+    expect(five.ok, JSON.stringify(five)).toBe(1);
+    // .4 goes the normal way, to srv, which does not forward: nothing answers.
+    expect(four.ok, JSON.stringify(four)).toBe(0);
+    expect(fourHttp.code).not.toBe(0);
+    expect((await rx.acceptsAtLeast(1, LAB.target5)).length).toBeGreaterThanOrEqual(1);
+    expect(rx.accepts(LAB.target4)).toEqual([]);
+    expect(rx.output).not.toMatch(/-> 10\.98\.0\.4:/);
+  });
+});

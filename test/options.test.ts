@@ -1,0 +1,212 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { UsageError } from '../src/errors.js';
+import { hasHostBits, isCanonicalIp, parseIp } from '../src/firewall/ip-address.js';
+import type { SubnetRule } from '../src/firewall/types.js';
+import { parseListen, parseRemote, parseSubnet, readSubnetFile, splitCommand } from '../src/options.js';
+
+const rule = (family: 4 | 6, address: string, prefix: number, portLow = 0, portHigh = 0, exclude = false): SubnetRule => ({
+  family,
+  address,
+  prefix,
+  portLow,
+  portHigh,
+  exclude,
+});
+
+/** What the firewall helper will insist on: canonical spelling, no host bits. */
+function expectHelperAccepts(r: SubnetRule) {
+  expect(isCanonicalIp(r.address, r.family)).toBe(true);
+  const parsed = parseIp(r.address);
+  expect(parsed).not.toBeNull();
+  expect(hasHostBits(parsed!.bytes, r.prefix)).toBe(false);
+}
+
+describe('parseSubnet', () => {
+  it.each<[string, SubnetRule]>([
+    ['0/0', rule(4, '0.0.0.0', 0)],
+    ['0.0.0.0/0', rule(4, '0.0.0.0', 0)],
+    ['10/8', rule(4, '10.0.0.0', 8)],
+    ['1.2.3.4', rule(4, '1.2.3.4', 32)],
+    ['192.168.1.0/24', rule(4, '192.168.1.0', 24)],
+    ['10.98.0.7/24', rule(4, '10.98.0.0', 24)], // host bits cleared
+    ['10.255.255.255/9', rule(4, '10.128.0.0', 9)],
+    ['1.2.3.4/0', rule(4, '0.0.0.0', 0)],
+    ['010.001.002.003', rule(4, '10.1.2.3', 32)], // no leading zeros in the canonical form
+    [' 10.0.0.0/8 ', rule(4, '10.0.0.0', 8)],
+    ['1.2.3.4:80', rule(4, '1.2.3.4', 32, 80, 80)],
+    ['1.2.3.4/24:8000-9000', rule(4, '1.2.3.0', 24, 8000, 9000)],
+    ['0/0:1-65535', rule(4, '0.0.0.0', 0, 1, 65535)],
+    ['10/8:443', rule(4, '10.0.0.0', 8, 443, 443)],
+  ])('IPv4 %s', (text, expected) => {
+    const parsed = parseSubnet(text);
+    expect(parsed).toEqual(expected);
+    expectHelperAccepts(parsed);
+  });
+
+  it.each<[string, SubnetRule]>([
+    ['::/0', rule(6, '::', 0)],
+    ['::1', rule(6, '::1', 128)],
+    ['fd00::/8', rule(6, 'fd00::', 8)],
+    ['FD00::/8', rule(6, 'fd00::', 8)],
+    ['fd00::1/64', rule(6, 'fd00::', 64)], // host bits cleared
+    ['2001:db8:0:0:1:0:0:1', rule(6, '2001:db8::1:0:0:1', 128)],
+    ['1:2:3:4:5:6:7:8', rule(6, '1:2:3:4:5:6:7:8', 128)],
+    ['2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff/32', rule(6, '2001:db8::', 32)],
+    ['[fd00::1]', rule(6, 'fd00::1', 128)],
+    ['[fd00::1]/64', rule(6, 'fd00::', 64)],
+    ['[::1]:22', rule(6, '::1', 128, 22, 22)],
+    ['[fd00::]/64:8000-9000', rule(6, 'fd00::', 64, 8000, 9000)],
+    ['::ffff:1.2.3.4', rule(6, '::ffff:102:304', 128)], // IPv4-mapped, written with a dotted tail
+    ['::ffff:0.0.0.0/96', rule(6, '::ffff:0:0', 96)],
+  ])('IPv6 %s', (text, expected) => {
+    const parsed = parseSubnet(text);
+    expect(parsed).toEqual(expected);
+    expectHelperAccepts(parsed);
+  });
+
+  it('marks excludes', () => {
+    expect(parseSubnet('1.2.3.0/24', true)).toEqual(rule(4, '1.2.3.0', 24, 0, 0, true));
+    expect(parseSubnet('fd00::/8', true).exclude).toBe(true);
+  });
+
+  it.each([
+    '',
+    'x',
+    '1.2.3',
+    '10.1/16',
+    '1.2.3.4.5',
+    '256.0.0.0',
+    '1.2.3.256/32',
+    '1.2.3.4/33',
+    '1.2.3.4/-1',
+    '1.2.3.4:0',
+    '1.2.3.4:90-80',
+    '1.2.3.4:70000',
+    '1.2.3.4:80-70000',
+    '1.2.3.4:',
+    'fd00::/129',
+    'gg::/8',
+    '1:2:3:4:5:6:7:8:9',
+    '[fd00::1',
+    '[fd00::1]:0',
+    '[1.2.3.4]',
+    'example.com',
+  ])('refuses %j with a UsageError', (text) => {
+    expect(() => parseSubnet(text)).toThrow(UsageError);
+  });
+});
+
+describe('readSubnetFile', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rxs-options-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('reads one subnet a line as excludes, skipping blanks and comments', () => {
+    const path = join(dir, 'excludes');
+    writeFileSync(path, '# local nets\n10.0.0.0/8\n\n  192.168.1.7/24   # office\nfd00::/8\n');
+    expect(readSubnetFile(path)).toEqual([
+      rule(4, '10.0.0.0', 8, 0, 0, true),
+      rule(4, '192.168.1.0', 24, 0, 0, true),
+      rule(6, 'fd00::', 8, 0, 0, true),
+    ]);
+  });
+
+  it('a missing file or a bad line is a UsageError', () => {
+    expect(() => readSubnetFile(join(dir, 'nope'))).toThrow(UsageError);
+    expect(() => readSubnetFile(join(dir, 'nope'))).toThrow(/ENOENT/);
+    const path = join(dir, 'bad');
+    writeFileSync(path, '10.0.0.0/8\nnot-a-subnet\n');
+    expect(() => readSubnetFile(path)).toThrow(/not-a-subnet/);
+  });
+});
+
+describe('parseRemote', () => {
+  it.each([
+    ['example.com', { host: 'example.com' }],
+    ['testuser@example.com', { user: 'testuser', host: 'example.com' }],
+    ['testuser@example.com:2222', { user: 'testuser', host: 'example.com', port: 2222 }],
+    ['example.com:2244', { host: 'example.com', port: 2244 }],
+    ['10.0.0.1', { host: '10.0.0.1' }],
+    ['root@10.0.0.1:22', { user: 'root', host: '10.0.0.1', port: 22 }],
+    ['fe80::1', { host: 'fe80::1' }],
+    ['::1', { host: '::1' }],
+    ['[::1]', { host: '::1' }],
+    ['[2001:db8::5]:2222', { host: '2001:db8::5', port: 2222 }],
+    ['me@[2001:db8::5]:22', { user: 'me', host: '2001:db8::5', port: 22 }],
+    ['first.last@host-1.example.org', { user: 'first.last', host: 'host-1.example.org' }],
+  ])('%s', (text, expected) => {
+    expect(parseRemote(text)).toEqual(expected);
+  });
+
+  it.each([
+    '',
+    'host:',
+    'host:abc',
+    'host:0',
+    'host:70000',
+    '-oProxyCommand=evil',
+    '-host',
+    'user@-host',
+    '@host',
+    'user@',
+    'a@b@host',
+    'us er@host',
+    'host name',
+    'host;rm',
+    '[::1]:x',
+  ])('refuses %j with a UsageError', (text) => {
+    expect(() => parseRemote(text)).toThrow(UsageError);
+  });
+});
+
+describe('parseListen', () => {
+  it.each([
+    ['0', { host: '127.0.0.1', port: 0 }],
+    ['12300', { host: '127.0.0.1', port: 12300 }],
+    ['0.0.0.0:0', { host: '0.0.0.0', port: 0 }],
+    ['192.168.1.1:1234', { host: '192.168.1.1', port: 1234 }],
+    ['[::1]:1234', { host: '::1', port: 1234 }],
+    ['[::]:0', { host: '::', port: 0 }],
+  ])('%s', (text, expected) => {
+    expect(parseListen(text)).toEqual(expected);
+  });
+
+  it.each(['', 'x', '70000', '1.2.3:80', '999.0.0.1:80', '127.0.0.1:', 'localhost:1234', '[::1]', '::1:80', '[nope]:80', '1.2.3.4:65536'])(
+    'refuses %j with a UsageError',
+    (text) => {
+      expect(() => parseListen(text)).toThrow(UsageError);
+    },
+  );
+});
+
+describe('splitCommand', () => {
+  it.each<[string, string[]]>([
+    ['ssh', ['ssh']],
+    ['  ssh   -v  ', ['ssh', '-v']],
+    ['ssh -v -p 2222', ['ssh', '-v', '-p', '2222']],
+    ['ssh -F "my cfg"', ['ssh', '-F', 'my cfg']],
+    ["ssh -o 'ProxyCommand nc %h %p'", ['ssh', '-o', 'ProxyCommand nc %h %p']],
+    ['ssh -i my\\ key', ['ssh', '-i', 'my key']],
+    ['"a\\"b"', ['a"b']],
+    ["'it'\\''s'", ["it's"]],
+    ['x"y z"w', ['xy zw']],
+    ['ssh ""', ['ssh', '']],
+    ["'a\\b'", ['a\\b']], // no escapes inside single quotes
+    ['"a\\\\b"', ['a\\b']],
+    ['"C:\\keys\\id"', ['C:\\keys\\id']], // inside double quotes a backslash only escapes " \\ $ `
+    ['/usr/bin/ssh\t-v', ['/usr/bin/ssh', '-v']],
+  ])('%j', (text, expected) => {
+    expect(splitCommand(text)).toEqual(expected);
+  });
+
+  it('an empty command is a UsageError', () => {
+    expect(() => splitCommand('')).toThrow(UsageError);
+    expect(() => splitCommand('   ')).toThrow(UsageError);
+  });
+
+  it.each(['ssh "abc', "ssh 'abc", 'ssh abc\\'])('unbalanced quoting (%j) is a UsageError, not silently dropped', (text) => {
+    expect(() => splitCommand(text)).toThrow(UsageError);
+  });
+});

@@ -1,0 +1,81 @@
+import { of, Subject } from 'rxjs';
+import { describe, expect, it } from 'vitest';
+import type { Frame } from '../../src/streams/frame.js';
+import { type SchedulerConfig, type SchedulerOutput, schedule } from '../../src/streams/scheduler.js';
+import { f, pattern, testScheduler } from './marbles.js';
+
+const sent = (fr: Frame): SchedulerOutput => ({ kind: 'frame', frame: fr });
+const blocked = (value: boolean): SchedulerOutput => ({ kind: 'blocked', blocked: value });
+const roomy: SchedulerConfig = { sessionWindow: Number.POSITIVE_INFINITY, maxQueued: 1_000_000 };
+
+describe('schedule (fair scheduler)', () => {
+  it('serves queued channels round-robin, one frame per turn, once the transport is writable', () => {
+    const [b1, b2, b3] = [f.data(1, pattern(100, 1)), f.data(1, pattern(100, 2)), f.data(1, pattern(100, 3))];
+    const key = f.data(2, 'k');
+    testScheduler().run(({ cold, hot, expectObservable }) => {
+      const frames$ = hot<Frame>('-abck-o', { a: b1, b: b2, c: b3, k: key, o: f.open(3) });
+      const writable$ = cold('f-------t', { f: false, t: true });
+      expectObservable(schedule(roomy, { frames$, writable$, credit$: cold<number>('-') })).toBe('------o-(akbc)', {
+        o: sent(f.open(3)), // not DATA/EOF: jumps the queue
+        a: sent(b1),
+        k: sent(key), // the keystroke goes second, not after all the bulk data
+        b: sent(b2),
+        c: sent(b3),
+      });
+    });
+  });
+
+  it('keeps DATA and EOF of one channel in order, while CREDIT and control frames jump ahead', () => {
+    testScheduler().run(({ cold, hot, expectObservable }) => {
+      const frames$ = hot<Frame>('-de-c-p', { d: f.data(1, 'x'), e: f.eof(1), c: f.credit(1, 5), p: f.ping() });
+      const writable$ = cold('f-------t', { f: false, t: true });
+      expectObservable(schedule(roomy, { frames$, writable$, credit$: cold<number>('-') })).toBe('----c-p-(de)', {
+        d: sent(f.data(1, 'x')),
+        e: sent(f.eof(1)),
+        c: sent(f.credit(1, 5)),
+        p: sent(f.ping()),
+      });
+    });
+  });
+
+  it('holds DATA once the session window is used up, until the peer returns session credit', () => {
+    const [a, b, c] = [f.data(1, pattern(8, 1)), f.data(2, pattern(8, 2)), f.data(1, pattern(8, 3))];
+    testScheduler().run(({ cold, hot, expectObservable }) => {
+      const frames$ = hot<Frame>('-abc', { a, b, c });
+      const credit$ = hot<number>('------r', { r: 16 });
+      expectObservable(
+        schedule({ sessionWindow: 10, maxQueued: 1_000_000 }, { frames$, writable$: cold('t', { t: true }), credit$ }),
+      ).toBe('-ab---c', { a: sent(a), b: sent(b), c: sent(c) });
+    });
+  });
+
+  it('asks readers to pause while more than maxQueued DATA bytes wait, and to resume when they have gone', () => {
+    const [a, b] = [f.data(1, pattern(4, 1)), f.data(2, pattern(4, 2))];
+    testScheduler().run(({ cold, hot, expectObservable }) => {
+      const frames$ = hot<Frame>('-ab', { a, b });
+      const writable$ = cold('f---t', { f: false, t: true });
+      expectObservable(schedule({ sessionWindow: Number.POSITIVE_INFINITY, maxQueued: 5 }, { frames$, writable$, credit$: cold<number>('-') })).toBe(
+        '--B-(abU)',
+        { B: blocked(true), a: sent(a), b: sent(b), U: blocked(false) },
+      );
+    });
+  });
+
+  it('completes when the frames complete', () => {
+    testScheduler().run(({ cold, hot, expectObservable }) => {
+      const frames$ = hot<Frame>('-a-|', { a: f.ping() });
+      expectObservable(schedule(roomy, { frames$, writable$: cold('t', { t: true }), credit$: cold<number>('-') })).toBe('-a-|', {
+        a: sent(f.ping()),
+      });
+    });
+  });
+
+  it('keeps working when writable$ completes after its last value (e.g. of(true))', () => {
+    const frames$ = new Subject<Frame>();
+    const seen: SchedulerOutput[] = [];
+    schedule(roomy, { frames$, writable$: of(true), credit$: new Subject<number>() }).subscribe((o) => seen.push(o));
+    frames$.next(f.ping('a'));
+    frames$.next(f.data(1, 'b'));
+    expect(seen).toEqual([sent(f.ping('a')), sent(f.data(1, 'b'))]);
+  });
+});
