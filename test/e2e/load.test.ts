@@ -1,4 +1,4 @@
-// Many connections at once through one tunnel: 1 000 concurrent TCP
+// Many connections at once through one tunnel: 2 000 concurrent TCP
 // connections from cli to the echo servers on 10.98.0.3/.4/.5:7, each with
 // its own payload (1–64 KiB), each must get exactly its own bytes back.
 // Bounded: echo-load.mjs stops by itself after 90 s and reports.
@@ -6,7 +6,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LAB, startLab, type Lab } from './lab.js';
 import { Rxshuttle, assertBuilt, echoLoad, rxshuttleRules, reportRxshuttleOnFailure, stopAllRxshuttle, waitFast } from './tunnel-helpers.js';
 
-const COUNT = 1000;
+// Issue 3 asks for 1 000, issue 4 for 2 000: one run covers both.
+const COUNT = 2000;
 
 let lab: Lab;
 let rx: Rxshuttle;
