@@ -128,7 +128,10 @@ export function channelMachine(config: ChannelConfig): OperatorFunction<ChannelI
           case 'written':
             unacked -= event.bytes;
             freed += event.bytes;
-            if (!peerEof && (freed >= creditThreshold || unacked === 0)) {
+            // Only in batches: an eager CREDIT per small write doubled the frames (and syscalls) of
+            // every request/response exchange. A sender out of credit has a whole window
+            // outstanding, so a batch of an eighth of it always comes back.
+            if (!peerEof && freed >= creditThreshold) {
               const payload = Buffer.allocUnsafe(4);
               payload.writeUInt32BE(freed, 0);
               outstanding -= freed;

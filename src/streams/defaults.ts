@@ -18,7 +18,7 @@ export const FLAG_NO_LATENCY_CONTROL = 0x1;
  * With latency control, DATA bytes in flight between the two schedulers (in pipes, ssh, TCP),
  * where a keystroke would queue behind bulk data unseen. Must exceed SESSION_CREDIT_BATCH.
  */
-export const SESSION_WINDOW = 1024 * 1024;
+export const SESSION_WINDOW = 512 * 1024;
 /** The receiver returns session credit in batches of this many DATA bytes. */
 export const SESSION_CREDIT_BATCH = 64 * 1024;
 /** Queued DATA bytes in a scheduler above which every reader pauses. */

@@ -293,7 +293,8 @@ describe('runMux (server)', () => {
       const { dial } = dialer([end]);
       const inbound$ = hot<Frame>('--o----g-----------f', { o: f.open(1, DST6), g: f.data(1, 'GET'), f: f.eof(1) });
       expectObservable(actions$).toBe('7ms w 11ms x', { w: act.write('GET'), x: act.end });
-      expectObservable(runMux(server({ inbound$, dial }))).toBe('--a-K----C---D---E-z', {
+      // Receive window 8: credit comes back in batches of 1 byte, so every write is credited.
+      expectObservable(runMux(server({ inbound$, dial, recvWindow: 8 }))).toBe('--a-K----C---D---E-z', {
         a: served(1, DST6),
         K: out(f.openOk(1)),
         C: out(f.credit(1, 3)),
