@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { realpathSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import createDebug from 'debug';
@@ -8,18 +9,26 @@ import { connect } from './connect.js';
 import { errorMessage, exitCodeFor, RxshuttleError, UsageError } from './errors.js';
 import { helperCommand } from './firewall/client.js';
 import { runFirewallHelper } from './firewall/helper.js';
-import { readSubnetFile, resolveOptions, type TunnelOptions } from './options.js';
+import { parseSeedHosts, readSubnetFile, resolveOptions, type TunnelOptions } from './options.js';
+import { hostwatch$ } from './remote/hostwatch.js';
 import { runServer } from './remote/server.js';
 import { render } from './render.js';
 import { raiseFileLimit } from './rlimit.js';
+import { cliOutput, type Severity } from './cli-output.js';
+import { DAEMON_CHILD_FLAG, detachDaemon, runDaemonParent } from './daemon.js';
+import { leaveProcessGroup } from './firewall/process-group.js';
+import { runSudoersCommand } from './firewall/sudoers.js';
+import { checkPidfile, DEFAULT_PIDFILE, removePidfile, writePidfile } from './pidfile.js';
 
 const VERSION = '0.1.0';
 const cliPath = realpathSync(fileURLToPath(import.meta.url));
 
-const say = (line: string) => process.stderr.write(`rxshuttle: ${line}\n`);
+/** stderr, or syslog once the tunnel is up with --syslog/--daemon. */
+const output = cliOutput();
+const say = (line: string, severity: Severity = 'info') => output.say(line, severity);
 
 function fail(error: unknown): never {
-  say(errorMessage(error));
+  say(errorMessage(error), 'err');
   process.exit(exitCodeFor(error));
 }
 
@@ -33,8 +42,37 @@ interface CliFlags {
   python?: string;
   verbose: number;
   latencyControl: boolean;
+  sshForward: boolean;
   server?: boolean;
   firewall?: boolean;
+  daemon?: boolean;
+  syslog?: boolean;
+  pidfile?: string;
+  keepalive?: string;
+  sudoers?: boolean;
+  sudoersNoModify?: boolean;
+  sudoersUser?: string;
+  sudoersFilename?: string;
+  internalDaemonChild?: boolean;
+  dns?: boolean;
+  nsHosts?: string;
+  toNs?: string;
+  autoNets?: boolean;
+  autoHosts?: boolean;
+  seedHosts?: string;
+  hostwatch?: boolean;
+}
+
+/** How long a tunnel error waits for a signal that may have caused it (see runTunnel). */
+const SIGNAL_GRACE_MS = 150;
+
+/** How the CLI runs the tunnel besides the options: --daemon, --syslog, --pidfile. */
+interface RunMode {
+  readonly verbosity: number;
+  readonly syslog: boolean;
+  /** This process is the re-spawned daemon: detach once up. */
+  readonly daemonChild: boolean;
+  readonly pidfile?: string;
 }
 
 function program(): Command {
@@ -52,6 +90,23 @@ function program(): Command {
     .addOption(new Option('--python <path>', 'sshuttle compatibility: see --remote-node').hideHelp())
     .option('-v, --verbose', 'print more (repeat for more: -vvv traces everything)', (_: string, n: number) => n + 1, 0)
     .option('--no-latency-control', 'favour bulk throughput over interactive latency')
+    .option('--no-ssh-forward', "carry TCP in rxshuttle's own channel instead of handing each connection to ssh")
+    .option('--dns', 'capture local DNS queries (to the nameservers in /etc/resolv.conf) and answer them remotely')
+    .option('--ns-hosts <ip,...>', 'capture DNS queries to these nameservers instead (implies --dns)')
+    .option('--to-ns <ip[:port]>', 'the remote nameserver that answers them (default: the remote /etc/resolv.conf)')
+    .option('-N, --auto-nets', "also tunnel the networks in the server's routing table")
+    .option('-H, --auto-hosts', "add the names of the server's hosts to /etc/hosts while the tunnel runs")
+    .option('--seed-hosts <name,...>', 'with -H: host names to start discovery from')
+    .option('--hostwatch', 'internal, for debugging -H: discover host names here and print them')
+    .option('--keepalive <seconds>', 'ping the server this often; give up after 4 silent intervals (0: never)', '15')
+    .option('-D, --daemon', 'run in the background once the tunnel is up (implies --syslog)')
+    .option('--syslog', 'once the tunnel is up, log to syslog instead of stderr')
+    .option('--pidfile <file>', `with --daemon: write the daemon's pid there (default ./${DEFAULT_PIDFILE})`)
+    .option('--sudoers', 'install a sudoers rule that lets this user start the firewall helper without a password')
+    .option('--sudoers-no-modify', 'print that sudoers rule instead of installing it')
+    .option('--sudoers-user <user>', 'with --sudoers: the user (or %group) the rule is for (default: you)')
+    .option('--sudoers-filename <name>', 'with --sudoers: the file in /etc/sudoers.d (default rxshuttle_auto)')
+    .addOption(new Option(DAEMON_CHILD_FLAG, 'internal: the re-spawned daemon').hideHelp())
     .addOption(new Option('--server', 'internal: run the server on stdin/stdout').hideHelp())
     .addOption(new Option('--firewall', 'internal: run the firewall helper (root)').hideHelp())
     .showHelpAfterError(false)
@@ -71,15 +126,28 @@ function toOptions(subnets: string[], flags: CliFlags): TunnelOptions {
       sshCommand: flags.sshCmd,
       remoteNode: flags.remoteNode,
       latencyControl: flags.latencyControl,
+      sshForward: flags.sshForward,
+      ...(flags.keepalive === undefined ? {} : { keepalive: flags.keepalive }),
+      ...(flags.dns ? { dns: true } : {}),
+      ...(flags.nsHosts === undefined ? {} : { nsHosts: flags.nsHosts }),
+      ...(flags.toNs === undefined ? {} : { toNs: flags.toNs }),
+      ...(flags.autoNets ? { autoNets: true } : {}),
+      ...(flags.autoHosts ? { autoHosts: true } : {}),
+      ...(flags.seedHosts === undefined ? {} : { seedHosts: flags.seedHosts }),
+      // With syslog the helper's stderr must come through us: the terminal is gone (daemon), or
+      // its lines belong in the log.
+      ...(flags.syslog || flags.daemon ? { firewallStderr: (line: string) => say(`firewall: ${line}`, 'warning') } : {}),
     },
     () => helperCommand(cliPath),
   );
 }
 
-function runTunnel(options: TunnelOptions, verbosity: number): void {
+function runTunnel(options: TunnelOptions, mode: RunMode): void {
+  const { verbosity } = mode;
   raiseFileLimit();
   let subscription: Subscription | undefined;
   let stopping = false;
+  let up = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
@@ -92,13 +160,31 @@ function runTunnel(options: TunnelOptions, verbosity: number): void {
   subscription = connect(options).subscribe({
     next: (event) => {
       const line = render(event, verbosity);
-      if (line !== null) say(line);
+      // Some events take several lines ("available routes:"): each gets its own prefix.
+      if (line !== null) for (const part of line.split('\n')) say(part, event.kind === 'warning' ? 'warning' : 'info');
+      if (event.kind === 'firewall-ready' && !up) {
+        up = true;
+        try {
+          tunnelUp(mode);
+        } catch (error) {
+          stopping = true;
+          say(errorMessage(error), 'err');
+          process.exitCode = exitCodeFor(error);
+          subscription?.unsubscribe();
+          setTimeout(() => process.exit(), 1000).unref();
+        }
+      }
     },
     error: (error: unknown) => {
-      stopping = true;
-      say(errorMessage(error));
-      process.exitCode = exitCodeFor(error);
-      setTimeout(() => process.exit(), 1000).unref();
+      // Ctrl-C signals ssh as well, which may die (and end the tunnel with an error) before our own
+      // handler has run: give the signal a moment, so a Ctrl-C stays a clean stop, not a failure.
+      setTimeout(() => {
+        if (stopping) return;
+        stopping = true;
+        say(errorMessage(error), 'err');
+        process.exitCode = exitCodeFor(error);
+        setTimeout(() => process.exit(), 1000).unref();
+      }, SIGNAL_GRACE_MS);
     },
     complete: () => process.exit(0),
   });
@@ -118,6 +204,9 @@ async function main(argv: string[]): Promise<void> {
   const flags = cli.opts<CliFlags>();
   if (flags.verbose >= 3) createDebug.enable('rxshuttle:*');
   if (flags.firewall) {
+    // The client may be gone (kill -9) while we still report on stderr: EPIPE must not stop the cleanup.
+    process.stderr.on('error', () => {});
+    leaveProcessGroup();
     process.exitCode = await runFirewallHelper(process.stdin, process.stdout);
     return;
   }
@@ -125,14 +214,83 @@ async function main(argv: string[]): Promise<void> {
     runServer();
     return;
   }
+  if (flags.hostwatch) {
+    try {
+      runHostwatch(flags.seedHosts);
+    } catch (error) {
+      if (error instanceof RxshuttleError) fail(error);
+      throw error;
+    }
+    return;
+  }
+  if (flags.sudoers || flags.sudoersNoModify) {
+    try {
+      process.exitCode = runSudoersCommand({
+        install: flags.sudoers === true && flags.sudoersNoModify !== true,
+        ...(flags.sudoersUser === undefined ? {} : { user: flags.sudoersUser }),
+        ...(flags.sudoersFilename === undefined ? {} : { filename: flags.sudoersFilename }),
+        nodePath: process.execPath,
+        cliPath,
+      });
+    } catch (error) {
+      if (error instanceof RxshuttleError) fail(error);
+      throw error;
+    }
+    return;
+  }
   let options: TunnelOptions;
+  const daemonChild = flags.internalDaemonChild === true;
+  const pidfile = flags.pidfile ?? (flags.daemon ? DEFAULT_PIDFILE : undefined);
   try {
     options = toOptions(cli.args, flags);
+    // A running instance with this pid file: say so now, not after connecting.
+    if (pidfile !== undefined) checkPidfile(pidfile);
   } catch (error) {
     if (error instanceof RxshuttleError) fail(error);
     throw error;
   }
-  runTunnel(options, flags.verbose);
+  if (flags.daemon && !daemonChild) {
+    // The tunnel runs in a re-spawned child; we report how its start went and return.
+    process.exit(await runDaemonParent(cliPath, argv.slice(2)));
+  }
+  runTunnel(options, {
+    verbosity: flags.verbose,
+    syslog: flags.syslog === true || flags.daemon === true,
+    daemonChild,
+    ...(pidfile === undefined ? {} : { pidfile: resolve(pidfile) }),
+  });
+}
+
+/** --hostwatch: host discovery on this machine, each find printed on stdout, until a signal. */
+function runHostwatch(seeds: string | undefined): void {
+  const subscription = hostwatch$({
+    seeds: seeds === undefined ? [] : parseSeedHosts(seeds),
+    log: (message) => say(message, 'warning'),
+  }).subscribe((host) => process.stdout.write(`hostwatch: Found: ${host.name}: ${host.address}\n`));
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(signal, () => {
+      subscription.unsubscribe();
+      process.exit(0);
+    });
+  }
+}
+
+/**
+ * The tunnel is up (rules in place): write the pid file, move the log to syslog, and detach when
+ * this is the daemon. Throws (PidfileError) when the pid file belongs to a running process.
+ */
+function tunnelUp(mode: RunMode): void {
+  if (mode.pidfile !== undefined) {
+    const file = writePidfile(mode.pidfile);
+    process.on('exit', () => removePidfile(file));
+  }
+  if (mode.syslog) {
+    const warning = output.toSyslog();
+    if (warning !== null) say(`warning: ${warning}`, 'warning');
+    // A crash still ends the process, but its reason reaches the log (stderr may be /dev/null).
+    process.on('uncaughtExceptionMonitor', (error) => say(`internal error: ${error.stack ?? errorMessage(error)}`, 'err'));
+  }
+  if (mode.daemonChild) detachDaemon();
 }
 
 main(process.argv).catch(fail);

@@ -1,19 +1,39 @@
 import { isIPv4 } from 'node:net';
 import createDebug from 'debug';
-import { catchError, concat, EMPTY, from, map, merge, mergeMap, Observable, of, switchMap, throwError } from 'rxjs';
+import {
+  catchError,
+  concat,
+  EMPTY,
+  finalize,
+  from,
+  map,
+  merge,
+  mergeMap,
+  Observable,
+  of,
+  Subject,
+  switchMap,
+  throwError,
+} from 'rxjs';
+import { discoveryClient } from './discovery-client.js';
 import { RxshuttleError, TransportError } from './errors.js';
 import type { TunnelEvent } from './events.js';
 import { firewall$ } from './firewall/client.js';
 import { originalDestination } from './firewall/original-dst.js';
 import type { FirewallSetup, SubnetRule } from './firewall/types.js';
-import { accepted$, type Listener, listener$ } from './listener.js';
+import { existsSync } from 'node:fs';
+import { routeRedirected } from './direct.js';
+import { asAccepted, type Listener, listener$, type Redirected, redirected$ } from './listener.js';
 import { fileURLToPath } from 'node:url';
 import { helperCommand } from './firewall/client.js';
-import { type ConnectOptions, resolveOptions, type TunnelOptions } from './options.js';
+import { type ConnectOptions, KEEPALIVE_MISSES, resolveOptions, type TunnelOptions } from './options.js';
+import { guardDescriptors } from './descriptor-guard.js';
+import { keepalive } from './streams/keepalive.js';
 import { DEFAULT_WINDOW, FLAG_NO_LATENCY_CONTROL } from './streams/defaults.js';
 import { session } from './streams/session.js';
 import { ServerExit, serverProcess$ } from './transport/server-process.js';
-import { sshServerAddresses, sshServerArgv } from './transport/ssh.js';
+import { controlSocket } from './transport/control-master.js';
+import { sshHostInfo, sshServerArgv } from './transport/ssh.js';
 import { MIN_REMOTE_NODE_MAJOR, NODE_TOO_OLD_EXIT, stubSource } from './transport/stub.js';
 
 const debug = createDebug('rxshuttle:connect');
@@ -47,7 +67,11 @@ export function connect(input: ConnectOptions | TunnelOptions): Observable<Tunne
   const ipv6 = options.subnets.some((rule) => rule.family === 6 && !rule.exclude);
   return listener$(options.listen, ipv6).pipe(
     switchMap((listener) =>
-      concat(of<TunnelEvent>({ kind: 'listening', host: listener.host, port: listener.port }), tunnel(options, listener)),
+      concat(
+        of<TunnelEvent>({ kind: 'listening', host: listener.host, port: listener.port }),
+        // Connections handed to an ssh ControlMaster cost ssh three descriptors each (it has our limit).
+        tunnel(options, listener).pipe(guardDescriptors(listener.servers, { fdsPerConnection: options.remote && options.sshForward ? 3 : 1 })),
+      ),
     ),
   );
 }
@@ -57,13 +81,16 @@ function tunnel(options: TunnelOptions, listener: Listener): Observable<TunnelEv
   const where = remote ? remote.host : 'the local server';
   const local = remote === undefined;
   const bypassGid = local && process.getuid?.() === 0 ? BYPASS_GID_BASE + listener.port : undefined;
-  const argv = remote
-    ? sshServerArgv(options.sshCommand, remote, options.remoteNode)
-    : [process.execPath, '-e', stubSource()];
-  const sshExcludes$ = remote ? from(sshServerAddresses(options.sshCommand, remote)) : of([] as string[]);
+  const hostInfo$ = remote ? from(sshHostInfo(options.sshCommand, remote)) : of({ addresses: [] as string[], openssh: false });
 
-  return sshExcludes$.pipe(
-    switchMap((sshAddresses) => {
+  return hostInfo$.pipe(
+    switchMap(({ addresses: sshAddresses, openssh }) => {
+      // With OpenSSH, our session is also a ControlMaster that TCP connections are handed to.
+      const control = remote && openssh && options.sshForward ? controlSocket() : null;
+      const argv = remote
+        ? sshServerArgv([...options.sshCommand, ...(control?.sshOptions ?? [])], remote, options.remoteNode)
+        : [process.execPath, '-e', stubSource()];
+      const forMux = new Subject<Redirected>();
       const setup: FirewallSetup = {
         version: 1,
         method: 'nat',
@@ -73,18 +100,34 @@ function tunnel(options: TunnelOptions, listener: Listener): Observable<TunnelEv
         ...(bypassGid === undefined ? {} : { bypassGid }),
       };
       debug('firewall setup %o', setup);
+      // -N, -H, --dns: the control-channel conversations and what the firewall needs for them.
+      const discovery = discoveryClient(options, listener);
       let greeted = false;
       const starting: TunnelEvent = { kind: 'starting', command: argv };
       const running$ = serverProcess$(argv, bypassGid === undefined ? {} : { gid: bypassGid }).pipe(
         switchMap((server) => {
           const remoteOutput$ = server.stderr$.pipe(map((line): TunnelEvent => ({ kind: 'remote-output', line })));
+          // A server that went silent (network gone, host suspended) ends the tunnel instead of hanging it.
+          const alive =
+            options.keepalive > 0
+              ? keepalive({
+                  intervalMs: options.keepalive * 1000,
+                  misses: KEEPALIVE_MISSES,
+                  timeout: () =>
+                    new TransportError(
+                      'RXS_ERR_TRANSPORT_CLOSED',
+                      `connection to ${where} lost: no answer for ${options.keepalive * KEEPALIVE_MISSES} s (--keepalive ${options.keepalive})`,
+                    ),
+                })
+              : null;
           const session$ = session({
             role: 'client',
             recvWindow: DEFAULT_WINDOW,
-            bytes$: server.bytes$,
+            bytes$: alive ? server.bytes$.pipe(alive.heard()) : server.bytes$,
+            control$: alive ? merge(alive.pings$, discovery.control$) : discovery.control$,
             sendRaw: server.sendRaw,
             writer: server.writer,
-            accepted$: (readersBlocked$) => accepted$(listener, originalDestination, readersBlocked$),
+            accepted$: (readersBlocked$) => forMux.pipe(map((r) => asAccepted(r, readersBlocked$))),
             maxNoise: MAX_NOISE,
             flags: options.latencyControl ? 0 : FLAG_NO_LATENCY_CONTROL,
           }).pipe(
@@ -96,8 +139,19 @@ function tunnel(options: TunnelOptions, listener: Listener): Observable<TunnelEv
                   greeted = true;
                   return concat(
                     of<TunnelEvent>({ kind: 'connected', remote: where, window: event.hello.window }),
-                    firewall$(setup, { helperArgv: [...options.firewallCommand] }).pipe(
-                      map((): TunnelEvent => ({ kind: 'firewall-ready', port: listener.port, rules: setup.rules })),
+                    merge(
+                      discovery.firewall$(setup, (complete, hosts$) => {
+                        const helper = {
+                          helperArgv: [...options.firewallCommand],
+                          ...(options.firewallStderr ? { stderr: options.firewallStderr } : {}),
+                        };
+                        return hosts$ ? firewall$(complete, { ...helper, hosts$ }) : firewall$(complete, helper);
+                      }),
+                      routeRedirected(
+                        redirected$(listener, originalDestination),
+                        control && existsSync(control.path) ? control.path : null,
+                        (r) => forMux.next(r),
+                      ),
                     ),
                   );
                 case 'open':
@@ -111,12 +165,15 @@ function tunnel(options: TunnelOptions, listener: Listener): Observable<TunnelEv
                   );
                 case 'pong':
                   return EMPTY;
+                default:
+                  return discovery.onSessionEvent(event) ?? EMPTY;
               }
             }),
           );
           return merge(remoteOutput$, session$);
         }),
-        catchError((err: unknown) => throwError(() => explainFailure(err, greeted, where, options.remoteNode))),
+        catchError((err: unknown) => throwError(() => explainFailure(err, greeted, where, options.remoteNode, local))),
+        finalize(() => control?.remove()),
       );
       return concat(of(starting), running$);
     }),
@@ -126,12 +183,18 @@ function tunnel(options: TunnelOptions, listener: Listener): Observable<TunnelEv
 const isLoopback = (host: string) => host.startsWith('127.') || host === '::1' || host === 'localhost';
 
 /** Turns how the server process ended into a message that says what to do. */
-function explainFailure(err: unknown, greeted: boolean, where: string, remoteNode: string): unknown {
+function explainFailure(err: unknown, greeted: boolean, where: string, remoteNode: string, local = false): unknown {
   if (!(err instanceof ServerExit)) return err;
   const telling = [...err.stderrTail].reverse().find((line) => /error|denied|not found|refused|timed out|resolve|no route|too old/i.test(line));
   const last = telling ?? err.stderrTail.at(-1) ?? '';
   const said = last ? `: ${last}` : '';
-  if (greeted) return new TransportError('RXS_ERR_TRANSPORT_CLOSED', `connection to ${where} lost${said}`);
+  if (greeted) {
+    // Nothing said why (kill -9 of ssh or of the remote server): say how the process ended.
+    const program = local ? 'the local server' : 'ssh';
+    const how = err.signal ? `${program} was killed by ${err.signal}` : `${program} exited with status ${err.exitCode}`;
+    const server = !local && !err.signal && err.exitCode === 255 ? '; the remote server or the connection died' : '';
+    return new TransportError('RXS_ERR_TRANSPORT_CLOSED', `connection to ${where} lost${said || `: ${how}${server}`}`);
+  }
   if (err.exitCode === NODE_TOO_OLD_EXIT) {
     return new TransportError(
       'RXS_ERR_REMOTE_NODE_TOO_OLD',

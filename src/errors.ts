@@ -13,7 +13,11 @@ export type ErrorCode =
   | 'RXS_ERR_REMOTE_EXIT'
   | 'RXS_ERR_TRANSPORT_CLOSED'
   | 'RXS_ERR_FW_APPLY'
-  | 'RXS_ERR_LISTEN';
+  | 'RXS_ERR_LISTEN'
+  | 'RXS_ERR_PIDFILE'
+  | 'RXS_ERR_SUDOERS'
+  | 'RXS_ERR_DNS_TIMEOUT'
+  | 'RXS_ERR_DNS_FAILED';
 
 export class RxshuttleError extends Error {
   constructor(
@@ -44,6 +48,13 @@ export class TransportError extends RxshuttleError {}
 export class ListenError extends RxshuttleError {
   constructor(message: string) {
     super('RXS_ERR_LISTEN', message);
+  }
+}
+
+/** One captured DNS query got no answer: nobody answered in time, or every remote nameserver failed. */
+export class DnsError extends RxshuttleError {
+  constructor(code: 'RXS_ERR_DNS_TIMEOUT' | 'RXS_ERR_DNS_FAILED', message: string) {
+    super(code, message);
   }
 }
 

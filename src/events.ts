@@ -1,5 +1,6 @@
 import type { SubnetRule } from './firewall/types.js';
 import type { CloseReason } from './streams/channel.js';
+import type { Route } from './streams/discovery.js';
 import type { Destination } from './streams/frame.js';
 
 /** Everything a running tunnel reports. The CLI renders these; API users subscribe to them. */
@@ -8,8 +9,21 @@ export type TunnelEvent =
   | { readonly kind: 'starting'; readonly command: readonly string[] }
   | { readonly kind: 'remote-output'; readonly line: string }
   | { readonly kind: 'connected'; readonly remote: string; readonly window: number }
-  | { readonly kind: 'firewall-ready'; readonly port: number; readonly rules: readonly SubnetRule[] }
-  | { readonly kind: 'accept'; readonly id: number; readonly source: string; readonly destination: Destination }
+  | {
+      readonly kind: 'firewall-ready';
+      readonly port: number;
+      readonly rules: readonly SubnetRule[];
+      /** --dns: the nameservers whose queries are captured, and the port they go to. */
+      readonly dns?: { readonly port: number; readonly nameservers: readonly string[] };
+    }
+  | {
+      readonly kind: 'accept';
+      readonly id: number;
+      readonly source: string;
+      readonly destination: Destination;
+      /** 'ssh': handed to the ssh ControlMaster, which carries it in a channel of its own. */
+      readonly via?: 'ssh';
+    }
   | {
       readonly kind: 'close';
       readonly id: number;
@@ -18,8 +32,24 @@ export type TunnelEvent =
       readonly detail?: string;
       readonly bytesSent: number;
       readonly bytesReceived: number;
+      readonly via?: 'ssh';
     }
   | { readonly kind: 'remote-exit'; readonly reason: string }
-  | { readonly kind: 'warning'; readonly message: string };
+  | { readonly kind: 'warning'; readonly message: string }
+  /** -N: the routes the server named ("available routes"), and how many of them are tunneled. */
+  | { readonly kind: 'routes'; readonly routes: readonly Route[]; readonly tunneled: number }
+  /** --dns: one captured query and what became of it. */
+  | {
+      readonly kind: 'dns';
+      readonly source: string;
+      /** `name TYPE` of its first question. */
+      readonly question: string;
+      readonly transport: 'udp' | 'tcp';
+      readonly outcome: 'answered' | 'failed' | 'timeout';
+      readonly detail: string;
+      readonly ms: number;
+    }
+  /** -H: a host name the server found (it goes into /etc/hosts). */
+  | { readonly kind: 'host'; readonly name: string; readonly address: string };
 
 export type TunnelEventKind = TunnelEvent['kind'];

@@ -1,6 +1,6 @@
 import { createServer, isIPv4, type Server, type Socket } from 'node:net';
 import createDebug from 'debug';
-import { Observable } from 'rxjs';
+import { map, Observable } from 'rxjs';
 import { errorMessage, ListenError } from './errors.js';
 import type { ListenSpec } from './options.js';
 import { DEFAULT_LISTEN_PORT } from './options.js';
@@ -67,6 +67,20 @@ export async function listen(spec: ListenSpec, ipv6 = false): Promise<Listener> 
   throw new ListenError(`cannot listen on ${spec.host}:${spec.port || DEFAULT_LISTEN_PORT}: ${errorMessage(lastError)}`);
 }
 
+/** A socket the firewall redirected to us, with where it was going. Still paused. */
+export interface Redirected {
+  readonly socket: Socket;
+  readonly destination: Destination;
+  readonly source: string;
+}
+
+/** A redirected socket as a connection for the mux to carry. */
+export const asAccepted = (redirected: Redirected, blocked$: Observable<boolean>): AcceptedConnection => ({
+  ...socketEnd(redirected.socket, blocked$),
+  destination: redirected.destination,
+  source: redirected.source,
+});
+
 /**
  * Redirected sockets as connections to carry. `originalDestination` asks the kernel where each was
  * going; a socket without one (someone connected to the port directly) is dropped.
@@ -76,7 +90,15 @@ export function accepted$(
   originalDestination: (socket: Socket) => Destination,
   blocked$: Observable<boolean>,
 ): Observable<AcceptedConnection> {
-  return new Observable<AcceptedConnection>((subscriber) => {
+  return redirected$(listener, originalDestination).pipe(map((r) => asAccepted(r, blocked$)));
+}
+
+/** Sockets the firewall redirected to us; dropped when the kernel knows no original destination. */
+export function redirected$(
+  listener: Listener,
+  originalDestination: (socket: Socket) => Destination,
+): Observable<Redirected> {
+  return new Observable<Redirected>((subscriber) => {
     const onConnection = (socket: Socket) => {
       socket.on('error', () => {});
       let destination: Destination;
@@ -93,8 +115,7 @@ export function accepted$(
         socket.destroy();
         return;
       }
-      const source = `${socket.remoteAddress}:${socket.remotePort}`;
-      subscriber.next({ ...socketEnd(socket, blocked$), destination, source });
+      subscriber.next({ socket, destination, source: `${socket.remoteAddress}:${socket.remotePort}` });
     };
     for (const server of listener.servers) server.on('connection', onConnection);
     return () => {

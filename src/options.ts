@@ -3,6 +3,8 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { collapseIPv6Number, IPv4CidrRange, IPv6CidrRange } from 'ip-num';
 import { UsageError } from './errors.js';
 import type { SubnetRule } from './firewall/types.js';
+import { isValidHostName } from './streams/discovery.js';
+import type { Destination } from './streams/frame.js';
 
 export interface RemoteSpec {
   readonly user?: string;
@@ -27,11 +29,37 @@ export interface TunnelOptions {
   /** The node binary on the remote host. */
   readonly remoteNode: string;
   readonly latencyControl: boolean;
+  /**
+   * With OpenSSH, hand each TCP connection to ssh (our session is its ControlMaster), which
+   * carries it in a channel of its own; otherwise every connection goes through our mux.
+   */
+  readonly sshForward: boolean;
   /** argv that starts the firewall helper (`rxshuttle --firewall`), sudo already prepended if needed. */
   readonly firewallCommand: readonly string[];
+  /** --dns, --ns-hosts, --to-ns: capture DNS queries and answer them through the tunnel. */
+  readonly dns?: DnsOptions;
+  /** -N: also tunnel the networks the server's routing table names. */
+  readonly autoNets: boolean;
+  /** -H: put the host names the server finds into /etc/hosts while the tunnel runs. */
+  readonly autoHosts?: { readonly seeds: readonly string[] };
+  /** Seconds between keepalive pings; the session is declared dead after KEEPALIVE_MISSES silent ones. 0: off. */
+  readonly keepalive: number;
+  /** Receives the firewall helper's stderr (and sudo's) line by line; absent: the helper inherits our stderr. */
+  readonly firewallStderr?: (line: string) => void;
 }
 
+/** Default --keepalive: a ping every 15 s, so a vanished server is noticed within a minute. */
+export const DEFAULT_KEEPALIVE = 15;
+export const KEEPALIVE_MISSES = 4;
+
 export const DEFAULT_LISTEN_PORT = 12300;
+
+export interface DnsOptions {
+  /** The nameservers whose queries are captured (--ns-hosts); absent: those of /etc/resolv.conf. */
+  readonly nameservers?: readonly string[];
+  /** --to-ns: the remote nameserver that answers; absent: the server's own resolv.conf. */
+  readonly toNs?: Destination;
+}
 
 /** What `connect()` takes: strings as on the command line, or parsed values; all but subnets optional. */
 export interface ConnectOptions {
@@ -42,8 +70,25 @@ export interface ConnectOptions {
   readonly sshCommand?: string | readonly string[];
   readonly remoteNode?: string;
   readonly latencyControl?: boolean;
+  /** Hand TCP connections to the ssh ControlMaster (OpenSSH only); default true. */
+  readonly sshForward?: boolean;
   /** How to start the firewall helper; default: this package's CLI with --firewall (through sudo unless root). */
   readonly firewallCommand?: readonly string[];
+  /** Capture DNS queries to the nameservers of /etc/resolv.conf and answer them remotely (--dns). */
+  readonly dns?: boolean | DnsOptions;
+  /** Capture DNS queries to these nameservers instead (implies dns): `ip,ip` or a list (--ns-hosts). */
+  readonly nsHosts?: string | readonly string[];
+  /** The remote nameserver that answers, `ip[:port]` (--to-ns); default: the remote's resolv.conf. */
+  readonly toNs?: string | Destination;
+  /** Also tunnel the server's routes (-N). */
+  readonly autoNets?: boolean;
+  /** Host names into /etc/hosts (-H). */
+  readonly autoHosts?: boolean | { readonly seeds: readonly string[] };
+  /** Names to start -H with: `a,b,c` or a list (--seed-hosts). */
+  readonly seedHosts?: string | readonly string[];
+  /** Seconds between keepalive pings (default 15, 0: off); silent for 4 of them, the tunnel ends. */
+  readonly keepalive?: number | string;
+  readonly firewallStderr?: (line: string) => void;
 }
 
 /** Parses and completes ConnectOptions; throws UsageError on anything malformed. */
@@ -52,7 +97,14 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
   const rule = (value: string | SubnetRule, exclude: boolean): SubnetRule =>
     typeof value === 'string' ? parseSubnet(value, exclude) : exclude ? { ...value, exclude } : value;
   const subnets = [...options.subnets.map((s) => rule(s, false)), ...(options.exclude ?? []).map((s) => rule(s, true))];
-  if (!subnets.some((s) => !s.exclude)) throw new UsageError('no subnets given: say which to tunnel, e.g. 10.0.0.0/8 or 0/0');
+  const dns = resolveDns(options);
+  const autoNets = options.autoNets ?? false;
+  if (!subnets.some((s) => !s.exclude) && !autoNets && !dns) {
+    throw new UsageError('no subnets given: say which to tunnel, e.g. 10.0.0.0/8 or 0/0 (or -N, or --dns)');
+  }
+  const given = typeof options.autoHosts === 'object' ? options.autoHosts.seeds : [];
+  const seeds = [...given, ...(options.seedHosts === undefined ? [] : parseSeedHosts(options.seedHosts))];
+  if (seeds.length > 0 && !options.autoHosts) throw new UsageError('--seed-hosts needs -H/--auto-hosts');
   const remote = typeof options.remote === 'string' ? parseRemote(options.remote) : options.remote;
   const listen = typeof options.listen === 'string' ? parseListen(options.listen) : options.listen;
   const ssh = options.sshCommand ?? 'ssh';
@@ -63,7 +115,13 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
     sshCommand: typeof ssh === 'string' ? splitCommand(ssh) : ssh,
     remoteNode: options.remoteNode ?? 'node',
     latencyControl: options.latencyControl ?? true,
+    sshForward: options.sshForward ?? true,
     firewallCommand: options.firewallCommand ?? defaultFirewallCommand(),
+    ...(dns ? { dns } : {}),
+    autoNets,
+    ...(options.autoHosts ? { autoHosts: { seeds } } : {}),
+    keepalive: parseKeepalive(options.keepalive ?? DEFAULT_KEEPALIVE),
+    ...(options.firewallStderr ? { firewallStderr: options.firewallStderr } : {}),
   };
 }
 
@@ -111,6 +169,67 @@ function parsePorts(text: string, low?: string, high?: string): { portLow: numbe
   const portHigh = high === undefined ? portLow : Number(high);
   if (portLow < 1 || portHigh > 65535 || portLow > portHigh) throw new UsageError(`invalid port range in subnet "${text}"`);
   return { portLow, portHigh };
+}
+
+/** `--keepalive SECONDS`: a whole number of seconds, 0 (off) to a day. */
+export function parseKeepalive(value: number | string): number {
+  const seconds = typeof value === 'number' ? value : /^\d+$/.test(value.trim()) ? Number(value) : Number.NaN;
+  if (!Number.isInteger(seconds) || seconds < 0 || seconds > 86_400) {
+    throw new UsageError(`invalid --keepalive "${value}": expected whole seconds, 0 (off) to 86400`);
+  }
+  return seconds;
+}
+
+function resolveDns(options: ConnectOptions): DnsOptions | undefined {
+  const nameservers = options.nsHosts === undefined ? undefined : parseNameservers(options.nsHosts);
+  const toNs = typeof options.toNs === 'string' ? parseToNs(options.toNs) : options.toNs;
+  if (!options.dns && nameservers === undefined) {
+    if (toNs !== undefined) throw new UsageError('--to-ns needs --dns or --ns-hosts');
+    return undefined;
+  }
+  const base: DnsOptions = typeof options.dns === 'object' ? options.dns : {};
+  const servers = nameservers ?? base.nameservers;
+  const target = toNs ?? base.toNs;
+  return { ...(servers ? { nameservers: servers } : {}), ...(target ? { toNs: target } : {}) };
+}
+
+const list = (value: string | readonly string[]): string[] =>
+  (typeof value === 'string' ? value.split(',') : [...value]).map((item) => item.trim()).filter((item) => item.length > 0);
+
+/** `--ns-hosts ip,ip…`: addresses (IPv4 or IPv6, no prefix), in canonical form, without duplicates. */
+export function parseNameservers(value: string | readonly string[]): string[] {
+  const out: string[] = [];
+  for (const item of list(value)) {
+    const bare = item.replace(/^\[(.*)\]$/, '$1');
+    if (!isIPv4(bare) && !isIPv6(bare)) throw new UsageError(`invalid --ns-hosts "${item}": expected IP addresses, comma-separated`);
+    const address = parseSubnet(bare).address;
+    if (!out.includes(address)) out.push(address);
+  }
+  if (out.length === 0) throw new UsageError('--ns-hosts: no address given');
+  return out;
+}
+
+/** `--to-ns ip[:port]` (IPv6: `[ip]:port` or a bare address); port 53 by default. */
+export function parseToNs(text: string): Destination {
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
+  const v4 = /^([\d.]+)(?::(\d+))?$/.exec(text);
+  const [, host = text, portText] = bracketed ?? v4 ?? [];
+  const port = portText === undefined ? 53 : Number(portText);
+  if (!(isIPv4(host) || isIPv6(host)) || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new UsageError(`invalid --to-ns "${text}": expected ip[:port], e.g. 10.0.0.53 or [fd00::53]:5353`);
+  }
+  const family = isIPv4(host) ? 4 : 6;
+  return { family, address: parseSubnet(host).address, port };
+}
+
+/** `--seed-hosts a,b,c`: host names or addresses. */
+export function parseSeedHosts(value: string | readonly string[]): string[] {
+  const seeds = list(value);
+  for (const seed of seeds) {
+    if (!isValidHostName(seed) && !isIPv4(seed) && !isIPv6(seed)) throw new UsageError(`invalid --seed-hosts entry "${seed}"`);
+  }
+  if (seeds.length > 100) throw new UsageError('--seed-hosts: at most 100 names');
+  return seeds;
 }
 
 /** `--exclude-from FILE`: one subnet per line; blank lines and # comments are skipped. */

@@ -15,16 +15,26 @@ const renderers: { readonly [K in TunnelEvent['kind']]: Renderer<K> } = {
   'firewall-ready': {
     level: 1,
     text: (e) =>
-      `Firewall ready: chain rxshuttle-${e.port}, ${e.rules.filter((r) => !r.exclude).length} subnet(s) tunneled, ${e.rules.filter((r) => r.exclude).length} excluded.`,
+      `Firewall ready: chain rxshuttle-${e.port}, ${e.rules.filter((r) => !r.exclude).length} subnet(s) tunneled, ${e.rules.filter((r) => r.exclude).length} excluded${e.dns ? `; DNS to ${e.dns.nameservers.join(', ')} captured (port ${e.dns.port})` : ''}.`,
   },
   accept: { level: 1, text: (e) => `Accept: ${e.source} -> ${formatDestination(e.destination)}.` },
   close: {
     level: 1,
     text: (e) =>
-      `closed #${e.id} ${formatDestination(e.destination)}: ${e.reason}${e.detail ? ` (${e.detail})` : ''}, ${e.bytesSent} bytes sent, ${e.bytesReceived} received.`,
+      `closed ${e.via ?? ''}#${e.id} ${formatDestination(e.destination)}: ${e.reason}${e.detail ? ` (${e.detail})` : ''}, ${e.bytesSent} bytes sent, ${e.bytesReceived} received.`,
   },
   'remote-exit': { level: 0, text: (e) => `server stopped: ${e.reason}` },
   warning: { level: 0, text: (e) => `warning: ${e.message}` },
+  routes: {
+    level: 1,
+    text: (e) =>
+      ['available routes:', ...e.routes.map((r) => `  ${r.address}/${r.prefix}`), `${e.tunneled} of them tunneled (-N).`].join('\n'),
+  },
+  dns: {
+    level: 1,
+    text: (e) => `DNS: ${e.source} asked ${e.question} (${e.transport}): ${e.outcome}, ${e.detail}, ${e.ms} ms.`,
+  },
+  host: { level: 1, text: (e) => `hostwatch: Found: ${e.name}: ${e.address}` },
 };
 
 /** The line to print for an event at this verbosity, or null. */

@@ -210,3 +210,15 @@ describe('splitCommand', () => {
     expect(() => splitCommand(text)).toThrow(UsageError);
   });
 });
+
+describe('--keepalive', () => {
+  it('takes whole seconds from 0 (off) to a day, default 15', async () => {
+    const { parseKeepalive, resolveOptions } = await import('../src/options.js');
+    expect(parseKeepalive('0')).toBe(0);
+    expect(parseKeepalive(' 30 ')).toBe(30);
+    expect(parseKeepalive(86_400)).toBe(86_400);
+    for (const bad of ['-1', '1.5', 'x', '', '86401', '1e3']) expect(() => parseKeepalive(bad), bad).toThrow(/invalid --keepalive/);
+    expect(resolveOptions({ subnets: ['10/8'] }, () => ['fw']).keepalive).toBe(15);
+    expect(resolveOptions({ subnets: ['10/8'], keepalive: '5' }, () => ['fw']).keepalive).toBe(5);
+  });
+});

@@ -4,20 +4,37 @@
  * place; unsubscribing closes the helper's stdin, which makes it remove them and exit.
  * The helper is never killed: it must be allowed to finish its cleanup.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import createDebug from 'debug';
 import { Observable } from 'rxjs';
 import { FirewallError } from './errors.js';
 import { LINE_TOO_LONG, type LineItem, LineSplitter } from './lines.js';
-import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, READY_LINE, oneLine } from './protocol.js';
-import type { FirewallSetup } from './types.js';
+import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, oneLine } from './protocol.js';
+import type { FirewallSetup, HostsEntry } from './types.js';
 
 const log = createDebug('rxshuttle:fw');
 
 export interface FirewallClientOptions {
   /** Program and arguments that start the helper, e.g. from `helperCommand()`. */
   helperArgv: readonly string[];
+  /**
+   * Receives the helper's (and sudo's) stderr line by line. Without it, stderr is inherited: then
+   * the helper can still tell the terminal what became of the rules after the client died.
+   */
+  stderr?: (line: string) => void;
+  /** -H: entries for the instance's /etc/hosts block, sent as HOST lines once the rules are ready. */
+  hosts$?: Observable<HostsEntry>;
 }
+
+/** 'ready' once the rules are in place; a warning when the helper refuses a later command (a HOST line). */
+export type FirewallEvent = 'ready' | { readonly kind: 'warning'; readonly message: string };
+
+/** HOST lines held back until READY, at most. */
+const MAX_WAITING_HOSTS = 10_000;
+
+/** How many of the helper's last stderr lines are kept to explain a failure. */
+const STDERR_TAIL = 5;
 
 /**
  * argv that starts `rxshuttle --firewall` with this Node and CLI script: as is when we are
@@ -33,8 +50,11 @@ export function helperCommand(cliPath: string): string[] {
  * are in place. Errors with a FirewallError when the helper reports ERROR, cannot be started,
  * speaks an unknown protocol, or exits on its own.
  */
-export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Observable<'ready'> {
-  return new Observable<'ready'>((subscriber) => {
+export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions & { hosts$: Observable<HostsEntry> }): Observable<FirewallEvent>;
+/** Without hosts$ nothing is sent after the setup, so nothing but 'ready' can come back. */
+export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Observable<'ready'>;
+export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Observable<FirewallEvent> {
+  return new Observable<FirewallEvent>((subscriber) => {
     const [file, ...args] = opts.helperArgv;
     if (file === undefined) {
       subscriber.error(new FirewallError('firewall helper command is empty'));
@@ -45,19 +65,49 @@ export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Ob
     };
 
     log('starting firewall helper: %o', opts.helperArgv);
-    // stderr is inherited: sudo's password prompt and the helper's warnings reach the user.
-    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+    // sudo asks for a password on the terminal (/dev/tty), whatever stderr is.
+    const child = spawn(file, args, { stdio: ['pipe', 'pipe', opts.stderr ? 'pipe' : 'inherit'] }) as ChildProcessByStdio<
+      Writable,
+      Readable,
+      Readable | null
+    >;
     let state: 'hello' | 'setup' | 'ready' = 'hello';
+    const viaSudo = /(^|\/)sudo$/.test(file);
+    const tail: string[] = [];
+    if (child.stderr) {
+      const onStderr = opts.stderr;
+      const stderrLines = new LineSplitter(MAX_LINE_BYTES);
+      child.stderr.on('error', (e) => log('helper stderr: %s', e.message));
+      child.stderr.on('data', (chunk: Buffer) => {
+        for (const item of stderrLines.push(chunk)) {
+          if (item === LINE_TOO_LONG) continue;
+          const line = oneLine(item);
+          if (line === '') continue;
+          tail.push(line);
+          if (tail.length > STDERR_TAIL) tail.shift();
+          onStderr?.(line);
+        }
+      });
+    }
 
     // Permanent handlers: a late EPIPE or read error after unsubscribe must not crash us.
     child.stdin.on('error', (e) => log('helper stdin: %s', e.message));
     child.stdout.on('error', (e) => log('helper stdout: %s', e.message));
-    child.on('error', (e) => fail(`cannot start the firewall helper (${file}): ${e.message}`));
+    child.on('error', (e) => {
+      if (viaSudo && (e as NodeJS.ErrnoException).code === 'ENOENT') {
+        return fail('sudo not found: the firewall rules need root; run rxshuttle as root, or install sudo');
+      }
+      fail(`cannot start the firewall helper (${file}): ${e.message}`);
+    });
 
     const onLine = (item: LineItem) => {
       if (item === LINE_TOO_LONG) return fail('firewall helper sent an overlong line');
       log('← %s', item);
-      if (item.startsWith(ERROR_PREFIX)) return fail(item.slice(ERROR_PREFIX.length));
+      if (item.startsWith(ERROR_PREFIX)) {
+        // After READY, an ERROR answers one command (a refused HOST line): the rules stay.
+        if (state === 'ready') return subscriber.next({ kind: 'warning', message: `firewall helper: ${oneLine(item.slice(ERROR_PREFIX.length))}` });
+        return fail(item.slice(ERROR_PREFIX.length));
+      }
       if (state === 'hello') {
         if (item !== HELLO_LINE) return fail(`unexpected greeting from the firewall helper: ${oneLine(item, 100)}`);
         state = 'setup';
@@ -66,10 +116,22 @@ export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Ob
         if (item !== READY_LINE) return fail(`unexpected reply from the firewall helper: ${oneLine(item, 100)}`);
         state = 'ready';
         subscriber.next('ready');
+        for (const line of waitingHosts.splice(0)) child.stdin.write(line);
+      } else if (item === OK_LINE) {
+        // a HOST line was written to the hosts file
       } else {
         log('ignoring unexpected line from the firewall helper');
       }
     };
+    const waitingHosts: string[] = [];
+    const hostsSubscription = opts.hosts$?.subscribe({
+      next: (entry) => {
+        const line = `HOST ${entry.address} ${entry.name}\n`;
+        if (state === 'ready') child.stdin.write(line);
+        else if (waitingHosts.length < MAX_WAITING_HOSTS) waitingHosts.push(line);
+      },
+      error: (e: unknown) => log('hosts entries: %s', e instanceof Error ? e.message : String(e)),
+    });
     const splitter = new LineSplitter(MAX_LINE_BYTES);
     // Keeps reading after unsubscribe too, so the helper never blocks on a full pipe.
     child.stdout.on('data', (chunk: Buffer) => {
@@ -83,6 +145,14 @@ export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Ob
     child.on('close', (code, signal) => {
       log('firewall helper exited: code %s signal %s', code, signal);
       const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+      if (viaSudo && state === 'hello') {
+        // sudo refused (no password on a terminal, not allowed) or could not run the helper.
+        const said = tail.filter((l) => !/unable to resolve host/.test(l)).at(-1);
+        return fail(
+          `sudo did not start the firewall helper (${signal ?? `exit status ${code}`})${said ? `: ${said}` : ''}; ` +
+            'the firewall rules need root: run rxshuttle as root, or let this user start the helper without a password: rxshuttle --sudoers',
+        );
+      }
       fail(
         state === 'ready'
           ? `firewall helper ${how} while the rules were in place`
@@ -93,7 +163,11 @@ export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Ob
     return () => {
       // EOF on its stdin is the helper's signal to remove the rules and exit.
       log('closing firewall helper stdin');
-      if (!child.stdin.destroyed) child.stdin.end();
+      hostsSubscription?.unsubscribe();
+      if (child.stdin.destroyed) return;
+      // QUIT tells the helper this is an orderly end; a pipe that just closes means we died.
+      if (state !== 'hello') child.stdin.write(`${QUIT_LINE}\n`);
+      child.stdin.end();
     };
   });
 }

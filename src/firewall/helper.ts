@@ -7,9 +7,12 @@
  *   client → helper  one line of JSON: a FirewallSetup (at most 1 MiB)
  *   helper → client  READY                    rules are installed
  *                or  ERROR <one-line reason>  nothing is installed; the helper exits non-zero
- *   client → helper  any further line → ERROR <reason>; the rules stay (later versions add
- *                    commands such as hosts-file edits)
- *   client closes its end of the pipe, or the helper gets SIGINT/SIGTERM/SIGHUP:
+ *   client → helper  HOST <address> <name> (setup with hosts: -H) → OK once in /etc/hosts, or
+ *                    ERROR <reason>; any other line → ERROR <reason>; the rules stay
+ *                    (the instance's hosts block goes when the rules go)
+ *   client → helper  QUIT, then it closes its end of the pipe (or the pipe just closes: the
+ *                    client died, which the helper reports on stderr once the rules are gone),
+ *                    or the helper gets SIGINT/SIGTERM/SIGHUP:
  *                    the helper removes every rule of the instance and exits 0
  *                    (non-zero, with a message on stderr, if removal failed)
  *
@@ -22,9 +25,11 @@ import createDebug from 'debug';
 import { type RunCommand, runCommand } from './iptables.js';
 import { LINE_TOO_LONG, type LineItem, LineSplitter } from './lines.js';
 import { type InstalledNat, installNat } from './nat.js';
-import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, READY_LINE, oneLine } from './protocol.js';
+import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, oneLine } from './protocol.js';
+import { HostsBlock, MAX_HOSTS } from './hosts-file.js';
+import { flushResolvedCache } from './resolved.js';
 import type { FirewallSetup } from './types.js';
-import { parseSetupLine } from './validate.js';
+import { parseHostLine, parseSetupLine } from './validate.js';
 
 const log = createDebug('rxshuttle:fw');
 
@@ -37,6 +42,12 @@ export interface FirewallHelperOptions {
   stop?: AbortSignal;
   /** Where a failed cleanup is reported (default: stderr, which the client passes through). */
   warn?: (message: string) => void;
+  /** Where the helper says it cleaned up after a client that died (default: stderr). */
+  notice?: (message: string) => void;
+  /** The hosts file that -H edits (default /etc/hosts). Tests use a file of their own. */
+  hostsPath?: string;
+  /** Whether systemd-resolved runs (its cache is flushed for --dns). Default: its /run directory exists. */
+  resolvedRunning?: () => boolean;
 }
 
 const STOP = Symbol('stop');
@@ -51,6 +62,7 @@ export async function runFirewallHelper(
 ): Promise<number> {
   const run = opts.run ?? runCommand;
   const warn = opts.warn ?? ((m: string) => process.stderr.write(`rxshuttle --firewall: ${m}\n`));
+  const notice = opts.notice ?? ((m: string) => process.stderr.write(`rxshuttle --firewall: ${m}\n`));
   // Permanent: the client may be gone when we write (EPIPE must not crash the cleanup).
   output.on('error', (e: Error) => log('output: %s', e.message));
   const send = (line: string) => {
@@ -72,27 +84,58 @@ export async function runFirewallHelper(
       return 1;
     }
     let installed: InstalledNat;
+    let port = 0;
+    let hosts: HostsBlock | null = null;
+    let dns = false;
     try {
       const setup: FirewallSetup = parseSetupLine(first);
+      port = setup.port;
       log('setup: port %d, %d rules, router mode %s', setup.port, setup.rules.length, setup.routerMode);
       installed = await installNat(setup, run);
+      dns = setup.dnsPort !== undefined;
+      if (setup.hosts) {
+        hosts = await HostsBlock.open(setup.port, opts.hostsPath).catch(async (e: unknown) => {
+          await installed.remove().catch((u: Error) => log('undo failed: %s', u.message));
+          throw new Error(`cannot edit the hosts file: ${(e as Error).message}`);
+        });
+      }
     } catch (e) {
       send(ERROR_PREFIX + oneLine((e as Error).message));
       return 1;
     }
+    if (dns) await flushResolvedCache(run, opts.resolvedRunning);
     send(READY_LINE);
 
+    let gone = false;
     for (;;) {
       const item = await Promise.race([lines.next(), stop.promise]);
-      if (item === null || item === STOP) break;
+      if (item === null || item === STOP) {
+        // The pipe closed without QUIT: the client died (crash, kill -9). Say what became of its rules.
+        if (item === null) gone = true;
+        break;
+      }
+      if (item === QUIT_LINE) break;
+      if (hosts && typeof item === 'string' && item.startsWith('HOST ')) {
+        await hostLine(hosts, item, lines.queued > 0, send);
+        continue;
+      }
       send(`${ERROR_PREFIX}${item === LINE_TOO_LONG ? 'line too long' : 'unknown command'} (rules stay in place)`);
     }
 
+    let hostsLeft = false;
+    if (hosts) {
+      await hosts.remove().catch((e: Error) => {
+        hostsLeft = true;
+        warn(`failed to remove the hosts entries of port ${port}: ${oneLine(e.message)}`);
+      });
+    }
     log('removing rules');
     try {
       await installed.remove();
       log('rules removed');
-      return 0;
+      if (dns) await flushResolvedCache(run, opts.resolvedRunning);
+      if (gone) notice(`the client went away; firewall rules of port ${port} removed`);
+      return hostsLeft ? 1 : 0;
     } catch (e) {
       warn(`failed to remove firewall rules: ${oneLine((e as Error).message)}`);
       return 1;
@@ -101,6 +144,26 @@ export async function runFirewallHelper(
     stop.dispose();
     lines.close();
   }
+}
+
+/**
+ * -H: one `HOST <address> <name>` line. Refused lines are answered with ERROR at once; accepted
+ * ones when the file is written, which happens once no further line is waiting, so a burst of
+ * names costs one rewrite.
+ */
+async function hostLine(hosts: HostsBlock, line: string, moreWaiting: boolean, send: (line: string) => void): Promise<void> {
+  try {
+    if (!hosts.add(parseHostLine(line))) send(`${ERROR_PREFIX}too many hosts entries (at most ${MAX_HOSTS})`);
+  } catch (e) {
+    send(ERROR_PREFIX + oneLine((e as Error).message));
+  }
+  if (moreWaiting || hosts.waiting === 0) return;
+  const count = hosts.waiting;
+  let reply = OK_LINE;
+  await hosts.write().catch((e: Error) => {
+    reply = `${ERROR_PREFIX}cannot write the hosts file: ${oneLine(e.message)}`;
+  });
+  for (let i = 0; i < count; i++) send(reply);
 }
 
 /** A promise that settles with STOP on a signal or `opts.stop`; `dispose` removes the handlers. */
@@ -157,6 +220,11 @@ class LineQueue {
     input.on('end', this.#onEnd);
     input.on('close', this.#onEnd);
     input.on('error', this.#onError);
+  }
+
+  /** Lines read and waiting. */
+  get queued(): number {
+    return this.#items.length;
   }
 
   async next(): Promise<LineItem | null> {

@@ -1,9 +1,9 @@
 /**
- * Running iptables-save / iptables-restore (and the ip6tables twins). Always execFile with an
+ * Running iptables-save / iptables-restore (and the ip6tables twins). Always spawned with an
  * argv array, never a shell; the rules travel on stdin. The runner is injectable so the
  * helper's protocol can be tested without touching any real table.
  */
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import createDebug from 'debug';
 import type { IpFamily } from './types.js';
 
@@ -30,29 +30,68 @@ function commandPath(): string {
   return dirs.join(':');
 }
 
+const TIMEOUT_MS = 60_000;
+const MAX_OUTPUT = 64 * 1024 * 1024;
+
 export const runCommand: RunCommand = (file, args, input) =>
   new Promise((resolve, reject) => {
-    const child = execFile(
-      file,
-      [...args],
-      {
-        encoding: 'utf8',
-        timeout: 60_000,
-        maxBuffer: 64 * 1024 * 1024,
-        // LC_ALL=C: messages we pass on are the ones users can search for.
-        env: { ...process.env, PATH: commandPath(), LC_ALL: 'C' },
-      },
-      (error, stdout, stderr) => {
-        if (!error) return resolve(stdout);
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return reject(new CommandNotFoundError(file));
-        const detail = stderr.split('\n').map((l) => l.trim()).filter(Boolean).join(' / ');
-        const status = error.killed ? 'timed out' : `exit ${String(error.code ?? error.signal)}`;
-        reject(new Error(`${file} ${args.join(' ')} failed (${status})${detail ? `: ${detail}` : ''}`));
-      },
-    );
+    // spawn rather than execFile, which cannot start a process group of its own (`detached`): a
+    // Ctrl-C at the terminal must never kill the iptables-restore that is removing the rules. (The
+    // helper leaves the client's process group too; this also covers a helper started otherwise.)
+    const child = spawn(file, [...args], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true,
+      // LC_ALL=C: messages we pass on are the ones users can search for.
+      env: { ...process.env, PATH: commandPath(), LC_ALL: 'C' },
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let size = 0;
+    let timedOut = false;
+    let tooMuch = false;
+    const collect = (into: Buffer[]) => (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_OUTPUT) {
+        tooMuch = true;
+        child.kill('SIGKILL');
+        return;
+      }
+      into.push(chunk);
+    };
+    child.stdout.on('data', collect(out));
+    child.stderr.on('data', collect(err));
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, TIMEOUT_MS);
+    let spawnError: NodeJS.ErrnoException | null = null;
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      spawnError = e;
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const failure = spawnError as NodeJS.ErrnoException | null;
+      if (failure?.code === 'ENOENT') return reject(new CommandNotFoundError(file));
+      const stdout = Buffer.concat(out).toString('utf8');
+      if (!failure && code === 0 && !tooMuch) return resolve(stdout);
+      const detail = Buffer.concat(err)
+        .toString('utf8')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean)
+        .join(' / ');
+      const status = timedOut
+        ? 'timed out'
+        : tooMuch
+          ? 'too much output'
+          : failure
+            ? failure.message
+            : `exit ${String(code ?? signal)}`;
+      reject(new Error(`${file} ${args.join(' ')} failed (${status})${detail ? `: ${detail}` : ''}`));
+    });
     // The program may exit before reading all of stdin; its exit status tells what happened.
-    child.stdin?.on('error', (e) => log('stdin of %s: %s', file, e.message));
-    child.stdin?.end(input ?? '');
+    child.stdin.on('error', (e) => log('stdin of %s: %s', file, e.message));
+    child.stdin.end(input ?? '');
   });
 
 /** save/restore of the nat table of one address family. */

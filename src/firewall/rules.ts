@@ -6,12 +6,21 @@
  *
  *   *nat
  *   :rxshuttle-P - [0:0]
+ *   -A rxshuttle-P -d NS/32 -p udp --dport 53 -j REDIRECT --to-ports D             (--dns, per nameserver)
+ *   -A rxshuttle-P -d NS/32 -p tcp --dport 53 -j REDIRECT --to-ports D             (--dns, per nameserver)
  *   -A rxshuttle-P -m addrtype --dst-type LOCAL -j RETURN
  *   -A rxshuttle-P -d NET/LEN -p tcp [--dport LO:HI] -j RETURN                 (exclude)
  *   -A rxshuttle-P -d NET/LEN -p tcp [--dport LO:HI] -j REDIRECT --to-ports P  (include)
  *   -I PREROUTING 1 -p tcp -j rxshuttle-P                                      (router mode only)
  *   -I OUTPUT 1 -p tcp [-m owner ! --gid-owner G] -j rxshuttle-P
+ *   -I PREROUTING 1 -p udp --dport 53 -j rxshuttle-P                           (--dns, router mode)
+ *   -I OUTPUT 1 -p udp --dport 53 [-m owner ! --gid-owner G] -j rxshuttle-P    (--dns)
  *   COMMIT
+ *
+ * DNS comes before the LOCAL RETURN, so a nameserver on this host (127.0.0.53) is captured too,
+ * and before the subnets, so DNS to a nameserver inside a tunneled subnet still goes to the
+ * remote resolver. Locally sent packets are REDIRECTed to 127.0.0.1 (::1); conntrack gives the
+ * answers the nameserver's address back.
  *
  * The bypass group is tested on the OUTPUT jump, not inside the chain: the kernel refuses an
  * `owner` match in any chain reachable from PREROUTING ("RULE_INSERT failed (Invalid
@@ -41,14 +50,25 @@ export function natRules(setup: FirewallSetup): NatScripts {
 
 function familyScript(setup: FirewallSetup, family: IpFamily): string | null {
   const rules = setup.rules.filter((r) => r.family === family);
+  const nameservers = (setup.dnsServers ?? []).filter((ip) => (ip.includes(':') ? 6 : 4) === family);
+  const dns = setup.dnsPort !== undefined && nameservers.length > 0;
   // A chain of nothing but RETURNs would change nothing: leave this family's table alone.
-  if (!rules.some((r) => !r.exclude)) return null;
+  if (!rules.some((r) => !r.exclude) && !dns) return null;
   const chain = chainName(setup.port);
-  const lines = ['*nat', `:${chain} - [0:0]`, `-A ${chain} -m addrtype --dst-type LOCAL -j RETURN`];
+  const lines = ['*nat', `:${chain} - [0:0]`];
+  for (const ns of dns ? nameservers : []) {
+    for (const proto of ['udp', 'tcp']) {
+      lines.push(`-A ${chain} -d ${ns}/${family === 4 ? 32 : 128} -p ${proto} --dport 53 -j REDIRECT --to-ports ${setup.dnsPort}`);
+    }
+  }
+  lines.push(`-A ${chain} -m addrtype --dst-type LOCAL -j RETURN`);
   for (const rule of byPrecedence(rules)) lines.push(subnetLine(chain, rule, setup.port));
   if (setup.routerMode) lines.push(`-I PREROUTING 1 -p tcp -j ${chain}`);
   const bypass = setup.bypassGid === undefined ? '' : ` -m owner ! --gid-owner ${setup.bypassGid}`;
-  lines.push(`-I OUTPUT 1 -p tcp${bypass} -j ${chain}`, 'COMMIT', '');
+  lines.push(`-I OUTPUT 1 -p tcp${bypass} -j ${chain}`);
+  if (dns && setup.routerMode) lines.push(`-I PREROUTING 1 -p udp --dport 53 -j ${chain}`);
+  if (dns) lines.push(`-I OUTPUT 1 -p udp --dport 53${bypass} -j ${chain}`);
+  lines.push('COMMIT', '');
   return lines.join('\n');
 }
 

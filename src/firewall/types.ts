@@ -37,4 +37,18 @@ export interface FirewallSetup {
    * so its own outbound connections do not loop back into the tunnel.
    */
   bypassGid?: number;
+  /**
+   * --dns: UDP and TCP to port 53 of these nameservers (canonical addresses, as in rules) go to
+   * this port, where the client answers them. Both or neither; dnsPort differs from port.
+   */
+  dnsPort?: number;
+  dnsServers?: string[];
+  /** -H: the client will send HOST lines for /etc/hosts (without it the helper refuses them). */
+  hosts?: boolean;
+}
+
+/** A line `HOST <address> <name>` after READY: one /etc/hosts entry for the instance's block. */
+export interface HostsEntry {
+  address: string;
+  name: string;
 }

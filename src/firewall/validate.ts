@@ -7,7 +7,7 @@
  */
 import { isIP } from 'node:net';
 import { hasHostBits, isCanonicalIp, parseIp } from './ip-address.js';
-import type { FirewallSetup, SubnetRule } from './types.js';
+import type { FirewallSetup, HostsEntry, SubnetRule } from './types.js';
 
 /** Far beyond any real command line; bounds the work a hostile client can cause. */
 export const MAX_RULES = 10_000;
@@ -18,7 +18,9 @@ export class SetupValidationError extends Error {
   override name = 'SetupValidationError';
 }
 
-const SETUP_KEYS = ['version', 'method', 'port', 'routerMode', 'rules', 'bypassGid'] as const;
+const SETUP_KEYS = ['version', 'method', 'port', 'routerMode', 'rules', 'bypassGid', 'dnsPort', 'dnsServers', 'hosts'] as const;
+/** resolv.conf names at most 3; --ns-hosts may name a few more. */
+export const MAX_DNS_SERVERS = 32;
 const SETUP_REQUIRED = ['version', 'method', 'port', 'routerMode', 'rules'] as const;
 const RULE_KEYS = ['family', 'address', 'prefix', 'portLow', 'portHigh', 'exclude'] as const;
 
@@ -45,6 +47,23 @@ export function validateSetup(value: unknown): FirewallSetup {
   const rules = obj.rules.map((r: unknown, i: number) => validateRule(r, `rules[${i}]`));
   const setup: FirewallSetup = { version: 1, method: 'nat', port, routerMode: obj.routerMode, rules };
   if (Object.hasOwn(obj, 'bypassGid')) setup.bypassGid = integer(obj.bypassGid, 'bypassGid', 1, MAX_GID);
+  if (Object.hasOwn(obj, 'dnsPort') !== Object.hasOwn(obj, 'dnsServers')) fail('dnsPort', 'and dnsServers go together');
+  if (Object.hasOwn(obj, 'dnsPort')) {
+    const dnsPort = integer(obj.dnsPort, 'dnsPort', 1, 65535);
+    if (dnsPort === port) fail('dnsPort', 'must differ from port');
+    const servers = obj.dnsServers;
+    if (!Array.isArray(servers) || servers.length === 0 || servers.length > MAX_DNS_SERVERS) {
+      fail('dnsServers', `must be an array of 1..${MAX_DNS_SERVERS} addresses`);
+    }
+    const dnsServers = servers.map((a: unknown, i: number) => canonicalAddress(a, `dnsServers[${i}]`));
+    if (new Set(dnsServers).size !== dnsServers.length) fail('dnsServers', 'has duplicates');
+    setup.dnsPort = dnsPort;
+    setup.dnsServers = dnsServers;
+  }
+  if (Object.hasOwn(obj, 'hosts')) {
+    if (typeof obj.hosts !== 'boolean') fail('hosts', 'must be a boolean');
+    setup.hosts = obj.hosts;
+  }
   return setup;
 }
 
@@ -72,6 +91,50 @@ function validateRule(value: unknown, path: string): SubnetRule {
   }
   if (typeof obj.exclude !== 'boolean') fail(`${path}.exclude`, 'must be a boolean');
   return { family, address, prefix, portLow, portHigh, exclude: obj.exclude };
+}
+
+/** A single address (no prefix) in its canonical spelling. */
+function canonicalAddress(value: unknown, path: string): string {
+  if (typeof value !== 'string') fail(path, 'must be a string');
+  const family = isIP(value);
+  if ((family !== 4 && family !== 6) || !isCanonicalIp(value, family)) fail(path, 'must be a canonical IP address');
+  return value;
+}
+
+const HOST_LINE = /^HOST ([0-9a-f.:]{2,39}) ([A-Za-z0-9._-]{1,253})$/;
+const HOST_LABEL = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
+/** Names a tunnel must never take over, whatever the server says. */
+const RESERVED_NAME = /^(localhost|localhost\..*|.*\.localhost|ip6-.*|broadcasthost)$/i;
+
+export class HostLineError extends Error {
+  override name = 'HostLineError';
+}
+
+/**
+ * Parses `HOST <address> <name>`: a canonical address that means something beyond this host (not
+ * loopback, unspecified, link-local or multicast) and a plain host name (letters, digits, '-',
+ * '_' in dot-separated labels; no address look-alike, no localhost). Throws HostLineError.
+ */
+export function parseHostLine(line: string): HostsEntry {
+  const m = HOST_LINE.exec(line);
+  if (!m) throw new HostLineError('invalid HOST line: expected HOST <address> <name>');
+  const address = m[1] as string;
+  const name = m[2] as string;
+  const family = isIP(address);
+  if ((family !== 4 && family !== 6) || !isCanonicalIp(address, family)) {
+    throw new HostLineError('invalid HOST line: the address is not a canonical IP address');
+  }
+  const bytes = parseIp(address)?.bytes ?? new Uint8Array(0);
+  const first = bytes[0] ?? 0;
+  const localOnly =
+    family === 4
+      ? first === 0 || first === 127 || first >= 224 || (first === 169 && bytes[1] === 254)
+      : bytes.every((b, i) => b === 0 || (i === 15 && b === 1)) || first === 0xff || (first === 0xfe && ((bytes[1] ?? 0) & 0xc0) === 0x80);
+  if (localOnly) throw new HostLineError('invalid HOST line: the address is loopback, unspecified, link-local or multicast');
+  if (/^[\d.]+$/.test(name) || RESERVED_NAME.test(name) || !name.split('.').every((label) => HOST_LABEL.test(label))) {
+    throw new HostLineError('invalid HOST line: not an acceptable host name');
+  }
+  return { address, name };
 }
 
 function record(value: unknown, path: string): Record<string, unknown> {

@@ -1,12 +1,17 @@
 import { connect as netConnect } from 'node:net';
-import type { Observable } from 'rxjs';
+import { type Observable, Subject, type Subscription } from 'rxjs';
 import { DEFAULT_WINDOW } from '../streams/defaults.js';
-import { Command, CONTROL_CHANNEL, type Destination, frame } from '../streams/frame.js';
+import { encodeHost, encodeRoutes } from '../streams/discovery.js';
+import { type DnsRequest, encodeDnsFailed, encodeDnsResponse, MAX_DNS_ANSWER } from '../streams/dns.js';
+import { Command, CONTROL_CHANNEL, type Destination, type Frame, frame } from '../streams/frame.js';
 import { frameWriter } from '../streams/frame-writer.js';
 import { fdSocket } from '../streams/fd-socket.js';
 import { fromReadable } from '../streams/from-readable.js';
-import { session } from '../streams/session.js';
+import { type SessionEvent, session } from '../streams/session.js';
 import { socketEnd } from '../streams/socket-end.js';
+import { resolveDns } from './dns-server.js';
+import { hostwatch$ } from './hostwatch.js';
+import { listRoutes } from './routes.js';
 
 /** Opens the real connection for a channel; the socket reports 'connected' or the errno. */
 function dialTcp(destination: Destination, blocked$: Observable<boolean>) {
@@ -20,6 +25,67 @@ function dialTcp(destination: Destination, blocked$: Observable<boolean>) {
 }
 
 const log = (message: string) => process.stderr.write(`rxshuttle server: ${message}\n`);
+
+/** DNS queries resolved at once; more are refused (DNS_FAILED) rather than queued without bound. */
+const MAX_DNS_IN_FLIGHT = 1024;
+
+/**
+ * What the client asks for on the control channel besides the mux's own business: DNS queries
+ * (--dns), the routing table (-N), host discovery (-H). Answers go out as control frames.
+ */
+function controlRequests(control: Subject<Frame>) {
+  let dnsInFlight = 0;
+  const seen = new Subject<string>();
+  let hostwatch: Subscription | undefined;
+
+  const answerDns = ({ id, target, message }: DnsRequest) => {
+    if (dnsInFlight >= MAX_DNS_IN_FLIGHT) {
+      control.next(encodeDnsFailed(id, `server busy: ${MAX_DNS_IN_FLIGHT} DNS queries in flight`));
+      return;
+    }
+    dnsInFlight++;
+    resolveDns(message, target ? { target } : {})
+      .then(
+        (answer) =>
+          control.next(
+            answer.length <= MAX_DNS_ANSWER ? encodeDnsResponse(id, answer) : encodeDnsFailed(id, `answer of ${answer.length} bytes is too large`),
+          ),
+        (err: unknown) => control.next(encodeDnsFailed(id, err instanceof Error ? err.message : String(err))),
+      )
+      .finally(() => dnsInFlight--);
+  };
+
+  return {
+    handle(event: SessionEvent): void {
+      try {
+        handleEvent(event);
+      } catch (err) {
+        // Never let one request take the server down; a client waiting for routes gets none.
+        log(`${event.kind}: ${err instanceof Error ? err.message : String(err)}`);
+        if (event.kind === 'routes-request') control.next(encodeRoutes([]));
+      }
+    },
+    stop(): void {
+      hostwatch?.unsubscribe();
+    },
+  };
+
+  function handleEvent(event: SessionEvent): void {
+    switch (event.kind) {
+      case 'dns-request':
+        return answerDns(event.request);
+      case 'routes-request':
+        return control.next(encodeRoutes(listRoutes()));
+      case 'hosts-request':
+        hostwatch ??= hostwatch$({ seeds: event.seeds, seen$: seen, log }).subscribe((host) => control.next(encodeHost(host)));
+        return;
+      case 'open':
+        // Where the tunnel goes is worth a reverse lookup for -H.
+        if (hostwatch) seen.next(event.destination.address);
+        return;
+    }
+  }
+}
 
 /**
  * fds 0 and 1 as sockets of our own: large reads, and asynchronous writes (process.stdout writes
@@ -43,6 +109,8 @@ function stdio() {
 export function runServer(): void {
   const { bytes$, output } = stdio();
   const writer = frameWriter(output);
+  const control = new Subject<Frame>();
+  const requests = controlRequests(control);
   session({
     role: 'server',
     recvWindow: DEFAULT_WINDOW,
@@ -50,14 +118,20 @@ export function runServer(): void {
     sendRaw: (bytes) => output.write(bytes),
     writer,
     dial: dialTcp,
+    control$: control,
   }).subscribe({
+    next: (event) => requests.handle(event),
     error: (err: unknown) => {
+      requests.stop();
       const reason = err instanceof Error ? err.message : String(err);
       log(reason);
       writer.write(frame(CONTROL_CHANNEL, Command.EXIT, Buffer.from(reason, 'utf8')));
       output.end(() => process.exit(1));
       setTimeout(() => process.exit(1), 2000).unref();
     },
-    complete: () => process.exit(0),
+    complete: () => {
+      requests.stop();
+      process.exit(0);
+    },
   });
 }

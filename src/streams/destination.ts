@@ -24,6 +24,13 @@ export function decodeDestination(payload: Buffer): Destination {
   return { family: family as 4 | 6, port, address };
 }
 
+/** The 4 or 16 bytes of an address in text form (throws TypeError when it is not of that family). */
+export const addressBytes = (family: 4 | 6, address: string): Buffer =>
+  family === 4 ? ipv4Bytes(address) : ipv6Bytes(address);
+
+/** Text of 4 or 16 address bytes: dotted quad, or RFC 5952 IPv6. */
+export const formatAddress = (bytes: Buffer): string => (bytes.length === 4 ? [...bytes].join('.') : formatIpv6(bytes));
+
 export const formatDestination = (dst: Destination): string =>
   dst.family === 6 ? `[${dst.address}]:${dst.port}` : `${dst.address}:${dst.port}`;
 

@@ -17,6 +17,13 @@ export const Command = {
   PING: 0x08,
   PONG: 0x09,
   EXIT: 0x0a,
+  DNS_REQUEST: 0x0b,
+  DNS_RESPONSE: 0x0c,
+  DNS_FAILED: 0x0d,
+  ROUTES_REQUEST: 0x0e,
+  ROUTES: 0x0f,
+  HOSTS_REQUEST: 0x10,
+  HOST: 0x11,
 } as const;
 export type Command = (typeof Command)[keyof typeof Command];
 
@@ -24,7 +31,7 @@ const commandNames = new Map<number, string>(Object.entries(Command).map(([name,
 export const isCommand = (code: number): code is Command => commandNames.has(code);
 export const commandName = (code: number): string => commandNames.get(code) ?? `0x${code.toString(16)}`;
 
-/** Channel 0 carries session control (ping, pong, exit); TCP channels are numbered from 1. */
+/** Channel 0 carries session control (ping, pong, exit, DNS, routes, hosts); TCP channels are numbered from 1. */
 export const CONTROL_CHANNEL = 0;
 
 export interface Frame {

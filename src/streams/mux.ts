@@ -11,6 +11,8 @@ import {
   openDestination,
 } from './channel.js';
 import { SESSION_CREDIT_BATCH } from './defaults.js';
+import { decodeHost, decodeHostsRequest, decodeRoutes, type HostEntry, type Route } from './discovery.js';
+import { decodeDnsReply, decodeDnsRequest, type DnsReply, type DnsRequest } from './dns.js';
 import { Command, CONTROL_CHANNEL, commandName, type Destination, type Frame, frame } from './frame.js';
 
 const debug = createDebug('rxshuttle:mux');
@@ -41,7 +43,19 @@ export type MuxEvent =
   | { readonly kind: 'pong'; readonly payload: Buffer }
   /** The peer has received this many more DATA bytes (session-level credit, CREDIT on channel 0). */
   | { readonly kind: 'session-credit'; readonly bytes: number }
-  | { readonly kind: 'exit'; readonly reason: string };
+  | { readonly kind: 'exit'; readonly reason: string }
+  /** Server: the client asks for a DNS query (--dns). */
+  | { readonly kind: 'dns-request'; readonly request: DnsRequest }
+  /** Client: the answer to a DNS query, or why there is none. */
+  | DnsReply
+  /** Server: the client asks for the routing table (-N). */
+  | { readonly kind: 'routes-request' }
+  /** Client: the server's routes. */
+  | { readonly kind: 'routes'; readonly routes: readonly Route[] }
+  /** Server: the client asks for host discovery (-H), starting from these names. */
+  | { readonly kind: 'hosts-request'; readonly seeds: readonly string[] }
+  /** Client: a host the server found. */
+  | { readonly kind: 'host'; readonly host: HostEntry };
 
 export type MuxOutput = { readonly kind: 'frame'; readonly frame: Frame } | MuxEvent;
 
@@ -126,9 +140,28 @@ export function runMux(config: MuxConfig): Observable<MuxOutput> {
         case Command.EXIT:
           out.next({ kind: 'exit', reason: f.payload.toString('utf8') });
           return endSession();
-        default:
-          return out.error(new ProtocolError(`unexpected ${commandName(f.command)} on the control channel`));
+        // Discovery and DNS: each command goes one way only; the other way is a violation.
+        case Command.DNS_REQUEST:
+          if (role !== 'server') break;
+          return out.next({ kind: 'dns-request', request: decodeDnsRequest(f.payload) });
+        case Command.DNS_RESPONSE:
+        case Command.DNS_FAILED:
+          if (role !== 'client') break;
+          return out.next(decodeDnsReply(f));
+        case Command.ROUTES_REQUEST:
+          if (role !== 'server') break;
+          return out.next({ kind: 'routes-request' });
+        case Command.ROUTES:
+          if (role !== 'client') break;
+          return out.next({ kind: 'routes', routes: decodeRoutes(f.payload) });
+        case Command.HOSTS_REQUEST:
+          if (role !== 'server') break;
+          return out.next({ kind: 'hosts-request', seeds: decodeHostsRequest(f.payload) });
+        case Command.HOST:
+          if (role !== 'client') break;
+          return out.next({ kind: 'host', host: decodeHost(f.payload) });
       }
+      out.error(new ProtocolError(`unexpected ${commandName(f.command)} on the control channel`));
     };
 
     let received = 0;

@@ -138,7 +138,16 @@ export function serverProcess$(argv: readonly string[], options: SpawnOptions = 
         if (!exited) child.kill('SIGTERM');
       }, 3000);
       killTimer.unref();
-      child.once('close', () => clearTimeout(killTimer));
+      // Should we exit before it has (the CLI does after a second), it must not outlive us: an ssh
+      // whose network is gone would wait for TCP to give up, minutes later.
+      const killOnExit = () => {
+        if (!exited) child.kill('SIGTERM');
+      };
+      process.once('exit', killOnExit);
+      child.once('close', () => {
+        clearTimeout(killTimer);
+        process.off('exit', killOnExit);
+      });
     };
   });
 }

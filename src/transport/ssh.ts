@@ -15,27 +15,35 @@ export function sshServerArgv(sshCommand: readonly string[], remote: RemoteSpec,
   return [...sshCommand, ...portArgs(remote), '--', destination(remote), remoteCommand(remoteNode)];
 }
 
-/**
- * The addresses ssh will really connect to (`ssh -G` applies ~/.ssh/config's HostName), so a
- * tunnel of 0/0 can leave its own ssh connection alone. Empty when it cannot be told.
- */
-export async function sshServerAddresses(sshCommand: readonly string[], remote: RemoteSpec): Promise<string[]> {
+export interface SshHostInfo {
+  /**
+   * The addresses ssh will really connect to (`ssh -G` applies ~/.ssh/config's HostName), so a
+   * tunnel of 0/0 can leave its own ssh connection alone. Empty when it cannot be told.
+   */
+  readonly addresses: string[];
+  /** The command understood `-G`: it is OpenSSH, so it can be a ControlMaster. */
+  readonly openssh: boolean;
+}
+
+export async function sshHostInfo(sshCommand: readonly string[], remote: RemoteSpec): Promise<SshHostInfo> {
   const [command, ...args] = sshCommand;
-  if (command === undefined) return [];
+  if (command === undefined) return { addresses: [], openssh: false };
   let hostname = remote.host;
+  let openssh = false;
   try {
     const { stdout } = await execFileAsync(command, [...args, '-G', ...portArgs(remote), '--', destination(remote)], {
       timeout: 10_000,
     });
     const line = stdout.split('\n').find((l) => l.startsWith('hostname '));
     if (line) hostname = line.slice('hostname '.length).trim();
+    openssh = line !== undefined;
   } catch {
     // Not OpenSSH (an -e command without -G): fall back to the name as given.
   }
-  if (isIP(hostname)) return [hostname];
+  if (isIP(hostname)) return { addresses: [hostname], openssh };
   try {
-    return (await lookup(hostname, { all: true })).map((entry) => entry.address);
+    return { addresses: (await lookup(hostname, { all: true })).map((entry) => entry.address), openssh };
   } catch {
-    return [];
+    return { addresses: [], openssh };
   }
 }

@@ -73,6 +73,11 @@ export interface LabOptions {
   /** Start dnsmasq in tgt on 10.98.0.3:53 and point cli's and srv's
    *  resolv.conf (via /etc/netns/<ns>/) at it. Default false. */
   dns?: boolean;
+  /** More dnsmasq arguments with `dns` (extra records, e.g. `--txt-record=…`). */
+  dnsmasqArgs?: readonly string[];
+  /** srv's /etc/hosts (written to /etc/netns/<srv>/hosts before sshd starts);
+   *  default: srv sees the machine's own. */
+  srvHosts?: string;
   /** Add the IPv6 addresses and routes (fd00:99::/64, fd00:98::/64); the
    *  target services and sshd listen on them too. Default false. */
   ipv6?: boolean;
@@ -651,6 +656,10 @@ export class TestLab {
       path.join(dir('cli'), 'hosts'),
       `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${LAB.cli}\t${this.ns.cli}\n`,
     );
+    if (this.options.srvHosts !== undefined) {
+      fs.mkdirSync(dir('srv'), { recursive: true });
+      fs.writeFileSync(path.join(dir('srv'), 'hosts'), this.options.srvHosts);
+    }
     if (this.options.dns) {
       const resolv = `# rxshuttle e2e lab ${this.prefix}\nnameserver ${LAB.target}\noptions timeout:2 attempts:1\n`;
       fs.writeFileSync(path.join(dir('cli'), 'resolv.conf'), resolv);
@@ -831,6 +840,7 @@ export class TestLab {
       ...Object.entries(DNS_NAMES).map(([n, a]) =>
         n === 'target.lab' && this.options.ipv6 ? `--host-record=${n},${a},${LAB.target6}` : `--host-record=${n},${a}`,
       ),
+      ...(this.options.dnsmasqArgs ?? []),
     ];
     // Without -k it daemonizes; the parent exits only after the bind succeeded.
     await runOk([this.ipPath, 'netns', 'exec', this.ns.tgt, dnsmasq, ...args], { timeoutMs: 15_000 });

@@ -150,8 +150,11 @@ export class Rxshuttle {
     readonly lab: Lab,
     readonly ns: Role,
     readonly args: readonly string[],
+    /** Runs the CLI through these (e.g. `prlimit --nofile=…`, `setpriv --reuid=…`, `setsid`), which must exec it. */
+    readonly prefix: readonly string[] = [],
+    env?: NodeJS.ProcessEnv,
   ) {
-    this.child = lab.spawn(ns, [process.execPath, CLI_JS, ...args]);
+    this.child = lab.spawn(ns, [...prefix, process.execPath, CLI_JS, ...args], env ? { env } : {});
     const onData = (d: Buffer) => {
       this.text += d.toString();
     };

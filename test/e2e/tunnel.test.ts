@@ -8,23 +8,34 @@ import { GEN_BYTES, Rxshuttle, assertBuilt, curl, echoOnce, reportRxshuttleOnFai
 
 const MB100 = 100_000_000;
 
-let lab: Lab;
-let rx: Rxshuttle;
+// Both data paths: TCP handed to ssh's ControlMaster (the default with OpenSSH), and TCP carried
+// in rxshuttle's own mux (--no-ssh-forward). Each gets its own lab and tunnel.
+describe.each([
+  { mode: 'handed to ssh', extra: [] as string[], closedLine: /closed ssh#\d+ 10\.98\.0\.3:80: done/ },
+  { mode: "in rxshuttle's own mux", extra: ['--no-ssh-forward'], closedLine: /closed #\d+ 10\.98\.0\.3:80: done/ },
+])('through the tunnel (10.98.0.0/24, -x 10.98.0.4/32), TCP $mode', ({ extra, closedLine }) => {
+  let lab: Lab;
+  let rx: Rxshuttle;
 
-beforeAll(async () => {
-  assertBuilt();
-  lab = await startLab();
-  rx = await Rxshuttle.remote(lab, [LAB.targetSubnet, '-x', `${LAB.target4}/32`]);
-});
+  beforeAll(async () => {
+    assertBuilt();
+    lab = await startLab();
+    rx = await Rxshuttle.remote(lab, [...extra, LAB.targetSubnet, '-x', `${LAB.target4}/32`]);
+  });
 
-afterEach((ctx) => reportRxshuttleOnFailure(ctx));
+  afterEach((ctx) => reportRxshuttleOnFailure(ctx));
 
-afterAll(async () => {
-  await stopAllRxshuttle();
-  await lab?.down();
-});
+  afterAll(async () => {
+    await stopAllRxshuttle();
+    await lab?.down();
+  });
 
-describe('through the tunnel (10.98.0.0/24, -x 10.98.0.4/32)', () => {
+  it('carries the connection on the expected path', async () => {
+    const r = await curl(lab, 'cli', `http://${LAB.target}/`);
+    expect(r.code).toBe(0);
+    await rx.waitFor(closedLine);
+  });
+
   it('fetches the page from 10.98.0.3, and the target sees srv as the client', async () => {
     const r = await curl(lab, 'cli', `http://${LAB.target}/`);
     expect(r.stderr).toBe('');

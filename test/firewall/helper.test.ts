@@ -45,6 +45,7 @@ function startHelper(fake: FakeIptables, opts: FirewallHelperOptions = {}) {
     run: fake.run,
     handleSignals: false,
     warn: (m) => warnings.push(m),
+    notice: () => {},
     ...opts,
   });
   let read = 0;
@@ -281,4 +282,30 @@ describe('runFirewallHelper (fake iptables)', () => {
     expect(await h.done).toBe(0);
     expect(fake.rxshuttleLines()).toEqual([]);
   });
+});
+
+describe('runFirewallHelper: how the client ended', () => {
+  const setup = JSON.stringify({
+    version: 1,
+    method: 'nat',
+    port: 12345,
+    routerMode: false,
+    rules: [{ family: 4, address: '10.0.0.0', prefix: 8, portLow: 0, portHigh: 0, exclude: false }],
+  });
+
+  for (const [how, input, said] of [
+    ['QUIT, then EOF: an orderly end, nothing said', `${setup}\nQUIT\n`, []],
+    ['EOF without QUIT: the client died; the helper says what became of its rules', `${setup}\n`, ['the client went away; firewall rules of port 12345 removed']],
+  ] as const) {
+    it(how, async () => {
+      const fake = new FakeIptables();
+      const notices: string[] = [];
+      const input$ = new PassThrough();
+      const done = runFirewallHelper(input$, new PassThrough(), { run: fake.run, handleSignals: false, notice: (m) => notices.push(m) });
+      input$.end(input);
+      expect(await done).toBe(0);
+      expect(fake.rxshuttleLines()).toEqual([]);
+      expect(notices).toEqual(said);
+    });
+  }
 });

@@ -51,7 +51,8 @@ describe('frame codec', () => {
     expect(commandName(0x7f)).toBe('0x7f');
     expect(isCommand(Command.CREDIT)).toBe(true);
     expect(isCommand(0)).toBe(false);
-    expect(isCommand(0x0b)).toBe(false);
+    expect(isCommand(Command.HOST)).toBe(true);
+    expect(isCommand(0x12)).toBe(false);
   });
 });
 

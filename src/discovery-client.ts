@@ -1,0 +1,228 @@
+/**
+ * The client's side of -N, -H and --dns, kept out of connect.ts, which only hands it the session
+ * events that are its business and lets it start the firewall:
+ *
+ *   -N     ROUTES_REQUEST goes out right after the hello; the firewall waits for the server's
+ *          routes and tunnels them as if they had been given on the command line (without the
+ *          default route, without what -x or the ssh server's address exclude).
+ *   --dns  DNS sockets are bound before the firewall starts (their port goes into its setup);
+ *          once the rules are in place, each captured query becomes a DNS_REQUEST.
+ *   -H     once the rules are in place, HOSTS_REQUEST (with the seed hosts) goes out; every HOST
+ *          that comes back goes to the firewall helper for /etc/hosts.
+ */
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
+import { catchError, concat, defer, EMPTY, finalize, map, merge, mergeMap, type Observable, of, ReplaySubject, Subject, switchMap, take, throwError } from 'rxjs';
+import { dnsCapture$, type DnsSockets, dnsSockets$, resolvConfNameservers } from './dns-capture.js';
+import { errorMessage, UsageError } from './errors.js';
+import type { TunnelEvent } from './events.js';
+import type { FirewallEvent } from './firewall/client.js';
+import { parseIp } from './firewall/ip-address.js';
+import type { FirewallSetup, HostsEntry, SubnetRule } from './firewall/types.js';
+import type { Listener } from './listener.js';
+import type { TunnelOptions } from './options.js';
+import { encodeHostsRequest, type Route } from './streams/discovery.js';
+import { DnsIds, type DnsReply, dnsQuery } from './streams/dns.js';
+import { Command, CONTROL_CHANNEL, type Frame, frame } from './streams/frame.js';
+import type { SessionEvent } from './streams/session.js';
+
+/** How long a captured query waits for the server (which itself gives up after 12 s). */
+export const DNS_QUERY_TIMEOUT_MS = 15_000;
+/** Host names the client passes on to the helper, at most. */
+const MAX_HOSTS = 10_000;
+
+/** Starts the firewall helper with a setup (and, for -H, the hosts entries to send it). */
+export type StartFirewall = (setup: FirewallSetup, hosts$?: Observable<HostsEntry>) => Observable<FirewallEvent>;
+
+export interface Discovery {
+  /** Frames for the session's control channel. */
+  readonly control$: Observable<Frame>;
+  /** Handles the session events that belong here (null for the others); returns what to report. */
+  onSessionEvent(event: SessionEvent): Observable<TunnelEvent> | null;
+  /** The firewall and what hangs on it: waits for routes (-N), binds the DNS sockets, starts the helper; then -H and DNS capture. */
+  firewall$(base: FirewallSetup, start: StartFirewall): Observable<TunnelEvent>;
+}
+
+const ruleContains = (outer: SubnetRule, route: Route): boolean => {
+  if (outer.family !== route.family || outer.prefix > route.prefix) return false;
+  const a = parseIp(outer.address)?.bytes;
+  const b = parseIp(route.address)?.bytes;
+  if (!a || !b) return false;
+  for (let bit = 0; bit < outer.prefix; bit++) {
+    const mask = 0x80 >> (bit & 7);
+    if (((a[bit >> 3] ?? 0) & mask) !== ((b[bit >> 3] ?? 0) & mask)) return false;
+  }
+  return true;
+};
+
+/**
+ * The routes -N tunnels: every route the server named, except default routes, IPv6 ones when
+ * we do not listen on IPv6, those inside an exclude (-x, or the ssh server's own address), and
+ * those already tunneled.
+ */
+export function autoNetRules(routes: readonly Route[], rules: readonly SubnetRule[], ipv6: boolean): SubnetRule[] {
+  const out: SubnetRule[] = [];
+  const same = (r: SubnetRule) => (route: Route) => r.family === route.family && r.address === route.address && r.prefix === route.prefix;
+  for (const route of routes) {
+    if (route.prefix === 0 || (route.family === 6 && !ipv6)) continue;
+    const allPorts = (r: SubnetRule) => r.portLow === 0 && r.portHigh === 0;
+    if (rules.some((r) => r.exclude && allPorts(r) && ruleContains(r, route))) continue;
+    if (rules.some((r) => !r.exclude && allPorts(r) && same(r)(route)) || out.some((r) => same(r)(route))) continue;
+    out.push({ family: route.family, address: route.address, prefix: route.prefix, portLow: 0, portHigh: 0, exclude: false });
+  }
+  return out;
+}
+
+const listensOnIpv6 = (listener: Listener): boolean =>
+  listener.servers.some((server) => (server.address() as AddressInfo | null)?.family === 'IPv6');
+
+/** Where REDIRECT sends DNS: 127.0.0.1 and ::1 for local traffic; the listen address in router mode. */
+function dnsHosts(listenHost: string): { v4: string; v6: string } {
+  const v4 = isIPv4(listenHost) ? listenHost : '127.0.0.1';
+  const v6 = isIPv6(listenHost) ? listenHost : v4 === '0.0.0.0' ? '::' : '::1';
+  return { v4, v6 };
+}
+
+export function discoveryClient(options: TunnelOptions, listener: Listener): Discovery {
+  const control = new Subject<Frame>();
+  const routes = new ReplaySubject<readonly Route[]>(1);
+  const replies = new Subject<DnsReply>();
+  const hosts = new Subject<HostsEntry>();
+  const known = new Map<string, string>();
+  const ids = new DnsIds();
+  const dns = options.dns;
+
+  const ask = (message: Buffer) =>
+    defer(() => {
+      const id = ids.take();
+      return dnsQuery(
+        { id, message, ...(dns?.toNs ? { target: dns.toNs } : {}) },
+        { send: (f) => control.next(f), replies$: replies, timeoutMs: DNS_QUERY_TIMEOUT_MS },
+      ).pipe(finalize(() => ids.release(id)));
+    });
+
+  /** The DNS sockets and the nameservers they serve; v6 ones are left out (with a warning) where IPv6 cannot be bound. */
+  const dnsSetup$ = (): Observable<{ sockets: DnsSockets; nameservers: string[]; warning?: string } | null> => {
+    if (!dns) return of(null);
+    return defer(() => {
+      const nameservers = dns.nameservers ? [...dns.nameservers] : resolvConfNameservers(readLocalResolvConf());
+      if (nameservers.length === 0) {
+        return throwError(() => new UsageError('--dns: /etc/resolv.conf names no nameserver to capture; name them with --ns-hosts'));
+      }
+      const where = dnsHosts(listener.host);
+      const v4 = nameservers.filter((ns) => isIPv4(ns));
+      const hostsFor = (servers: string[]) => [
+        ...(servers.some((ns) => isIPv4(ns)) ? [where.v4] : []),
+        ...(servers.some((ns) => isIPv6(ns)) ? [where.v6] : []),
+      ];
+      return dnsSockets$(hostsFor(nameservers), listener.port + 1, listener.port).pipe(
+        map((sockets) => ({ sockets, nameservers })),
+        catchError((err: unknown) => {
+          if (v4.length === 0 || v4.length === nameservers.length) return throwError(() => err);
+          const warning = `--dns: not capturing the IPv6 nameservers (${errorMessage(err)})`;
+          return dnsSockets$(hostsFor(v4), listener.port + 1, listener.port).pipe(map((sockets) => ({ sockets, nameservers: v4, warning })));
+        }),
+      );
+    });
+  };
+
+  const afterReady$ = (sockets: DnsSockets | null): Observable<TunnelEvent> =>
+    merge(
+      defer(() => {
+        if (options.autoHosts) control.next(encodeHostsRequest(options.autoHosts.seeds));
+        return EMPTY;
+      }),
+      sockets ? dnsCapture$(sockets, ask) : EMPTY,
+    );
+
+  return {
+    control$: merge(options.autoNets ? of(frame(CONTROL_CHANNEL, Command.ROUTES_REQUEST)) : EMPTY, control),
+
+    onSessionEvent(event) {
+      switch (event.kind) {
+        case 'routes':
+          routes.next(event.routes);
+          return EMPTY;
+        case 'dns-response':
+        case 'dns-failed':
+          replies.next(event);
+          return EMPTY;
+        case 'host': {
+          const { name, address } = event.host;
+          if (known.get(name) === address || (!known.has(name) && known.size >= MAX_HOSTS)) return EMPTY;
+          known.set(name, address);
+          hosts.next({ address, name });
+          return of<TunnelEvent>({ kind: 'host', name, address });
+        }
+        case 'dns-request':
+        case 'routes-request':
+        case 'hosts-request':
+          return EMPTY; // server-bound: the mux never lets them reach a client
+        default:
+          return null;
+      }
+    },
+
+    firewall$(base, start) {
+      const auto$: Observable<{ list: readonly Route[]; chosen: SubnetRule[] } | null> = options.autoNets
+        ? routes.pipe(
+            take(1),
+            map((list) => ({ list, chosen: autoNetRules(list, base.rules, listensOnIpv6(listener)) })),
+          )
+        : of(null);
+      return auto$.pipe(
+        switchMap((auto) => {
+          const rules = [...base.rules, ...(auto?.chosen ?? [])];
+          const reported: TunnelEvent[] = auto ? [{ kind: 'routes', routes: auto.list, tunneled: auto.chosen.length }] : [];
+          if (auto && !rules.some((r) => !r.exclude) && !dns) {
+            reported.push({ kind: 'warning', message: '-N: the server named no route to tunnel' });
+          }
+          return concat(
+            of(...reported),
+            dnsSetup$().pipe(
+              switchMap((captured) => {
+                const setup: FirewallSetup = {
+                  ...base,
+                  rules,
+                  ...(captured ? { dnsPort: captured.sockets.port, dnsServers: captured.nameservers } : {}),
+                  ...(options.autoHosts ? { hosts: true } : {}),
+                };
+                const ready: TunnelEvent = {
+                  kind: 'firewall-ready',
+                  port: setup.port,
+                  rules: setup.rules,
+                  ...(captured ? { dns: { port: captured.sockets.port, nameservers: captured.nameservers } } : {}),
+                };
+                const warning: TunnelEvent[] = captured?.warning ? [{ kind: 'warning', message: captured.warning }] : [];
+                // A hosts file that cannot be written refuses every HOST line: say so once.
+                const said = new Set<string>();
+                const warnOnce = (message: string): Observable<TunnelEvent> => {
+                  if (said.has(message) || said.size >= 100) return EMPTY;
+                  said.add(message);
+                  return of({ kind: 'warning', message });
+                };
+                return concat(
+                  of(...warning),
+                  start(setup, options.autoHosts ? hosts : undefined).pipe(
+                    mergeMap((event) =>
+                      event === 'ready' ? concat(of(ready), afterReady$(captured?.sockets ?? null)) : warnOnce(event.message),
+                    ),
+                  ),
+                );
+              }),
+            ),
+          );
+        }),
+      );
+    },
+  };
+}
+
+function readLocalResolvConf(): string {
+  try {
+    return readFileSync('/etc/resolv.conf', 'utf8');
+  } catch {
+    return '';
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * `rxshuttle --sudoers`: a sudoers rule that lets one user (or %group) start the firewall helper
+ * as root without a password, and nothing else. The rule names the exact command the client
+ * runs through sudo (`helperCommand()`): this node binary, this CLI script, `--firewall`, no other
+ * arguments. Absolute paths, so sudo's env_reset and secure_path do not matter. `--sudoers-no-modify`
+ * prints it; `--sudoers` installs it in /etc/sudoers.d after `visudo -c` has accepted it.
+ *
+ * Whoever can change the node binary or the files the CLI loads can then run code as root: the
+ * generator says so when one of them is writable by anyone but root.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { RxshuttleError } from '../errors.js';
+
+export const SUDOERS_DIR = '/etc/sudoers.d';
+export const DEFAULT_SUDOERS_FILENAME = 'rxshuttle_auto';
+
+export class SudoersError extends RxshuttleError {
+  constructor(message: string) {
+    super('RXS_ERR_SUDOERS', message);
+  }
+}
+
+export interface SudoersRule {
+  /** A user name, or `%group`. */
+  readonly user: string;
+  /** Absolute path of the node binary the client runs the helper with. */
+  readonly nodePath: string;
+  /** Absolute path of the CLI script (dist/cli.js). */
+  readonly cliPath: string;
+}
+
+const NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/;
+/** Characters a path may have in the rule: nothing sudoers would read as syntax or a wildcard. */
+const SAFE_PATH = /^\/[A-Za-z0-9/._+@-]*$/;
+/** sudo skips files in sudoers.d whose names contain a '.' or end in '~'. */
+const SAFE_FILENAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** The user the rule is for when none is given: who ran `sudo rxshuttle --sudoers`, else who we are. */
+export function defaultSudoersUser(env: NodeJS.ProcessEnv = process.env): string {
+  const viaSudo = env.SUDO_USER;
+  if (process.getuid?.() === 0 && viaSudo && viaSudo !== 'root') return viaSudo;
+  return os.userInfo().username;
+}
+
+export function checkSudoersUser(user: string): void {
+  const name = user.startsWith('%') ? user.slice(1) : user;
+  if (!NAME.test(name)) {
+    throw new SudoersError(`--sudoers-user "${user}": expected a user name or %group (letters, digits, _ . -)`);
+  }
+}
+
+export function checkSudoersFilename(name: string): void {
+  if (!SAFE_FILENAME.test(name)) {
+    throw new SudoersError(`--sudoers-filename "${name}": use letters, digits, _ and - only (sudo ignores names with a dot)`);
+  }
+}
+
+/** The rule file's text. Throws SudoersError for a user or path that cannot be written safely. */
+export function sudoersSnippet(rule: SudoersRule): string {
+  checkSudoersUser(rule.user);
+  for (const [what, p] of [
+    ['node', rule.nodePath],
+    ['CLI', rule.cliPath],
+  ] as const) {
+    if (!SAFE_PATH.test(p)) {
+      throw new SudoersError(
+        `the ${what} path ${JSON.stringify(p)} has characters a sudoers rule cannot hold exactly (only letters, digits and / . _ + @ - are allowed)`,
+      );
+    }
+  }
+  return [
+    `# Written by rxshuttle --sudoers: lets ${rule.user} start rxshuttle's firewall helper (the only part`,
+    '# of rxshuttle that needs root) without a password. It allows exactly this command and no other.',
+    '# Re-run rxshuttle --sudoers after node or rxshuttle moved or was upgraded elsewhere.',
+    `${rule.user} ALL=(root) NOPASSWD: ${rule.nodePath} ${rule.cliPath} --firewall`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * Paths whose owner is not root, or that others may write to: whoever can change them can run
+ * code as root through the rule. Checks the node binary, the CLI, the package's dist and
+ * node_modules, and every directory above them.
+ */
+export function unsafeSudoersPaths(rule: Pick<SudoersRule, 'nodePath' | 'cliPath'>): string[] {
+  const checked = new Set<string>();
+  const unsafe: string[] = [];
+  const check = (p: string) => {
+    if (checked.has(p)) return;
+    checked.add(p);
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(p);
+    } catch {
+      return;
+    }
+    const sticky = st.isDirectory() && (st.mode & 0o1000) !== 0;
+    if (st.uid !== 0 || (!sticky && (st.mode & 0o022) !== 0)) unsafe.push(p);
+  };
+  const withParents = (p: string) => {
+    for (let dir = p; ; dir = path.dirname(dir)) {
+      check(dir);
+      if (dir === path.dirname(dir)) break;
+    }
+  };
+  let node = rule.nodePath;
+  try {
+    node = fs.realpathSync(rule.nodePath);
+  } catch {
+    // checked as given
+  }
+  withParents(node);
+  withParents(rule.cliPath);
+  const packageRoot = path.dirname(path.dirname(rule.cliPath));
+  for (const dir of ['dist', 'node_modules']) check(path.join(packageRoot, dir));
+  return unsafe;
+}
+
+function findVisudo(): string {
+  for (const dir of ['/usr/sbin', '/usr/local/sbin', '/sbin', '/usr/bin', '/usr/local/bin']) {
+    const candidate = path.join(dir, 'visudo');
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  throw new SudoersError('visudo not found: install sudo (apt-get install sudo)');
+}
+
+/** Runs `visudo -cf file`; throws SudoersError with visudo's complaint when it refuses the file. */
+export function checkWithVisudo(file: string): void {
+  try {
+    execFileSync(findVisudo(), ['-c', '-q', '-f', file], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  } catch (err) {
+    if (err instanceof SudoersError) throw err;
+    const e = err as { stderr?: string; stdout?: string; message: string };
+    const said = `${e.stderr ?? ''}${e.stdout ?? ''}`.trim().split('\n').join(' / ') || e.message;
+    throw new SudoersError(`visudo refused the sudoers rule: ${said}`);
+  }
+}
+
+/**
+ * Installs the rule as SUDOERS_DIR/filename (mode 0440, root), checked by visudo first: the file
+ * is written under a name sudo ignores, checked, and renamed into place, so sudo never reads a
+ * half-written or invalid rule. Must run as root. Returns the path written.
+ */
+export function installSudoers(content: string, filename: string = DEFAULT_SUDOERS_FILENAME, dir: string = SUDOERS_DIR): string {
+  checkSudoersFilename(filename);
+  if (process.getuid?.() !== 0) {
+    throw new SudoersError(`writing ${dir} needs root: run rxshuttle --sudoers as root, or without root to be asked for sudo's password`);
+  }
+  if (!fs.existsSync(dir)) throw new SudoersError(`${dir} does not exist: is sudo installed?`);
+  const target = path.join(dir, filename);
+  const temp = path.join(dir, `.${filename}.${process.pid}.tmp`);
+  try {
+    fs.writeFileSync(temp, content, { mode: 0o440, flag: 'wx' });
+    fs.chmodSync(temp, 0o440);
+    checkWithVisudo(temp);
+    fs.renameSync(temp, target);
+  } catch (err) {
+    fs.rmSync(temp, { force: true });
+    if (err instanceof SudoersError) throw err;
+    throw new SudoersError(`cannot write ${target}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  return target;
+}
+
+export interface SudoersCommand {
+  /** true: write the rule to /etc/sudoers.d (`--sudoers`); false: print it (`--sudoers-no-modify`). */
+  readonly install: boolean;
+  readonly user?: string;
+  readonly filename?: string;
+  readonly nodePath: string;
+  readonly cliPath: string;
+}
+
+/**
+ * The `--sudoers` and `--sudoers-no-modify` commands. Without root, `--sudoers` runs itself again
+ * through sudo (which asks for the password once), with the same node, CLI and user, so the rule
+ * names the node this user really runs. Returns the exit status; throws SudoersError.
+ */
+export function runSudoersCommand(
+  command: SudoersCommand,
+  out: { stdout: (text: string) => void; stderr: (text: string) => void } = {
+    stdout: (text) => process.stdout.write(text),
+    stderr: (text) => process.stderr.write(text),
+  },
+): number {
+  const user = command.user ?? defaultSudoersUser();
+  const filename = command.filename ?? DEFAULT_SUDOERS_FILENAME;
+  checkSudoersFilename(filename);
+  const content = sudoersSnippet({ user, nodePath: command.nodePath, cliPath: command.cliPath });
+  if (!command.install) {
+    out.stdout(content);
+  } else if (process.getuid?.() !== 0) {
+    const argv = [command.nodePath, command.cliPath, '--sudoers', '--sudoers-user', user, '--sudoers-filename', filename];
+    const result = spawnSync('sudo', argv, { stdio: 'inherit' });
+    if (result.error) {
+      const code = (result.error as NodeJS.ErrnoException).code;
+      throw new SudoersError(code === 'ENOENT' ? 'sudo not found: install sudo first' : `cannot run sudo: ${result.error.message}`);
+    }
+    return result.status ?? 1;
+  } else {
+    const written = installSudoers(content, filename);
+    out.stderr(`rxshuttle: wrote ${written}: ${user} may now start the firewall helper without a password\n`);
+  }
+  for (const p of unsafeSudoersPaths(command)) {
+    out.stderr(`rxshuttle: warning: ${p} is not owned by root or is writable by others: whoever can change it can run code as root through this rule\n`);
+  }
+  return 0;
+}

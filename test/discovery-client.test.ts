@@ -1,0 +1,137 @@
+import { createSocket } from 'node:dgram';
+import { type Observable, of, Subject } from 'rxjs';
+import { describe, expect, it } from 'vitest';
+import { autoNetRules, type Discovery, discoveryClient } from '../src/discovery-client.js';
+import type { TunnelEvent } from '../src/events.js';
+import type { FirewallEvent } from '../src/firewall/client.js';
+import type { FirewallSetup, HostsEntry, SubnetRule } from '../src/firewall/types.js';
+import type { Listener } from '../src/listener.js';
+import { resolveOptions } from '../src/options.js';
+import { encodeHostsRequest, type Route } from '../src/streams/discovery.js';
+import { decodeDnsRequest } from '../src/streams/dns.js';
+import { Command, CONTROL_CHANNEL, type Frame, frame } from '../src/streams/frame.js';
+import type { SessionEvent } from '../src/streams/session.js';
+
+const rule = (address: string, prefix: number, exclude: boolean, family: 4 | 6 = 4): SubnetRule => ({
+  family,
+  address,
+  prefix,
+  portLow: 0,
+  portHigh: 0,
+  exclude,
+});
+const route = (address: string, prefix: number, family: 4 | 6 = 4): Route => ({ family, address, prefix });
+
+describe('autoNetRules (-N)', () => {
+  it('tunnels the server routes like command-line subnets', () => {
+    expect(autoNetRules([route('10.98.0.0', 24), route('10.99.0.0', 24)], [], false)).toEqual([
+      rule('10.98.0.0', 24, false),
+      rule('10.99.0.0', 24, false),
+    ]);
+  });
+
+  it('leaves out the default route, IPv6 without an IPv6 listener, and duplicates', () => {
+    const routes = [route('0.0.0.0', 0), route('::', 0, 6), route('fd00:98::', 64, 6), route('10.98.0.0', 24), route('10.98.0.0', 24)];
+    expect(autoNetRules(routes, [rule('10.98.0.0', 24, false)], false)).toEqual([]);
+    expect(autoNetRules(routes, [], true)).toEqual([rule('fd00:98::', 64, false, 6), rule('10.98.0.0', 24, false)]);
+  });
+
+  it('leaves out routes inside an exclude (-x, the ssh server); keeps wider ones, where the exclude wins by prefix', () => {
+    const rules = [rule('10.99.0.2', 32, true), rule('10.98.0.0', 16, true)];
+    const routes = [route('10.98.0.0', 24), route('10.99.0.2', 32), route('10.99.0.0', 24), route('10.0.0.0', 8)];
+    expect(autoNetRules(routes, rules, false)).toEqual([rule('10.99.0.0', 24, false), rule('10.0.0.0', 8, false)]);
+  });
+
+  it('an exclude of some ports only does not remove a route', () => {
+    const portsOnly: SubnetRule = { ...rule('10.98.0.0', 24, true), portLow: 22, portHigh: 22 };
+    expect(autoNetRules([route('10.98.0.0', 24)], [portsOnly], false)).toEqual([rule('10.98.0.0', 24, false)]);
+  });
+});
+
+describe('discoveryClient', () => {
+  const listener = (port: number): Listener => ({ servers: [], host: '127.0.0.1', port });
+  const base = (port: number): FirewallSetup => ({
+    version: 1,
+    method: 'nat',
+    port,
+    routerMode: false,
+    rules: [rule('10.99.0.2', 32, true)],
+  });
+  const session = (d: Discovery, event: SessionEvent) => {
+    const out: TunnelEvent[] = [];
+    d.onSessionEvent(event)?.subscribe((e) => out.push(e));
+    return out;
+  };
+
+  it('-N: asks for routes at once, starts the firewall only when they came, with them; -H asks for hosts once ready', async () => {
+    const options = resolveOptions({ subnets: [], autoNets: true, autoHosts: true, seedHosts: 'seed.lab' }, () => ['fw']);
+    const d = discoveryClient(options, listener(12300));
+    const control: Frame[] = [];
+    d.control$.subscribe((f) => control.push(f));
+    expect(control).toEqual([frame(CONTROL_CHANNEL, Command.ROUTES_REQUEST)]);
+
+    const ready = new Subject<FirewallEvent>();
+    const started: FirewallSetup[] = [];
+    let hosts$: Observable<HostsEntry> | undefined;
+    const events: TunnelEvent[] = [];
+    d.firewall$(base(12300), (setup, h) => {
+      started.push(setup);
+      hosts$ = h;
+      return ready;
+    }).subscribe((e) => events.push(e));
+    expect(started).toEqual([]);
+
+    expect(session(d, { kind: 'routes', routes: [route('0.0.0.0', 0), route('10.98.0.0', 24), route('10.99.0.2', 32)] })).toEqual([]);
+    expect(events).toEqual([{ kind: 'routes', routes: [route('0.0.0.0', 0), route('10.98.0.0', 24), route('10.99.0.2', 32)], tunneled: 1 }]);
+    expect(started).toEqual([{ ...base(12300), rules: [rule('10.99.0.2', 32, true), rule('10.98.0.0', 24, false)], hosts: true }]);
+
+    const entries: HostsEntry[] = [];
+    hosts$?.subscribe((e) => entries.push(e));
+    ready.next('ready');
+    expect(events[1]).toEqual({ kind: 'firewall-ready', port: 12300, rules: started[0]?.rules });
+    expect(control[1]).toEqual(encodeHostsRequest(['seed.lab']));
+
+    // Hosts go to the helper (once per name and address) and are reported.
+    const host = { kind: 'host', host: { family: 4, address: '10.98.0.3', name: 'target' } } as const;
+    expect(session(d, host)).toEqual([{ kind: 'host', name: 'target', address: '10.98.0.3' }]);
+    expect(session(d, host)).toEqual([]);
+    expect(entries).toEqual([{ address: '10.98.0.3', name: 'target' }]);
+
+    // A refusal by the helper is a warning, said once.
+    ready.next({ kind: 'warning', message: 'firewall helper: cannot write the hosts file: EROFS' });
+    ready.next({ kind: 'warning', message: 'firewall helper: cannot write the hosts file: EROFS' });
+    expect(events.filter((e) => e.kind === 'warning')).toHaveLength(1);
+  });
+
+  it('--dns: binds the DNS sockets on the next free port, puts them in the setup, and answers captured queries through DNS_REQUEST', async () => {
+    const port = 40000 + Math.floor(Math.random() * 20000);
+    const options = resolveOptions({ subnets: ['10.98.0.0/24'], nsHosts: '10.98.0.3' }, () => ['fw']);
+    const d = discoveryClient(options, listener(port));
+    const control: Frame[] = [];
+    d.control$.subscribe((f) => control.push(f));
+    const events: TunnelEvent[] = [];
+    let setup: FirewallSetup | undefined;
+    const sub = d.firewall$(base(port), (s) => {
+      setup = s;
+      return of<FirewallEvent>('ready');
+    }).subscribe((e) => events.push(e));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(setup?.dnsServers).toEqual(['10.98.0.3']);
+    expect(setup?.dnsPort).toBeGreaterThan(port);
+    expect(events[0]).toMatchObject({ kind: 'firewall-ready', dns: { port: setup?.dnsPort, nameservers: ['10.98.0.3'] } });
+
+    // A query to the DNS port becomes a DNS_REQUEST; the reply goes back to the asker.
+    const socket = createSocket('udp4');
+    const answer = new Promise<Buffer>((resolve) => socket.on('message', resolve));
+    const query = Buffer.from([0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0x61, 0, 0, 1, 0, 1]);
+    socket.send(query, setup?.dnsPort ?? 0, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 100));
+    const request = decodeDnsRequest(control[0]?.payload ?? Buffer.alloc(0));
+    expect(request.message).toEqual(query);
+    const reply = Buffer.from([0xab, 0xcd, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0x61, 0, 0, 1, 0, 1]);
+    session(d, { kind: 'dns-response', id: request.id, message: reply });
+    expect(await answer).toEqual(reply);
+    socket.close();
+    sub.unsubscribe();
+  });
+});
