@@ -27,7 +27,7 @@ import { asAccepted, type Listener, listener$, type Redirected, redirected$ } fr
 import { fileURLToPath } from 'node:url';
 import { helperCommand } from './firewall/client.js';
 import { type ConnectOptions, KEEPALIVE_MISSES, resolveOptions, type TunnelOptions } from './options.js';
-import { guardDescriptors } from './descriptor-guard.js';
+import { descriptorBudget, guardDescriptors, openFileLimit } from './descriptor-guard.js';
 import { keepalive } from './streams/keepalive.js';
 import { DEFAULT_WINDOW, FLAG_NO_LATENCY_CONTROL } from './streams/defaults.js';
 import { session } from './streams/session.js';
@@ -65,18 +65,23 @@ export function connect(input: ConnectOptions | TunnelOptions): Observable<Tunne
     return throwError(() => err);
   }
   const ipv6 = options.subnets.some((rule) => rule.family === 6 && !rule.exclude);
+  const fileLimit = openFileLimit();
+  const budget =
+    fileLimit === undefined ? undefined : descriptorBudget(fileLimit, options.remote !== undefined && options.sshForward);
   return listener$(options.listen, ipv6).pipe(
     switchMap((listener) =>
       concat(
         of<TunnelEvent>({ kind: 'listening', host: listener.host, port: listener.port }),
-        // Connections handed to an ssh ControlMaster cost ssh three descriptors each (it has our limit).
-        tunnel(options, listener).pipe(guardDescriptors(listener.servers, { fdsPerConnection: options.remote && options.sshForward ? 3 : 1 })),
+        tunnel(options, listener, budget?.handOffs ?? Number.POSITIVE_INFINITY).pipe(
+          guardDescriptors(listener.servers, { fileLimit, connections: budget?.connections }),
+        ),
       ),
     ),
   );
 }
 
-function tunnel(options: TunnelOptions, listener: Listener): Observable<TunnelEvent> {
+/** `maxHandOffs`: connections ssh may carry at once before new ones go to our mux (descriptors). */
+function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number): Observable<TunnelEvent> {
   const { remote } = options;
   const where = remote ? remote.host : 'the local server';
   const local = remote === undefined;
@@ -151,6 +156,7 @@ function tunnel(options: TunnelOptions, listener: Listener): Observable<TunnelEv
                         redirected$(listener, originalDestination),
                         control && existsSync(control.path) ? control.path : null,
                         (r) => forMux.next(r),
+                        maxHandOffs,
                       ),
                     ),
                   );

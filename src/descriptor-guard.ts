@@ -47,6 +47,19 @@ export function connectionLimit(fileLimit: number, servers: number, fdsPerConnec
   return Math.max(1, Math.floor((fileLimit - reserve) / Math.max(1, fdsPerConnection) / Math.max(1, servers)));
 }
 
+/**
+ * How the open-file limit is shared when connections may be handed to an ssh ControlMaster: ssh
+ * (which has our limit) spends three descriptors on each, so at most a third of the limit goes to
+ * ssh; the client spends two on each of those (socket and control connection) and one on every
+ * connection in its own mux, which takes the rest. Without hand-off, one per connection.
+ */
+export function descriptorBudget(fileLimit: number, handOff: boolean): { connections: number; handOffs: number } {
+  const usable = fileLimit - Math.min(FD_RESERVE, Math.floor(fileLimit / 2));
+  if (!handOff) return { connections: Math.max(1, usable), handOffs: 0 };
+  const handOffs = Math.max(0, Math.floor(usable / 3));
+  return { connections: Math.max(1, usable - handOffs), handOffs };
+}
+
 /** A rate-limited warning: the first at once, then at most one per interval, counting the rest. */
 function rateLimited(emit: (count: number) => void, now: () => number): () => void {
   let last = Number.NEGATIVE_INFINITY;
@@ -69,12 +82,23 @@ const OUT_OF_FDS = /^(EMFILE|ENFILE)$/;
  */
 export function guardDescriptors(
   servers: readonly Server[],
-  options: { fileLimit?: number | undefined; fdsPerConnection?: number; now?: () => number } = {},
+  options: {
+    fileLimit?: number | undefined;
+    fdsPerConnection?: number;
+    /** Connections in all, when known better than by fdsPerConnection (see descriptorBudget). */
+    connections?: number | undefined;
+    now?: () => number;
+  } = {},
 ): MonoTypeOperatorFunction<TunnelEvent> {
   const { fileLimit = openFileLimit(), fdsPerConnection = 1, now = Date.now } = options;
   return (source) =>
     new Observable<TunnelEvent>((out) => {
-      const limit = fileLimit === undefined ? undefined : connectionLimit(fileLimit, servers.length, fdsPerConnection);
+      const limit =
+        fileLimit === undefined
+          ? undefined
+          : options.connections !== undefined
+            ? Math.max(1, Math.floor(options.connections / Math.max(1, servers.length)))
+            : connectionLimit(fileLimit, servers.length, fdsPerConnection);
       const warnLocal = rateLimited(
         (count) =>
           out.next({

@@ -19,17 +19,21 @@ export function routeRedirected(
   redirected$: Observable<Redirected>,
   controlPath: string | null,
   toMux: (redirected: Redirected) => void,
+  /** Connections ssh may carry at once (its descriptors); beyond, new ones go to the mux. */
+  maxHandOffs = Number.POSITIVE_INFINITY,
 ): Observable<TunnelEvent> {
   if (controlPath === null) return redirected$.pipe(tap(toMux), ignoreElements());
+  let active = 0;
   let refusedInARow = 0;
   let enabled = true;
   let nextId = 1;
   return redirected$.pipe(
     mergeMap((redirected) => {
-      if (!enabled) {
+      if (!enabled || active >= maxHandOffs) {
         toMux(redirected);
         return EMPTY;
       }
+      active++;
       const id = nextId++;
       const { socket, destination, source } = redirected;
       let handedOff = false;
@@ -62,7 +66,10 @@ export function routeRedirected(
           }
         }),
         // Ours is only a copy of the fd once ssh has it; close it with the channel (or the tunnel).
-        finalize(() => handedOff && socket.destroy()),
+        finalize(() => {
+          active--;
+          if (handedOff) socket.destroy();
+        }),
       );
     }),
   );

@@ -3,7 +3,7 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { firstValueFrom, of, Subject, toArray } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { connectionLimit, FD_RESERVE, guardDescriptors, openFileLimit, WARN_INTERVAL_MS } from '../src/descriptor-guard.js';
+import { connectionLimit, descriptorBudget, FD_RESERVE, guardDescriptors, openFileLimit, WARN_INTERVAL_MS } from '../src/descriptor-guard.js';
 import type { TunnelEvent } from '../src/events.js';
 
 const servers: Server[] = [];
@@ -90,5 +90,20 @@ describe('guardDescriptors', () => {
       { kind: 'warning', message: 'the server is out of file descriptors: refused 1 new connection(s); existing connections go on' },
     ]);
     expect(events.filter((e) => e.kind === 'close')).toHaveLength(3);
+  });
+});
+
+describe('descriptorBudget', () => {
+  it('without hand-off, every usable descriptor is a connection', () => {
+    expect(descriptorBudget(20000, false)).toEqual({ connections: 19936, handOffs: 0 });
+  });
+
+  it('with hand-off, ssh gets a third (three descriptors each) and the mux the rest: 10 000 fit under 20 000', () => {
+    const budget = descriptorBudget(20000, true);
+    expect(budget).toEqual({ handOffs: 6645, connections: 13291 });
+    // client: two per hand-off, one per mux connection; ssh: three per hand-off
+    expect(2 * budget.handOffs + (budget.connections - budget.handOffs)).toBeLessThanOrEqual(19936);
+    expect(3 * budget.handOffs).toBeLessThanOrEqual(19936);
+    expect(budget.connections).toBeGreaterThanOrEqual(10000);
   });
 });

@@ -134,6 +134,29 @@ describe('routeRedirected', () => {
     expect(all).toEqual([expect.objectContaining({ kind: 'warning' })]);
   });
 
+  it('beyond maxHandOffs connections at once, new ones go to the mux (ssh would run out of descriptors)', async () => {
+    const path = tempPath();
+    const master = fakeMaster(path, 'open');
+    cleanups.push(() => master.server.close());
+    const redirected = new Subject<Redirected>();
+    const toMux: Redirected[] = [];
+    const subscription = routeRedirected(redirected, path, (r) => toMux.push(r), 1).subscribe();
+    cleanups.push(() => subscription.unsubscribe());
+    for (let i = 0; i < 2; i++) {
+      const pair = await tcpPair();
+      cleanups.push(pair.close);
+      redirected.next({ socket: pair.accepted, destination: DST, source: `127.0.0.1:${i}` });
+    }
+    expect(toMux).toHaveLength(1);
+    await new Promise((resolve) => setTimeout(resolve, 100)); // the first one's channel ends
+    const pair = await tcpPair();
+    cleanups.push(pair.close);
+    redirected.next({ socket: pair.accepted, destination: DST, source: '127.0.0.1:2' });
+    expect(toMux).toHaveLength(1);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(master.requests).toHaveLength(2);
+  });
+
   it('without a control socket, everything goes to the mux', async () => {
     const redirected = new Subject<Redirected>();
     const toMux: Redirected[] = [];
