@@ -16,7 +16,7 @@ import {
   throwError,
 } from 'rxjs';
 import { discoveryClient } from './discovery-client.js';
-import { RxshuttleError, TransportError } from './errors.js';
+import { RxshuttleError, TransportError, UsageError } from './errors.js';
 import type { TunnelEvent } from './events.js';
 import { firewall$ } from './firewall/client.js';
 import { originalDestination } from './firewall/original-dst.js';
@@ -64,6 +64,11 @@ export function connect(input: ConnectOptions | TunnelOptions): Observable<Tunne
   } catch (err) {
     return throwError(() => err);
   }
+  if (options.remote === undefined && process.getuid?.() !== 0) {
+    // The local server's own connections escape the rules only by its group id, which only root
+    // can give it; as anyone else they would be caught again and loop.
+    return throwError(() => new UsageError('local mode (no -r) needs root: run it as root, or tunnel through -r HOST'));
+  }
   const ipv6 = options.subnets.some((rule) => rule.family === 6 && !rule.exclude);
   const fileLimit = openFileLimit();
   const budget =
@@ -85,7 +90,7 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
   const { remote } = options;
   const where = remote ? remote.host : 'the local server';
   const local = remote === undefined;
-  const bypassGid = local && process.getuid?.() === 0 ? BYPASS_GID_BASE + listener.port : undefined;
+  const bypassGid = local ? BYPASS_GID_BASE + listener.port : undefined;
   const hostInfo$ = remote ? from(sshHostInfo(options.sshCommand, remote)) : of({ addresses: [] as string[], openssh: false });
 
   return hostInfo$.pipe(
