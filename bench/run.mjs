@@ -2,7 +2,7 @@
 // rxshuttle benchmark (not a test). See bench/README.md.
 //
 //   npm run bench                       build, then the full run
-//   node bench/run.mjs [--quick] [--only direct,ssh-L,sshuttle,rxshuttle,rxshuttle-nolc]
+//   node bench/run.mjs [--quick] [--only direct,ssh-L,sshuttle,rxshuttle,rxshuttle-nolc,rxshuttle-sshfwd]
 //
 // Builds its own lab with the e2e harness (test/e2e/lab.ts, transpiled on the
 // fly with esbuild, like scripts/lab.sh), measures every selected path from the
@@ -25,13 +25,14 @@ const ECHO_PORT = 7007;
 const IPERF_PORT = 5201;
 const LOCAL_FWD = { [ECHO_PORT]: 17007, [IPERF_PORT]: 15201 };
 
-const ALL_PATHS = ['direct', 'ssh-L', 'sshuttle', 'rxshuttle', 'rxshuttle-nolc'];
+const ALL_PATHS = ['direct', 'ssh-L', 'sshuttle', 'rxshuttle', 'rxshuttle-nolc', 'rxshuttle-sshfwd'];
 const PATH_LABEL = {
   direct: 'direct',
   'ssh-L': 'ssh -L',
   sshuttle: 'sshuttle',
   rxshuttle: 'rxshuttle',
   'rxshuttle-nolc': 'rxs --no-lat-ctl',
+  'rxshuttle-sshfwd': 'rxs --ssh-forward',
 };
 const BASELINE = 'ssh-L';
 
@@ -549,6 +550,7 @@ const PATHS = {
   },
   rxshuttle: { start: () => startRxshuttle([]) },
   'rxshuttle-nolc': { start: () => startRxshuttle(['--no-latency-control']) },
+  'rxshuttle-sshfwd': { start: () => startRxshuttle(['--ssh-forward']) },
 };
 
 async function startRxshuttle(extra) {

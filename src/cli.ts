@@ -90,7 +90,11 @@ function program(): Command {
     .addOption(new Option('--python <path>', 'sshuttle compatibility: see --remote-node').hideHelp())
     .option('-v, --verbose', 'print more (repeat for more: -vvv traces everything)', (_: string, n: number) => n + 1, 0)
     .option('--no-latency-control', 'favour bulk throughput over interactive latency')
-    .option('--no-ssh-forward', "carry TCP in rxshuttle's own channel instead of handing each connection to ssh")
+    .option(
+      '--ssh-forward',
+      'hand each TCP connection to ssh (OpenSSH ControlMaster): ssh -L speed, but a remote half-close is not passed on',
+      false,
+    )
     .option('--dns', 'capture local DNS queries (to the nameservers in /etc/resolv.conf) and answer them remotely')
     .option('--ns-hosts <ip,...>', 'capture DNS queries to these nameservers instead (implies --dns)')
     .option('--to-ns <ip[:port]>', 'the remote nameserver that answers them (default: the remote /etc/resolv.conf)')

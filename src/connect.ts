@@ -202,7 +202,11 @@ function explainFailure(err: unknown, greeted: boolean, where: string, remoteNod
   if (greeted) {
     // Nothing said why (kill -9 of ssh or of the remote server): say how the process ended.
     const program = local ? 'the local server' : 'ssh';
-    const how = err.signal ? `${program} was killed by ${err.signal}` : `${program} exited with status ${err.exitCode}`;
+    const how = err.signal
+      ? `${program} was killed by ${err.signal}`
+      : err.exitCode === null
+        ? 'the remote server ended its session'
+        : `${program} exited with status ${err.exitCode}`;
     const server = !local && !err.signal && err.exitCode === 255 ? '; the remote server or the connection died' : '';
     return new TransportError('RXS_ERR_TRANSPORT_CLOSED', `connection to ${where} lost${said || `: ${how}${server}`}`);
   }

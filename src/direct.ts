@@ -1,8 +1,8 @@
 import createDebug from 'debug';
-import { EMPTY, finalize, ignoreElements, mergeMap, type Observable, of, tap } from 'rxjs';
+import { defer, EMPTY, finalize, ignoreElements, mergeMap, type Observable, of, tap } from 'rxjs';
 import type { TunnelEvent } from './events.js';
 import type { Redirected } from './listener.js';
-import { handOff$ } from './transport/control-master.js';
+import { ControlPool, handOff$ } from './transport/control-master.js';
 
 const debug = createDebug('rxshuttle:direct');
 
@@ -23,8 +23,22 @@ export function routeRedirected(
   maxHandOffs = Number.POSITIVE_INFINITY,
 ): Observable<TunnelEvent> {
   if (controlPath === null) return redirected$.pipe(tap(toMux), ignoreElements());
+  return defer(() => {
+    const pool = new ControlPool(controlPath);
+    return handOffAll(redirected$, controlPath, pool, toMux, maxHandOffs).pipe(finalize(() => pool.close()));
+  });
+}
+
+function handOffAll(
+  redirected$: Observable<Redirected>,
+  controlPath: string,
+  pool: ControlPool,
+  toMux: (redirected: Redirected) => void,
+  maxHandOffs: number,
+): Observable<TunnelEvent> {
   let active = 0;
   let refusedInARow = 0;
+  let everOpened = false;
   let enabled = true;
   let nextId = 1;
   return redirected$.pipe(
@@ -37,11 +51,12 @@ export function routeRedirected(
       const id = nextId++;
       const { socket, destination, source } = redirected;
       let handedOff = false;
-      return handOff$(controlPath, socket, destination).pipe(
+      return handOff$(controlPath, socket, destination, pool.take()).pipe(
         mergeMap((result): Observable<TunnelEvent> => {
           switch (result.kind) {
             case 'opened':
               handedOff = true;
+              everOpened = true;
               refusedInARow = 0;
               return of({ kind: 'accept', id, source, destination, via: 'ssh' });
             case 'closed':
@@ -56,7 +71,9 @@ export function routeRedirected(
               });
             case 'refused':
               toMux(redirected);
-              if (++refusedInARow < MAX_REFUSED_IN_A_ROW) return EMPTY;
+              // ssh says the same for a refused destination as for forbidden forwarding: give up
+              // only if it has never carried one.
+              if (++refusedInARow < MAX_REFUSED_IN_A_ROW || everOpened) return EMPTY;
               enabled = false;
               debug('disabling hand-off after %d refusals', refusedInARow);
               return of({

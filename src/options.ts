@@ -70,7 +70,7 @@ export interface ConnectOptions {
   readonly sshCommand?: string | readonly string[];
   readonly remoteNode?: string;
   readonly latencyControl?: boolean;
-  /** Hand TCP connections to the ssh ControlMaster (OpenSSH only); default true. */
+  /** Hand TCP connections to the ssh ControlMaster (OpenSSH only); default false (see README). */
   readonly sshForward?: boolean;
   /** How to start the firewall helper; default: this package's CLI with --firewall (through sudo unless root). */
   readonly firewallCommand?: readonly string[];
@@ -115,7 +115,7 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
     sshCommand: typeof ssh === 'string' ? splitCommand(ssh) : ssh,
     remoteNode: options.remoteNode ?? 'node',
     latencyControl: options.latencyControl ?? true,
-    sshForward: options.sshForward ?? true,
+    sshForward: options.sshForward ?? false,
     firewallCommand: options.firewallCommand ?? defaultFirewallCommand(),
     ...(dns ? { dns } : {}),
     autoNets,

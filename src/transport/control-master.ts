@@ -78,17 +78,24 @@ const fdOf = (socket: Socket): number | undefined => (socket as unknown as { _ha
  * of our control connection tells us). Unsubscribing closes the control connection, which makes
  * the master close the channel.
  */
-export function handOff$(controlPath: string, socket: Socket, destination: Destination): Observable<HandOff> {
+export function handOff$(
+  controlPath: string,
+  socket: Socket,
+  destination: Destination,
+  /** A control connection whose hellos are already exchanged (from a ControlPool). */
+  prepared?: PreparedControl,
+): Observable<HandOff> {
   return new Observable<HandOff>((subscriber) => {
     const socketFd = fdOf(socket);
     if (socketFd === undefined || socketFd < 0) {
+      prepared?.control.destroy();
       subscriber.next({ kind: 'refused', reason: 'socket has no descriptor' });
       subscriber.complete();
       return;
     }
     let state: 'hello' | 'request' | 'open' = 'hello';
-    let buffered: Buffer = Buffer.alloc(0);
-    const control = netConnect({ path: controlPath });
+    let buffered: Buffer = prepared?.rest ?? Buffer.alloc(0);
+    const control = prepared?.control ?? netConnect({ path: controlPath });
     control.on('error', (err: NodeJS.ErrnoException) => debug('control connection: %s', err.code ?? err.message));
 
     const refuse = (reason: string) => {
@@ -143,6 +150,10 @@ export function handOff$(controlPath: string, socket: Socket, destination: Desti
         onMessage(type, body);
       }
     });
+    if (prepared) {
+      if (control.destroyed) refuse('ssh closed the control connection');
+      else sendRequest();
+    }
     control.on('close', () => {
       if (subscriber.closed) return;
       if (state !== 'open') return refuse('ssh closed the control connection');
@@ -152,4 +163,79 @@ export function handOff$(controlPath: string, socket: Socket, destination: Desti
     });
     return () => control.destroy();
   });
+}
+
+/** A control connection with both hellos exchanged, ready for a request. */
+export interface PreparedControl {
+  readonly control: Socket;
+  /** Bytes the master sent after its hello (normally none). */
+  readonly rest: Buffer;
+}
+
+/**
+ * Control connections opened ahead of time, hellos exchanged, so that handing a new TCP
+ * connection to ssh costs one request and two sendmsg instead of a connect and a round trip
+ * more. Refilled as they are taken; a master that has gone away is not retried in a loop (only
+ * on the next take).
+ */
+export class ControlPool {
+  private readonly ready: PreparedControl[] = [];
+  private preparing = 0;
+  private closed = false;
+
+  constructor(
+    private readonly path: string,
+    private readonly size = 8,
+  ) {
+    this.fill();
+  }
+
+  take(): PreparedControl | undefined {
+    let prepared = this.ready.shift();
+    while (prepared?.control.destroyed) prepared = this.ready.shift();
+    this.fill();
+    return prepared;
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const prepared of this.ready.splice(0)) prepared.control.destroy();
+  }
+
+  private fill(): void {
+    while (!this.closed && this.ready.length + this.preparing < this.size) this.prepare();
+  }
+
+  private prepare(): void {
+    this.preparing++;
+    const control = netConnect({ path: this.path });
+    let buffered: Buffer = Buffer.alloc(0);
+    const settle = () => {
+      this.preparing--;
+      control.off('data', onData);
+      control.off('close', onClose);
+    };
+    const onClose = () => settle();
+    const onData = (chunk: Buffer) => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      if (buffered.length < 8) return;
+      const length = buffered.readUInt32BE(0);
+      if (buffered.length < 4 + length) return;
+      settle();
+      if (buffered.readUInt32BE(4) !== MUX_MSG_HELLO || this.closed) {
+        control.destroy();
+        return;
+      }
+      control.write(message(MUX_MSG_HELLO, u32(MUX_VERSION)));
+      const prepared = { control, rest: buffered.subarray(4 + length) };
+      this.ready.push(prepared);
+      control.once('close', () => {
+        const at = this.ready.indexOf(prepared);
+        if (at >= 0) this.ready.splice(at, 1);
+      });
+    };
+    control.on('error', (err: NodeJS.ErrnoException) => debug('pooled control connection: %s', err.code ?? err.message));
+    control.on('data', onData);
+    control.once('close', onClose);
+  }
 }

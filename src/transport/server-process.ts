@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import createDebug from 'debug';
-import { catchError, concat, EMPTY, from, mergeMap, Observable, Subject, throwError } from 'rxjs';
+import { catchError, concat, EMPTY, from, map, mergeMap, Observable, race, Subject, throwError, timer } from 'rxjs';
 import { TransportError } from '../errors.js';
 import { type FrameWriter, frameWriter } from '../streams/frame-writer.js';
 import { fdSocket } from '../streams/fd-socket.js';
@@ -38,6 +38,8 @@ export interface SpawnOptions {
 }
 
 const STDERR_TAIL_LINES = 20;
+/** How long after the server's output ends its process may take to exit before we stop waiting. */
+const OUTPUT_END_GRACE_MS = 1000;
 
 /**
  * Starts the server command (ssh … node -e STUB, or a local node), uploads the bundle on its stdin
@@ -49,13 +51,18 @@ export function serverProcess$(argv: readonly string[], options: SpawnOptions = 
     const [command, ...args] = argv;
     if (command === undefined) throw new TypeError('empty server command');
     debug('spawning %o', argv);
-    // The child's stdin and stdout are one end of a socket pair with big buffers when we can
-    // make one, plain pipes otherwise.
-    const pair = socketPair();
+    // The child's stdin and its stdout are each one end of a socket pair with big buffers when we
+    // can make them, plain pipes otherwise. Two pairs, not one: ssh closes its stdout when the
+    // session ends even while, as a ControlMaster, it lives on for connections handed to it, and
+    // with one pair its stdin would keep the socket open and hide that end from us.
+    const inPair = socketPair();
+    const outPair = inPair ? socketPair() : null;
+    const pairs = inPair && outPair ? { stdin: inPair, stdout: outPair } : null;
+    if (inPair && !outPair) inPair.closeBoth();
     let child: ChildProcess;
     try {
       child = spawn(command, args, {
-        stdio: pair ? [pair.theirs, pair.theirs, 'pipe'] : ['pipe', 'pipe', 'pipe'],
+        stdio: pairs ? [pairs.stdin.theirs, pairs.stdout.theirs, 'pipe'] : ['pipe', 'pipe', 'pipe'],
         ...(options.gid === undefined ? {} : { gid: options.gid }),
       });
     } catch (err) {
@@ -63,16 +70,16 @@ export function serverProcess$(argv: readonly string[], options: SpawnOptions = 
       return;
     } finally {
       // Only the child may hold its end, or we would never see EOF when it dies.
-      pair?.closeTheirs();
+      pairs?.stdin.closeTheirs();
+      pairs?.stdout.closeTheirs();
     }
     const stderr = child.stderr as NonNullable<ChildProcess['stderr']>;
     stderr.on('error', ignore);
     let input: Parameters<typeof frameWriter>[0];
     let output$: Observable<Buffer>;
-    if (pair) {
-      const io = fdSocket(pair.ours, { readable: true, writable: true });
-      input = io.socket;
-      output$ = io.bytes$;
+    if (pairs) {
+      input = fdSocket(pairs.stdin.ours, { readable: false, writable: true }).socket;
+      output$ = fdSocket(pairs.stdout.ours, { readable: true, writable: false }).bytes$;
     } else {
       const stdin = child.stdin as NonNullable<ChildProcess['stdin']>;
       stdin.on('error', ignore);
@@ -117,9 +124,15 @@ export function serverProcess$(argv: readonly string[], options: SpawnOptions = 
     // Whatever the server wrote, then why it ended: the session always learns the exit. A read
     // error on its stdio (ECONNRESET when ssh died without reading the upload) says less than
     // the exit status and stderr do, so it only ends the output.
+    // As a ControlMaster, ssh outlives its session while connections handed to it (or idle
+    // control connections) remain: once the output has ended, wait only briefly for the exit.
+    const exitOrSilence = race(
+      from(closed),
+      timer(OUTPUT_END_GRACE_MS).pipe(map(() => new ServerExit(null, null, tail))),
+    );
     const bytes$ = concat(
       output$.pipe(catchError((err: unknown) => (debug('server output: %s', (err as Error).message), EMPTY))),
-      from(closed).pipe(mergeMap((exit) => throwError(() => exit))),
+      exitOrSilence.pipe(mergeMap((exit) => throwError(() => exit))),
     );
 
     input.write(serverUpload());

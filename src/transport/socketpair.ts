@@ -33,7 +33,7 @@ function load(): Libc {
  * ours. Faster than two 64 KiB pipes, and our end can be read in large chunks. null when libc
  * cannot be reached (then plain pipes are used).
  */
-export function socketPair(): { ours: number; theirs: number; closeTheirs: () => void } | null {
+export function socketPair(): { ours: number; theirs: number; closeTheirs: () => void; closeBoth: () => void } | null {
   try {
     const c = load();
     const fds = [0, 0];
@@ -45,7 +45,15 @@ export function socketPair(): { ours: number; theirs: number; closeTheirs: () =>
       c.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, size, 4);
       c.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, size, 4);
     }
-    return { ours, theirs, closeTheirs: () => c.close(theirs) };
+    return {
+      ours,
+      theirs,
+      closeTheirs: () => c.close(theirs),
+      closeBoth: () => {
+        c.close(ours);
+        c.close(theirs);
+      },
+    };
   } catch {
     return null;
   }

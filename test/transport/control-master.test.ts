@@ -6,7 +6,7 @@ import { lastValueFrom, Subject, toArray } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { routeRedirected } from '../../src/direct.js';
 import type { Redirected } from '../../src/listener.js';
-import { type HandOff, handOff$ } from '../../src/transport/control-master.js';
+import { ControlPool, type HandOff, handOff$ } from '../../src/transport/control-master.js';
 
 const DST = { family: 4 as const, address: '10.98.0.3', port: 80 };
 
@@ -110,6 +110,31 @@ describe('handOff$', () => {
     cleanups.push(pair.close);
     const results = await lastValueFrom(handOff$(tempPath(), pair.accepted, DST).pipe(toArray()));
     expect(results).toEqual([{ kind: 'refused', reason: 'ssh closed the control connection' }]);
+  });
+});
+
+describe('ControlPool', () => {
+  it('keeps connections with the hellos done, and a hand-off over one of them works', async () => {
+    const path = tempPath();
+    const master = fakeMaster(path, 'open');
+    cleanups.push(() => master.server.close());
+    const pool = new ControlPool(path, 2);
+    cleanups.push(() => pool.close());
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const prepared = pool.take();
+    expect(prepared).toBeDefined();
+    const pair = await tcpPair();
+    cleanups.push(pair.close);
+    const results = await lastValueFrom(handOff$(path, pair.accepted, DST, prepared).pipe(toArray()));
+    expect(results.map((r: HandOff) => r.kind)).toEqual(['opened', 'closed']);
+    expect(master.requests).toEqual([{ host: '10.98.0.3', port: 80 }]);
+  });
+
+  it('gives nothing when there is no master, and does not spin', async () => {
+    const pool = new ControlPool(tempPath(), 2);
+    cleanups.push(() => pool.close());
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(pool.take()).toBeUndefined();
   });
 });
 
