@@ -67,8 +67,20 @@ export function schedule(config: SchedulerConfig, inputs: SchedulerInputs): Obse
       updateBlocked();
     };
 
+    /** A channel that is reset or refused will never want its queued data sent. */
+    const dropQueue = (channel: number) => {
+      const queue = queues.get(channel);
+      if (!queue) return;
+      for (const f of queue) queued -= f.payload.length;
+      queues.delete(channel);
+      const at = ring.indexOf(channel);
+      if (at >= 0) ring.splice(at, 1);
+      updateBlocked();
+    };
+
     const onFrame = (f: Frame) => {
       if (!queuesInOrder(f)) {
+        if (f.command === Command.CLOSE || f.command === Command.OPEN_FAILED) dropQueue(f.channel);
         out.next({ kind: 'frame', frame: f });
         return;
       }

@@ -78,4 +78,22 @@ describe('schedule (fair scheduler)', () => {
     frames$.next(f.data(1, 'b'));
     expect(seen).toEqual([sent(f.ping('a')), sent(f.data(1, 'b'))]);
   });
+
+  it('a CLOSE drops what its channel still had queued (and what it counted against maxQueued)', () => {
+    testScheduler().run(({ cold, hot, expectObservable }) => {
+      const frames$ = cold<Frame>('ab-c', { a: f.data(1, '123456789'), b: f.data(2, 'x'), c: f.close(1, 'ECONNRESET') });
+      const writable$ = hot<boolean>('f-------t', { f: false, t: true });
+      const credit$ = hot<number>('-');
+      // Channel 1's 9 queued bytes go with its CLOSE: readers may resume at once.
+      expectObservable(schedule({ sessionWindow: Infinity, maxQueued: 8 }, { frames$, writable$, credit$ })).toBe(
+        'p--(qc)-x',
+        {
+          p: blocked(true),
+          c: sent(f.close(1, 'ECONNRESET')),
+          q: blocked(false),
+          x: sent(f.data(2, 'x')),
+        },
+      );
+    });
+  });
 });
