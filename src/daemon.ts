@@ -18,7 +18,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { Readable } from 'node:stream';
-import koffi from 'koffi';
+import { libcFunction } from './libc.js';
 
 /** Internal: marks the re-spawned child. Hidden from --help. */
 export const DAEMON_CHILD_FLAG = '--internal-daemon-child';
@@ -98,10 +98,9 @@ interface Libc {
 let libc: Libc | undefined;
 function load(): Libc {
   if (!libc) {
-    const lib = koffi.load('libc.so.6');
     libc = {
-      setsid: lib.func('int setsid(void)') as Libc['setsid'],
-      dup2: lib.func('int dup2(int oldfd, int newfd)') as Libc['dup2'],
+      setsid: libcFunction<Libc['setsid']>('int setsid(void)'),
+      dup2: libcFunction<Libc['dup2']>('int dup2(int oldfd, int newfd)'),
     };
   }
   return libc;

@@ -16,30 +16,16 @@
  */
 import type { Server } from 'node:net';
 import createDebug from 'debug';
-import koffi from 'koffi';
 import { type MonoTypeOperatorFunction, Observable } from 'rxjs';
 import type { TunnelEvent } from './events.js';
+import { openFileLimit } from './rlimit.js';
 
 const debug = createDebug('rxshuttle:limits');
-const RLIMIT_NOFILE = 7;
 /** Descriptors kept free for everything that is not a tunneled connection. */
 export const FD_RESERVE = 64;
 export const WARN_INTERVAL_MS = 10_000;
 
-/** The soft open-file limit of this process, or undefined when it cannot be read (or is unlimited). */
-export function openFileLimit(): number | undefined {
-  try {
-    const libc = koffi.load('libc.so.6');
-    const getrlimit = libc.func('int getrlimit(int resource, _Out_ uint64_t *rlim)') as (r: number, out: bigint[]) => number;
-    const limits = [0n, 0n];
-    if (getrlimit(RLIMIT_NOFILE, limits) !== 0) return undefined;
-    const soft = limits[0] ?? 0n;
-    return soft > 0n && soft < BigInt(Number.MAX_SAFE_INTEGER) ? Number(soft) : undefined;
-  } catch (err) {
-    debug('cannot read the open-file limit: %s', (err as Error).message);
-    return undefined;
-  }
-}
+export { openFileLimit } from './rlimit.js';
 
 /** Connections each of `servers` listening servers may hold under an open-file limit. */
 export function connectionLimit(fileLimit: number, servers: number, fdsPerConnection = 1): number {

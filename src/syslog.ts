@@ -11,6 +11,7 @@
  */
 import { constants, endianness } from 'node:os';
 import koffi from 'koffi';
+import { libcFunction } from './libc.js';
 
 export const DEV_LOG = '/dev/log';
 /** syslog facilities (RFC 5424 §6.2.1) rxshuttle may log under. */
@@ -41,12 +42,11 @@ let libc: Libc | undefined;
 
 function load(): Libc {
   if (!libc) {
-    const lib = koffi.load('libc.so.6');
     libc = {
-      socket: lib.func('int socket(int domain, int type, int protocol)') as Libc['socket'],
-      connect: lib.func('int connect(int fd, const uint8_t *addr, uint32_t len)') as Libc['connect'],
-      send: lib.func('long send(int fd, const uint8_t *buf, size_t len, int flags)') as Libc['send'],
-      close: lib.func('int close(int fd)') as Libc['close'],
+      socket: libcFunction<Libc['socket']>('int socket(int domain, int type, int protocol)'),
+      connect: libcFunction<Libc['connect']>('int connect(int fd, const uint8_t *addr, uint32_t len)'),
+      send: libcFunction<Libc['send']>('long send(int fd, const uint8_t *buf, size_t len, int flags)'),
+      close: libcFunction<Libc['close']>('int close(int fd)'),
     };
   }
   return libc;

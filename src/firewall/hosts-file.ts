@@ -116,8 +116,8 @@ let flockFn: Flock | null | undefined;
 async function libcFlock(): Promise<Flock | null> {
   if (flockFn === undefined) {
     try {
-      const koffi = (await import('koffi')).default;
-      flockFn = koffi.load('libc.so.6').func('int flock(int fd, int operation)') as Flock;
+      const { libcFunction } = await import('../libc.js');
+      flockFn = libcFunction<Flock>('int flock(int fd, int operation)');
     } catch (e) {
       log('no flock(2), editing /etc/hosts without a lock: %s', (e as Error).message);
       flockFn = null;

@@ -8,6 +8,7 @@ import { isIPv4 } from 'node:net';
 import type { Socket } from 'node:net';
 import { constants, endianness } from 'node:os';
 import koffi from 'koffi';
+import { getsockopt } from '../libc.js';
 import { formatIp } from './ip-address.js';
 import type { IpFamily } from './types.js';
 
@@ -26,19 +27,6 @@ const SOCKADDR_IN6_SIZE = 28;
 const AF_INET = 2;
 const AF_INET6 = 10;
 
-type GetSockOpt = (fd: number, level: number, name: number, value: Buffer, length: number[]) => number;
-let getsockopt: GetSockOpt | undefined;
-
-/** libc is loaded on first use only: most processes importing this never need it. */
-function libcGetsockopt(): GetSockOpt {
-  if (!getsockopt) {
-    const libc = koffi.load('libc.so.6');
-    getsockopt = libc.func(
-      'int getsockopt(int sockfd, int level, int optname, _Out_ uint8_t *optval, _Inout_ uint32_t *optlen)',
-    ) as GetSockOpt;
-  }
-  return getsockopt;
-}
 
 /** The original destination of a socket accepted from a REDIRECT rule. Throws if there is none. */
 export function originalDestination(socket: Socket): OriginalDestination {
@@ -50,7 +38,7 @@ export function originalDestination(socket: Socket): OriginalDestination {
   const size = v4 ? SOCKADDR_IN_SIZE : SOCKADDR_IN6_SIZE;
   const buf = Buffer.alloc(size);
   const length = [size];
-  const rc = libcGetsockopt()(fd, v4 ? SOL_IP : SOL_IPV6, SO_ORIGINAL_DST, buf, length);
+  const rc = getsockopt()(fd, v4 ? SOL_IP : SOL_IPV6, SO_ORIGINAL_DST, buf, length);
   if (rc !== 0) {
     const errno = koffi.errno();
     throw new Error(`getsockopt(SO_ORIGINAL_DST) failed: ${errnoName(errno)} (was the connection redirected?)`);

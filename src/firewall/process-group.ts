@@ -7,13 +7,14 @@
  */
 import createDebug from 'debug';
 import koffi from 'koffi';
+import { libcFunction } from '../libc.js';
 
 const log = createDebug('rxshuttle:fw');
 
 /** setpgid(0, 0). Best effort: a session leader (sudo's use_pty) is already out of reach. */
 export function leaveProcessGroup(): void {
   try {
-    const setpgid = koffi.load('libc.so.6').func('int setpgid(int pid, int pgid)') as (pid: number, pgid: number) => number;
+    const setpgid = libcFunction<(pid: number, pgid: number) => number>('int setpgid(int pid, int pgid)');
     if (setpgid(0, 0) !== 0) log('setpgid: errno %d', koffi.errno());
   } catch (err) {
     log('setpgid: %s', (err as Error).message);

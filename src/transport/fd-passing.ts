@@ -1,4 +1,5 @@
 import koffi from 'koffi';
+import { getsockopt, libcFunction } from '../libc.js';
 
 const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
@@ -15,13 +16,11 @@ const OUR_FIN_ACKED_STATES = new Set([5, 6]);
 
 interface Libc {
   sendmsg: (fd: number, msg: object, flags: number) => number;
-  getsockopt: (fd: number, level: number, name: number, value: Buffer, length: number[]) => number;
 }
 let libc: Libc | undefined;
 
 function load(): Libc {
   if (!libc) {
-    const lib = koffi.load('libc.so.6');
     const iovec = koffi.struct('rxs_iovec', { iov_base: 'void *', iov_len: 'size_t' });
     const msghdr = koffi.struct('rxs_msghdr', {
       msg_name: 'void *',
@@ -33,10 +32,7 @@ function load(): Libc {
       msg_flags: 'int',
     });
     libc = {
-      sendmsg: lib.func('intptr_t sendmsg(int fd, const rxs_msghdr *msg, int flags)') as Libc['sendmsg'],
-      getsockopt: lib.func(
-        'int getsockopt(int fd, int level, int name, _Out_ uint8_t *value, _Inout_ uint32_t *length)',
-      ) as Libc['getsockopt'],
+      sendmsg: libcFunction<Libc['sendmsg']>('intptr_t sendmsg(int fd, const rxs_msghdr *msg, int flags)'),
     };
   }
   return libc;
@@ -75,7 +71,7 @@ export function tcpByteCounts(fd: number): { sent: number; received: number } | 
   try {
     const info = Buffer.alloc(TCP_INFO_SIZE);
     const length = [TCP_INFO_SIZE];
-    if (load().getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, length) !== 0 || (length[0] ?? 0) < BYTES_RECEIVED + 8) return null;
+    if (getsockopt()(fd, IPPROTO_TCP, TCP_INFO, info, length) !== 0 || (length[0] ?? 0) < BYTES_RECEIVED + 8) return null;
     // A FIN takes a sequence number too: leave it out of the byte counts.
     const state = info.readUInt8(0);
     const peerFinReceived = PEER_FIN_STATES.has(state) ? 1 : 0;

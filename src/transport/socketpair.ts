@@ -1,4 +1,4 @@
-import koffi from 'koffi';
+import { libcFunction } from '../libc.js';
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
@@ -18,11 +18,10 @@ let libc: Libc | undefined;
 
 function load(): Libc {
   if (!libc) {
-    const lib = koffi.load('libc.so.6');
     libc = {
-      socketpair: lib.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)') as Libc['socketpair'],
-      setsockopt: lib.func('int setsockopt(int fd, int level, int name, const uint8_t *value, uint32_t len)') as Libc['setsockopt'],
-      close: lib.func('int close(int fd)') as Libc['close'],
+      socketpair: libcFunction<Libc['socketpair']>('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
+      setsockopt: libcFunction<Libc['setsockopt']>('int setsockopt(int fd, int level, int name, const uint8_t *value, uint32_t len)'),
+      close: libcFunction<Libc['close']>('int close(int fd)'),
     };
   }
   return libc;

@@ -71,6 +71,15 @@ async function tcpPair(): Promise<{ accepted: Socket; client: Socket; close: () 
   return { accepted, client, close: () => (client.destroy(), accepted.destroy(), server.close()) };
 }
 
+/** Polls `condition` until it holds (events of other processes have no observable to wait on). */
+async function until(condition: () => boolean, what: string, timeoutMs = 2000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 const cleanups: (() => void)[] = [];
 afterEach(() => {
   for (const cleanup of cleanups.splice(0)) cleanup();
@@ -120,9 +129,8 @@ describe('ControlPool', () => {
     cleanups.push(() => master.server.close());
     const pool = new ControlPool(path, 2);
     cleanups.push(() => pool.close());
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    const prepared = pool.take();
-    expect(prepared).toBeDefined();
+    let prepared: ReturnType<ControlPool['take']>;
+    await until(() => (prepared = pool.take()) !== undefined, 'a prepared control connection');
     const pair = await tcpPair();
     cleanups.push(pair.close);
     const results = await lastValueFrom(handOff$(path, pair.accepted, DST, prepared).pipe(toArray()));
@@ -150,7 +158,7 @@ describe('routeRedirected', () => {
       const pair = await tcpPair();
       cleanups.push(pair.close);
       redirected.next({ socket: pair.accepted, destination: DST, source: `127.0.0.1:${i}` });
-      await new Promise((resolve) => setTimeout(resolve, 30));
+      await until(() => toMux.length === i + 1, `connection ${i} to reach the mux`);
     }
     redirected.complete();
     const all = await events;
@@ -165,7 +173,8 @@ describe('routeRedirected', () => {
     cleanups.push(() => master.server.close());
     const redirected = new Subject<Redirected>();
     const toMux: Redirected[] = [];
-    const subscription = routeRedirected(redirected, path, (r) => toMux.push(r), 1).subscribe();
+    const events: string[] = [];
+    const subscription = routeRedirected(redirected, path, (r) => toMux.push(r), 1).subscribe((e) => events.push(e.kind));
     cleanups.push(() => subscription.unsubscribe());
     for (let i = 0; i < 2; i++) {
       const pair = await tcpPair();
@@ -173,13 +182,12 @@ describe('routeRedirected', () => {
       redirected.next({ socket: pair.accepted, destination: DST, source: `127.0.0.1:${i}` });
     }
     expect(toMux).toHaveLength(1);
-    await new Promise((resolve) => setTimeout(resolve, 100)); // the first one's channel ends
+    await until(() => events.includes('close'), "the first one's channel to end");
     const pair = await tcpPair();
     cleanups.push(pair.close);
     redirected.next({ socket: pair.accepted, destination: DST, source: '127.0.0.1:2' });
     expect(toMux).toHaveLength(1);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(master.requests).toHaveLength(2);
+    await until(() => master.requests.length === 2, 'the second request at the master');
   });
 
   it('without a control socket, everything goes to the mux', async () => {

@@ -1,0 +1,27 @@
+import koffi from 'koffi';
+
+/**
+ * libc through koffi, loaded once, for the few calls Node has no binding for (getsockopt,
+ * sendmsg, socketpair, rlimits, flock, setsid…). Each function is declared once and cached, so
+ * modules share the same declaration instead of repeating it.
+ */
+let lib: ReturnType<typeof koffi.load> | undefined;
+const functions = new Map<string, unknown>();
+
+export function libcFunction<T>(signature: string): T {
+  let fn = functions.get(signature);
+  if (fn === undefined) {
+    lib ??= koffi.load('libc.so.6');
+    fn = lib.func(signature);
+    functions.set(signature, fn);
+  }
+  return fn as T;
+}
+
+export const getsockopt = () =>
+  libcFunction<(fd: number, level: number, name: number, value: Buffer, length: number[]) => number>(
+    'int getsockopt(int fd, int level, int name, _Out_ uint8_t *value, _Inout_ uint32_t *length)',
+  );
+
+export const getrlimit = () =>
+  libcFunction<(resource: number, limits: bigint[]) => number>('int getrlimit(int resource, _Out_ uint64_t *rlim)');
