@@ -19,12 +19,15 @@
  * Why stdin EOF ends it: the client can die in any way, even by SIGKILL, and the kernel still
  * closes the pipe; so the machine never stays with traffic redirected to a dead port. Before
  * installing, leftovers of an earlier instance with the same port are removed, so a crashed
- * instance cannot block a new one either.
+ * instance cannot block a new one either. A live one is not mistaken for leftovers: each helper
+ * holds a lock of its port while it lives (port-lock.ts), and a second helper for that port is
+ * refused before it touches anything.
  */
 import createDebug from 'debug';
 import { type RunCommand, runCommand } from './iptables.js';
 import { LINE_TOO_LONG, type LineItem, LineSplitter } from './lines.js';
 import { type InstalledNat, installNat } from './nat.js';
+import { LOCK_DIRS, type PortLock, lockPort } from './port-lock.js';
 import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, oneLine } from './protocol.js';
 import { HostsBlock, MAX_HOSTS } from './hosts-file.js';
 import { flushResolvedCache } from './resolved.js';
@@ -48,6 +51,11 @@ export interface FirewallHelperOptions {
   hostsPath?: string;
   /** Whether systemd-resolved runs (its cache is flushed for --dns). Default: its /run directory exists. */
   resolvedRunning?: () => boolean;
+  /**
+   * Directory of the per-port lock file (default: /run, or /tmp when /run is not writable). With
+   * an injected `run` and no `lockDir` there is no lock: the tables are the caller's fake then.
+   */
+  lockDir?: string;
 }
 
 const STOP = Symbol('stop');
@@ -71,6 +79,8 @@ export async function runFirewallHelper(
   };
   const lines = new LineQueue(input);
   const stop = stopTrigger(opts);
+  const lockDirs = opts.lockDir !== undefined ? [opts.lockDir] : opts.run === undefined ? LOCK_DIRS : null;
+  let portLock: PortLock | null = null;
   try {
     send(HELLO_LINE);
     const first = await Promise.race([lines.next(), stop.promise]);
@@ -91,6 +101,8 @@ export async function runFirewallHelper(
       const setup: FirewallSetup = parseSetupLine(first);
       port = setup.port;
       log('setup: port %d, %d rules, router mode %s', setup.port, setup.rules.length, setup.routerMode);
+      // Before any cleanup of "leftovers": they may be the live rules of another helper.
+      if (lockDirs) portLock = await lockPort(setup.port, lockDirs);
       installed = await installNat(setup, run);
       dns = setup.dnsPort !== undefined;
       if (setup.hosts) {
@@ -141,6 +153,8 @@ export async function runFirewallHelper(
       return 1;
     }
   } finally {
+    // After the rules are gone: a new helper for this port may clean up from here on.
+    portLock?.release();
     stop.dispose();
     lines.close();
   }

@@ -16,13 +16,11 @@
  * the new text goes out in one write from offset 0, and when it is shorter than the old one it
  * is first padded with a comment line to the old length, then truncated: at every moment the
  * file is the old text, or the new text plus a harmless comment. Instances serialize their edits
- * with flock(2) on the file.
+ * with flock(2) on the file (flock.ts; without it, where koffi cannot load libc, they do not).
  */
 import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
-import createDebug from 'debug';
+import { unlock, waitLock } from './flock.js';
 import type { HostsEntry } from './types.js';
-
-const log = createDebug('rxshuttle:fw');
 
 export const HOSTS_PATH = '/etc/hosts';
 /** Entries one instance may add. */
@@ -103,42 +101,6 @@ export function withBlock(content: string, port: number, entries: readonly Hosts
   return `${base}${noNewline ? '\n' : ''}${block.join('\n')}\n`;
 }
 
-type Flock = (fd: number, operation: number) => number;
-const LOCK_EX = 2;
-const LOCK_NB = 4;
-const LOCK_UN = 8;
-let flockFn: Flock | null | undefined;
-
-/**
- * flock(2) from libc through koffi (as original-dst.ts does), loaded on first use: the helper
- * needs the native module only with -H. Null where that is not possible (then no lock).
- */
-async function libcFlock(): Promise<Flock | null> {
-  if (flockFn === undefined) {
-    try {
-      const { libcFunction } = await import('../libc.js');
-      flockFn = libcFunction<Flock>('int flock(int fd, int operation)');
-    } catch (e) {
-      log('no flock(2), editing /etc/hosts without a lock: %s', (e as Error).message);
-      flockFn = null;
-    }
-  }
-  return flockFn;
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/** Waits (without blocking the event loop) for an exclusive lock on the file. */
-async function lock(fd: number): Promise<void> {
-  const flock = await libcFlock();
-  if (!flock) return;
-  const deadline = Date.now() + LOCK_WAIT_MS;
-  while (flock(fd, LOCK_EX | LOCK_NB) !== 0) {
-    if (Date.now() > deadline) throw new Error('the hosts file stays locked by another process');
-    await sleep(20);
-  }
-}
-
 /** A comment line of exactly n bytes (n >= 1) that pads a shrinking file until it is truncated. */
 const padding = (n: number): Buffer => Buffer.from(n === 1 ? '\n' : `#${' '.repeat(n - 2)}\n`, 'latin1');
 
@@ -166,7 +128,7 @@ export async function editHostsFile(path: string, transform: (content: string) =
     fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o644);
   }
   try {
-    await lock(fd);
+    await waitLock(fd, LOCK_WAIT_MS, 'the hosts file stays locked by another process');
     const size = fstatSync(fd).size;
     if (size > MAX_FILE_BYTES) throw new Error(`${path} is larger than ${MAX_FILE_BYTES} bytes`);
     const buffer = Buffer.alloc(size);
@@ -180,7 +142,7 @@ export async function editHostsFile(path: string, transform: (content: string) =
     const next = transform(old);
     if (next !== old) writeInPlace(fd, Buffer.from(next, 'latin1'), read);
   } finally {
-    flockFn?.(fd, LOCK_UN);
+    unlock(fd);
     closeSync(fd);
   }
 }

@@ -94,9 +94,11 @@ function subnetLine(chain: string, rule: SubnetRule, port: number): string {
 
 /**
  * The restore script that removes every trace of instance `port` from a table, computed from
- * that table's `iptables-save -t nat` output: each rule elsewhere that names the chain is
- * deleted by its own saved spelling (so it works whatever an earlier, crashed instance or an
- * older version installed), then the chain is flushed and deleted. Null when nothing is there.
+ * that table's `iptables-save -t nat` output: each rule elsewhere that jumps (`-j`) or goes
+ * (`-g`) to the chain is deleted by its own saved spelling (so it works whatever an earlier,
+ * crashed instance or an older version installed), then the chain is flushed and deleted. Null
+ * when nothing is there. Other mentions of the name are not ours: another tool's rule with
+ * `--comment rxshuttle-P` stays.
  */
 export function natCleanupScript(saveOutput: string, port: number): string | null {
   const chain = chainName(port);
@@ -112,9 +114,9 @@ export function natCleanupScript(saveOutput: string, port: number): string | nul
     if (line.startsWith(`:${chain} `)) {
       chainExists = true;
     } else if (line.startsWith('-A ')) {
-      const tokens = line.trim().split(/\s+/);
+      const words = savedWords(line);
       // The chain's own rules go with the flush below.
-      if (tokens[1] !== chain && tokens.includes(chain)) deletes.push(`-D ${line.trim().slice(3)}`);
+      if (words[1] !== chain && jumpsTo(words, chain)) deletes.push(`-D ${line.trim().slice(3)}`);
     }
   }
   if (!chainExists && deletes.length === 0) return null;
@@ -122,4 +124,20 @@ export function natCleanupScript(saveOutput: string, port: number): string | nul
   if (chainExists) lines.push(`-F ${chain}`, `-X ${chain}`);
   lines.push('COMMIT', '');
   return lines.join('\n');
+}
+
+/**
+ * The words of a saved rule. A quoted value (iptables-save quotes a comment with spaces, with
+ * backslash escapes inside) stays one word, quotes included, so its text never reads as options.
+ */
+function savedWords(line: string): string[] {
+  return line.match(/(?:"(?:[^"\\]|\\.)*(?:"|$)|[^\s"])+/g) ?? [];
+}
+
+/**
+ * Whether the rule's target is `chain`. A value is always followed by an option, never by a
+ * bare name, so `-j`/`-g` followed by the name is the target even when a value reads `-j`.
+ */
+function jumpsTo(words: readonly string[], chain: string): boolean {
+  return words.some((word, i) => (word === '-j' || word === '-g') && words[i + 1] === chain);
 }

@@ -5,6 +5,7 @@
  * tells whether a connection was redirected or went where it was addressed.
  */
 import type { ChildProcess } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { firstValueFrom } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { firewall$ } from '../../src/firewall/client.js';
@@ -155,6 +156,58 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     expect((await helper.exited).code).toBe(0);
   });
 
+  it('refuses a second helper for a port in use (a listener on another address), leaving the first one working', async () => {
+    const port = freshPort();
+    const lockFiles = () => readdirSync('/run').filter((n) => n.startsWith(`rxshuttle-${port}-net`));
+    const first = new HelperProcess(client, helperBundle!);
+    expect(await first.setup(labSetup(port, { rules: [subnet('10.123.0.0', 16)] }))).toBe('READY');
+    expect(lockFiles()).toHaveLength(1);
+    const installed = await saveBoth();
+
+    const second = new HelperProcess(client, helperBundle!);
+    const reply = await second.setup(labSetup(port, { routerMode: true, rules: [subnet('10.99.0.0', 16)] }));
+    expect(reply).toBe(`ERROR port ${port} is already used by another rxshuttle (pid ${first.child.pid})`);
+    expect(await second.exited).toEqual({ code: 1, signal: null });
+    const strip = (t: string) => t.replace(/^#.*$/gm, '');
+    expect(strip(await saveBoth())).toBe(strip(installed));
+    const results = await probeFrom(port, [{ host: '10.123.0.1', port: 80 }]);
+    expect(results[0]?.reply).toBe('redirect 10.123.0.1:80 v4');
+
+    first.child.kill('SIGTERM');
+    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    expect(await first.exited).toEqual({ code: 0, signal: null });
+    expect(lockFiles()).toEqual([]);
+
+    const third = new HelperProcess(client, helperBundle!);
+    expect(await third.setup(labSetup(port))).toBe('READY');
+    third.closeInput();
+    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    expect((await third.exited).code).toBe(0);
+    expect(lockFiles()).toEqual([]);
+  });
+
+  it("never removes another tool's rule that only mentions the chain's name in a comment", async () => {
+    const port = freshPort();
+    const foreign = [
+      `-A OUTPUT -p tcp -m comment --comment rxshuttle-${port} -j ACCEPT`,
+      `-A OUTPUT -p tcp -m comment --comment "keep -j rxshuttle-${port} here" -j RETURN`,
+    ];
+    await client.natRestore(`*nat\n${foreign.join('\n')}\nCOMMIT\n`);
+    try {
+      const foreignLines = async () => (await client.natSave(4)).split('\n').filter((l) => l.includes('--comment'));
+      expect(await foreignLines()).toEqual(foreign); // how iptables-save spells them
+      const helper = new HelperProcess(client, helperBundle!);
+      expect(await helper.setup(labSetup(port))).toBe('READY');
+      expect(await foreignLines()).toEqual(foreign);
+      helper.closeInput();
+      expect((await helper.exited).code).toBe(0);
+      expect(await foreignLines()).toEqual(foreign);
+      expect(await client.natSave(4)).not.toMatch(new RegExp(`-j rxshuttle-${port}$|^:rxshuttle-${port} `, 'm'));
+    } finally {
+      await client.natRestore(`*nat\n${foreign.map((l) => l.replace('-A', '-D')).join('\n')}\nCOMMIT\n`);
+    }
+  });
+
   it('leaves another instance (other port) untouched', async () => {
     const [portA, portB] = [freshPort(), freshPort()];
     const a = new HelperProcess(client, helperBundle!);
@@ -228,7 +281,9 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
 
   it('works through firewall$: ready, rules in place, removed after unsubscribe', async () => {
     const port = freshPort();
-    const argv = ['ip', 'netns', 'exec', client.name, ...helperBundle!.argv];
+    // firewall$ passes its own environment on: the bundle's (NODE_PATH, to find koffi) goes through env(1).
+    const env = Object.entries(helperBundle!.env).map(([k, v]) => `${k}=${v}`);
+    const argv = ['ip', 'netns', 'exec', client.name, 'env', ...env, ...helperBundle!.argv];
     const rules$ = firewall$(labSetup(port), { helperArgv: argv });
     let ready = false;
     const sub = rules$.subscribe({ next: () => (ready = true) });

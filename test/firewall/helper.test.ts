@@ -2,9 +2,13 @@
  * The helper's protocol, in-process, against a fake iptables (no root, no real tables).
  * The same helper against the real iptables in a namespace: helper.netns.test.ts.
  */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { type FirewallHelperOptions, runFirewallHelper } from '../../src/firewall/helper.js';
+import { lockFileName } from '../../src/firewall/port-lock.js';
 import type { FirewallSetup } from '../../src/firewall/types.js';
 import { FakeIptables } from './support/fake-iptables.js';
 
@@ -308,4 +312,95 @@ describe('runFirewallHelper: how the client ended', () => {
       expect(notices).toEqual(said);
     });
   }
+});
+
+describe('runFirewallHelper: one helper per port', () => {
+  const lockDir = mkdtempSync(join(tmpdir(), 'rxs-fwlock-'));
+  afterAll(() => rmSync(lockDir, { recursive: true, force: true }));
+  const lockPath = join(lockDir, lockFileName(12300));
+
+  async function ready(fake: FakeIptables) {
+    const h = startHelper(fake, { lockDir });
+    await h.nextLine();
+    h.input.write(`${JSON.stringify(SETUP)}\n`);
+    return { h, reply: await h.nextLine() };
+  }
+
+  it('refuses a second helper for a held port before it touches any rule, and lets one start once the first ended', async () => {
+    const fake = new FakeIptables();
+    const first = await ready(fake);
+    expect(first.reply).toBe('READY');
+    expect(readFileSync(lockPath, 'utf8')).toBe(`${process.pid}\n`);
+    const rules = fake.rxshuttleLines();
+    const calls = fake.calls.length;
+
+    // The same port on another address: the same chain name, so not ours to clean up.
+    const second = await ready(fake);
+    expect(second.reply).toBe(`ERROR port 12300 is already used by another rxshuttle (pid ${process.pid})`);
+    expect(await second.h.done).toBe(1);
+    expect(fake.calls.length).toBe(calls);
+    expect(fake.rxshuttleLines()).toEqual(rules);
+
+    first.h.input.end();
+    expect(await first.h.done).toBe(0);
+    expect(existsSync(lockPath)).toBe(false);
+
+    const third = await ready(fake);
+    expect(third.reply).toBe('READY');
+    expect(fake.rxshuttleLines()).toEqual(rules);
+    third.h.input.end();
+    expect(await third.h.done).toBe(0);
+    expect(readdirSync(lockDir)).toEqual([]);
+  });
+
+  it('releases the lock when stopped (as by a signal), when the setup fails, and lets other ports run alongside', async () => {
+    const fake = new FakeIptables();
+    const stop = new AbortController();
+    const h = startHelper(fake, { lockDir, stop: stop.signal });
+    await h.nextLine();
+    h.input.write(`${JSON.stringify(SETUP)}\n`);
+    expect(await h.nextLine()).toBe('READY');
+    const other = startHelper(fake, { lockDir });
+    await other.nextLine();
+    other.input.write(`${JSON.stringify({ ...SETUP, port: 12301 })}\n`);
+    expect(await other.nextLine()).toBe('READY');
+    stop.abort();
+    expect(await h.done).toBe(0);
+    expect(readdirSync(lockDir)).toEqual([lockFileName(12301)]);
+    other.input.end();
+    expect(await other.done).toBe(0);
+
+    fake.failRestore = () => 'no';
+    const failing = await ready(fake);
+    expect(failing.reply).toMatch(/^ERROR iptables-restore failed/);
+    expect(await failing.h.done).toBe(1);
+    expect(readdirSync(lockDir)).toEqual([]);
+  });
+
+  it('takes over the file a dead helper left behind', async () => {
+    writeFileSync(lockPath, '999999999\n');
+    const fake = new FakeIptables();
+    const { h, reply } = await ready(fake);
+    expect(reply).toBe('READY');
+    expect(readFileSync(lockPath, 'utf8')).toBe(`${process.pid}\n`);
+    h.input.end();
+    expect(await h.done).toBe(0);
+  });
+
+  it('refuses a lock file that is a symbolic link, touching nothing', async () => {
+    const target = join(lockDir, 'elsewhere');
+    writeFileSync(target, 'precious\n');
+    symlinkSync(target, lockPath);
+    try {
+      const fake = new FakeIptables();
+      const { h, reply } = await ready(fake);
+      expect(reply).toMatch(/^ERROR cannot open the lock file of port 12300: ELOOP/);
+      expect(await h.done).toBe(1);
+      expect(fake.calls).toEqual([]);
+      expect(readFileSync(target, 'utf8')).toBe('precious\n');
+    } finally {
+      rmSync(lockPath);
+      rmSync(target);
+    }
+  });
 });

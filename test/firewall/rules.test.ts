@@ -180,6 +180,37 @@ describe('natCleanupScript', () => {
     expect(natCleanupScript('', 12300)).toBeNull();
   });
 
+  it('deletes gotos too, but never a rule that only mentions the name (another tool\'s comment)', () => {
+    const foreign = [
+      '-A OUTPUT -p tcp -m comment --comment rxshuttle-12300 -j ACCEPT',
+      '-A OUTPUT -p tcp -m comment --comment "not -j rxshuttle-12300 at all" -j RETURN',
+      '-A OUTPUT -p tcp -m comment --comment "say \\"-g rxshuttle-12300\\" here" -j RETURN',
+      '-A OUTPUT -p tcp -m comment --comment -j -j RETURN',
+    ];
+    const save = [
+      '*nat',
+      ':OUTPUT ACCEPT [0:0]',
+      ':rxshuttle-12300 - [0:0]',
+      ...foreign,
+      '-A OUTPUT -p udp -g rxshuttle-12300',
+      '-A OUTPUT -p tcp -m comment --comment "ours, after all" -j rxshuttle-12300',
+      '-A rxshuttle-12300 -p tcp -j REDIRECT --to-ports 12300',
+      'COMMIT',
+    ].join('\n');
+    expect(natCleanupScript(save, 12300)).toBe(
+      [
+        '*nat',
+        '-D OUTPUT -p udp -g rxshuttle-12300',
+        '-D OUTPUT -p tcp -m comment --comment "ours, after all" -j rxshuttle-12300',
+        '-F rxshuttle-12300',
+        '-X rxshuttle-12300',
+        'COMMIT',
+        '',
+      ].join('\n'),
+    );
+    expect(natCleanupScript(['*nat', ':OUTPUT ACCEPT [0:0]', ...foreign, 'COMMIT'].join('\n'), 12300)).toBeNull();
+  });
+
   it('only looks at the nat table', () => {
     const filter = '*filter\n:rxshuttle-12300 - [0:0]\n-A INPUT -j rxshuttle-12300\nCOMMIT\n';
     expect(natCleanupScript(filter, 12300)).toBeNull();

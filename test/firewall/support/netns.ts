@@ -64,6 +64,13 @@ export class Netns {
     return child;
   }
 
+  /** `iptables-restore --noflush` inside the namespace, with `script` on stdin. */
+  async natRestore(script: string, family: 4 | 6 = 4): Promise<void> {
+    const run = execFileP('ip', ['netns', 'exec', this.name, family === 4 ? 'iptables-restore' : 'ip6tables-restore', '--noflush']);
+    run.child.stdin?.end(script);
+    await run;
+  }
+
   async natSave(family: 4 | 6 = 4): Promise<string> {
     return this.exec([family === 4 ? 'iptables-save' : 'ip6tables-save', '-t', 'nat']);
   }
