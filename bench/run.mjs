@@ -2,7 +2,7 @@
 // rxshuttle benchmark (not a test). See bench/README.md.
 //
 //   npm run bench                       build, then the full run
-//   node bench/run.mjs [--quick] [--only direct,ssh-L,sshuttle,rxshuttle,rxshuttle-nolc,rxshuttle-sshfwd]
+//   node bench/run.mjs [--quick] [--only direct,ssh-L,sshuttle,rxshuttle,rxshuttle-nolc,rxshuttle-sshfwd,rxshuttle-ssh2]
 //
 // Builds its own lab with the e2e harness (test/e2e/lab.ts, transpiled on the
 // fly with esbuild, like scripts/lab.sh), measures every selected path from the
@@ -25,7 +25,7 @@ const ECHO_PORT = 7007;
 const IPERF_PORT = 5201;
 const LOCAL_FWD = { [ECHO_PORT]: 17007, [IPERF_PORT]: 15201 };
 
-const ALL_PATHS = ['direct', 'ssh-L', 'sshuttle', 'rxshuttle', 'rxshuttle-nolc', 'rxshuttle-sshfwd'];
+const ALL_PATHS = ['direct', 'ssh-L', 'sshuttle', 'rxshuttle', 'rxshuttle-nolc', 'rxshuttle-sshfwd', 'rxshuttle-ssh2'];
 const PATH_LABEL = {
   direct: 'direct',
   'ssh-L': 'ssh -L',
@@ -33,6 +33,7 @@ const PATH_LABEL = {
   rxshuttle: 'rxshuttle',
   'rxshuttle-nolc': 'rxs --no-lat-ctl',
   'rxshuttle-sshfwd': 'rxs --ssh-forward',
+  'rxshuttle-ssh2': 'rxs --transport ssh2',
 };
 const BASELINE = 'ssh-L';
 
@@ -41,9 +42,10 @@ const BASELINE = 'ssh-L';
 
 function usage(code) {
   const text = [
-    'usage: node bench/run.mjs [--quick] [--only PATHS]',
+    'usage: node bench/run.mjs [--quick] [--only PATHS] [--rows IDS]',
     '  --quick        short run: 1 s iperf3, fewer connections, no 10 000-connection hold',
     `  --only PATHS   comma-separated subset of: ${ALL_PATHS.join(', ')}`,
+    '  --rows IDS     only the steps that fill these rows (ids as in the JSON: up1, cps50, rtt_load_p99, …)',
     'Needs root (network namespaces). `npm run bench` builds first, then runs this.',
   ].join('\n');
   (code === 0 ? process.stdout : process.stderr).write(`${text}\n`);
@@ -51,7 +53,7 @@ function usage(code) {
 }
 
 function parseArgs(argv) {
-  const opts = { quick: false, only: [...ALL_PATHS] };
+  const opts = { quick: false, only: [...ALL_PATHS], rows: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') opts.quick = true;
@@ -65,6 +67,10 @@ function parseArgs(argv) {
         usage(2);
       }
       opts.only = ALL_PATHS.filter((p) => want.includes(p));
+    } else if (a === '--rows' || a.startsWith('--rows=')) {
+      const v = a === '--rows' ? argv[++i] : a.slice('--rows='.length);
+      if (!v) usage(2);
+      opts.rows = v.split(',').map((s) => s.trim()).filter(Boolean);
     } else if (a === '-h' || a === '--help') usage(0);
     else {
       process.stderr.write(`bench: unknown argument ${a}\n`);
@@ -551,12 +557,15 @@ const PATHS = {
   rxshuttle: { start: () => startRxshuttle([]) },
   'rxshuttle-nolc': { start: () => startRxshuttle(['--no-latency-control']) },
   'rxshuttle-sshfwd': { start: () => startRxshuttle(['--ssh-forward']) },
+  'rxshuttle-ssh2': { start: () => startRxshuttle(['--transport', 'ssh2']) },
 };
 
 async function startRxshuttle(extra) {
   const cli = path.join(ROOT, 'dist', 'cli.js');
   if (!fs.existsSync(cli)) throw new Error('dist/cli.js missing: run npm run build (npm run bench does)');
-  const child = lab.spawn('cli', [NODE, cli, '-r', lab.sshHost, '-e', lab.sshCommand, ...extra, SUBNET]);
+  // BENCH_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof' profiles the client (NODE_OPTIONS may not).
+  const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const child = lab.spawn('cli', [NODE, ...nodeFlags, cli, '-r', lab.sshHost, '-e', lab.sshCommand, ...extra, SUBNET]);
   const out = tailOf(child);
   const h = {
     endpoint: transparent(),
@@ -743,7 +752,7 @@ async function runPath(name, cells, notes) {
     await settle(notes, name);
   };
   try {
-    for (const step of steps()) {
+    for (const step of steps().filter((st) => !opts.rows || st.rows.some((r) => opts.rows.includes(r)))) {
       if (interrupted) return;
       if (step.needsRestart && name !== 'direct') await stop();
       if (!h) {

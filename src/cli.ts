@@ -9,7 +9,7 @@ import { connect } from './connect.js';
 import { errorMessage, exitCodeFor, RxshuttleError, UsageError } from './errors.js';
 import { helperCommand } from './firewall/client.js';
 import { runFirewallHelper } from './firewall/helper.js';
-import { parseSeedHosts, readSubnetFile, resolveOptions, type TunnelOptions } from './options.js';
+import { parseSeedHosts, readSubnetFile, resolveOptions, type Transport, TRANSPORTS, type TunnelOptions } from './options.js';
 import { hostwatch$ } from './remote/hostwatch.js';
 import { runServer } from './remote/server.js';
 import { render } from './render.js';
@@ -43,6 +43,7 @@ interface CliFlags {
   verbose: number;
   latencyControl: boolean;
   sshForward: boolean;
+  transport: Transport;
   server?: boolean;
   firewall?: boolean;
   daemon?: boolean;
@@ -95,6 +96,11 @@ function program(): Command {
       'hand each TCP connection to ssh (OpenSSH ControlMaster): ssh -L speed, but a remote half-close is not passed on',
       false,
     )
+    .addOption(
+      new Option('--transport <ssh|ssh2>', 'ssh: the ssh binary; ssh2: in-process ssh, TCP in ssh channels (faster; keys and agent only)')
+        .choices(TRANSPORTS)
+        .default('ssh'),
+    )
     .option('--dns', 'capture local DNS queries (to the nameservers in /etc/resolv.conf) and answer them remotely')
     .option('--ns-hosts <ip,...>', 'capture DNS queries to these nameservers instead (implies --dns)')
     .option('--to-ns <ip[:port]>', 'the remote nameserver that answers them (default: the remote /etc/resolv.conf)')
@@ -131,6 +137,7 @@ function toOptions(subnets: string[], flags: CliFlags): TunnelOptions {
       remoteNode: flags.remoteNode,
       latencyControl: flags.latencyControl,
       sshForward: flags.sshForward,
+      transport: flags.transport,
       ...(flags.keepalive === undefined ? {} : { keepalive: flags.keepalive }),
       ...(flags.dns ? { dns: true } : {}),
       ...(flags.nsHosts === undefined ? {} : { nsHosts: flags.nsHosts }),

@@ -1,8 +1,10 @@
 import createDebug from 'debug';
+import type { Socket } from 'node:net';
 import { defer, EMPTY, finalize, ignoreElements, mergeMap, type Observable, of, tap } from 'rxjs';
 import type { TunnelEvent } from './events.js';
 import type { Redirected } from './listener.js';
-import { ControlPool, handOff$ } from './transport/control-master.js';
+import type { Destination } from './streams/frame.js';
+import { ControlPool, type HandOff, handOff$ } from './transport/control-master.js';
 
 const debug = createDebug('rxshuttle:direct');
 
@@ -10,29 +12,46 @@ const debug = createDebug('rxshuttle:direct');
 const MAX_REFUSED_IN_A_ROW = 5;
 
 /**
- * Where each redirected TCP connection goes: to the ssh ControlMaster when there is one (ssh then
- * carries it in a channel of its own, as `ssh -L` would), otherwise, or when ssh refuses it, to
- * our own mux (`toMux`), which also gives a refused destination its RST. Emits accept/close events
- * for the connections ssh carries; the mux reports its own.
+ * Gives one socket to ssh, which then carries it in a channel of its own (as `ssh -L` would):
+ * the ssh binary as ControlMaster (--ssh-forward) or the in-process ssh2 connection.
+ */
+export interface Carrier {
+  carry(socket: Socket, destination: Destination): Observable<HandOff>;
+  close(): void;
+}
+
+/** Hand-off by fd passing to the ssh ControlMaster listening on controlPath. */
+export function controlMasterCarrier(controlPath: string): Carrier {
+  const pool = new ControlPool(controlPath);
+  return {
+    carry: (socket, destination) => handOff$(controlPath, socket, destination, pool.take()),
+    close: () => pool.close(),
+  };
+}
+
+/**
+ * Where each redirected TCP connection goes: to ssh's own channels when there is a carrier,
+ * otherwise, or when ssh refuses it, to our own mux (`toMux`), which also gives a refused
+ * destination its RST. Emits accept/close events for the connections ssh carries; the mux reports
+ * its own.
  */
 export function routeRedirected(
   redirected$: Observable<Redirected>,
-  controlPath: string | null,
+  carrier: (() => Carrier) | null,
   toMux: (redirected: Redirected) => void,
   /** Connections ssh may carry at once (its descriptors); beyond, new ones go to the mux. */
   maxHandOffs = Number.POSITIVE_INFINITY,
 ): Observable<TunnelEvent> {
-  if (controlPath === null) return redirected$.pipe(tap(toMux), ignoreElements());
+  if (carrier === null) return redirected$.pipe(tap(toMux), ignoreElements());
   return defer(() => {
-    const pool = new ControlPool(controlPath);
-    return handOffAll(redirected$, controlPath, pool, toMux, maxHandOffs).pipe(finalize(() => pool.close()));
+    const opened = carrier();
+    return handOffAll(redirected$, opened, toMux, maxHandOffs).pipe(finalize(() => opened.close()));
   });
 }
 
 function handOffAll(
   redirected$: Observable<Redirected>,
-  controlPath: string,
-  pool: ControlPool,
+  carrier: Carrier,
   toMux: (redirected: Redirected) => void,
   maxHandOffs: number,
 ): Observable<TunnelEvent> {
@@ -51,7 +70,7 @@ function handOffAll(
       const id = nextId++;
       const { socket, destination, source } = redirected;
       let handedOff = false;
-      return handOff$(controlPath, socket, destination, pool.take()).pipe(
+      return carrier.carry(socket, destination).pipe(
         mergeMap((result): Observable<TunnelEvent> => {
           switch (result.kind) {
             case 'opened':
@@ -70,6 +89,7 @@ function handOffAll(
                 via: 'ssh',
               });
             case 'refused':
+              debug('ssh refused %s:%d (%s): to the mux', destination.address, destination.port, result.reason);
               toMux(redirected);
               // ssh says the same for a refused destination as for forbidden forwarding: give up
               // only if it has never carried one.

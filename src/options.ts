@@ -34,6 +34,12 @@ export interface TunnelOptions {
    * carries it in a channel of its own; otherwise every connection goes through our mux.
    */
   readonly sshForward: boolean;
+  /**
+   * `ssh`: the ssh binary carries the session (all of ssh_config applies). `ssh2`: an in-process
+   * ssh connection (host, user, keys and known_hosts from `ssh -G`) whose direct-tcpip channels
+   * carry TCP, as `ssh -L` does; no process hop, so faster.
+   */
+  readonly transport: Transport;
   /** argv that starts the firewall helper (`rxshuttle --firewall`), sudo already prepended if needed. */
   readonly firewallCommand: readonly string[];
   /** --dns, --ns-hosts, --to-ns: capture DNS queries and answer them through the tunnel. */
@@ -54,6 +60,9 @@ export const KEEPALIVE_MISSES = 4;
 
 export const DEFAULT_LISTEN_PORT = 12300;
 
+export const TRANSPORTS = ['ssh', 'ssh2'] as const;
+export type Transport = (typeof TRANSPORTS)[number];
+
 export interface DnsOptions {
   /** The nameservers whose queries are captured (--ns-hosts); absent: those of /etc/resolv.conf. */
   readonly nameservers?: readonly string[];
@@ -72,6 +81,8 @@ export interface ConnectOptions {
   readonly latencyControl?: boolean;
   /** Hand TCP connections to the ssh ControlMaster (OpenSSH only); default false (see README). */
   readonly sshForward?: boolean;
+  /** `ssh` (default: the ssh binary) or `ssh2` (in-process, TCP in direct-tcpip channels; see README). */
+  readonly transport?: Transport;
   /** How to start the firewall helper; default: this package's CLI with --firewall (through sudo unless root). */
   readonly firewallCommand?: readonly string[];
   /** Capture DNS queries to the nameservers of /etc/resolv.conf and answer them remotely (--dns). */
@@ -108,6 +119,12 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
   const remote = typeof options.remote === 'string' ? parseRemote(options.remote) : options.remote;
   const listen = typeof options.listen === 'string' ? parseListen(options.listen) : options.listen;
   const ssh = options.sshCommand ?? 'ssh';
+  const transport = options.transport ?? 'ssh';
+  if (!TRANSPORTS.includes(transport)) throw new UsageError(`unknown --transport "${transport}": use ssh or ssh2`);
+  if (transport === 'ssh2' && !remote) throw new UsageError('--transport ssh2 needs -r HOST (local mode has no ssh)');
+  if (transport === 'ssh2' && options.sshForward) {
+    throw new UsageError('--ssh-forward is for --transport ssh; with ssh2, TCP always goes in ssh channels');
+  }
   return {
     subnets,
     ...(remote ? { remote } : {}),
@@ -116,6 +133,7 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
     remoteNode: options.remoteNode ?? 'node',
     latencyControl: options.latencyControl ?? true,
     sshForward: options.sshForward ?? false,
+    transport,
     firewallCommand: options.firewallCommand ?? defaultFirewallCommand(),
     ...(dns ? { dns } : {}),
     autoNets,

@@ -1,4 +1,5 @@
 import { BehaviorSubject, distinctUntilChanged, type Observable } from 'rxjs';
+import { corkForThisTick } from './cork.js';
 import { encodeHeader, type Frame } from './frame.js';
 
 const ignore = () => {};
@@ -29,19 +30,10 @@ export function frameWriter(writable: CorkableWritable, maxQueued = 0): FrameWri
   writable.on('error', ignore);
   let limit = Math.max(maxQueued, writable.writableHighWaterMark);
   const blocked = new BehaviorSubject(false);
-  let corked = false;
-  const uncork = () => {
-    corked = false;
-    writable.uncork();
-  };
   writable.on('drain', () => blocked.next(false));
   return {
     write(f) {
-      if (!corked) {
-        corked = true;
-        writable.cork();
-        process.nextTick(uncork);
-      }
+      corkForThisTick(writable);
       writable.write(encodeHeader(f));
       if (f.payload.length > 0) writable.write(f.payload);
       if (writable.writableLength >= limit && !blocked.value) blocked.next(true);

@@ -1,8 +1,10 @@
 import { execFile } from 'node:child_process';
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { homedir, userInfo } from 'node:os';
 import { promisify } from 'node:util';
 import type { RemoteSpec } from '../options.js';
+import { parseSshG, type ResolvedSshConfig } from './ssh-config.js';
 import { remoteCommand } from './stub.js';
 
 const execFileAsync = promisify(execFile);
@@ -23,27 +25,29 @@ export interface SshHostInfo {
   readonly addresses: string[];
   /** The command understood `-G`: it is OpenSSH, so it can be a ControlMaster. */
   readonly openssh: boolean;
+  /** What `ssh -G` resolved (OpenSSH only): where, as whom, which keys, which known_hosts. */
+  readonly config?: ResolvedSshConfig;
 }
 
 export async function sshHostInfo(sshCommand: readonly string[], remote: RemoteSpec): Promise<SshHostInfo> {
   const [command, ...args] = sshCommand;
   if (command === undefined) return { addresses: [], openssh: false };
   let hostname = remote.host;
-  let openssh = false;
+  let config: ResolvedSshConfig | undefined;
   try {
     const { stdout } = await execFileAsync(command, [...args, '-G', ...portArgs(remote), '--', destination(remote)], {
       timeout: 10_000,
     });
-    const line = stdout.split('\n').find((l) => l.startsWith('hostname '));
-    if (line) hostname = line.slice('hostname '.length).trim();
-    openssh = line !== undefined;
+    config = parseSshG(stdout, { home: homedir(), localUser: userInfo().username, originalHost: remote.host });
+    hostname = config.hostname;
   } catch {
     // Not OpenSSH (an -e command without -G): fall back to the name as given.
   }
-  if (isIP(hostname)) return { addresses: [hostname], openssh };
+  const found = { openssh: config !== undefined, ...(config ? { config } : {}) };
+  if (isIP(hostname)) return { addresses: [hostname], ...found };
   try {
-    return { addresses: (await lookup(hostname, { all: true })).map((entry) => entry.address), openssh };
+    return { addresses: (await lookup(hostname, { all: true })).map((entry) => entry.address), ...found };
   } catch {
-    return { addresses: [], openssh };
+    return { addresses: [], ...found };
   }
 }

@@ -8,11 +8,18 @@ import { GEN_BYTES, Rxshuttle, assertBuilt, curl, echoOnce, reportRxshuttleOnFai
 
 const MB100 = 100_000_000;
 
-// Both data paths: TCP carried in rxshuttle's own mux (the default), and TCP handed to ssh's
-// ControlMaster (--ssh-forward). Each gets its own lab and tunnel.
+// Every data path: TCP carried in rxshuttle's own mux (the default), TCP handed to ssh's
+// ControlMaster (--ssh-forward), and TCP in direct-tcpip channels of the in-process ssh
+// connection (--transport ssh2). Each gets its own lab and tunnel.
 describe.each([
   { mode: "in rxshuttle's own mux", extra: [] as string[], closedLine: /closed #\d+ 10\.98\.0\.3:80: done/, halfClose: true },
   { mode: 'handed to ssh', extra: ['--ssh-forward'], closedLine: /closed ssh#\d+ 10\.98\.0\.3:80: done/, halfClose: false },
+  {
+    mode: 'in ssh2 direct-tcpip channels',
+    extra: ['--transport', 'ssh2'],
+    closedLine: /closed ssh#\d+ 10\.98\.0\.3:80: done/,
+    halfClose: true,
+  },
 ])('through the tunnel (10.98.0.0/24, -x 10.98.0.4/32), TCP $mode', ({ extra, closedLine, halfClose }) => {
   let lab: Lab;
   let rx: Rxshuttle;

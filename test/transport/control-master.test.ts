@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { lastValueFrom, Subject, toArray } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { routeRedirected } from '../../src/direct.js';
+import { controlMasterCarrier, routeRedirected } from '../../src/direct.js';
 import type { Redirected } from '../../src/listener.js';
 import { ControlPool, type HandOff, handOff$ } from '../../src/transport/control-master.js';
 
@@ -153,7 +153,7 @@ describe('routeRedirected', () => {
     cleanups.push(() => master.server.close());
     const redirected = new Subject<Redirected>();
     const toMux: Redirected[] = [];
-    const events = lastValueFrom(routeRedirected(redirected, path, (r) => toMux.push(r)).pipe(toArray()));
+    const events = lastValueFrom(routeRedirected(redirected, () => controlMasterCarrier(path), (r) => toMux.push(r)).pipe(toArray()));
     for (let i = 0; i < 7; i++) {
       const pair = await tcpPair();
       cleanups.push(pair.close);
@@ -174,7 +174,7 @@ describe('routeRedirected', () => {
     const redirected = new Subject<Redirected>();
     const toMux: Redirected[] = [];
     const events: string[] = [];
-    const subscription = routeRedirected(redirected, path, (r) => toMux.push(r), 1).subscribe((e) => events.push(e.kind));
+    const subscription = routeRedirected(redirected, () => controlMasterCarrier(path), (r) => toMux.push(r), 1).subscribe((e) => events.push(e.kind));
     cleanups.push(() => subscription.unsubscribe());
     for (let i = 0; i < 2; i++) {
       const pair = await tcpPair();

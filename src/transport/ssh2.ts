@@ -1,0 +1,329 @@
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { connect as netConnect, type Socket } from 'node:net';
+import createDebug from 'debug';
+import { catchError, concat, defer, EMPTY, Observable, Subject } from 'rxjs';
+import ssh2 from 'ssh2';
+import type { AnyAuthMethod, Client, ClientChannel, ConnectConfig, NextAuthHandler } from 'ssh2';
+import { errorMessage, TransportError } from '../errors.js';
+import { corkForThisTick } from '../streams/cork.js';
+import { frameWriter } from '../streams/frame-writer.js';
+import type { Destination } from '../streams/frame.js';
+import { fromReadable } from '../streams/from-readable.js';
+import { serverUpload } from './bundle.js';
+import type { HandOff } from './control-master.js';
+import {
+  checkHostKey,
+  hostKeyDecision,
+  knownHostsLine,
+  knownHostsNames,
+  type KnownHostEntry,
+  parseKnownHosts,
+  preferredHostKeyAlgorithms,
+} from './known-hosts.js';
+import { ServerExit, type ServerProcess } from './server-process.js';
+import type { ResolvedSshConfig } from './ssh-config.js';
+
+const debug = createDebug('rxshuttle:ssh2');
+// ssh2 is CommonJS: its named exports exist only on the default export under ESM.
+const { Client: SshClient, utils: sshUtils } = ssh2;
+const ignore = () => {};
+
+/** Like ssh's default: give up on a server that does not finish the handshake. */
+const DEFAULT_READY_TIMEOUT_MS = 20_000;
+const STDERR_TAIL_LINES = 20;
+
+/**
+ * `--transport ssh2`: the ssh connection lives in this process (the ssh2 library; OpenSSL does
+ * the cipher). It saves the hop through the ssh binary, and TCP connections become direct-tcpip
+ * channels that sshd connects itself, as with `ssh -L`, with half-close passed on both ways.
+ * The user's configuration still decides where and as whom: `ssh -G` resolved it (ssh-config.ts).
+ */
+export interface Ssh2Connection {
+  readonly client: Client;
+  /** What authenticated us, for the log. */
+  readonly authenticatedWith: string;
+}
+
+interface AuthAttempt {
+  readonly label: string;
+  readonly method: AnyAuthMethod;
+}
+
+function readKnownHosts(files: readonly string[]): KnownHostEntry[] {
+  return files.flatMap((file) => {
+    try {
+      return parseKnownHosts(readFileSync(file, 'utf8'), file);
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** The agent, then each identity file that exists and needs no passphrase, in ssh's order. */
+function authAttempts(config: ResolvedSshConfig, username: string): AuthAttempt[] {
+  const attempts: AuthAttempt[] = [];
+  const agent = config.identityAgent === null ? undefined : (config.identityAgent ?? process.env.SSH_AUTH_SOCK);
+  if (agent && existsSync(agent)) {
+    attempts.push({ label: 'the ssh agent', method: { type: 'agent', username, agent } });
+  }
+  for (const file of config.identityFiles) {
+    if (!existsSync(file)) continue;
+    let parsed;
+    try {
+      parsed = sshUtils.parseKey(readFileSync(file));
+    } catch (err) {
+      debug('identity %s: %s', file, errorMessage(err));
+      continue;
+    }
+    const key = Array.isArray(parsed) ? parsed[0] : parsed;
+    if (!key || key instanceof Error) {
+      debug('identity %s unusable: %s', file, key instanceof Error ? key.message : 'no key');
+      continue;
+    }
+    attempts.push({ label: file, method: { type: 'publickey', username, key } });
+  }
+  return attempts;
+}
+
+/**
+ * Opens and authenticates the ssh connection; unsubscribing ends it. Errors are one-line
+ * TransportErrors that say what to do (unknown host key, no usable key, unreachable host).
+ */
+export function ssh2Connection$(config: ResolvedSshConfig, where: string): Observable<Ssh2Connection> {
+  return new Observable<Ssh2Connection>((subscriber) => {
+    if (config.proxyJump || config.proxyCommand) {
+      subscriber.error(
+        new TransportError(
+          'RXS_ERR_SSH',
+          `--transport ssh2 cannot use ${config.proxyJump ? 'ProxyJump' : 'ProxyCommand'} (set for ${where}): use the default transport`,
+        ),
+      );
+      return;
+    }
+    const knownHostsFiles = [...config.userKnownHostsFiles, ...config.globalKnownHostsFiles];
+    const entries = readKnownHosts(knownHostsFiles);
+    const names = knownHostsNames(config.hostname, config.port, config.hostKeyAlias);
+    let hostKeyRefusal: string | undefined;
+    const attempts = authAttempts(config, config.user);
+    const tried: string[] = [];
+    let authenticatedWith = '';
+
+    const socket: Socket = netConnect({ host: config.hostname, port: config.port });
+    // Channel opens are small packets answered by small packets: Nagle would hold each for an ACK.
+    socket.setNoDelay(true);
+    // ssh2 writes each ssh packet by itself: packets of one tick leave in one writev instead.
+    const write = socket.write.bind(socket) as (chunk: Buffer) => boolean;
+    socket.write = ((chunk: Buffer) => {
+      corkForThisTick(socket);
+      return write(chunk);
+    }) as typeof socket.write;
+    const client = new SshClient();
+    let ready = false;
+    client.on('error', (err: Error & { level?: string }) => {
+      debug('ssh2 error (%s): %s', err.level, err.message);
+      if (ready) {
+        subscriber.error(new TransportError('RXS_ERR_TRANSPORT_CLOSED', `connection to ${where} lost: ${err.message}`));
+        return;
+      }
+      let why = err.message;
+      if (hostKeyRefusal) why = hostKeyRefusal;
+      else if (err.level === 'client-authentication') {
+        why =
+          attempts.length === 0
+            ? `no usable key: no ssh agent and no unencrypted identity file (${config.identityFiles.join(', ') || 'none'}); --transport ssh2 cannot ask for passwords or passphrases`
+            : `authentication failed (tried ${tried.join(', ')}); --transport ssh2 cannot ask for passwords or passphrases`;
+      } else if (err.level === 'client-timeout') why = 'timed out during the ssh handshake';
+      subscriber.error(new TransportError('RXS_ERR_SSH', `ssh to ${where} failed: ${why}`));
+    });
+    client.on('close', () => {
+      if (ready) subscriber.error(new TransportError('RXS_ERR_TRANSPORT_CLOSED', `connection to ${where} lost`));
+    });
+    client.on('ready', () => {
+      ready = true;
+      debug('connected to %s:%d as %s with %s', config.hostname, config.port, config.user, authenticatedWith);
+      subscriber.next({ client, authenticatedWith });
+    });
+    const known = preferredHostKeyAlgorithms(entries, names);
+    client.connect({
+      sock: socket,
+      username: config.user,
+      readyTimeout: config.connectTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS,
+      // Both sides' keepalive is ours (--keepalive over the session); ssh2's would duplicate it.
+      keepaliveInterval: 0,
+      ...(known.length > 0 ? { algorithms: { serverHostKey: { prepend: known, append: [], remove: [] } } } : {}),
+      hostVerifier: (key: Buffer) => {
+        const verdict = checkHostKey(entries, names, key);
+        const decision = hostKeyDecision(verdict, config.strictHostKeyChecking, where);
+        if (!decision.ok) {
+          hostKeyRefusal = decision.message;
+          return false;
+        }
+        if (decision.learn) learnHostKey(config, names, key);
+        return true;
+      },
+      authHandler: (_methodsLeft: unknown, _partial: boolean, next: NextAuthHandler) => {
+        const attempt = attempts[tried.length];
+        // ssh2 takes false for "nothing left to try" (its typings do not say so).
+        if (!attempt) return (next as unknown as (done: false) => void)(false);
+        tried.push(attempt.label);
+        authenticatedWith = attempt.label;
+        next(attempt.method);
+      },
+    } as ConnectConfig);
+    return () => {
+      ready = false;
+      client.end();
+      socket.destroy();
+    };
+  });
+}
+
+/** accept-new: remember the key as ssh would, in the first user known_hosts file. */
+function learnHostKey(config: ResolvedSshConfig, names: readonly string[], key: Buffer): void {
+  const file = config.userKnownHostsFiles[0];
+  if (!file || file === '/dev/null') return;
+  try {
+    appendFileSync(file, `${knownHostsLine(names, key, config.hashKnownHosts)}\n`, { mode: 0o600 });
+    debug('added the host key of %s to %s', names[0], file);
+  } catch (err) {
+    debug('cannot add the host key to %s: %s', file, errorMessage(err));
+  }
+}
+
+/**
+ * Runs the server command in an exec channel and uploads the bundle, like serverProcess$ does
+ * through the ssh binary. The channel's exit status ends bytes$ with a ServerExit.
+ */
+export function ssh2Server$(client: Client, command: string): Observable<ServerProcess> {
+  return new Observable<ServerProcess>((subscriber) => {
+    let channel: ClientChannel | undefined;
+    let closed = false;
+    client.exec(command, (err, opened) => {
+      if (err) {
+        subscriber.error(new TransportError('RXS_ERR_SSH', `cannot start the server: ${err.message}`));
+        return;
+      }
+      if (closed) {
+        opened.close();
+        return;
+      }
+      channel = opened;
+      const tail: string[] = [];
+      const lines = new Subject<string>();
+      let partial = '';
+      channel.stderr.setEncoding('utf8');
+      channel.stderr.on('data', (text: string) => {
+        const parts = (partial + text).split('\n');
+        partial = parts.pop() ?? '';
+        for (const line of parts) {
+          const clean = line.replace(/\r$/, '');
+          if (clean === '') continue;
+          tail.push(clean);
+          if (tail.length > STDERR_TAIL_LINES) tail.shift();
+          lines.next(clean);
+        }
+      });
+      let exitCode: number | null = null;
+      let exitSignal: NodeJS.Signals | null = null;
+      channel.on('exit', (code: number | null, signal?: string) => {
+        exitCode = code;
+        exitSignal = signal ? (`SIG${signal}` as NodeJS.Signals) : null;
+      });
+      const ended = new Promise<void>((resolve) => channel?.once('close', () => resolve()));
+      const bytes$ = concat(
+        fromReadable(channel).pipe(catchError((e: unknown) => (debug('server output: %s', errorMessage(e)), EMPTY))),
+        defer(async () => {
+          await ended;
+          if (partial) tail.push(partial);
+          throw new ServerExit(exitCode, exitSignal, tail);
+        }),
+      );
+      channel.on('error', ignore);
+      channel.write(serverUpload());
+      const input = channel;
+      subscriber.next({
+        bytes$,
+        sendRaw: (bytes) => input.write(bytes),
+        writer: frameWriter(input),
+        stderr$: lines.asObservable(),
+        pid: undefined,
+      });
+    });
+    return () => {
+      closed = true;
+      channel?.end();
+    };
+  });
+}
+
+/**
+ * Carries one redirected socket in a direct-tcpip channel: sshd connects to the destination and
+ * each side's EOF reaches the other as a half-close. 'refused' leaves the socket untouched (the
+ * caller gives it to the mux, which answers with the real errno). Unsubscribing resets both.
+ */
+export function ssh2Forward$(client: Client, socket: Socket, destination: Destination): Observable<HandOff> {
+  return new Observable<HandOff>((subscriber) => {
+    let channel: ClientChannel | undefined;
+    let done = false;
+    const origin = { host: socket.remoteAddress ?? '127.0.0.1', port: socket.remotePort ?? 0 };
+    try {
+      client.forwardOut(origin.host, origin.port, destination.address, destination.port, (err, opened) => {
+        if (done) {
+          opened?.close();
+          return;
+        }
+        if (err) {
+          subscriber.next({ kind: 'refused', reason: err.message });
+          subscriber.complete();
+          return;
+        }
+        channel = opened;
+        subscriber.next({ kind: 'opened' });
+        channel.on('error', ignore);
+        socket.on('error', ignore);
+        // pipe() ends the other side on 'end': each EOF becomes the peer's half-close.
+        socket.pipe(opened);
+        // Downstream by hand, to send the packets one read of the ssh socket decrypted in one writev.
+        opened.on('data', (chunk: Buffer) => {
+          corkForThisTick(socket);
+          if (!socket.write(chunk)) opened.pause();
+        });
+        socket.on('drain', () => opened.resume());
+        opened.once('end', () => socket.end());
+        let socketClosed = false;
+        let channelClosed = false;
+        const finish = () => {
+          if (!socketClosed || !channelClosed || done) return;
+          done = true;
+          // bytesSent: what went to the remote side, i.e. what we read from the local program.
+          subscriber.next({ kind: 'closed', bytesSent: socket.bytesRead, bytesReceived: socket.bytesWritten });
+          subscriber.complete();
+        };
+        socket.once('close', () => {
+          socketClosed = true;
+          opened.close();
+          finish();
+        });
+        opened.once('close', () => {
+          channelClosed = true;
+          // Nothing more can go up: drain what the program still sends (closing a socket with
+          // unread data would reset it and could cost it the reply) until it closes its side.
+          socket.unpipe(opened);
+          socket.resume();
+          if (!socket.writableEnded) socket.end();
+          finish();
+        });
+      });
+    } catch (err) {
+      subscriber.next({ kind: 'refused', reason: errorMessage(err) });
+      subscriber.complete();
+    }
+    return () => {
+      if (done) return;
+      done = true;
+      socket.destroy();
+      channel?.close();
+    };
+  });
+}
+

@@ -1,0 +1,152 @@
+// --transport ssh2 in the e2e lab: the in-process ssh connection checks the host key against the
+// known_hosts files `ssh -G` names, as StrictHostKeyChecking says, authenticates only with keys it
+// can use without asking, and refuses what it cannot do. Every refusal is one line, exit 1, and
+// leaves no rule and no process behind.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { LAB, PAGE_MARKER, startLab, type Lab } from './lab.js';
+import {
+  CLI_JS,
+  assertBuilt,
+  curl,
+  remoteNodePids,
+  reportRxshuttleOnFailure,
+  Rxshuttle,
+  runRxshuttle,
+  rxshuttleProcessesIn,
+  rxshuttleRules,
+  stopAllRxshuttle,
+  waitFast,
+} from './tunnel-helpers.js';
+
+let lab: Lab;
+let dir: string;
+/** The lab sshd's host keys, as `ssh-keyscan` prints them (known_hosts lines). */
+let scanned: string;
+/** No agent: only the keys ssh -G names count. */
+const noAgent = { ...process.env, SSH_AUTH_SOCK: '' };
+
+beforeAll(async () => {
+  assertBuilt();
+  lab = await startLab();
+  dir = mkdtempSync(join(tmpdir(), 'rxshuttle-ssh2-'));
+  const r = await lab.execOk('cli', ['ssh-keyscan', '-p', '22', LAB.srv]);
+  scanned = r.stdout;
+  expect(scanned).toMatch(/ssh-ed25519 /);
+});
+
+afterEach(async (ctx) => {
+  reportRxshuttleOnFailure(ctx);
+  await stopAllRxshuttle();
+});
+
+afterAll(async () => {
+  await lab?.down();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** `-e` for the lab host with these known_hosts and StrictHostKeyChecking (command line beats the config file). */
+const sshWith = (knownHosts: string, strict: string, more = '') =>
+  `${lab.sshCommand} -o UserKnownHostsFile=${knownHosts} -o StrictHostKeyChecking=${strict} ${more}`.trim();
+
+function oneLine(stderr: string): string {
+  const lines = stderr.split('\n').filter((l) => l.trim() !== '');
+  expect(lines, `stderr should be one line:\n${stderr}`).toHaveLength(1);
+  return (lines[0] ?? '').replace(/^rxshuttle: /, '');
+}
+
+async function expectNothingLeft(): Promise<void> {
+  expect(await rxshuttleRules(lab)).toEqual([]);
+  await waitFast(async () => (await rxshuttleProcessesIn(lab, 'cli')).length === 0, 2_000, 'no rxshuttle process in cli');
+  expect(await remoteNodePids(lab)).toEqual([]);
+}
+
+async function refused(ssh: string, extra: readonly string[] = []): Promise<string> {
+  const r = await lab.exec(
+    'cli',
+    [process.execPath, CLI_JS, '--transport', 'ssh2', '-r', lab.sshHost, '-e', ssh, ...extra, LAB.targetSubnet],
+    { timeoutMs: 30_000, env: noAgent },
+  );
+  expect(r.code, r.stderr).toBe(1);
+  const msg = oneLine(r.stderr);
+  await expectNothingLeft();
+  return msg;
+}
+
+async function tunnelWorks(ssh: string): Promise<void> {
+  const rx = new Rxshuttle(lab, 'cli', ['-v', '--transport', 'ssh2', '-r', lab.sshHost, '-e', ssh, LAB.targetSubnet], [], noAgent);
+  await rx.ready();
+  const page = await curl(lab, 'cli', `http://${LAB.target}/`);
+  expect(page.code, page.stderr).toBe(0);
+  expect(page.stdout).toContain(PAGE_MARKER);
+  await rx.stop('SIGTERM');
+}
+
+describe('--transport ssh2 host keys', () => {
+  it('a hashed known_hosts entry for the host and StrictHostKeyChecking=yes: the tunnel works', async () => {
+    const file = join(dir, 'hashed');
+    writeFileSync(file, scanned);
+    execFileSync('ssh-keygen', ['-q', '-H', '-f', file], { stdio: 'ignore' });
+    expect(readFileSync(file, 'utf8')).toMatch(/^\|1\|/);
+    await tunnelWorks(sshWith(file, 'yes'));
+  });
+
+  it('an unknown host with StrictHostKeyChecking=yes: refused in one line, nothing left', async () => {
+    const file = join(dir, 'empty');
+    writeFileSync(file, '');
+    expect(await refused(sshWith(file, 'yes'))).toMatch(/host key .*not known/);
+  });
+
+  it('a changed host key: refused even with StrictHostKeyChecking=no', async () => {
+    const keyFile = join(dir, 'other');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', keyFile], { stdio: 'ignore' });
+    const other = readFileSync(`${keyFile}.pub`, 'utf8').split(' ').slice(0, 2).join(' ');
+    const file = join(dir, 'changed');
+    writeFileSync(file, `${LAB.srv} ${other}\n`);
+    // Offer only the type whose key we falsified, so the server cannot pick another one.
+    const msg = await refused(sshWith(file, 'no', '-o HostKeyAlgorithms=ssh-ed25519'));
+    expect(msg).toMatch(/CHANGED|changed/);
+    expect(msg).toContain(file);
+  });
+
+  it('accept-new: an unknown host is accepted and written to known_hosts, where ssh-keygen finds it', async () => {
+    const file = join(dir, 'learned');
+    writeFileSync(file, '');
+    await tunnelWorks(sshWith(file, 'accept-new'));
+    const found = execFileSync('ssh-keygen', ['-F', LAB.srv, '-f', file], { encoding: 'utf8' });
+    expect(found).toContain('found');
+  });
+});
+
+describe('--transport ssh2 refuses what it cannot do', () => {
+  it('no usable key (no agent, the only identity file missing): one line that says so', async () => {
+    const ssh = `ssh -F /dev/null -o User=root -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o IdentitiesOnly=yes -o IdentityFile=${join(dir, 'missing-key')}`;
+    const r = await lab.exec(
+      'cli',
+      [process.execPath, CLI_JS, '--transport', 'ssh2', '-r', LAB.srv, '-e', ssh, LAB.targetSubnet],
+      { timeoutMs: 30_000, env: noAgent },
+    );
+    expect(r.code, r.stderr).toBe(1);
+    expect(oneLine(r.stderr)).toMatch(/no usable key/);
+    await expectNothingLeft();
+  });
+
+  it('ProxyJump: one line naming it', async () => {
+    expect(await refused(`${lab.sshCommand} -o ProxyJump=root@jump.invalid`)).toMatch(/ProxyJump/);
+  });
+
+  it('--ssh-forward with ssh2, and an unknown transport: usage errors (exit 2)', async () => {
+    for (const args of [
+      ['--transport', 'ssh2', '--ssh-forward'],
+      ['--transport', 'telnet'],
+    ]) {
+      const r = await runRxshuttle(lab, 'cli', [...args, '-r', lab.sshHost, '-e', lab.sshCommand, LAB.targetSubnet], 20_000);
+      expect(r.code, r.stderr).toBe(2);
+      expect(oneLine(r.stderr)).toMatch(/transport|ssh-forward/);
+    }
+    await expectNothingLeft();
+  });
+});
