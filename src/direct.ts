@@ -69,12 +69,13 @@ function handOffAll(
       active++;
       const id = nextId++;
       const { socket, destination, source } = redirected;
-      let handedOff = false;
+      // 'pending' until ssh answers; after 'refused' the socket is the mux's and must stay open.
+      let owner: 'pending' | 'ssh' | 'mux' = 'pending';
       return carrier.carry(socket, destination).pipe(
         mergeMap((result): Observable<TunnelEvent> => {
           switch (result.kind) {
             case 'opened':
-              handedOff = true;
+              owner = 'ssh';
               everOpened = true;
               refusedInARow = 0;
               return of({ kind: 'accept', id, source, destination, via: 'ssh' });
@@ -90,6 +91,7 @@ function handOffAll(
               });
             case 'refused':
               debug('ssh refused %s:%d (%s): to the mux', destination.address, destination.port, result.reason);
+              owner = 'mux';
               toMux(redirected);
               // ssh says the same for a refused destination as for forbidden forwarding: give up
               // only if it has never carried one.
@@ -103,9 +105,10 @@ function handOffAll(
           }
         }),
         // Ours is only a copy of the fd once ssh has it; close it with the channel (or the tunnel).
+        // Unsubscribed before ssh answered (the tunnel ends): nobody else has it, close it too.
         finalize(() => {
           active--;
-          if (handedOff) socket.destroy();
+          if (owner !== 'mux') socket.destroy();
         }),
       );
     }),

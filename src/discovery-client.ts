@@ -18,8 +18,8 @@ import { dnsCapture$, type DnsSockets, dnsSockets$, resolvConfNameservers } from
 import { errorMessage, UsageError } from './errors.js';
 import type { TunnelEvent } from './events.js';
 import type { FirewallEvent } from './firewall/client.js';
-import { parseIp } from './firewall/ip-address.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from './firewall/types.js';
+import { parseIp } from './ip.js';
 import type { Listener } from './listener.js';
 import type { TunnelOptions } from './options.js';
 import { encodeHostsRequest, type Route } from './streams/discovery.js';

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { UsageError } from '../src/errors.js';
-import { hasHostBits, isCanonicalIp, parseIp } from '../src/firewall/ip-address.js';
 import type { SubnetRule } from '../src/firewall/types.js';
+import { hasHostBits, isCanonicalIp, parseIp } from '../src/ip.js';
 import { parseListen, parseRemote, parseSubnet, readSubnetFile, splitCommand } from '../src/options.js';
 
 const rule = (family: 4 | 6, address: string, prefix: number, portLow = 0, portHigh = 0, exclude = false): SubnetRule => ({

@@ -10,7 +10,7 @@ import createDebug from 'debug';
 import { Observable } from 'rxjs';
 import { FirewallError } from './errors.js';
 import { LINE_TOO_LONG, type LineItem, LineSplitter } from './lines.js';
-import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, oneLine } from './protocol.js';
+import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, oneLine, setupLine } from './protocol.js';
 import type { FirewallSetup, HostsEntry } from './types.js';
 
 const log = createDebug('rxshuttle:fw');
@@ -111,7 +111,7 @@ export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Ob
       if (state === 'hello') {
         if (item !== HELLO_LINE) return fail(`unexpected greeting from the firewall helper: ${oneLine(item, 100)}`);
         state = 'setup';
-        child.stdin.write(`${JSON.stringify(setup)}\n`);
+        child.stdin.write(setupLine(setup));
       } else if (state === 'setup') {
         if (item !== READY_LINE) return fail(`unexpected reply from the firewall helper: ${oneLine(item, 100)}`);
         state = 'ready';

@@ -8,8 +8,8 @@ import { isIPv4 } from 'node:net';
 import type { Socket } from 'node:net';
 import { constants, endianness } from 'node:os';
 import koffi from 'koffi';
+import { formatIp } from '../ip.js';
 import { getsockopt } from '../libc.js';
-import { formatIp } from './ip-address.js';
 import type { IpFamily } from './types.js';
 
 export interface OriginalDestination {

@@ -2,6 +2,7 @@
  * The words of the client <-> firewall-helper protocol (docs/firewall-helper.md). Shared by
  * both sides so they cannot drift apart.
  */
+import type { FirewallSetup } from './types.js';
 
 export const HELPER_PROTOCOL_VERSION = 1;
 /** First line the helper writes; the client sends nothing before it. */
@@ -12,8 +13,16 @@ export const OK_LINE = 'OK';
 /** The client's last line before it closes the pipe: an orderly end (the helper stays quiet). */
 export const QUIT_LINE = 'QUIT';
 export const ERROR_PREFIX = 'ERROR ';
-/** Longest line either side accepts (the setup JSON of 10 000 rules is well below). */
-export const MAX_LINE_BYTES = 1024 * 1024;
+/**
+ * Longest line either side accepts. The longest setup line the helper's validator lets through
+ * (MAX_RULES IPv6 rules with 39-character addresses, /128 and 5-digit port ranges, every
+ * optional field at its longest) is about 1.27 MB; test/firewall/validate.test.ts checks that it
+ * fits.
+ */
+export const MAX_LINE_BYTES = 2 * 1024 * 1024;
+
+/** The setup as the client sends it: one JSON line. */
+export const setupLine = (setup: FirewallSetup): string => `${JSON.stringify(setup)}\n`;
 
 /** Squeezes a message onto one protocol line: no control characters, bounded length. */
 export function oneLine(message: string, maxLength = 500): string {

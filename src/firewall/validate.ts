@@ -6,7 +6,7 @@
  * Error messages name the field, never echo the value: they travel back on a one-line protocol.
  */
 import { isIP } from 'node:net';
-import { hasHostBits, isCanonicalIp, parseIp } from './ip-address.js';
+import { hasHostBits, isCanonicalIp, parseIp } from '../ip.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from './types.js';
 
 /** Far beyond any real command line; bounds the work a hostile client can cause. */

@@ -11,12 +11,12 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runFirewallHelper } from '../../src/firewall/helper.js';
 import { withBlock } from '../../src/firewall/hosts-file.js';
-import { formatIp } from '../../src/firewall/ip-address.js';
 import type { RunCommand } from '../../src/firewall/iptables.js';
 import { flushResolvedCache } from '../../src/firewall/resolved.js';
 import { natRules } from '../../src/firewall/rules.js';
 import type { FirewallSetup } from '../../src/firewall/types.js';
 import { HostLineError, parseHostLine, validateSetup } from '../../src/firewall/validate.js';
+import { formatIp } from '../../src/ip.js';
 import { FakeIptables } from './support/fake-iptables.js';
 
 const BASE: FirewallSetup = {

@@ -9,6 +9,7 @@ import { PassThrough } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type FirewallHelperOptions, runFirewallHelper } from '../../src/firewall/helper.js';
 import { lockFileName } from '../../src/firewall/port-lock.js';
+import { MAX_LINE_BYTES } from '../../src/firewall/protocol.js';
 import type { FirewallSetup } from '../../src/firewall/types.js';
 import { FakeIptables } from './support/fake-iptables.js';
 
@@ -135,7 +136,7 @@ describe('runFirewallHelper (fake iptables)', () => {
     expect(await h.nextLine()).toBe('READY');
     h.input.write('HOSTS 10.0.0.1 a.example\n');
     expect(await h.nextLine()).toBe('ERROR unknown command (rules stay in place)');
-    h.input.write(`${'x'.repeat(1024 * 1024 + 1)}\n`);
+    h.input.write(`${'x'.repeat(MAX_LINE_BYTES + 1)}\n`);
     expect(await h.nextLine()).toBe('ERROR line too long (rules stay in place)');
     expect(fake.rxshuttleLines()).toHaveLength(5);
     h.input.end();
@@ -157,12 +158,12 @@ describe('runFirewallHelper (fake iptables)', () => {
     expect(fake.calls).toEqual([]);
   });
 
-  it('refuses a setup line over 1 MiB without waiting for its end', async () => {
+  it('refuses a setup line over MAX_LINE_BYTES without waiting for its end', async () => {
     const fake = new FakeIptables();
     const h = startHelper(fake);
     await h.nextLine();
-    h.input.write(Buffer.alloc(1024 * 1024 + 10, 0x20));
-    expect(await h.nextLine()).toBe('ERROR setup line longer than 1048576 bytes');
+    h.input.write(Buffer.alloc(MAX_LINE_BYTES + 10, 0x20));
+    expect(await h.nextLine()).toBe(`ERROR setup line longer than ${MAX_LINE_BYTES} bytes`);
     expect(await h.done).toBe(1);
   });
 

@@ -1,9 +1,11 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { formatIp } from '../../src/firewall/ip-address.js';
+import { LineSplitter } from '../../src/firewall/lines.js';
+import { MAX_LINE_BYTES, setupLine } from '../../src/firewall/protocol.js';
 import { natRules } from '../../src/firewall/rules.js';
 import type { FirewallSetup, SubnetRule } from '../../src/firewall/types.js';
-import { MAX_RULES, SetupValidationError, parseSetupLine, validateSetup } from '../../src/firewall/validate.js';
+import { MAX_DNS_SERVERS, MAX_GID, MAX_RULES, SetupValidationError, parseSetupLine, validateSetup } from '../../src/firewall/validate.js';
+import { formatIp } from '../../src/ip.js';
 
 const RULE: SubnetRule = { family: 4, address: '10.0.0.0', prefix: 8, portLow: 0, portHigh: 0, exclude: false };
 const SETUP: FirewallSetup = { version: 1, method: 'nat', port: 12300, routerMode: false, rules: [RULE] };
@@ -70,6 +72,21 @@ describe('validateSetup accepts', () => {
 
   it('a setup line', () => {
     expect(parseSetupLine(JSON.stringify(SETUP))).toEqual(SETUP);
+  });
+
+  it('the longest setup it accepts, as the client sends it, fits on one protocol line', () => {
+    // Every field at its longest: 39-character IPv6 addresses (no zero group), /128, 5-digit ports.
+    const v6 = (n: number) => `ffff:ffff:ffff:ffff:ffff:ffff:ffff:${(0xc000 + n).toString(16)}`;
+    const rules = Array.from({ length: MAX_RULES }, (_, i): SubnetRule => ({ family: 6, address: v6(i), prefix: 128, portLow: 10000, portHigh: 65535, exclude: false }));
+    const dnsServers = Array.from({ length: MAX_DNS_SERVERS }, (_, i) => v6(i));
+    const setup: FirewallSetup = { version: 1, method: 'nat', port: 65535, routerMode: false, rules, bypassGid: MAX_GID, dnsPort: 65534, dnsServers, hosts: false };
+    expect(v6(MAX_RULES - 1)).toHaveLength(39);
+    const line = Buffer.from(setupLine(setup));
+    expect(line.length).toBeGreaterThan(1_200_000);
+    // The helper's path: its line splitter, then the validator.
+    const items = new LineSplitter(MAX_LINE_BYTES).push(line);
+    expect(items).toHaveLength(1);
+    expect(parseSetupLine(items[0] as string)).toEqual(setup);
   });
 });
 

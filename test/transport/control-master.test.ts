@@ -2,9 +2,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { lastValueFrom, Subject, toArray } from 'rxjs';
+import { concat, lastValueFrom, NEVER, type Observable, of, Subject, toArray } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { controlMasterCarrier, routeRedirected } from '../../src/direct.js';
+import { type Carrier, controlMasterCarrier, routeRedirected } from '../../src/direct.js';
 import type { Redirected } from '../../src/listener.js';
 import { ControlPool, type HandOff, handOff$ } from '../../src/transport/control-master.js';
 
@@ -188,6 +188,24 @@ describe('routeRedirected', () => {
     redirected.next({ socket: pair.accepted, destination: DST, source: '127.0.0.1:2' });
     expect(toMux).toHaveLength(1);
     await until(() => master.requests.length === 2, 'the second request at the master');
+  });
+
+  it.each([
+    ['before ssh answered, destroys the socket (nobody else has it)', NEVER, { destroyed: true, toMux: 0 }],
+    ['after opened, destroys our copy of the fd', concat(of<HandOff>({ kind: 'opened' }), NEVER), { destroyed: true, toMux: 0 }],
+    ['after refused, leaves the socket to the mux', of<HandOff>({ kind: 'refused', reason: 'no' }), { destroyed: false, toMux: 1 }],
+  ])('unsubscribing the tunnel %s', async (_name, answer: Observable<HandOff>, expected) => {
+    let closed = false;
+    const carrier: Carrier = { carry: () => answer, close: () => (closed = true) };
+    const redirected = new Subject<Redirected>();
+    const toMux: Redirected[] = [];
+    const subscription = routeRedirected(redirected, () => carrier, (r) => toMux.push(r)).subscribe();
+    const pair = await tcpPair();
+    cleanups.push(pair.close);
+    redirected.next({ socket: pair.accepted, destination: DST, source: '127.0.0.1:1' });
+    subscription.unsubscribe();
+    expect({ destroyed: pair.accepted.destroyed, toMux: toMux.length }).toEqual(expected);
+    expect(closed).toBe(true);
   });
 
   it('without a control socket, everything goes to the mux', async () => {

@@ -1,14 +1,16 @@
 /**
- * IP address text <-> bytes, strict. The firewall helper runs as root and puts addresses into
- * iptables arguments, so it accepts only the one canonical spelling of each address (RFC 5952
- * for IPv6: lower case, no leading zeros, the longest run of two or more zero groups compressed,
- * the first such run on a tie, no embedded dotted quad). Anything else is refused rather than
- * normalised: a sender that means well always sends the canonical form.
+ * IP address text <-> bytes, pure (no I/O): the one parser and formatter that the stream codecs
+ * (OPEN, ROUTES, HOST payloads) and the firewall share. `parseIp` is lenient about spelling
+ * (upper case, leading zeros, an embedded dotted quad); `formatIp` writes the one canonical
+ * spelling (RFC 5952 for IPv6: lower case, no leading zeros, the longest run of two or more zero
+ * groups compressed, the first such run on a tie, no embedded dotted quad). The firewall helper
+ * runs as root and puts addresses into iptables arguments, so it accepts only text that
+ * `isCanonicalIp` passes: anything else is refused rather than normalised, since a sender that
+ * means well always sends the canonical form.
  */
-import type { IpFamily } from './types.js';
 
 export interface ParsedIp {
-  family: IpFamily;
+  family: 4 | 6;
   /** 4 or 16 bytes, network order. */
   bytes: Uint8Array;
 }
@@ -35,7 +37,9 @@ function parseV4(text: string): ParsedIp | null {
 }
 
 function parseV6(text: string): ParsedIp | null {
-  const halves = text.split('::');
+  const hex = withoutDottedTail(text);
+  if (hex === null) return null;
+  const halves = hex.split('::');
   if (halves.length > 2) return null;
   const head = splitGroups(halves[0] ?? '');
   const tail = halves.length === 2 ? splitGroups(halves[1] ?? '') : [];
@@ -50,6 +54,16 @@ function parseV6(text: string): ParsedIp | null {
     bytes[2 * i + 1] = g & 0xff;
   });
   return { family: 6, bytes };
+}
+
+/** `::ffff:1.2.3.4` as `::ffff:102:304` (the tail is the last two groups); null if the quad is invalid. */
+function withoutDottedTail(text: string): string | null {
+  const at = text.lastIndexOf(':') + 1;
+  if (!text.includes('.', at)) return text;
+  const quad = parseV4(text.slice(at))?.bytes;
+  if (!quad) return null;
+  const group = (i: number) => (((quad[i] ?? 0) << 8) | (quad[i + 1] ?? 0)).toString(16);
+  return `${text.slice(0, at)}${group(0)}:${group(2)}`;
 }
 
 function splitGroups(part: string): number[] | null {
@@ -90,7 +104,7 @@ export function formatIp(bytes: Uint8Array): string {
 }
 
 /** True when `text` is exactly the canonical spelling of an address of `family`. */
-export function isCanonicalIp(text: string, family: IpFamily): boolean {
+export function isCanonicalIp(text: string, family: 4 | 6): boolean {
   const parsed = parseIp(text);
   return parsed !== null && parsed.family === family && formatIp(parsed.bytes) === text;
 }

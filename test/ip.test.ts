@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { formatIp, hasHostBits, isCanonicalIp, parseIp } from '../../src/firewall/ip-address.js';
+import { formatIp, hasHostBits, isCanonicalIp, parseIp } from '../src/ip.js';
 
 /** WHATWG URL serialises IPv6 hosts in RFC 5952 form: an independent canonicaliser. */
 function urlCanonical(v6: string): string {
@@ -34,6 +34,17 @@ describe('parseIp / formatIp', () => {
   });
 
   it.each([
+    ['::ffff:1.2.3.4', '::ffff:102:304'],
+    ['::1.2.3.4', '::102:304'],
+    ['1:2:3:4:5:6:10.0.0.1', '1:2:3:4:5:6:a00:1'],
+  ])('IPv6 %s with a dotted tail is read as %s (never canonical)', (text, canonical) => {
+    const parsed = parseIp(text);
+    expect(parsed?.family).toBe(6);
+    expect(formatIp(parsed!.bytes)).toBe(canonical);
+    expect(isCanonicalIp(text, 6)).toBe(false);
+  });
+
+  it.each([
     '',
     '1.2.3',
     '1.2.3.4.5',
@@ -49,7 +60,11 @@ describe('parseIp / formatIp', () => {
     '1:2:3:4:5:6:7::8',
     '12345::',
     'g::',
-    '::ffff:1.2.3.4', // mixed notation is not canonical; refused rather than guessed
+    '::ffff:1.2.3.256',
+    '::ffff:1.2.3',
+    '1.2.3.4::',
+    '::1.2.3.4:1',
+    '1:2:3:4:5:6:7:1.2.3.4',
     'fe80::1%eth0',
     '0x10.0.0.1',
   ])('refuses %j', (text) => {
