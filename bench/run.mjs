@@ -831,6 +831,7 @@ function renderTable(paths, cells, failRefs) {
   const header = ['', ...paths.map((p) => PATH_LABEL[p])];
   const lines = [header];
   for (const r of ROWS) {
+    if (paths.every((p) => !cells[r.id][p])) continue; // not measured in this run (--rows)
     const line = [`${r.label} (${r.unit})`];
     for (const p of paths) {
       const c = cells[r.id][p];
