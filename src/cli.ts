@@ -97,9 +97,12 @@ function program(): Command {
       false,
     )
     .addOption(
-      new Option('--transport <ssh|ssh2>', 'ssh: the ssh binary; ssh2: in-process ssh, TCP in ssh channels (faster; keys and agent only)')
+      new Option(
+        '--transport <auto|ssh|ssh2>',
+        'ssh2: in-process ssh, TCP in ssh channels (faster; keys and agent only); ssh: the ssh binary; auto: ssh2 when it can',
+      )
         .choices(TRANSPORTS)
-        .default('ssh'),
+        .default('auto'),
     )
     .option('--dns', 'capture local DNS queries (to the nameservers in /etc/resolv.conf) and answer them remotely')
     .option('--ns-hosts <ip,...>', 'capture DNS queries to these nameservers instead (implies --dns)')

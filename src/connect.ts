@@ -4,7 +4,6 @@ import {
   catchError,
   concat,
   EMPTY,
-  finalize,
   from,
   map,
   merge,
@@ -21,8 +20,8 @@ import type { TunnelEvent } from './events.js';
 import { firewall$ } from './firewall/client.js';
 import { originalDestination } from './firewall/original-dst.js';
 import type { FirewallSetup, SubnetRule } from './firewall/types.js';
-import { existsSync } from 'node:fs';
-import { type Carrier, controlMasterCarrier, routeRedirected } from './direct.js';
+import { routeRedirected } from './direct.js';
+import { isServerLink, serverLink$ } from './server-link.js';
 import { asAccepted, type Listener, listener$, type Redirected, redirected$ } from './listener.js';
 import { fileURLToPath } from 'node:url';
 import { helperCommand } from './firewall/client.js';
@@ -31,11 +30,9 @@ import { descriptorBudget, guardDescriptors, openFileLimit } from './descriptor-
 import { keepalive } from './streams/keepalive.js';
 import { DEFAULT_WINDOW, FLAG_NO_LATENCY_CONTROL } from './streams/defaults.js';
 import { session } from './streams/session.js';
-import { ServerExit, type ServerProcess, serverProcess$ } from './transport/server-process.js';
-import { ssh2Connection$, ssh2Forward$, ssh2Server$ } from './transport/ssh2.js';
-import { controlSocket } from './transport/control-master.js';
-import { type SshHostInfo, sshHostInfo, sshServerArgv } from './transport/ssh.js';
-import { MIN_REMOTE_NODE_MAJOR, NODE_TOO_OLD_EXIT, remoteCommand, stubSource } from './transport/stub.js';
+import { ServerExit } from './transport/server-process.js';
+import { type SshHostInfo, sshHostInfo } from './transport/ssh.js';
+import { MIN_REMOTE_NODE_MAJOR, NODE_TOO_OLD_EXIT } from './transport/stub.js';
 
 const debug = createDebug('rxshuttle:connect');
 
@@ -75,13 +72,13 @@ export function connect(input: ConnectOptions | TunnelOptions): Observable<Tunne
   const budget =
     fileLimit === undefined
       ? undefined
-      : descriptorBudget(fileLimit, options.remote !== undefined && options.transport === 'ssh' && options.sshForward);
+      : descriptorBudget(fileLimit, options.remote !== undefined && options.sshForward);
   return listener$(options.listen, ipv6).pipe(
     switchMap((listener) =>
       concat(
         of<TunnelEvent>({ kind: 'listening', host: listener.host, port: listener.port }),
-        // ssh2 channels cost no descriptor beyond the socket the connection guard already counts.
-        tunnel(options, listener, options.transport === 'ssh2' ? Number.POSITIVE_INFINITY : (budget?.handOffs ?? Number.POSITIVE_INFINITY)).pipe(
+        // Only the ControlMaster spends descriptors of its own on a connection; ssh2 channels do not.
+        tunnel(options, listener, options.sshForward ? (budget?.handOffs ?? Number.POSITIVE_INFINITY) : Number.POSITIVE_INFINITY).pipe(
           guardDescriptors(listener.servers, { fileLimit, connections: budget?.connections }),
         ),
       ),
@@ -100,32 +97,8 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
     : of({ addresses: [], openssh: false });
 
   return hostInfo$.pipe(
-    switchMap(({ addresses: sshAddresses, openssh, config }) => {
-      const ssh2 = options.transport === 'ssh2';
-      if (ssh2 && !config) {
-        return throwError(
-          () => new UsageError(`--transport ssh2 needs OpenSSH's "ssh -G" to read the configuration for ${where}; "${options.sshCommand.join(' ')}" gave none`),
-        );
-      }
-      // With OpenSSH, our session is also a ControlMaster that TCP connections are handed to.
-      const control = remote && openssh && options.sshForward && !ssh2 ? controlSocket() : null;
-      const argv = ssh2
-        ? ['ssh2', `${config?.user}@${config?.hostname}:${config?.port}`, remoteCommand(options.remoteNode)]
-        : remote
-          ? sshServerArgv([...options.sshCommand, ...(control?.sshOptions ?? [])], remote, options.remoteNode)
-          : [process.execPath, '-e', stubSource()];
-      // Who carries redirected TCP connections besides the mux: ssh's own channels, if anyone.
-      let carrier: (() => Carrier) | null = null;
-      const server$: Observable<ServerProcess> =
-        ssh2 && config
-          ? ssh2Connection$(config, where).pipe(
-              switchMap(({ client, authenticatedWith }) => {
-                debug('ssh2: authenticated with %s', authenticatedWith);
-                carrier = () => ({ carry: (socket, destination) => ssh2Forward$(client, socket, destination), close: () => {} });
-                return ssh2Server$(client, remoteCommand(options.remoteNode));
-              }),
-            )
-          : serverProcess$(argv, bypassGid === undefined ? {} : { gid: bypassGid });
+    switchMap((host) => {
+      const sshAddresses = host.addresses;
       const forMux = new Subject<Redirected>();
       const setup: FirewallSetup = {
         version: 1,
@@ -139,9 +112,10 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
       // -N, -H, --dns: the control-channel conversations and what the firewall needs for them.
       const discovery = discoveryClient(options, listener);
       let greeted = false;
-      const starting: TunnelEvent = { kind: 'starting', command: argv };
-      const running$ = server$.pipe(
-        switchMap((server) => {
+      const running$ = serverLink$(options, host, where, bypassGid).pipe(
+        switchMap((link) => {
+          if (!isServerLink(link)) return of(link);
+          const { server } = link;
           const remoteOutput$ = server.stderr$.pipe(map((line): TunnelEvent => ({ kind: 'remote-output', line })));
           // A server that went silent (network gone, host suspended) ends the tunnel instead of hanging it.
           const alive =
@@ -185,7 +159,7 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
                       }),
                       routeRedirected(
                         redirected$(listener, originalDestination),
-                        control && existsSync(control.path) ? () => controlMasterCarrier(control.path) : carrier,
+                        link.carrier(),
                         (r) => forMux.next(r),
                         maxHandOffs,
                       ),
@@ -210,9 +184,8 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
           return merge(remoteOutput$, session$);
         }),
         catchError((err: unknown) => throwError(() => explainFailure(err, greeted, where, options.remoteNode, local))),
-        finalize(() => control?.remove()),
       );
-      return concat(of(starting), running$);
+      return running$;
     }),
   );
 }

@@ -7,6 +7,11 @@ import type { Destination } from './streams/frame.js';
 export type TunnelEvent =
   | { readonly kind: 'listening'; readonly host: string; readonly port: number }
   | { readonly kind: 'starting'; readonly command: readonly string[] }
+  /**
+   * Which ssh carries the session: `ssh2` in this process, or the `ssh` binary (`why`: what made
+   * --transport auto choose it).
+   */
+  | { readonly kind: 'transport'; readonly transport: 'ssh' | 'ssh2'; readonly why?: string }
   | { readonly kind: 'remote-output'; readonly line: string }
   | { readonly kind: 'connected'; readonly remote: string; readonly window: number }
   | {

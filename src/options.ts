@@ -37,7 +37,8 @@ export interface TunnelOptions {
   /**
    * `ssh`: the ssh binary carries the session (all of ssh_config applies). `ssh2`: an in-process
    * ssh connection (host, user, keys and known_hosts from `ssh -G`) whose direct-tcpip channels
-   * carry TCP, as `ssh -L` does; no process hop, so faster.
+   * carry TCP, as `ssh -L` does; no process hop, so faster. `auto`: ssh2 when it can do what the
+   * configuration asks, else the binary.
    */
   readonly transport: Transport;
   /** argv that starts the firewall helper (`rxshuttle --firewall`), sudo already prepended if needed. */
@@ -60,7 +61,7 @@ export const KEEPALIVE_MISSES = 4;
 
 export const DEFAULT_LISTEN_PORT = 12300;
 
-export const TRANSPORTS = ['ssh', 'ssh2'] as const;
+export const TRANSPORTS = ['auto', 'ssh', 'ssh2'] as const;
 export type Transport = (typeof TRANSPORTS)[number];
 
 export interface DnsOptions {
@@ -81,7 +82,7 @@ export interface ConnectOptions {
   readonly latencyControl?: boolean;
   /** Hand TCP connections to the ssh ControlMaster (OpenSSH only); default false (see README). */
   readonly sshForward?: boolean;
-  /** `ssh` (default: the ssh binary) or `ssh2` (in-process, TCP in direct-tcpip channels; see README). */
+  /** `auto` (default), `ssh` (the ssh binary) or `ssh2` (in-process, TCP in direct-tcpip channels; see README). */
   readonly transport?: Transport;
   /** How to start the firewall helper; default: this package's CLI with --firewall (through sudo unless root). */
   readonly firewallCommand?: readonly string[];
@@ -119,11 +120,11 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
   const remote = typeof options.remote === 'string' ? parseRemote(options.remote) : options.remote;
   const listen = typeof options.listen === 'string' ? parseListen(options.listen) : options.listen;
   const ssh = options.sshCommand ?? 'ssh';
-  const transport = options.transport ?? 'ssh';
-  if (!TRANSPORTS.includes(transport)) throw new UsageError(`unknown --transport "${transport}": use ssh or ssh2`);
+  const transport = options.transport ?? 'auto';
+  if (!TRANSPORTS.includes(transport)) throw new UsageError(`unknown --transport "${transport}": use auto, ssh or ssh2`);
   if (transport === 'ssh2' && !remote) throw new UsageError('--transport ssh2 needs -r HOST (local mode has no ssh)');
   if (transport === 'ssh2' && options.sshForward) {
-    throw new UsageError('--ssh-forward is for --transport ssh; with ssh2, TCP always goes in ssh channels');
+    throw new UsageError('--ssh-forward needs the ssh binary (--transport ssh or auto); with ssh2, TCP always goes in ssh channels');
   }
   return {
     subnets,

@@ -10,6 +10,11 @@ type Renderer<K extends TunnelEvent['kind']> = {
 const renderers: { readonly [K in TunnelEvent['kind']]: Renderer<K> } = {
   listening: { level: 1, text: (e) => `Listening on ${e.host}:${e.port}.` },
   starting: { level: 2, text: (e) => `starting server: ${e.command.slice(0, -1).join(' ')} …` },
+  transport: {
+    level: 1,
+    text: (e) =>
+      e.transport === 'ssh2' ? 'Transport: ssh2, in this process.' : `Transport: the ssh binary${e.why ? ` (${e.why})` : ''}.`,
+  },
   'remote-output': { level: 2, text: (e) => `remote: ${e.line}` },
   connected: { level: 1, text: (e) => `Connected to ${e.remote}.` },
   'firewall-ready': {

@@ -49,6 +49,23 @@ export interface Ssh2Connection {
   readonly authenticatedWith: string;
 }
 
+/** ssh2 cannot do what this host needs (the ssh binary may): the reason, and the error if it is final. */
+export class Ssh2Unsuitable extends TransportError {
+  constructor(
+    where: string,
+    readonly reason: string,
+  ) {
+    super('RXS_ERR_SSH', `ssh to ${where} failed: ${reason}`);
+  }
+}
+
+/** What in the user's configuration ssh2 cannot do at all; null when it can try. */
+export function ssh2Unsuitable(config: ResolvedSshConfig): string | null {
+  if (config.proxyJump) return `ssh2 cannot use ProxyJump (${config.proxyJump})`;
+  if (config.proxyCommand) return 'ssh2 cannot use ProxyCommand';
+  return null;
+}
+
 interface AuthAttempt {
   readonly label: string;
   readonly method: AnyAuthMethod;
@@ -96,13 +113,9 @@ function authAttempts(config: ResolvedSshConfig, username: string): AuthAttempt[
  */
 export function ssh2Connection$(config: ResolvedSshConfig, where: string): Observable<Ssh2Connection> {
   return new Observable<Ssh2Connection>((subscriber) => {
-    if (config.proxyJump || config.proxyCommand) {
-      subscriber.error(
-        new TransportError(
-          'RXS_ERR_SSH',
-          `--transport ssh2 cannot use ${config.proxyJump ? 'ProxyJump' : 'ProxyCommand'} (set for ${where}): use the default transport`,
-        ),
-      );
+    const unsuitable = ssh2Unsuitable(config);
+    if (unsuitable) {
+      subscriber.error(new Ssh2Unsuitable(where, `${unsuitable}: use --transport ssh`));
       return;
     }
     const knownHostsFiles = [...config.userKnownHostsFiles, ...config.globalKnownHostsFiles];
@@ -150,18 +163,24 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
         subscriber.error(new TransportError('RXS_ERR_TRANSPORT_CLOSED', `connection to ${where} lost: ${err.message}`));
         return;
       }
-      let why = err.message;
-      if (hostKeyRefusal) why = hostKeyRefusal;
+      // What the ssh binary might still manage (it can ask, and knows more algorithms) is
+      // Ssh2Unsuitable; a host that does not answer would not answer it either.
+      if (hostKeyRefusal) subscriber.error(new Ssh2Unsuitable(where, hostKeyRefusal));
       else if (err.level === 'client-authentication') {
-        why =
+        const why =
           attempts.length === 0
-            ? `no usable key: no ssh agent and no unencrypted identity file (${config.identityFiles.join(', ') || 'none'}); --transport ssh2 cannot ask for passwords or passphrases`
-            : `authentication failed (tried ${tried.join(', ')}); --transport ssh2 cannot ask for passwords or passphrases`;
-      } else if (err.level === 'client-timeout') why = 'timed out during the ssh handshake';
-      subscriber.error(new TransportError('RXS_ERR_SSH', `ssh to ${where} failed: ${why}`));
+            ? `no usable key: no ssh agent and no unencrypted identity file (${config.identityFiles.join(', ') || 'none'})`
+            : `authentication failed (tried ${tried.join(', ')})`;
+        subscriber.error(new Ssh2Unsuitable(where, `${why}; ssh2 cannot ask for passwords or passphrases`));
+      } else if (err.level === 'handshake') subscriber.error(new Ssh2Unsuitable(where, err.message));
+      else {
+        const why = err.level === 'client-timeout' ? 'timed out during the ssh handshake' : err.message;
+        subscriber.error(new TransportError('RXS_ERR_SSH', `ssh to ${where} failed: ${why}`));
+      }
     });
     client.on('close', () => {
-      if (ready) subscriber.error(new TransportError('RXS_ERR_TRANSPORT_CLOSED', `connection to ${where} lost`));
+      // As ssh words it when sshd ends the session.
+      if (ready) subscriber.error(new TransportError('RXS_ERR_TRANSPORT_CLOSED', `connection to ${where} lost: connection closed by remote host`));
     });
     client.on('handshake', (negotiated) => {
       readsAreCopied = sshCryptoBinding || !negotiated.sc.cipher.includes('-gcm');

@@ -101,8 +101,8 @@ describe('the other end dies', () => {
     expect(await remoteNodePids(lab)).toEqual([]);
   });
 
-  it('kill -9 of ssh: one line naming it, rules removed, exit 1, the remote server ends too', async () => {
-    const { rx, remote } = await workingTunnel();
+  it('kill -9 of ssh (--transport ssh): one line naming it, rules removed, exit 1, the remote server ends too', async () => {
+    const { rx, remote } = await workingTunnel(['--transport', 'ssh']);
     const ssh = rx.processes().transport.filter((p) => /(^|\/)ssh$/.test(argvOf(p)[0] ?? ''));
     expect(ssh).toHaveLength(1);
     process.kill(ssh[0] as number, 'SIGKILL');
@@ -110,13 +110,15 @@ describe('the other end dies', () => {
     await waitFast(() => remote.every(isGone), 10_000, 'the remote server to end');
   });
 
-  it('the remote host closes the session: ssh says so, rules removed, exit 1', async () => {
-    const { rx, remote } = await workingTunnel();
-    const sshd = sshdSessionOf(remote[0] as number);
-    expect(sshd, 'the sshd session process of the tunnel').toBeDefined();
-    process.kill(sshd as number, 'SIGTERM');
-    await expectCleanFailure(rx, /^rxshuttle: connection to lab lost: .*closed by remote host/i, 10_000);
-  });
+  for (const transport of ['ssh', 'ssh2']) {
+    it(`the remote host closes the session (--transport ${transport}): said so, rules removed, exit 1`, async () => {
+      const { rx, remote } = await workingTunnel(['--transport', transport]);
+      const sshd = sshdSessionOf(remote[0] as number);
+      expect(sshd, 'the sshd session process of the tunnel').toBeDefined();
+      process.kill(sshd as number, 'SIGTERM');
+      await expectCleanFailure(rx, /^rxshuttle: connection to lab lost: .*closed by remote host/i, 10_000);
+    });
+  }
 
   it('the network drops: the keepalive notices within its window, rules removed, exit 1', async () => {
     const { rx } = await workingTunnel(['--keepalive', '1']);

@@ -110,10 +110,17 @@ describe('two instances at once', () => {
 });
 
 describe('cleanup when the client ends', () => {
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGKILL'] as const) {
-    it(`after ${signal}: no rxshuttle rule and no rxshuttle process (client, firewall helper, ssh, remote node) within 2 s`, async () => {
+  // ssh2: no ssh child at all; ssh: the ssh binary, which must go too.
+  for (const [signal, transport] of [
+    ['SIGINT', 'ssh2'],
+    ['SIGTERM', 'ssh2'],
+    ['SIGKILL', 'ssh2'],
+    ['SIGINT', 'ssh'],
+    ['SIGKILL', 'ssh'],
+  ] as const) {
+    it(`after ${signal} (--transport ${transport}): no rxshuttle rule and no rxshuttle process (client, firewall helper, ssh, remote node) within 2 s`, async () => {
       const remoteBefore = new Set(await remoteNodePids(lab));
-      const rx = await Rxshuttle.remote(lab, [LAB.targetSubnet]);
+      const rx = await Rxshuttle.remote(lab, ['--transport', transport, LAB.targetSubnet]);
       // a working tunnel with a connection open through it, so there is something to tear down
       const page = await curl(lab, 'cli', `http://${LAB.target}/`);
       expect(page.stdout).toContain(PAGE_MARKER);
@@ -124,7 +131,7 @@ describe('cleanup when the client ends', () => {
       const procs = rx.processes();
       expect(procs.helper, `firewall helper among ${JSON.stringify(procs)}`).toHaveLength(1);
       const ssh = procs.transport.filter((p) => /(^|\/)ssh$/.test(argvOf(p)[0] ?? ''));
-      expect(ssh, `the ssh child among ${JSON.stringify(procs)}`).toHaveLength(1);
+      expect(ssh, `the ssh child among ${JSON.stringify(procs)}`).toHaveLength(transport === 'ssh' ? 1 : 0);
       const remote = (await remoteNodePids(lab)).filter((p) => !remoteBefore.has(p));
       expect(remote, 'the remote `node -e` server in srv').toHaveLength(1);
       expect((await rxshuttleRules(lab)).length).toBeGreaterThan(0);

@@ -9,10 +9,11 @@ import { Rxshuttle, assertBuilt, echoLoad, rxshuttleRules, reportRxshuttleOnFail
 // Issue 3 asks for 1 000, issue 4 for 2 000: one run covers both.
 const COUNT = 2000;
 
-// The mux (default) and the direct-tcpip channels of --transport ssh2, each with its own lab.
+// The direct-tcpip channels of ssh2 (the default here) and the mux of the ssh binary's session,
+// each with its own lab.
 describe.each([
-  { path: 'TCP in the mux', extra: [] as string[] },
-  { path: 'TCP in ssh2 channels', extra: ['--transport', 'ssh2'] },
+  { path: 'TCP in ssh2 channels (default)', extra: [] as string[] },
+  { path: 'TCP in the mux (--transport ssh)', extra: ['--transport', 'ssh'] },
 ])('load, $path', ({ extra }) => {
   let lab: Lab;
   let rx: Rxshuttle;

@@ -121,6 +121,38 @@ describe('--transport ssh2 host keys', () => {
   });
 });
 
+describe('--transport auto (the default) falls back to the ssh binary for what ssh2 cannot do', () => {
+  it('ProxyCommand (here: ssh -W through the same host): the binary carries the tunnel, and -v says why', async () => {
+    const ssh = `${lab.sshCommand} -o 'ProxyCommand=${lab.sshCommand} -W %h:%p ${lab.sshHost}'`;
+    const rx = new Rxshuttle(lab, 'cli', ['-v', '-r', lab.sshHost, '-e', ssh, LAB.targetSubnet], [], noAgent);
+    await rx.ready();
+    expect(rx.output).toMatch(/Transport: the ssh binary \(ssh2 cannot use ProxyCommand\)/);
+    const page = await curl(lab, 'cli', `http://${LAB.target}/`);
+    expect(page.stdout).toContain(PAGE_MARKER);
+    await rx.stop('SIGTERM');
+    await expectNothingLeft();
+  });
+
+  it('an unknown host key with StrictHostKeyChecking=yes: ssh2 declines, and ssh itself refuses it in one line', async () => {
+    const file = join(dir, 'empty-auto');
+    writeFileSync(file, '');
+    const r = await lab.exec('cli', [process.execPath, CLI_JS, '-r', lab.sshHost, '-e', sshWith(file, 'yes'), LAB.targetSubnet], {
+      timeoutMs: 30_000,
+      env: noAgent,
+    });
+    expect(r.code, r.stderr).toBe(1);
+    expect(oneLine(r.stderr)).toMatch(/Host key verification failed/);
+    await expectNothingLeft();
+  });
+
+  it('the default picks ssh2 when it can, and says so with -v', async () => {
+    const rx = new Rxshuttle(lab, 'cli', ['-v', '-r', lab.sshHost, '-e', lab.sshCommand, LAB.targetSubnet], [], noAgent);
+    await rx.ready();
+    expect(rx.output).toMatch(/Transport: ssh2, in this process\./);
+    await rx.stop('SIGTERM');
+  });
+});
+
 describe('--transport ssh2 refuses what it cannot do', () => {
   it('no usable key (no agent, the only identity file missing): one line that says so', async () => {
     const ssh = `ssh -F /dev/null -o User=root -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o IdentitiesOnly=yes -o IdentityFile=${join(dir, 'missing-key')}`;

@@ -8,18 +8,24 @@ import { GEN_BYTES, Rxshuttle, assertBuilt, curl, echoOnce, reportRxshuttleOnFai
 
 const MB100 = 100_000_000;
 
-// Every data path: TCP carried in rxshuttle's own mux (the default), TCP handed to ssh's
-// ControlMaster (--ssh-forward), and TCP in direct-tcpip channels of the in-process ssh
-// connection (--transport ssh2). Each gets its own lab and tunnel.
+// Every data path: by default (--transport auto, which picks ssh2 in the lab) TCP in
+// direct-tcpip channels of the in-process ssh connection; with the ssh binary, TCP in
+// rxshuttle's own mux, or handed to ssh's ControlMaster (--ssh-forward). Each gets its own lab
+// and tunnel.
 describe.each([
-  { mode: "in rxshuttle's own mux", extra: [] as string[], closedLine: /closed #\d+ 10\.98\.0\.3:80: done/, halfClose: true },
-  { mode: 'handed to ssh', extra: ['--ssh-forward'], closedLine: /closed ssh#\d+ 10\.98\.0\.3:80: done/, halfClose: false },
   {
-    mode: 'in ssh2 direct-tcpip channels',
-    extra: ['--transport', 'ssh2'],
+    mode: 'in ssh2 direct-tcpip channels (the default)',
+    extra: [] as string[],
     closedLine: /closed ssh#\d+ 10\.98\.0\.3:80: done/,
     halfClose: true,
   },
+  {
+    mode: "in rxshuttle's own mux (--transport ssh)",
+    extra: ['--transport', 'ssh'],
+    closedLine: /closed #\d+ 10\.98\.0\.3:80: done/,
+    halfClose: true,
+  },
+  { mode: 'handed to ssh', extra: ['--ssh-forward'], closedLine: /closed ssh#\d+ 10\.98\.0\.3:80: done/, halfClose: false },
 ])('through the tunnel (10.98.0.0/24, -x 10.98.0.4/32), TCP $mode', ({ extra, closedLine, halfClose }) => {
   let lab: Lab;
   let rx: Rxshuttle;
