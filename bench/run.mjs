@@ -2,7 +2,7 @@
 // rxshuttle benchmark (not a test). See bench/README.md.
 //
 //   npm run bench                       build, then the full run
-//   node bench/run.mjs [--quick] [--only direct,ssh-L,sshuttle,rxshuttle,rxshuttle-nolc,rxshuttle-sshfwd,rxshuttle-ssh2]
+//   node bench/run.mjs [--quick] [--only direct,ssh-L,sshuttle,rxshuttle,rxshuttle-ssh,rxshuttle-nolc,rxshuttle-sshfwd] [--rows IDS]
 //
 // Builds its own lab with the e2e harness (test/e2e/lab.ts, transpiled on the
 // fly with esbuild, like scripts/lab.sh), measures every selected path from the
@@ -25,15 +25,15 @@ const ECHO_PORT = 7007;
 const IPERF_PORT = 5201;
 const LOCAL_FWD = { [ECHO_PORT]: 17007, [IPERF_PORT]: 15201 };
 
-const ALL_PATHS = ['direct', 'ssh-L', 'sshuttle', 'rxshuttle', 'rxshuttle-nolc', 'rxshuttle-sshfwd', 'rxshuttle-ssh2'];
+const ALL_PATHS = ['direct', 'ssh-L', 'sshuttle', 'rxshuttle', 'rxshuttle-ssh', 'rxshuttle-nolc', 'rxshuttle-sshfwd'];
 const PATH_LABEL = {
   direct: 'direct',
   'ssh-L': 'ssh -L',
   sshuttle: 'sshuttle',
   rxshuttle: 'rxshuttle',
-  'rxshuttle-nolc': 'rxs --no-lat-ctl',
+  'rxshuttle-ssh': 'rxs --transport ssh',
+  'rxshuttle-nolc': 'rxs ssh --no-lat-ctl',
   'rxshuttle-sshfwd': 'rxs --ssh-forward',
-  'rxshuttle-ssh2': 'rxs --transport ssh2',
 };
 const BASELINE = 'ssh-L';
 
@@ -384,9 +384,9 @@ async function echoWorks(ep) {
   }
 }
 
-function iperfArgs(ep, { reverse, streams, seconds, omit }) {
+function iperfArgs(ep, { reverse, streams, seconds, omit, bidir }) {
   return ['iperf3', '-c', ep.host, '-p', String(ep.port), '-t', String(seconds), '-P', String(streams), '-J',
-    '--connect-timeout', '5000', ...(omit ? ['-O', String(omit)] : []), ...(reverse ? ['-R'] : [])];
+    '--connect-timeout', '5000', ...(omit ? ['-O', String(omit)] : []), ...(reverse ? ['-R'] : []), ...(bidir ? ['--bidir'] : [])];
 }
 
 async function iperf(ep, o) {
@@ -402,7 +402,8 @@ async function iperf(ep, o) {
     }
     if (json && !json.error && json.end?.sum_received) {
       return {
-        gbps: json.end.sum_received.bits_per_second / 1e9,
+        // --bidir: both directions together.
+        gbps: (json.end.sum_received.bits_per_second + (json.end.sum_received_bidir_reverse?.bits_per_second ?? 0)) / 1e9,
         retransmits: json.end.sum_sent?.retransmits,
         cpu: json.end.cpu_utilization_percent,
       };
@@ -555,9 +556,9 @@ const PATHS = {
     },
   },
   rxshuttle: { start: () => startRxshuttle([]) },
-  'rxshuttle-nolc': { start: () => startRxshuttle(['--no-latency-control']) },
+  'rxshuttle-ssh': { start: () => startRxshuttle(['--transport', 'ssh']) },
+  'rxshuttle-nolc': { start: () => startRxshuttle(['--transport', 'ssh', '--no-latency-control']) },
   'rxshuttle-sshfwd': { start: () => startRxshuttle(['--ssh-forward']) },
-  'rxshuttle-ssh2': { start: () => startRxshuttle(['--transport', 'ssh2']) },
 };
 
 async function startRxshuttle(extra) {
@@ -609,6 +610,10 @@ row('rtt_idle_p99', 'rtt p99, idle', 'ms', 'lower');
 row('rtt_load_p50', 'rtt p50, under bulk download', 'ms', 'lower');
 row('rtt_load_p99', 'rtt p99, under bulk download', 'ms', 'lower');
 row('rtt_load_bulk', 'bulk download during rtt', 'Gbit/s', 'higher');
+row('bulk20_gbps', '20 bulk (10 up + 10 down): total', 'Gbit/s', 'higher');
+row('bulk20_client', '20 bulk: client RSS', 'MiB', 'lower');
+row('bulk20_server', '20 bulk: server RSS', 'MiB', 'lower');
+row('bulk20_transport', '20 bulk: +ssh/sshd RSS', 'MiB', 'lower');
 for (const n of CFG.holds) {
   row(`hold${n}_ok`, `${n} held: alive`, 'conns', 'higher');
   row(`hold${n}_client`, `${n} held: client RSS`, 'MiB', 'lower');
@@ -618,6 +623,15 @@ for (const n of CFG.holds) {
 
 const ok = (value, extra) => ({ ok: true, value, ...(extra ? { extra } : {}) });
 const na = (reason) => ({ ok: true, value: null, na: reason });
+
+/** A cell with the summed peak RSS (MiB) of one role's processes, as RssSampler saw them. */
+function peakRssCell(name, procs, kind) {
+  if (name === 'direct') return na('no relay');
+  if (kind === 'transport' && name === 'ssh-L') return na('ssh/sshd are the relay');
+  const list = procs[kind];
+  if (!list || list.length === 0) return { ok: false, reason: `no ${kind} process found` };
+  return ok(list.reduce((sum, p) => sum + p.hwm_kib, 0) / 1024, list);
+}
 
 /** Steps: each fills some rows. `needsRestart`: run on a freshly started path. */
 function steps() {
@@ -685,6 +699,29 @@ function steps() {
       return { rtt_load_p50: ok(r.p50_ms, r), rtt_load_p99: ok(r.p99_ms, r), rtt_load_bulk: bulkCell };
     },
   });
+  // Memory under many bulk transfers at once, on a fresh process so its peak is this step's.
+  list.push({
+    rows: ['bulk20_gbps', 'bulk20_client', 'bulk20_server', 'bulk20_transport'],
+    what: '20 parallel bulk transfers',
+    needsRestart: true,
+    run: async (h, notes, name) => {
+      const sampler = new RssSampler(lab, h.classify, probePids);
+      sampler.start();
+      let r;
+      let procs;
+      try {
+        r = await iperf(h.endpoint(IPERF_PORT), { streams: 10, bidir: true, seconds: CFG.iperfSeconds, omit: CFG.iperfOmit });
+      } finally {
+        procs = sampler.stop();
+      }
+      return {
+        bulk20_gbps: ok(r.gbps, r),
+        bulk20_client: peakRssCell(name, procs, 'client'),
+        bulk20_server: peakRssCell(name, procs, 'server'),
+        bulk20_transport: peakRssCell(name, procs, 'transport'),
+      };
+    },
+  });
   for (const n of CFG.holds) {
     list.push({
       rows: [`hold${n}_ok`, `hold${n}_client`, `hold${n}_server`, `hold${n}_transport`],
@@ -703,17 +740,7 @@ function steps() {
           procs = sampler.stop();
         }
         r.listen_overflows_cli = (await listenOverflows()) - lo0;
-        const mib = (kind) => {
-          const list = procs[kind];
-          if (!list || list.length === 0) return undefined;
-          return list.reduce((s, p) => s + p.hwm_kib, 0) / 1024;
-        };
-        const memCell = (kind) => {
-          if (name === 'direct') return na('no relay');
-          if (kind === 'transport' && name === 'ssh-L') return na('ssh/sshd are the relay');
-          const v = mib(kind);
-          return v === undefined ? { ok: false, reason: `no ${kind} process found` } : ok(v, procs[kind]);
-        };
+        const memCell = (kind) => peakRssCell(name, procs, kind);
         if (r.alive < n) {
           const why = { ...r.errors, ...Object.fromEntries(Object.entries(r.late_errors).map(([k, v]) => [`late ${k}`, v])) };
           notes.push(`${name} / ${n} held: ${r.alive} of ${n} alive (opened ${r.opened} of ${r.attempted} attempted in ${r.open_s.toFixed(1)} s, ` +

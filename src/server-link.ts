@@ -59,12 +59,12 @@ export function serverLink$(
   const unsuitable = ssh2Unsuitable(config);
   if (unsuitable && options.transport === 'auto') return viaBinary$(unsuitable);
   const viaSsh2$ = ssh2Connection$(config, where).pipe(
-    switchMap(({ client, authenticatedWith }) => {
-      debug('ssh2: authenticated with %s', authenticatedWith);
-      const carrier = () => ({ carry: ssh2Forward$.bind(null, client), close: () => {} });
+    switchMap((connection) => {
+      debug('ssh2: authenticated with %s', connection.authenticatedWith);
+      const carrier = () => ({ carry: ssh2Forward$.bind(null, connection), close: () => {} });
       return concat(
         of<TunnelEvent>({ kind: 'transport', transport: 'ssh2' }),
-        ssh2Server$(client, remoteCommand(options.remoteNode)).pipe(map((server): ServerLink => ({ server, carrier: () => carrier }))),
+        ssh2Server$(connection.client, remoteCommand(options.remoteNode)).pipe(map((server): ServerLink => ({ server, carrier: () => carrier }))),
       );
     }),
   );

@@ -2,7 +2,7 @@ import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { connect as netConnect, type Socket } from 'node:net';
 import createDebug from 'debug';
-import { catchError, concat, defer, EMPTY, Observable, Subject } from 'rxjs';
+import { BehaviorSubject, catchError, concat, defer, distinctUntilChanged, EMPTY, Observable, Subject, Subscription } from 'rxjs';
 import ssh2 from 'ssh2';
 import type { AnyAuthMethod, Client, ClientChannel, ConnectConfig, NextAuthHandler } from 'ssh2';
 import { errorMessage, TransportError } from '../errors.js';
@@ -36,6 +36,11 @@ const ignore = () => {};
 const DEFAULT_READY_TIMEOUT_MS = 20_000;
 const STDERR_TAIL_LINES = 20;
 const READ_BUFFER_BYTES = 256 * 1024;
+const COPY_BYTES = 64 * 1024;
+/** Bytes queued on the ssh connection beyond which local readers pause (see congested$). */
+const SEND_QUEUE_HIGH = 512 * 1024;
+/** Bytes queued in one channel (waiting for its window) beyond which its local reader pauses. */
+const CHANNEL_QUEUE_HIGH = 256 * 1024;
 
 /**
  * `--transport ssh2`: the ssh connection lives in this process (the ssh2 library; OpenSSL does
@@ -47,6 +52,12 @@ export interface Ssh2Connection {
   readonly client: Client;
   /** What authenticated us, for the log. */
   readonly authenticatedWith: string;
+  /**
+   * true while more than SEND_QUEUE_HIGH bytes wait to go out on the ssh connection. ssh2 itself
+   * writes whatever a channel's window allows, however slow the network; senders pause on this
+   * instead, which bounds our memory and keeps bulk uploads from queueing ahead of keystrokes.
+   */
+  readonly congested$: Observable<boolean>;
 }
 
 /** ssh2 cannot do what this host needs (the ssh binary may): the reason, and the error if it is final. */
@@ -141,7 +152,12 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
         buffer: readBuffer,
         callback: (bytes: number, buffer: Uint8Array) => {
           const view = Buffer.from(buffer.buffer, buffer.byteOffset, bytes);
-          socket.emit('data', readsAreCopied ? Buffer.from(view) : view);
+          if (!readsAreCopied) {
+            socket.emit('data', view);
+            return true;
+          }
+          // Copies of at most 64 KiB: a payload ssh2 hands out keeps its whole copy alive.
+          for (let at = 0; at < bytes; at += COPY_BYTES) socket.emit('data', Buffer.from(view.subarray(at, at + COPY_BYTES)));
           return true;
         },
       },
@@ -151,10 +167,16 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
     // ssh2 writes each ssh packet by itself: the packets of one event-loop turn (all channels)
     // leave in one writev instead.
     const write = socket.write.bind(socket) as (chunk: Buffer) => boolean;
+    const congested = new BehaviorSubject(false);
     socket.write = ((chunk: Buffer) => {
       corkForThisTurn(socket);
-      return write(chunk);
+      const accepted = write(chunk);
+      if (socket.writableLength > SEND_QUEUE_HIGH && !congested.value) congested.next(true);
+      return accepted;
     }) as typeof socket.write;
+    socket.on('drain', () => {
+      if (congested.value) congested.next(false);
+    });
     const client = new SshClient();
     let ready = false;
     client.on('error', (err: Error & { level?: string }) => {
@@ -189,7 +211,7 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
     client.on('ready', () => {
       ready = true;
       debug('connected to %s:%d as %s with %s', config.hostname, config.port, config.user, authenticatedWith);
-      subscriber.next({ client, authenticatedWith });
+      subscriber.next({ client, authenticatedWith, congested$: congested.pipe(distinctUntilChanged()) });
     });
     const known = preferredHostKeyAlgorithms(entries, names);
     client.connect({
@@ -313,10 +335,13 @@ export function ssh2Server$(client: Client, command: string): Observable<ServerP
  * each side's EOF reaches the other as a half-close. 'refused' leaves the socket untouched (the
  * caller gives it to the mux, which answers with the real errno). Unsubscribing resets both.
  */
-export function ssh2Forward$(client: Client, socket: Socket, destination: Destination): Observable<HandOff> {
+export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destination: Destination): Observable<HandOff> {
+  const { client } = connection;
   return new Observable<HandOff>((subscriber) => {
     let channel: ClientChannel | undefined;
     let done = false;
+    let congested = false;
+    const congestion = new Subscription();
     const origin = { host: socket.remoteAddress ?? '127.0.0.1', port: socket.remotePort ?? 0 };
     try {
       client.forwardOut(origin.host, origin.port, destination.address, destination.port, (err, opened) => {
@@ -333,8 +358,27 @@ export function ssh2Forward$(client: Client, socket: Socket, destination: Destin
         subscriber.next({ kind: 'opened' });
         channel.on('error', ignore);
         socket.on('error', ignore);
-        // pipe() ends the other side on 'end': each EOF becomes the peer's half-close.
-        socket.pipe(opened);
+        // Upstream: read only while both this channel and the shared connection have room; the
+        // local EOF becomes the channel's EOF (half-close).
+        const roomUp = () => !congested && opened.writableLength < CHANNEL_QUEUE_HIGH;
+        const resumeUp = () => {
+          if (roomUp() && !opened.writableEnded) socket.resume();
+        };
+        // The write callback, not 'drain' (which waits for the 2 MiB high-water mark), says a chunk left.
+        const up = (chunk: Buffer) => {
+          opened.write(chunk, resumeUp);
+          if (!roomUp()) socket.pause();
+        };
+        socket.on('data', up);
+        socket.once('end', () => opened.end());
+        congestion.add(
+          connection.congested$.subscribe((value) => {
+            congested = value;
+            if (value) socket.pause();
+            else resumeUp();
+          }),
+        );
+        socket.resume();
         // Downstream by hand, to send the packets one read of the ssh socket decrypted in one writev.
         opened.on('data', (chunk: Buffer) => {
           corkForThisTick(socket);
@@ -360,7 +404,8 @@ export function ssh2Forward$(client: Client, socket: Socket, destination: Destin
           channelClosed = true;
           // Nothing more can go up: drain what the program still sends (closing a socket with
           // unread data would reset it and could cost it the reply) until it closes its side.
-          socket.unpipe(opened);
+          congestion.unsubscribe();
+          socket.off('data', up);
           socket.resume();
           if (!socket.writableEnded) socket.end();
           finish();
@@ -371,6 +416,7 @@ export function ssh2Forward$(client: Client, socket: Socket, destination: Destin
       subscriber.complete();
     }
     return () => {
+      congestion.unsubscribe();
       if (done) return;
       done = true;
       socket.destroy();
