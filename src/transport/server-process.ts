@@ -38,6 +38,41 @@ export interface SpawnOptions {
 }
 
 const STDERR_TAIL_LINES = 20;
+
+/**
+ * A stderr stream as non-empty lines, keeping the last few to explain an exit with. `finish()`
+ * adds an unterminated last line and returns that tail.
+ */
+export function stderrLines(stream: NodeJS.ReadableStream & { setEncoding(encoding: BufferEncoding): unknown }): {
+  readonly lines$: Observable<string>;
+  finish(): string[];
+} {
+  const tail: string[] = [];
+  const lines = new Subject<string>();
+  let partial = '';
+  const add = (line: string) => {
+    tail.push(line);
+    if (tail.length > STDERR_TAIL_LINES) tail.shift();
+    lines.next(line);
+  };
+  stream.setEncoding('utf8');
+  stream.on('data', (text: string) => {
+    const parts = (partial + text).split('\n');
+    partial = parts.pop() ?? '';
+    for (const line of parts) {
+      const clean = line.replace(/\r$/, '');
+      if (clean !== '') add(clean);
+    }
+  });
+  return {
+    lines$: lines.asObservable(),
+    finish() {
+      if (partial) add(partial.replace(/\r$/, ''));
+      partial = '';
+      return tail;
+    },
+  };
+}
 /** How long after the server's output ends its process may take to exit before we stop waiting. */
 const OUTPUT_END_GRACE_MS = 1000;
 
@@ -87,21 +122,7 @@ export function serverProcess$(argv: readonly string[], options: SpawnOptions = 
       output$ = fromReadable(child.stdout as NonNullable<ChildProcess['stdout']>);
     }
 
-    const tail: string[] = [];
-    const lines = new Subject<string>();
-    let partial = '';
-    stderr.setEncoding('utf8');
-    stderr.on('data', (text: string) => {
-      const parts = (partial + text).split('\n');
-      partial = parts.pop() ?? '';
-      for (const line of parts) {
-        const clean = line.replace(/\r$/, '');
-        if (clean === '') continue;
-        tail.push(clean);
-        if (tail.length > STDERR_TAIL_LINES) tail.shift();
-        lines.next(clean);
-      }
-    });
+    const errors = stderrLines(stderr);
 
     let exited = false;
     let spawnError: Error | null = null;
@@ -111,12 +132,11 @@ export function serverProcess$(argv: readonly string[], options: SpawnOptions = 
     const closed = new Promise<ServerExit | TransportError>((resolve) => {
       child.once('close', (code, signal) => {
         exited = true;
-        if (partial) tail.push(partial);
         debug('server process %d ended: code %s signal %s', child.pid, code, signal);
         resolve(
           spawnError
             ? new TransportError('RXS_ERR_SSH', `cannot start ${command}: ${spawnError.message}`)
-            : new ServerExit(code, signal, tail),
+            : new ServerExit(code, signal, errors.finish()),
         );
       });
     });
@@ -128,7 +148,7 @@ export function serverProcess$(argv: readonly string[], options: SpawnOptions = 
     // control connections) remain: once the output has ended, wait only briefly for the exit.
     const exitOrSilence = race(
       from(closed),
-      timer(OUTPUT_END_GRACE_MS).pipe(map(() => new ServerExit(null, null, tail))),
+      timer(OUTPUT_END_GRACE_MS).pipe(map(() => new ServerExit(null, null, errors.finish()))),
     );
     const bytes$ = concat(
       output$.pipe(catchError((err: unknown) => (debug('server output: %s', (err as Error).message), EMPTY))),
@@ -140,7 +160,7 @@ export function serverProcess$(argv: readonly string[], options: SpawnOptions = 
       bytes$,
       sendRaw: (bytes) => input.write(bytes),
       writer: frameWriter(input),
-      stderr$: lines.asObservable(),
+      stderr$: errors.lines$,
       pid: child.pid,
     });
 

@@ -2,7 +2,7 @@ import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { connect as netConnect, type Socket } from 'node:net';
 import createDebug from 'debug';
-import { BehaviorSubject, catchError, concat, defer, distinctUntilChanged, EMPTY, Observable, Subject, Subscription } from 'rxjs';
+import { BehaviorSubject, catchError, concat, defer, distinctUntilChanged, EMPTY, Observable, Subscription } from 'rxjs';
 import ssh2 from 'ssh2';
 import type { AnyAuthMethod, Client, ClientChannel, ConnectConfig, NextAuthHandler } from 'ssh2';
 import { errorMessage, TransportError } from '../errors.js';
@@ -21,7 +21,7 @@ import {
   parseKnownHosts,
   preferredHostKeyAlgorithms,
 } from './known-hosts.js';
-import { ServerExit, type ServerProcess } from './server-process.js';
+import { ServerExit, type ServerProcess, stderrLines } from './server-process.js';
 import type { ResolvedSshConfig } from './ssh-config.js';
 
 const debug = createDebug('rxshuttle:ssh2');
@@ -34,9 +34,12 @@ const ignore = () => {};
 
 /** Like ssh's default: give up on a server that does not finish the handshake. */
 const DEFAULT_READY_TIMEOUT_MS = 20_000;
-const STDERR_TAIL_LINES = 20;
 const READ_BUFFER_BYTES = 256 * 1024;
 const COPY_BYTES = 64 * 1024;
+/** ssh2's message when every authentication method has been tried. */
+const AUTH_EXHAUSTED = /All configured authentication methods failed/;
+/** ssh2 error levels that mean the host could not be reached at all. */
+const UNREACHABLE_LEVELS = new Set(['client-socket', 'client-dns', 'client-timeout']);
 /** Bytes queued on the ssh connection beyond which local readers pause (see congested$). */
 const SEND_QUEUE_HIGH = 512 * 1024;
 /** Bytes queued in one channel (waiting for its window) beyond which its local reader pauses. */
@@ -96,7 +99,9 @@ function readKnownHosts(files: readonly string[]): KnownHostEntry[] {
 function authAttempts(config: ResolvedSshConfig, username: string): AuthAttempt[] {
   const attempts: AuthAttempt[] = [];
   const agent = config.identityAgent === null ? undefined : (config.identityAgent ?? process.env.SSH_AUTH_SOCK);
-  if (agent && existsSync(agent)) {
+  // IdentitiesOnly: ssh offers only the configured keys (using the agent only to sign those);
+  // ssh2 cannot limit an agent that way, so it does without the agent.
+  if (agent && existsSync(agent) && !config.identitiesOnly) {
     attempts.push({ label: 'the ssh agent', method: { type: 'agent', username, agent } });
   }
   for (const file of config.identityFiles) {
@@ -133,6 +138,9 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
     const entries = readKnownHosts(knownHostsFiles);
     const names = knownHostsNames(config.hostname, config.port, config.hostKeyAlias);
     let hostKeyRefusal: string | undefined;
+    let hostKeyUnknown = false;
+    /** The key the first key exchange accepted: every later one (rekey) must show the same. */
+    let acceptedKey: Buffer | undefined;
     const attempts = authAttempts(config, config.user);
     const tried: string[] = [];
     let authenticatedWith = '';
@@ -185,24 +193,32 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
         subscriber.error(new TransportError('RXS_ERR_TRANSPORT_CLOSED', `connection to ${where} lost: ${err.message}`));
         return;
       }
-      // What the ssh binary might still manage (it can ask, and knows more algorithms) is
-      // Ssh2Unsuitable; a host that does not answer would not answer it either.
-      if (hostKeyRefusal) subscriber.error(new Ssh2Unsuitable(where, hostKeyRefusal));
-      else if (err.level === 'client-authentication') {
+      // An agent that cannot sign, or a key that cannot: ssh2 goes on with the next method.
+      if (err.level === 'agent' || (err.level === 'client-authentication' && !AUTH_EXHAUSTED.test(err.message))) return;
+      if (hostKeyRefusal) {
+        // A changed or revoked key is final: falling back would only ask ssh to overlook it.
+        subscriber.error(hostKeyUnknown ? new Ssh2Unsuitable(where, hostKeyRefusal) : new TransportError('RXS_ERR_SSH', `ssh to ${where} failed: ${hostKeyRefusal}`));
+      } else if (err.level === 'client-authentication') {
         const why =
           attempts.length === 0
             ? `no usable key: no ssh agent and no unencrypted identity file (${config.identityFiles.join(', ') || 'none'})`
             : `authentication failed (tried ${tried.join(', ')})`;
         subscriber.error(new Ssh2Unsuitable(where, `${why}; ssh2 cannot ask for passwords or passphrases`));
-      } else if (err.level === 'handshake') subscriber.error(new Ssh2Unsuitable(where, err.message));
-      else {
+      } else if (UNREACHABLE_LEVELS.has(err.level ?? '')) {
+        // A host that does not answer would not answer the ssh binary either.
         const why = err.level === 'client-timeout' ? 'timed out during the ssh handshake' : err.message;
         subscriber.error(new TransportError('RXS_ERR_SSH', `ssh to ${where} failed: ${why}`));
+      } else {
+        // Algorithms, a disconnect ("too many authentication failures"), a protocol quirk: the
+        // ssh binary may still manage.
+        subscriber.error(new Ssh2Unsuitable(where, err.message));
       }
     });
     client.on('close', () => {
       // As ssh words it when sshd ends the session.
       if (ready) subscriber.error(new TransportError('RXS_ERR_TRANSPORT_CLOSED', `connection to ${where} lost: connection closed by remote host`));
+      // Closed before ready without an error (ssh2 then reports none, and stops its timer).
+      else if (!subscriber.closed) subscriber.error(new Ssh2Unsuitable(where, 'the server closed the connection during the ssh handshake'));
     });
     client.on('handshake', (negotiated) => {
       readsAreCopied = sshCryptoBinding || !negotiated.sc.cipher.includes('-gcm');
@@ -214,7 +230,13 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
       subscriber.next({ client, authenticatedWith, congested$: congested.pipe(distinctUntilChanged()) });
     });
     const known = preferredHostKeyAlgorithms(entries, names);
-    client.connect({
+    const teardown = () => {
+      ready = false;
+      client.end();
+      socket.destroy();
+    };
+    try {
+      client.connect({
       sock: socket,
       username: config.user,
       readyTimeout: config.connectTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS,
@@ -223,16 +245,24 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
       algorithms: {
         // As ssh's default (Compression no): zlib would cost more CPU than it saves on a LAN.
         compress: ['none'],
-        ...(known.length > 0 ? { serverHostKey: { prepend: known, append: [], remove: [] } } : {}),
+        // Without its binding, ssh2's only cipher that keeps no view of what it reads is
+        // OpenSSL's AES-GCM (see readsAreCopied); a server without it gets the ssh binary.
+        ...(sshCryptoBinding ? {} : { cipher: ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com'] }),
+        // The key types known_hosts has for this host first, so the one it knows is negotiated
+        // (ssh2 applies remove, then prepend; prepend alone skips types already listed).
+        ...(known.length > 0 ? { serverHostKey: { remove: known, prepend: known, append: [] } } : {}),
       },
       hostVerifier: (key: Buffer) => {
+        if (acceptedKey) return acceptedKey.equals(key);
         const verdict = checkHostKey(entries, names, key);
         const decision = hostKeyDecision(verdict, config.strictHostKeyChecking, where);
         if (!decision.ok) {
           hostKeyRefusal = decision.message;
+          hostKeyUnknown = verdict.kind === 'unknown';
           return false;
         }
         if (decision.learn) learnHostKey(config, names, key);
+        acceptedKey = Buffer.from(key);
         return true;
       },
       authHandler: (_methodsLeft: unknown, _partial: boolean, next: NextAuthHandler) => {
@@ -244,11 +274,12 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
         next(attempt.method);
       },
     } as ConnectConfig);
-    return () => {
-      ready = false;
-      client.end();
-      socket.destroy();
-    };
+    } catch (err) {
+      // e.g. a known_hosts key type ssh2 does not know ("Unsupported algorithm").
+      teardown();
+      subscriber.error(new Ssh2Unsuitable(where, errorMessage(err)));
+    }
+    return teardown;
   });
 }
 
@@ -257,7 +288,10 @@ function learnHostKey(config: ResolvedSshConfig, names: readonly string[], key: 
   const file = config.userKnownHostsFiles[0];
   if (!file || file === '/dev/null') return;
   try {
-    appendFileSync(file, `${knownHostsLine(names, key, config.hashKnownHosts)}\n`, { mode: 0o600 });
+    // As ssh does: a last line without its newline must not swallow ours.
+    const current = existsSync(file) ? readFileSync(file) : Buffer.alloc(0);
+    const endsOpen = current.length > 0 && current[current.length - 1] !== 0x0a;
+    appendFileSync(file, `${endsOpen ? '\n' : ''}${knownHostsLine(names, key, config.hashKnownHosts)}\n`, { mode: 0o600 });
     debug('added the host key of %s to %s', names[0], file);
   } catch (err) {
     debug('cannot add the host key to %s: %s', file, errorMessage(err));
@@ -282,21 +316,7 @@ export function ssh2Server$(client: Client, command: string): Observable<ServerP
         return;
       }
       channel = opened;
-      const tail: string[] = [];
-      const lines = new Subject<string>();
-      let partial = '';
-      channel.stderr.setEncoding('utf8');
-      channel.stderr.on('data', (text: string) => {
-        const parts = (partial + text).split('\n');
-        partial = parts.pop() ?? '';
-        for (const line of parts) {
-          const clean = line.replace(/\r$/, '');
-          if (clean === '') continue;
-          tail.push(clean);
-          if (tail.length > STDERR_TAIL_LINES) tail.shift();
-          lines.next(clean);
-        }
-      });
+      const errors = stderrLines(channel.stderr);
       let exitCode: number | null = null;
       let exitSignal: NodeJS.Signals | null = null;
       channel.on('exit', (code: number | null, signal?: string) => {
@@ -308,8 +328,7 @@ export function ssh2Server$(client: Client, command: string): Observable<ServerP
         fromReadable(channel).pipe(catchError((e: unknown) => (debug('server output: %s', errorMessage(e)), EMPTY))),
         defer(async () => {
           await ended;
-          if (partial) tail.push(partial);
-          throw new ServerExit(exitCode, exitSignal, tail);
+          throw new ServerExit(exitCode, exitSignal, errors.finish());
         }),
       );
       channel.on('error', ignore);
@@ -319,7 +338,7 @@ export function ssh2Server$(client: Client, command: string): Observable<ServerP
         bytes$,
         sendRaw: (bytes) => input.write(bytes),
         writer: frameWriter(input),
-        stderr$: lines.asObservable(),
+        stderr$: errors.lines$,
         pid: undefined,
       });
     });
@@ -350,6 +369,8 @@ export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destina
           return;
         }
         if (err) {
+          // Done first: the socket now belongs to the mux, and the teardown must leave it alone.
+          done = true;
           subscriber.next({ kind: 'refused', reason: err.message });
           subscriber.complete();
           return;
@@ -378,12 +399,13 @@ export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destina
             else resumeUp();
           }),
         );
-        socket.resume();
+        resumeUp();
         // Downstream by hand, to send the packets one read of the ssh socket decrypted in one writev.
-        opened.on('data', (chunk: Buffer) => {
+        const down = (chunk: Buffer) => {
           corkForThisTick(socket);
           if (!socket.write(chunk)) opened.pause();
-        });
+        };
+        opened.on('data', down);
         socket.on('drain', () => opened.resume());
         opened.once('end', () => socket.end());
         let socketClosed = false;
@@ -397,6 +419,9 @@ export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destina
         };
         socket.once('close', () => {
           socketClosed = true;
+          // ssh2 reports a channel's close only after its end: let what is still coming drain away.
+          opened.off('data', down);
+          opened.resume();
           opened.close();
           finish();
         });
@@ -412,6 +437,7 @@ export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destina
         });
       });
     } catch (err) {
+      done = true;
       subscriber.next({ kind: 'refused', reason: errorMessage(err) });
       subscriber.complete();
     }
