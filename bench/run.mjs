@@ -156,6 +156,8 @@ function machineInfo() {
     sshuttle: firstLine('sshuttle --version 2>&1'),
     iperf3: firstLine('iperf3 --version 2>&1'),
     rxshuttle_git: firstLine(`git -C ${ROOT} describe --always --dirty 2>/dev/null`),
+    // Whether npm ci built ssh2's cipher binding (it needs g++, make, python3): it changes rxshuttle's figures.
+    ssh2_binding: fs.existsSync(path.join(ROOT, 'node_modules', 'ssh2', 'lib', 'protocol', 'crypto', 'build', 'Release', 'sshcrypto.node')),
     hostname: os.hostname(),
   };
 }
@@ -895,7 +897,7 @@ async function main() {
   const head = [
     `rxshuttle bench ${opts.quick ? '(--quick) ' : ''}${started.toISOString()}`,
     `machine: nproc=${machine.nproc} (${machine.cpu}), ${machine.memory_gib} GiB, kernel ${machine.kernel}, node ${machine.node}, load ${machine.loadavg.join(' ')}`,
-    `tools: ${machine.ssh}; sshuttle ${machine.sshuttle ?? 'not installed'}; ${machine.iperf3 ?? 'iperf3 not installed'}; rxshuttle ${machine.rxshuttle_git ?? '?'}; open files ${nofile?.soft}/${nofile?.hard}`,
+    `tools: ${machine.ssh}; sshuttle ${machine.sshuttle ?? 'not installed'}; ${machine.iperf3 ?? 'iperf3 not installed'}; rxshuttle ${machine.rxshuttle_git ?? '?'} (ssh2 binding ${machine.ssh2_binding ? 'built' : 'not built'}); open files ${nofile?.soft}/${nofile?.hard}`,
     `paths: ${paths.join(', ')}; ratios are to ssh -L (same sshd); ` +
       `iperf3 -t ${CFG.iperfSeconds}${CFG.iperfOmit ? ` -O ${CFG.iperfOmit}` : ''}; conns/s: ${CFG.rateN} or ${CFG.rateSeconds} s; rtt: ${CFG.rttN} or ${CFG.rttSeconds} s; held ${CFG.holdSeconds} s`,
   ];
