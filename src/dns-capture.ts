@@ -17,6 +17,7 @@ import { DnsError, errorMessage, ListenError } from './errors.js';
 import type { TunnelEvent } from './events.js';
 import { fitForUdp, inspectQuery, rcodeName, rcodeOf, servfail } from './dns-message.js';
 import { parseSubnet } from './options.js';
+import { formatPeer } from './streams/destination.js';
 import { MAX_DNS_QUERY } from './streams/dns.js';
 
 const debug = createDebug('rxshuttle:dns');
@@ -190,7 +191,7 @@ export function dnsCapture$(sockets: DnsSockets, ask: AskDns, maxInFlight = MAX_
     };
 
     const onDatagram = (socket: UdpSocket) => (message: Buffer, from: { address: string; port: number }) =>
-      handle(message, isIPv4(from.address) ? `${from.address}:${from.port}` : `[${from.address}]:${from.port}`, 'udp', (answer) =>
+      handle(message, formatPeer(from.address, from.port), 'udp', (answer) =>
         socket.send(answer, from.port, from.address, (err) => err && debug('answer to %s: %s', from.address, err.message)),
       );
     const udpHandlers = sockets.udp.map((socket) => {
@@ -204,7 +205,7 @@ export function dnsCapture$(sockets: DnsSockets, ask: AskDns, maxInFlight = MAX_
       connections.add(socket);
       socket.once('close', () => connections.delete(socket));
       socket.setTimeout(TCP_IDLE_MS, () => socket.destroy());
-      const source = `${socket.remoteAddress}:${socket.remotePort}`;
+      const source = formatPeer(socket.remoteAddress, socket.remotePort);
       let buffered: Buffer = Buffer.alloc(0);
       let pending = 0;
       let peerEnded = false;

@@ -7,6 +7,7 @@ import { DEFAULT_LISTEN_PORT } from './options.js';
 import type { Destination } from './streams/frame.js';
 import type { AcceptedConnection } from './streams/mux.js';
 import { socketEnd } from './streams/socket-end.js';
+import { formatPeer } from './streams/destination.js';
 
 const debug = createDebug('rxshuttle:listen');
 
@@ -115,7 +116,7 @@ export function redirected$(
         socket.destroy();
         return;
       }
-      subscriber.next({ socket, destination, source: `${socket.remoteAddress}:${socket.remotePort}` });
+      subscriber.next({ socket, destination, source: formatPeer(socket.remoteAddress, socket.remotePort) });
     };
     for (const server of listener.servers) server.on('connection', onConnection);
     return () => {

@@ -34,3 +34,7 @@ export const formatAddress = formatIp;
 
 export const formatDestination = (dst: Destination): string =>
   dst.family === 6 ? `[${dst.address}]:${dst.port}` : `${dst.address}:${dst.port}`;
+
+/** `address:port` of a socket's peer, IPv6 in brackets; `?` parts when the socket is gone. */
+export const formatPeer = (address: string | undefined, port: number | undefined): string =>
+  address?.includes(':') ? `[${address}]:${port ?? '?'}` : `${address ?? '?'}:${port ?? '?'}`;
