@@ -3,7 +3,7 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { homedir, userInfo } from 'node:os';
 import { promisify } from 'node:util';
-import type { RemoteSpec } from '../options.js';
+import { parseRemote, type RemoteSpec } from '../options.js';
 import { parseSshG, type ResolvedSshConfig } from './ssh-config.js';
 import { remoteCommand } from './stub.js';
 
@@ -30,24 +30,58 @@ export interface SshHostInfo {
 }
 
 export async function sshHostInfo(sshCommand: readonly string[], remote: RemoteSpec): Promise<SshHostInfo> {
+  const config = await resolveConfig(sshCommand, remote);
+  const found = { openssh: config !== undefined, ...(config ? { config } : {}) };
+  // With ProxyJump, ssh connects from here only to the first jump host; the rest is reached
+  // through it. That address must escape the rules (and the target's need not).
+  const jump = config?.proxyJump ? firstJumpHop(config.proxyJump) : undefined;
+  const direct = jump
+    ? ((await resolveConfig(jumpCommand(sshCommand), jump))?.hostname ?? jump.host)
+    : (config?.hostname ?? remote.host);
+  return { addresses: await addressesOf(direct), ...found };
+}
+
+/** ssh reaches a jump host with its config file (-F) but without the command line's other options. */
+function jumpCommand(sshCommand: readonly string[]): string[] {
+  const [command = 'ssh', ...args] = sshCommand;
+  const kept: string[] = [];
+  args.forEach((arg, i) => {
+    if (arg === '-F' && args[i + 1] !== undefined) kept.push(arg, args[i + 1] as string);
+    else if (arg.startsWith('-F') && arg.length > 2) kept.push(arg);
+  });
+  return [command, ...kept];
+}
+
+/** `ssh -G` for a destination; undefined when the command is not OpenSSH (an -e command without -G). */
+async function resolveConfig(sshCommand: readonly string[], remote: RemoteSpec): Promise<ResolvedSshConfig | undefined> {
   const [command, ...args] = sshCommand;
-  if (command === undefined) return { addresses: [], openssh: false };
-  let hostname = remote.host;
-  let config: ResolvedSshConfig | undefined;
+  if (command === undefined) return undefined;
   try {
     const { stdout } = await execFileAsync(command, [...args, '-G', ...portArgs(remote), '--', destination(remote)], {
       timeout: 10_000,
     });
-    config = parseSshG(stdout, { home: homedir(), localUser: userInfo().username, originalHost: remote.host });
-    hostname = config.hostname;
+    return parseSshG(stdout, { home: homedir(), localUser: userInfo().username, originalHost: remote.host });
   } catch {
-    // Not OpenSSH (an -e command without -G): fall back to the name as given.
+    return undefined;
   }
-  const found = { openssh: config !== undefined, ...(config ? { config } : {}) };
-  if (isIP(hostname)) return { addresses: [hostname], ...found };
+}
+
+async function addressesOf(hostname: string): Promise<string[]> {
+  if (isIP(hostname)) return [hostname];
   try {
-    return { addresses: (await lookup(hostname, { all: true })).map((entry) => entry.address), ...found };
+    return (await lookup(hostname, { all: true })).map((entry) => entry.address);
   } catch {
-    return { addresses: [], ...found };
+    return [];
+  }
+}
+
+/** The first hop of a ProxyJump value (`[user@]host[:port]` or `ssh://…`, comma-separated hops). */
+export function firstJumpHop(proxyJump: string): RemoteSpec | undefined {
+  const first = proxyJump.split(',')[0]?.trim().replace(/^ssh:\/\//, '');
+  if (!first) return undefined;
+  try {
+    return parseRemote(first);
+  } catch {
+    return undefined;
   }
 }
