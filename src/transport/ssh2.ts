@@ -3,7 +3,6 @@ import { createRequire } from 'node:module';
 import { connect as netConnect, type Socket } from 'node:net';
 import createDebug from 'debug';
 import { BehaviorSubject, catchError, concat, defer, distinctUntilChanged, EMPTY, Observable, Subscription } from 'rxjs';
-import ssh2 from 'ssh2';
 import type { AnyAuthMethod, Client, ClientChannel, ConnectConfig, NextAuthHandler } from 'ssh2';
 import { errorMessage, TransportError } from '../errors.js';
 import { corkForThisTick, corkForThisTurn } from '../streams/cork.js';
@@ -22,11 +21,12 @@ import {
   preferredHostKeyAlgorithms,
 } from './known-hosts.js';
 import { ServerExit, type ServerProcess, stderrLines } from './server-process.js';
+import { loadSsh2 } from './ssh2-module.js';
 import type { ResolvedSshConfig } from './ssh-config.js';
 
 const debug = createDebug('rxshuttle:ssh2');
-// ssh2 is CommonJS: its named exports exist only on the default export under ESM.
-const { Client: SshClient, utils: sshUtils } = ssh2;
+// Loaded through ssh2-module.ts (CommonJS, with its randomFillSync pooled).
+const { Client: SshClient, utils: sshUtils } = loadSsh2();
 /** Whether ssh2 found its compiled cipher binding (built at install time when a compiler was there). */
 const sshCryptoBinding: boolean = (createRequire(import.meta.url)('ssh2/lib/protocol/crypto.js') as { bindingAvailable: boolean })
   .bindingAvailable;
