@@ -2,7 +2,7 @@ import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { connect as netConnect, type Socket } from 'node:net';
 import createDebug from 'debug';
-import { BehaviorSubject, catchError, concat, defer, distinctUntilChanged, EMPTY, Observable, Subscription } from 'rxjs';
+import { catchError, concat, defer, EMPTY, Observable } from 'rxjs';
 import type { AnyAuthMethod, Client, ClientChannel, ConnectConfig, NextAuthHandler } from 'ssh2';
 import { errorMessage, TransportError } from '../errors.js';
 import { corkForThisTick, corkForThisTurn } from '../streams/cork.js';
@@ -40,7 +40,7 @@ const COPY_BYTES = 64 * 1024;
 const AUTH_EXHAUSTED = /All configured authentication methods failed/;
 /** ssh2 error levels that mean the host could not be reached at all. */
 const UNREACHABLE_LEVELS = new Set(['client-socket', 'client-dns', 'client-timeout']);
-/** Bytes queued on the ssh connection beyond which local readers pause (see congested$). */
+/** Bytes queued on the ssh connection beyond which local readers pause (see SendQueue). */
 const SEND_QUEUE_HIGH = 512 * 1024;
 /** Bytes queued in one channel (waiting for its window) beyond which its local reader pauses. */
 const CHANNEL_QUEUE_HIGH = 256 * 1024;
@@ -56,11 +56,17 @@ export interface Ssh2Connection {
   /** What authenticated us, for the log. */
   readonly authenticatedWith: string;
   /**
-   * true while more than SEND_QUEUE_HIGH bytes wait to go out on the ssh connection. ssh2 itself
+   * Whether more than SEND_QUEUE_HIGH bytes wait to go out on the ssh connection. ssh2 itself
    * writes whatever a channel's window allows, however slow the network; senders pause on this
    * instead, which bounds our memory and keeps bulk uploads from queueing ahead of keystrokes.
    */
-  readonly congested$: Observable<boolean>;
+  readonly sendQueue: SendQueue;
+}
+
+export interface SendQueue {
+  congested(): boolean;
+  /** Calls `resume` once, when the queue has drained; returns a cancel. Only paused senders wait. */
+  whenDrained(resume: () => void): () => void;
 }
 
 /** ssh2 cannot do what this host needs (the ssh binary may): the reason, and the error if it is final. */
@@ -175,16 +181,27 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
     // ssh2 writes each ssh packet by itself: the packets of one event-loop turn (all channels)
     // leave in one writev instead.
     const write = socket.write.bind(socket) as (chunk: Buffer) => boolean;
-    const congested = new BehaviorSubject(false);
+    let congested = false;
+    const waiting = new Set<() => void>();
     socket.write = ((chunk: Buffer) => {
       corkForThisTurn(socket);
       const accepted = write(chunk);
-      if (socket.writableLength > SEND_QUEUE_HIGH && !congested.value) congested.next(true);
+      if (socket.writableLength > SEND_QUEUE_HIGH) congested = true;
       return accepted;
     }) as typeof socket.write;
     socket.on('drain', () => {
-      if (congested.value) congested.next(false);
+      congested = false;
+      const resumes = [...waiting];
+      waiting.clear();
+      for (const resume of resumes) resume();
     });
+    const sendQueue: SendQueue = {
+      congested: () => congested,
+      whenDrained(resume) {
+        waiting.add(resume);
+        return () => waiting.delete(resume);
+      },
+    };
     const client = new SshClient();
     let ready = false;
     client.on('error', (err: Error & { level?: string }) => {
@@ -227,7 +244,7 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
     client.on('ready', () => {
       ready = true;
       debug('connected to %s:%d as %s with %s', config.hostname, config.port, config.user, authenticatedWith);
-      subscriber.next({ client, authenticatedWith, congested$: congested.pipe(distinctUntilChanged()) });
+      subscriber.next({ client, authenticatedWith, sendQueue });
     });
     const known = preferredHostKeyAlgorithms(entries, names);
     const teardown = () => {
@@ -355,12 +372,15 @@ export function ssh2Server$(client: Client, command: string): Observable<ServerP
  * caller gives it to the mux, which answers with the real errno). Unsubscribing resets both.
  */
 export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destination: Destination): Observable<HandOff> {
-  const { client } = connection;
+  const { client, sendQueue } = connection;
   return new Observable<HandOff>((subscriber) => {
     let channel: ClientChannel | undefined;
     let done = false;
-    let congested = false;
-    const congestion = new Subscription();
+    let stopWaiting: (() => void) | undefined;
+    const cancelWait = () => {
+      stopWaiting?.();
+      stopWaiting = undefined;
+    };
     const origin = { host: socket.remoteAddress ?? '127.0.0.1', port: socket.remotePort ?? 0 };
     try {
       client.forwardOut(origin.host, origin.port, destination.address, destination.port, (err, opened) => {
@@ -381,24 +401,28 @@ export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destina
         socket.on('error', ignore);
         // Upstream: read only while both this channel and the shared connection have room; the
         // local EOF becomes the channel's EOF (half-close).
-        const roomUp = () => !congested && opened.writableLength < CHANNEL_QUEUE_HIGH;
+        // A reader paused by the shared queue waits for its drain (only paused readers wait, so
+        // a drain costs what is paused, not every connection).
         const resumeUp = () => {
-          if (roomUp() && !opened.writableEnded) socket.resume();
+          if (opened.writableEnded || opened.writableLength >= CHANNEL_QUEUE_HIGH) return;
+          if (!sendQueue.congested()) socket.resume();
+          else if (!stopWaiting) {
+            stopWaiting = sendQueue.whenDrained(() => {
+              stopWaiting = undefined;
+              resumeUp();
+            });
+          }
         };
         // The write callback, not 'drain' (which waits for the 2 MiB high-water mark), says a chunk left.
         const up = (chunk: Buffer) => {
           opened.write(chunk, resumeUp);
-          if (!roomUp()) socket.pause();
+          if (sendQueue.congested() || opened.writableLength >= CHANNEL_QUEUE_HIGH) {
+            socket.pause();
+            resumeUp();
+          }
         };
         socket.on('data', up);
         socket.once('end', () => opened.end());
-        congestion.add(
-          connection.congested$.subscribe((value) => {
-            congested = value;
-            if (value) socket.pause();
-            else resumeUp();
-          }),
-        );
         resumeUp();
         // Downstream by hand, to send the packets one read of the ssh socket decrypted in one writev.
         const down = (chunk: Buffer) => {
@@ -429,7 +453,7 @@ export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destina
           channelClosed = true;
           // Nothing more can go up: drain what the program still sends (closing a socket with
           // unread data would reset it and could cost it the reply) until it closes its side.
-          congestion.unsubscribe();
+          cancelWait();
           socket.off('data', up);
           socket.resume();
           if (!socket.writableEnded) socket.end();
@@ -442,7 +466,7 @@ export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destina
       subscriber.complete();
     }
     return () => {
-      congestion.unsubscribe();
+      cancelWait();
       if (done) return;
       done = true;
       socket.destroy();

@@ -170,11 +170,11 @@ const destination = { family: 4 as const, address: '10.1.2.3', port: 80 };
 const kinds = (handOffs: readonly HandOff[]) => handOffs.map((h) => h.kind);
 
 describe('ssh2Connection$', () => {
-  it('connects and authenticates with an unencrypted key file; congested$ starts false', async () => {
+  it('connects and authenticates with an unencrypted key file; the send queue starts uncongested', async () => {
     const { port } = await startServer();
     const connection = await connect(configFor(port));
     expect(connection.authenticatedWith).toBe(keys.client.file);
-    expect(await firstValueFrom(connection.congested$)).toBe(false);
+    expect(connection.sendQueue.congested()).toBe(false);
   }, 10_000);
 
   it('fails with Ssh2Unsuitable, promptly, when the server closes during the handshake', async () => {
