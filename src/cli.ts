@@ -123,6 +123,8 @@ function program(): Command {
     .addOption(new Option('--server', 'internal: run the server on stdin/stdout').hideHelp())
     .addOption(new Option('--firewall', 'internal: run the firewall helper (root)').hideHelp())
     .showHelpAfterError(false)
+    // Usage errors read like every other error: one line, `rxshuttle: …`.
+    .configureOutput({ outputError: (text, write) => write(`rxshuttle: ${text.replace(/^error: /, '')}`) })
     .exitOverride();
 }
 

@@ -49,12 +49,21 @@ export function resolvConfNameservers(text: string): string[] {
   return out;
 }
 
+const UDP_RECEIVE_BUFFER = 1024 * 1024;
+
 function bindUdp(host: string, port: number): Promise<UdpSocket> {
   return new Promise((resolve, reject) => {
     const socket = createSocket({ type: isIPv4(host) ? 'udp4' : 'udp6', ipv6Only: !isIPv4(host) });
     socket.once('error', reject);
     socket.bind({ address: host, port, exclusive: true }, () => {
       socket.off('error', reject);
+      // A burst of queries (a browser opening a page) must not overflow the default buffer:
+      // a dropped UDP query costs its asker a retry timeout. The kernel caps it at rmem_max.
+      try {
+        socket.setRecvBufferSize(UDP_RECEIVE_BUFFER);
+      } catch (err) {
+        debug('cannot grow the DNS socket buffer: %s', errorMessage(err));
+      }
       resolve(socket);
     });
   });

@@ -11,13 +11,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LAB, startLab, type Lab } from './lab.js';
 import {
   assertBuilt,
-  remoteNodePids,
+  expectNothingLeft,
+  oneErrorLine,
   runRxshuttle,
-  rxshuttleProcessesIn,
-  rxshuttleRules,
   reportRxshuttleOnFailure,
   stopAllRxshuttle,
-  waitFast,
 } from './tunnel-helpers.js';
 
 let lab: Lab;
@@ -36,26 +34,7 @@ afterAll(async () => {
   await lab?.down();
 });
 
-/** stderr must be exactly one line `rxshuttle: <message>`; returns the message. */
-function oneLine(stderr: string): string {
-  const lines = stderr.split('\n').filter((l) => l.trim() !== '');
-  expect(lines, `stderr should be one line:\n${stderr}`).toHaveLength(1);
-  const line = lines[0] ?? '';
-  expect(line).toMatch(/^rxshuttle: \S/);
-  return line.slice('rxshuttle: '.length);
-}
 
-/** Nothing left behind: no rule in cli, no rxshuttle/ssh process in cli, no server on srv. */
-async function expectNothingLeft(): Promise<void> {
-  expect(await rxshuttleRules(lab)).toEqual([]);
-  // The CLI has exited; whatever it started must be gone too (2 s grace for a child still exiting).
-  await waitFast(async () => (await rxshuttleProcessesIn(lab, 'cli')).length === 0, 2_000, 'no rxshuttle process in cli').catch(
-    async (e: unknown) => {
-      throw new Error(`${(e as Error).message}: ${JSON.stringify(await rxshuttleProcessesIn(lab, 'cli'))}`);
-    },
-  );
-  expect(await remoteNodePids(lab)).toEqual([]);
-}
 
 describe('remote failures', () => {
   it('a remote without node: one line naming node and the host, exit 1, nothing left', async () => {
@@ -63,11 +42,11 @@ describe('remote failures', () => {
     expect(r.timedOut).toBe(false);
     expect(r.code).toBe(1);
     expect(r.elapsedMs).toBeLessThan(20_000);
-    const msg = oneLine(r.stderr);
+    const msg = oneErrorLine(r.stderr);
     expect(msg).toMatch(/\bnode\b/);
     expect(msg).toContain(lab.sshHostNoNode);
     expect(r.stdout).toBe('');
-    await expectNothingLeft();
+    await expectNothingLeft(lab);
     console.log(`no node: ${r.elapsedMs} ms: ${msg}`);
   });
 
@@ -78,7 +57,7 @@ describe('remote failures', () => {
     const last = r.stderr.trim().split('\n').pop() ?? '';
     expect(last).toMatch(/^rxshuttle: .*\bnode\b/);
     expect(last).toContain(lab.sshHostNoNode);
-    await expectNothingLeft();
+    await expectNothingLeft(lab);
   });
 
   it('a host name that does not resolve: one line naming ssh, exit 1, nothing left', async () => {
@@ -86,10 +65,10 @@ describe('remote failures', () => {
     expect(r.timedOut).toBe(false);
     expect(r.code).toBe(1);
     expect(r.elapsedMs).toBeLessThan(20_000);
-    const msg = oneLine(r.stderr);
+    const msg = oneErrorLine(r.stderr);
     expect(msg).toMatch(/\bssh\b/);
     expect(msg).toContain('nosuchhost.invalid');
-    await expectNothingLeft();
+    await expectNothingLeft(lab);
     console.log(`bad host name: ${r.elapsedMs} ms: ${msg}`);
   });
 
@@ -103,10 +82,10 @@ describe('remote failures', () => {
     expect(r.timedOut).toBe(false);
     expect(r.code).toBe(1);
     expect(r.elapsedMs).toBeLessThan(15_000);
-    const msg = oneLine(r.stderr);
+    const msg = oneErrorLine(r.stderr);
     expect(msg).toMatch(/\bssh\b/);
     expect(msg).toContain('10.99.0.77');
-    await expectNothingLeft();
+    await expectNothingLeft(lab);
     console.log(`unreachable address: ${r.elapsedMs} ms: ${msg}`);
   });
 });
@@ -126,9 +105,9 @@ describe('usage errors (exit 2, one line)', () => {
       expect(r.timedOut).toBe(false);
       expect(r.code, r.stderr).toBe(2);
       expect(r.elapsedMs).toBeLessThan(10_000);
-      expect(oneLine(r.stderr)).toMatch(c.mentions);
+      expect(oneErrorLine(r.stderr)).toMatch(c.mentions);
       expect(r.stdout).toBe('');
-      await expectNothingLeft();
+      await expectNothingLeft(lab);
     });
   }
 });

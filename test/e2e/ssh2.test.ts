@@ -11,15 +11,13 @@ import { LAB, PAGE_MARKER, startLab, type Lab } from './lab.js';
 import {
   CLI_JS,
   assertBuilt,
+  expectNothingLeft,
+  oneErrorLine,
   curl,
-  remoteNodePids,
   reportRxshuttleOnFailure,
   Rxshuttle,
   runRxshuttle,
-  rxshuttleProcessesIn,
-  rxshuttleRules,
   stopAllRxshuttle,
-  waitFast,
 } from './tunnel-helpers.js';
 
 let lab: Lab;
@@ -52,17 +50,7 @@ afterAll(async () => {
 const sshWith = (knownHosts: string, strict: string, more = '') =>
   `${lab.sshCommand} -o UserKnownHostsFile=${knownHosts} -o StrictHostKeyChecking=${strict} ${more}`.trim();
 
-function oneLine(stderr: string): string {
-  const lines = stderr.split('\n').filter((l) => l.trim() !== '');
-  expect(lines, `stderr should be one line:\n${stderr}`).toHaveLength(1);
-  return (lines[0] ?? '').replace(/^rxshuttle: /, '');
-}
 
-async function expectNothingLeft(): Promise<void> {
-  expect(await rxshuttleRules(lab)).toEqual([]);
-  await waitFast(async () => (await rxshuttleProcessesIn(lab, 'cli')).length === 0, 2_000, 'no rxshuttle process in cli');
-  expect(await remoteNodePids(lab)).toEqual([]);
-}
 
 async function refused(ssh: string, extra: readonly string[] = []): Promise<string> {
   const r = await lab.exec(
@@ -71,8 +59,8 @@ async function refused(ssh: string, extra: readonly string[] = []): Promise<stri
     { timeoutMs: 30_000, env: noAgent },
   );
   expect(r.code, r.stderr).toBe(1);
-  const msg = oneLine(r.stderr);
-  await expectNothingLeft();
+  const msg = oneErrorLine(r.stderr);
+  await expectNothingLeft(lab);
   return msg;
 }
 
@@ -130,7 +118,7 @@ describe('--transport auto (the default) falls back to the ssh binary for what s
     const page = await curl(lab, 'cli', `http://${LAB.target}/`);
     expect(page.stdout).toContain(PAGE_MARKER);
     await rx.stop('SIGTERM');
-    await expectNothingLeft();
+    await expectNothingLeft(lab);
   });
 
   it('an unknown host key with StrictHostKeyChecking=yes: ssh2 declines, and ssh itself refuses it in one line', async () => {
@@ -141,8 +129,8 @@ describe('--transport auto (the default) falls back to the ssh binary for what s
       env: noAgent,
     });
     expect(r.code, r.stderr).toBe(1);
-    expect(oneLine(r.stderr)).toMatch(/Host key verification failed/);
-    await expectNothingLeft();
+    expect(oneErrorLine(r.stderr)).toMatch(/Host key verification failed/);
+    await expectNothingLeft(lab);
   });
 
   it('the default picks ssh2 when it can, and says so with -v', async () => {
@@ -162,8 +150,8 @@ describe('--transport ssh2 refuses what it cannot do', () => {
       { timeoutMs: 30_000, env: noAgent },
     );
     expect(r.code, r.stderr).toBe(1);
-    expect(oneLine(r.stderr)).toMatch(/no usable key/);
-    await expectNothingLeft();
+    expect(oneErrorLine(r.stderr)).toMatch(/no usable key/);
+    await expectNothingLeft(lab);
   });
 
   it('ProxyJump: one line naming it', async () => {
@@ -177,8 +165,8 @@ describe('--transport ssh2 refuses what it cannot do', () => {
     ]) {
       const r = await runRxshuttle(lab, 'cli', [...args, '-r', lab.sshHost, '-e', lab.sshCommand, LAB.targetSubnet], 20_000);
       expect(r.code, r.stderr).toBe(2);
-      expect(oneLine(r.stderr)).toMatch(/transport|ssh-forward/);
+      expect(oneErrorLine(r.stderr)).toMatch(/transport|ssh-forward/);
     }
-    await expectNothingLeft();
+    await expectNothingLeft(lab);
   });
 });

@@ -5,6 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 import { LAB, stopProcess, waitUntil, type ExecResult, type Lab, type Role } from './lab.js';
 
 export const CLI_JS = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
@@ -352,4 +353,28 @@ export async function echoOnce(lab: Lab, ns: Role, host: string, port: number = 
 /** Waits until `fn` holds, polling fast; for the timed cleanup checks. */
 export function waitFast<T>(fn: () => T | Promise<T>, timeoutMs: number, what: string): Promise<T> {
   return waitUntil(fn, { timeoutMs, intervalMs: 50, what });
+}
+
+// ---------------------------------------------------------------------------
+// Failures: what a refused start must look like
+
+/** stderr must be exactly one line `rxshuttle: <message>`; returns the message. */
+export function oneErrorLine(stderr: string): string {
+  const lines = stderr.split('\n').filter((l) => l.trim() !== '');
+  expect(lines, `stderr should be one line:\n${stderr}`).toHaveLength(1);
+  const line = lines[0] ?? '';
+  expect(line).toMatch(/^rxshuttle: \S/);
+  return line.slice('rxshuttle: '.length);
+}
+
+/** Nothing left behind: no rule in cli, no rxshuttle/ssh process in cli, no server on srv. */
+export async function expectNothingLeft(lab: Lab): Promise<void> {
+  expect(await rxshuttleRules(lab)).toEqual([]);
+  // The CLI has exited; whatever it started must be gone too (2 s grace for a child still exiting).
+  await waitFast(async () => (await rxshuttleProcessesIn(lab, 'cli')).length === 0, 2_000, 'no rxshuttle process in cli').catch(
+    async (e: unknown) => {
+      throw new Error(`${(e as Error).message}: ${JSON.stringify(await rxshuttleProcessesIn(lab, 'cli'))}`);
+    },
+  );
+  expect(await remoteNodePids(lab)).toEqual([]);
 }
