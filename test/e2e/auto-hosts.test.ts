@@ -3,9 +3,9 @@
 // bind-mounted by `ip netns exec` — so the firewall helper must edit it in place (rename fails
 // on a bind mount), and these tests never touch the machine's own /etc/hosts.
 import * as fs from 'node:fs';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, startLab, type Lab } from './lab.js';
-import { CLI_JS, Rxshuttle, assertBuilt, reportRxshuttleOnFailure, stopAllRxshuttle, waitFast } from './tunnel-helpers.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { LAB, type Lab } from './lab.js';
+import { CLI_JS, Rxshuttle, waitFast, useLab } from './tunnel-helpers.js';
 
 const SRV_HOSTS = '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n10.98.0.4\techo4-srv\n10.98.0.5\tbox5.corp.lab box5\n';
 
@@ -13,23 +13,16 @@ let lab: Lab;
 let hostsPath: string;
 let original: Buffer;
 
-beforeAll(async () => {
-  assertBuilt();
-  lab = await startLab({ dns: true, noNodeSshd: false, srvHosts: SRV_HOSTS });
-  hostsPath = `/etc/netns/${lab.ns.cli}/hosts`;
-  original = fs.readFileSync(hostsPath);
-});
-
-afterEach(async (ctx) => {
-  reportRxshuttleOnFailure(ctx);
-  await stopAllRxshuttle();
+// Registered before useLab: after-hooks run last-registered first, so this one follows the stop.
+afterEach(() => {
   // Whatever happened in the test, the next one starts from the lab's own file.
   if (!fs.readFileSync(hostsPath).equals(original)) fs.writeFileSync(hostsPath, original);
 });
 
-afterAll(async () => {
-  await stopAllRxshuttle();
-  await lab?.down();
+useLab({ dns: true, noNodeSshd: false, srvHosts: SRV_HOSTS }, (up) => {
+  lab = up;
+  hostsPath = `/etc/netns/${lab.ns.cli}/hosts`;
+  original = fs.readFileSync(hostsPath);
 });
 
 const hostsText = () => fs.readFileSync(hostsPath, 'utf8');

@@ -2,25 +2,14 @@
 // table names (10.98.0.0/24 towards tgt, 10.99.0.0/24 towards cli), except what -x and the ssh
 // server's own address exclude. Only srv's routing table knows 10.98.0.0/24 is there; cli
 // cannot reach it otherwise (srv does not forward).
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, startLab, type Lab } from './lab.js';
-import { Rxshuttle, assertBuilt, curl, reportRxshuttleOnFailure, rxshuttleRules, stopAllRxshuttle } from './tunnel-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { LAB, PAGE_MARKER, type Lab } from './lab.js';
+import { Rxshuttle, curl, rxshuttleRules, useLab } from './tunnel-helpers.js';
 
 let lab: Lab;
 
-beforeAll(async () => {
-  assertBuilt();
-  lab = await startLab({ noNodeSshd: false });
-});
-
-afterEach(async (ctx) => {
-  reportRxshuttleOnFailure(ctx);
-  await stopAllRxshuttle();
-});
-
-afterAll(async () => {
-  await stopAllRxshuttle();
-  await lab?.down();
+useLab({ noNodeSshd: false }, (up) => {
+  lab = up;
 });
 
 describe('-N / --auto-nets', () => {

@@ -6,9 +6,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { DNS_NAMES, LAB, PAGE_MARKER, startLab, type Lab } from './lab.js';
-import { Rxshuttle, assertBuilt, curl, reportRxshuttleOnFailure, rxshuttleRules, stopAllRxshuttle } from './tunnel-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { DNS_NAMES, LAB, PAGE_MARKER, type Lab } from './lab.js';
+import { Rxshuttle, curl, rxshuttleRules, useLab } from './tunnel-helpers.js';
 
 const DNS_LOAD = fileURLToPath(new URL('./dns-load.mjs', import.meta.url));
 /** big.lab TXT: six strings of 200 bytes, an answer of about 1 250 bytes. */
@@ -16,25 +16,12 @@ const BIG_STRINGS = Array.from({ length: 6 }, (_, i) => String.fromCharCode(97 +
 
 let lab: Lab;
 
-beforeAll(async () => {
-  assertBuilt();
-  lab = await startLab({
-    dns: true,
-    ipv6: true,
-    noNodeSshd: false,
-    dnsmasqArgs: [`--txt-record=big.lab,${BIG_STRINGS.map((s) => `"${s}"`).join(',')}`],
-  });
-});
-
-afterEach(async (ctx) => {
-  reportRxshuttleOnFailure(ctx);
-  await stopAllRxshuttle();
-});
-
-afterAll(async () => {
-  await stopAllRxshuttle();
-  await lab?.down();
-});
+useLab(
+  { dns: true, ipv6: true, noNodeSshd: false, dnsmasqArgs: [`--txt-record=big.lab,${BIG_STRINGS.map((s) => `"${s}"`).join(',')}`] },
+  (up) => {
+    lab = up;
+  },
+);
 
 /** dig in cli (its resolv.conf: nameserver 10.98.0.3), one try. */
 const dig = (args: readonly string[], timeS = 3) =>

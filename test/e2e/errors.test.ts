@@ -7,31 +7,19 @@
 // dnsmasq (which cli cannot reach without a tunnel): a lookup of
 // nosuchhost.invalid fails after ~2 s instead of waiting on the machine's
 // resolver, which cli cannot reach either.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, startLab, type Lab } from './lab.js';
+import { describe, expect, it } from 'vitest';
+import { LAB, type Lab } from './lab.js';
 import {
-  assertBuilt,
   expectNothingLeft,
   oneErrorLine,
   runRxshuttle,
-  reportRxshuttleOnFailure,
-  stopAllRxshuttle,
+  useLab,
 } from './tunnel-helpers.js';
 
 let lab: Lab;
 
-beforeAll(async () => {
-  assertBuilt();
-  lab = await startLab({ dns: true });
-});
-
-afterEach(async (ctx) => {
-  reportRxshuttleOnFailure(ctx);
-  await stopAllRxshuttle();
-});
-
-afterAll(async () => {
-  await lab?.down();
+useLab({ dns: true }, (up) => {
+  lab = up;
 });
 
 

@@ -5,39 +5,26 @@
 // for the failures that concern one connection, with only that connection affected.
 import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { findProgram, LAB, PAGE_MARKER, startLab, type Lab } from './lab.js';
+import { describe, expect, it } from 'vitest';
+import { findProgram, LAB, PAGE_MARKER, type Lab } from './lab.js';
 import {
   argvOf,
-  assertBuilt,
   curl,
   echoLoad,
   echoOnce,
   isGone,
   remoteNodePids,
-  reportRxshuttleOnFailure,
   Rxshuttle,
   rxshuttleProcessesIn,
   rxshuttleRules,
-  stopAllRxshuttle,
   waitFast,
+  useLab,
 } from './tunnel-helpers.js';
 
 let lab: Lab;
 
-beforeAll(async () => {
-  assertBuilt();
-  lab = await startLab();
-});
-
-afterEach(async (ctx) => {
-  reportRxshuttleOnFailure(ctx);
-  await stopAllRxshuttle();
-});
-
-afterAll(async () => {
-  await stopAllRxshuttle();
-  await lab?.down();
+useLab({}, (up) => {
+  lab = up;
 });
 
 /** A tunnel to the target subnet with a page fetched through it, and its remote server's pid. */

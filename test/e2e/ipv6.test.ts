@@ -2,24 +2,14 @@
 // SOL_IPV6, a listener on ::1), on the default path (ssh2 direct-tcpip) and through the ssh
 // binary's mux; and ssh itself over IPv6 (the `lab6` host). cli reaches fd00:98::/64 only
 // through the tunnel: srv does not forward.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, startLab, type Lab } from './lab.js';
-import { Rxshuttle, assertBuilt, curl, reportRxshuttleOnFailure, rxshuttleRules, stopAllRxshuttle } from './tunnel-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { LAB, PAGE_MARKER, type Lab } from './lab.js';
+import { Rxshuttle, curl, rxshuttleRules, useLab } from './tunnel-helpers.js';
 
 let lab: Lab;
 
-beforeAll(async () => {
-  assertBuilt();
-  lab = await startLab({ ipv6: true });
-});
-
-afterEach(async (ctx) => {
-  reportRxshuttleOnFailure(ctx);
-  await stopAllRxshuttle();
-});
-
-afterAll(async () => {
-  await lab?.down();
+useLab({ ipv6: true }, (up) => {
+  lab = up;
 });
 
 const url = (path = '/') => `http://[${LAB.target6}]${path}`;

@@ -4,38 +4,25 @@
 // — here and on the ssh server — are gone within 2 seconds.
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, startLab, type Lab } from './lab.js';
+import { describe, expect, it } from 'vitest';
+import { LAB, PAGE_MARKER, type Lab } from './lab.js';
 import {
   Rxshuttle,
   argvOf,
-  assertBuilt,
   curl,
   echoOnce,
   isGone,
   remoteNodePids,
   rxshuttleProcessesIn,
   rxshuttleRules,
-  reportRxshuttleOnFailure,
-  stopAllRxshuttle,
   waitFast,
+  useLab,
 } from './tunnel-helpers.js';
 
 let lab: Lab;
 
-beforeAll(async () => {
-  assertBuilt();
-  lab = await startLab();
-});
-
-afterEach(async (ctx) => {
-  reportRxshuttleOnFailure(ctx);
-  await stopAllRxshuttle();
-});
-
-afterAll(async () => {
-  await stopAllRxshuttle();
-  await lab?.down();
+useLab({}, (up) => {
+  lab = up;
 });
 
 /** Both probes fail without a tunnel: srv does not forward and nothing else routes to tgt. */

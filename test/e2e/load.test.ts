@@ -2,9 +2,9 @@
 // connections from cli to the echo servers on 10.98.0.3/.4/.5:7, each with
 // its own payload (1–64 KiB), each must get exactly its own bytes back.
 // Bounded: echo-load.mjs stops by itself after 90 s and reports.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, startLab, type Lab } from './lab.js';
-import { Rxshuttle, assertBuilt, echoLoad, rxshuttleRules, reportRxshuttleOnFailure, stopAllRxshuttle, waitFast } from './tunnel-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { LAB, type Lab } from './lab.js';
+import { Rxshuttle, echoLoad, rxshuttleRules, waitFast, useLab } from './tunnel-helpers.js';
 
 // Issue 3 asks for 1 000, issue 4 for 2 000: one run covers both.
 const COUNT = 2000;
@@ -18,18 +18,15 @@ describe.each([
   let lab: Lab;
   let rx: Rxshuttle;
 
-  beforeAll(async () => {
-    assertBuilt();
-    lab = await startLab({ noNodeSshd: false });
-    rx = await Rxshuttle.remote(lab, [...extra, LAB.targetSubnet]);
-  });
-
-  afterEach((ctx) => reportRxshuttleOnFailure(ctx));
-
-  afterAll(async () => {
-    await stopAllRxshuttle();
-    await lab?.down();
-  });
+  // One tunnel for all the tests of a path.
+  useLab(
+    { noNodeSshd: false },
+    async (up) => {
+      lab = up;
+      rx = await Rxshuttle.remote(lab, [...extra, LAB.targetSubnet]);
+    },
+    { stopEachTest: false },
+  );
 
   it(`${COUNT} concurrent connections each echo their own data`, async () => {
     const s = await echoLoad(lab, 'cli', {

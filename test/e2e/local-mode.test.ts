@@ -2,36 +2,23 @@
 // namespace, which reaches the target directly, so the proxied connection
 // really goes out — and must not be caught by the tunnel's own rule again
 // (a loop would show up as a storm of Accept lines for one request).
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, startLab, type Lab } from './lab.js';
+import { describe, expect, it } from 'vitest';
+import { LAB, PAGE_MARKER, type Lab } from './lab.js';
 import {
   Rxshuttle,
   argvOf,
-  assertBuilt,
   curl,
   isRemoteNode,
   rxshuttleProcessesIn,
   rxshuttleRules,
-  reportRxshuttleOnFailure,
-  stopAllRxshuttle,
   waitFast,
+  useLab,
 } from './tunnel-helpers.js';
 
 let lab: Lab;
 
-beforeAll(async () => {
-  assertBuilt();
-  lab = await startLab({ noNodeSshd: false });
-});
-
-afterEach(async (ctx) => {
-  reportRxshuttleOnFailure(ctx);
-  await stopAllRxshuttle();
-});
-
-afterAll(async () => {
-  await stopAllRxshuttle();
-  await lab?.down();
+useLab({ noNodeSshd: false }, (up) => {
+  lab = up;
 });
 
 /** One curl to the target from srv; returns once rxshuttle logged the connection's close. */

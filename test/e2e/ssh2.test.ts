@@ -6,18 +6,16 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, startLab, type Lab } from './lab.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { LAB, PAGE_MARKER, type Lab } from './lab.js';
 import {
   CLI_JS,
-  assertBuilt,
   expectNothingLeft,
   oneErrorLine,
   curl,
-  reportRxshuttleOnFailure,
   Rxshuttle,
   runRxshuttle,
-  stopAllRxshuttle,
+  useLab,
 } from './tunnel-helpers.js';
 
 let lab: Lab;
@@ -27,22 +25,15 @@ let scanned: string;
 /** No agent: only the keys ssh -G names count. */
 const noAgent = { ...process.env, SSH_AUTH_SOCK: '' };
 
-beforeAll(async () => {
-  assertBuilt();
-  lab = await startLab();
+useLab({}, async (up) => {
+  lab = up;
   dir = mkdtempSync(join(tmpdir(), 'rxshuttle-ssh2-'));
   const r = await lab.execOk('cli', ['ssh-keyscan', '-p', '22', LAB.srv]);
   scanned = r.stdout;
   expect(scanned).toMatch(/ssh-ed25519 /);
 });
 
-afterEach(async (ctx) => {
-  reportRxshuttleOnFailure(ctx);
-  await stopAllRxshuttle();
-});
-
-afterAll(async () => {
-  await lab?.down();
+afterAll(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 

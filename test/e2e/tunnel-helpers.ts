@@ -5,8 +5,8 @@
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { expect } from 'vitest';
-import { LAB, stopProcess, waitUntil, type ExecResult, type Lab, type Role } from './lab.js';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
+import { LAB, startLab, stopProcess, waitUntil, type ExecResult, type Lab, type LabOptions, type Role } from './lab.js';
 
 export const CLI_JS = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 export const ECHO_LOAD = fileURLToPath(new URL('./echo-load.mjs', import.meta.url));
@@ -377,4 +377,35 @@ export async function expectNothingLeft(lab: Lab): Promise<void> {
     },
   );
   expect(await remoteNodePids(lab)).toEqual([]);
+}
+
+// ---------------------------------------------------------------------------
+// The lab of a test file
+
+/**
+ * The lab of a test file (or describe block): built once before its tests, after checking that
+ * dist is built, and handed to `up` (which may set up more, e.g. a tunnel the tests share);
+ * after each test its output is printed if it failed and, unless `stopEachTest` is false (a
+ * shared tunnel), its rxshuttle processes are stopped; at the end everything is stopped and the
+ * lab torn down, whatever failed.
+ */
+export function useLab(
+  options: LabOptions,
+  up: (lab: Lab) => void | Promise<void>,
+  { stopEachTest = true }: { stopEachTest?: boolean } = {},
+): void {
+  let lab: Lab | undefined;
+  beforeAll(async () => {
+    assertBuilt();
+    lab = await startLab(options);
+    await up(lab);
+  });
+  afterEach(async (ctx) => {
+    reportRxshuttleOnFailure(ctx);
+    if (stopEachTest) await stopAllRxshuttle();
+  });
+  afterAll(async () => {
+    await stopAllRxshuttle();
+    await lab?.down();
+  });
 }

@@ -2,9 +2,9 @@
 // tunnel for 10.98.0.0/24 with 10.98.0.4/32 excluded, from the cli namespace.
 // cli cannot reach 10.98.0.0/24 on its own (srv does not forward, see
 // lifecycle.test.ts), so everything that arrives here came through the tunnel.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, labBytesSha256, startLab, type Lab } from './lab.js';
-import { GEN_BYTES, Rxshuttle, assertBuilt, curl, echoOnce, reportRxshuttleOnFailure, stopAllRxshuttle } from './tunnel-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { LAB, PAGE_MARKER, labBytesSha256, type Lab } from './lab.js';
+import { GEN_BYTES, Rxshuttle, curl, echoOnce, useLab } from './tunnel-helpers.js';
 
 const MB100 = 100_000_000;
 
@@ -30,18 +30,15 @@ describe.each([
   let lab: Lab;
   let rx: Rxshuttle;
 
-  beforeAll(async () => {
-    assertBuilt();
-    lab = await startLab();
-    rx = await Rxshuttle.remote(lab, [...extra, LAB.targetSubnet, '-x', `${LAB.target4}/32`]);
-  });
-
-  afterEach((ctx) => reportRxshuttleOnFailure(ctx));
-
-  afterAll(async () => {
-    await stopAllRxshuttle();
-    await lab?.down();
-  });
+  // One tunnel for all the tests of a path.
+  useLab(
+    {},
+    async (up) => {
+      lab = up;
+      rx = await Rxshuttle.remote(lab, [...extra, LAB.targetSubnet, '-x', `${LAB.target4}/32`]);
+    },
+    { stopEachTest: false },
+  );
 
   it('carries the connection on the expected path', async () => {
     const r = await curl(lab, 'cli', `http://${LAB.target}/`);
