@@ -19,6 +19,7 @@ import { fitForUdp, inspectQuery, rcodeName, rcodeOf, servfail } from './dns-mes
 import { parseSubnet } from './options.js';
 import { formatPeer } from './streams/destination.js';
 import { MAX_DNS_QUERY } from './streams/dns.js';
+import { resource$ } from './resource.js';
 
 const debug = createDebug('rxshuttle:dns');
 
@@ -120,22 +121,7 @@ function closeDnsSockets(sockets: DnsSockets): void {
 
 /** The DNS sockets as a resource: emitted once bound; unsubscribing closes them. */
 export function dnsSockets$(hosts: readonly string[], firstPort: number, avoid: number): Observable<DnsSockets> {
-  return new Observable<DnsSockets>((subscriber) => {
-    let sockets: DnsSockets | null = null;
-    let closed = false;
-    bindDnsSockets(hosts, firstPort, avoid).then(
-      (s) => {
-        if (closed) return closeDnsSockets(s);
-        sockets = s;
-        subscriber.next(s);
-      },
-      (err: unknown) => subscriber.error(err),
-    );
-    return () => {
-      closed = true;
-      if (sockets) closeDnsSockets(sockets);
-    };
-  });
+  return resource$(() => bindDnsSockets(hosts, firstPort, avoid), closeDnsSockets);
 }
 
 type DnsEvent = Extract<TunnelEvent, { kind: 'dns' }>;

@@ -7,6 +7,7 @@ import { DEFAULT_LISTEN_PORT } from './options.js';
 import type { Destination } from './streams/frame.js';
 import type { AcceptedConnection } from './streams/mux.js';
 import { socketEnd } from './streams/socket-end.js';
+import { resource$ } from './resource.js';
 import { formatPeer } from './streams/destination.js';
 
 const debug = createDebug('rxshuttle:listen');
@@ -127,23 +128,10 @@ export function redirected$(
 
 /** The listener as a resource: emits it once listening; unsubscribing closes it, even mid-listen. */
 export function listener$(spec: ListenSpec, ipv6: boolean): Observable<Listener> {
-  return new Observable<Listener>((subscriber) => {
-    let listener: Listener | null = null;
-    let closed = false;
-    const close = (l: Listener) => {
-      for (const server of l.servers) server.close();
-    };
-    listen(spec, ipv6).then(
-      (l) => {
-        if (closed) return close(l);
-        listener = l;
-        subscriber.next(l);
-      },
-      (err: unknown) => subscriber.error(err),
-    );
-    return () => {
-      closed = true;
-      if (listener) close(listener);
-    };
-  });
+  return resource$(
+    () => listen(spec, ipv6),
+    (listener) => {
+      for (const server of listener.servers) server.close();
+    },
+  );
 }
