@@ -570,6 +570,12 @@ async function startRxshuttle(extra) {
   const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
   const child = lab.spawn('cli', [NODE, ...nodeFlags, cli, '-r', lab.sshHost, '-e', lab.sshCommand, ...extra, SUBNET]);
   const out = tailOf(child);
+  // BENCH_CLIENT_LOG=FILE keeps the client's whole output (e.g. with BENCH_NODE_FLAGS=--trace-gc).
+  if (process.env.BENCH_CLIENT_LOG) {
+    const log = fs.createWriteStream(process.env.BENCH_CLIENT_LOG, { flags: 'a' });
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+  }
   const h = {
     endpoint: transparent(),
     classify: (p, ns) => {

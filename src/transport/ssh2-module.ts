@@ -33,6 +33,9 @@ export function pooledRandomFill(original: RandomFillSync): RandomFillSync {
   };
 }
 
+/** A pooled randomFillSync of our own, for packets we lay out for ssh2 (ssh2-outbound.ts). */
+export const sshRandomFill: RandomFillSync = pooledRandomFill((require('node:crypto') as { randomFillSync: RandomFillSync }).randomFillSync);
+
 /**
  * The ssh2 module, loaded with the pooled randomFillSync in place: ssh2 takes its own reference
  * to crypto.randomFillSync when it loads, so the pool serves ssh2 alone and the process's

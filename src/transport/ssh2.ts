@@ -21,7 +21,9 @@ import {
   preferredHostKeyAlgorithms,
 } from './known-hosts.js';
 import { ServerExit, type ServerProcess, stderrLines } from './server-process.js';
-import { loadSsh2 } from './ssh2-module.js';
+import { Ssh2Inbound } from './ssh2-inbound.js';
+import { loadSsh2, sshRandomFill } from './ssh2-module.js';
+import { Ssh2Outbound } from './ssh2-outbound.js';
 import type { ResolvedSshConfig } from './ssh-config.js';
 
 const debug = createDebug('rxshuttle:ssh2');
@@ -34,8 +36,10 @@ const ignore = () => {};
 
 /** Like ssh's default: give up on a server that does not finish the handshake. */
 const DEFAULT_READY_TIMEOUT_MS = 20_000;
-const READ_BUFFER_BYTES = 256 * 1024;
-const COPY_BYTES = 64 * 1024;
+/** Bytes read from the ssh socket in one event-loop turn before other sockets get theirs. */
+const READ_BYTES_PER_TURN = 512 * 1024;
+/** A read at least this large means the socket has a backlog (a bulk transfer). */
+const BULK_READ_BYTES = 64 * 1024;
 /** ssh2's message when every authentication method has been tried. */
 const AUTH_EXHAUSTED = /All configured authentication methods failed/;
 /** ssh2 error levels that mean the host could not be reached at all. */
@@ -61,6 +65,8 @@ export interface Ssh2Connection {
    * instead, which bounds our memory and keeps bulk uploads from queueing ahead of keystrokes.
    */
   readonly sendQueue: SendQueue;
+  /** Keeps a channel's incoming chunks intact until released (they are views of reused memory). */
+  readonly inbound: Pick<Ssh2Inbound, 'keepChunks' | 'release'>;
 }
 
 export interface SendQueue {
@@ -151,28 +157,33 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
     const tried: string[] = [];
     let authenticatedWith = '';
 
-    // Reads land in one reused buffer (fewer allocations: a bulk transfer otherwise allocates a
-    // buffer per read, and the external-memory pressure forces a full GC every ~50 ms, which shows
-    // as 10–20 ms stalls in round trips). ssh2 keeps views of the bytes it is given before the
-    // first key exchange ends (the server's KEXINIT, for the exchange hash) and, with its native
-    // binding, after it too (it decrypts in place and hands out views); only its OpenSSL AES-GCM
-    // copies what it keeps. Otherwise each read is copied, as Node would have allocated it.
-    const readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
-    let readsAreCopied = true;
+    // Reads land in reused slabs; ssh2Inbound follows what ssh2 keeps of them (read-slabs.ts).
+    const inbound = new Ssh2Inbound();
+    const deliver = (view: Buffer) => socket.emit('data', view);
+    // libuv reads up to 32 times in a row while the socket has data: at 4 Gbit/s that is 8 MiB
+    // to decrypt and pass on before any other socket (an interactive one) gets a turn.
+    let readThisTurn = 0;
+    let pausedForTurn = false;
+    const nextTurn = () => {
+      readThisTurn = 0;
+      if (!pausedForTurn) return;
+      pausedForTurn = false;
+      socket.resume();
+    };
     const socket: Socket = netConnect({
       host: config.hostname,
       port: config.port,
       onread: {
-        buffer: readBuffer,
-        callback: (bytes: number, buffer: Uint8Array) => {
-          const view = Buffer.from(buffer.buffer, buffer.byteOffset, bytes);
-          if (!readsAreCopied) {
-            socket.emit('data', view);
-            return true;
-          }
-          // Copies of at most 64 KiB: a payload ssh2 hands out keeps its whole copy alive.
-          for (let at = 0; at < bytes; at += COPY_BYTES) socket.emit('data', Buffer.from(view.subarray(at, at + COPY_BYTES)));
-          return true;
+        buffer: inbound.nextBuffer,
+        callback: (bytes: number) => {
+          inbound.read(bytes, deliver);
+          // Small reads (no backlog) are left out: counting them would cost a setImmediate each.
+          if (bytes < BULK_READ_BYTES) return true;
+          if (readThisTurn === 0) setImmediate(nextTurn);
+          readThisTurn += bytes;
+          if (readThisTurn < READ_BYTES_PER_TURN) return true;
+          pausedForTurn = true;
+          return false;
         },
       },
     });
@@ -180,12 +191,14 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
     socket.setNoDelay(true);
     // ssh2 writes each ssh packet by itself: the packets of one event-loop turn (all channels)
     // leave in one writev instead.
-    const write = socket.write.bind(socket) as (chunk: Buffer) => boolean;
+    const write = socket.write.bind(socket) as (chunk: Buffer, written?: () => void) => boolean;
+    // Packets in reused slabs, released when written (ssh2-outbound.ts).
+    const outbound = new Ssh2Outbound(sshRandomFill);
     let congested = false;
     const waiting = new Set<() => void>();
     socket.write = ((chunk: Buffer) => {
       corkForThisTurn(socket);
-      const accepted = write(chunk);
+      const accepted = outbound.owns(chunk) ? write(chunk, () => outbound.released(chunk)) : write(chunk);
       if (socket.writableLength > SEND_QUEUE_HIGH) congested = true;
       return accepted;
     }) as typeof socket.write;
@@ -238,16 +251,21 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
       else if (!subscriber.closed) subscriber.error(new Ssh2Unsuitable(where, 'the server closed the connection during the ssh handshake'));
     });
     client.on('handshake', (negotiated) => {
-      readsAreCopied = sshCryptoBinding || !negotiated.sc.cipher.includes('-gcm');
-      debug('ciphers: %s up, %s down', negotiated.cs.cipher, negotiated.sc.cipher);
+      inbound.keyExchangeDone();
+      outbound.takeOverCipher(client);
+      debug('ciphers: %s up, %s down (%s)', negotiated.cs.cipher, negotiated.sc.cipher, sshCryptoBinding ? "ssh2's binding" : 'OpenSSL');
     });
     client.on('ready', () => {
       ready = true;
       debug('connected to %s:%d as %s with %s', config.hostname, config.port, config.user, authenticatedWith);
-      subscriber.next({ client, authenticatedWith, sendQueue });
+      debug('read slabs %s', inbound.reusing ? 'reused' : 'not reused (ssh2 internals not as expected)');
+      subscriber.next({ client, authenticatedWith, sendQueue, inbound });
     });
     const known = preferredHostKeyAlgorithms(entries, names);
     const teardown = () => {
+      for (const [name, { stats }] of [['read', inbound], ['packet', outbound]] as const) {
+        debug('%s slabs: %d allocated, %d reused, %d tainted', name, stats.allocated, stats.reused, stats.tainted);
+      }
       ready = false;
       client.end();
       socket.destroy();
@@ -262,9 +280,6 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
       algorithms: {
         // As ssh's default (Compression no): zlib would cost more CPU than it saves on a LAN.
         compress: ['none'],
-        // Without its binding, ssh2's only cipher that keeps no view of what it reads is
-        // OpenSSL's AES-GCM (see readsAreCopied); a server without it gets the ssh binary.
-        ...(sshCryptoBinding ? {} : { cipher: ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com'] }),
         // The key types known_hosts has for this host first, so the one it knows is negotiated
         // (ssh2 applies remove, then prepend; prepend alone skips types already listed).
         ...(known.length > 0 ? { serverHostKey: { remove: known, prepend: known, append: [] } } : {}),
@@ -291,6 +306,7 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
         next(attempt.method);
       },
     } as ConnectConfig);
+      inbound.hook(client);
     } catch (err) {
       // e.g. a known_hosts key type ssh2 does not know ("Unsupported algorithm").
       teardown();
@@ -372,7 +388,7 @@ export function ssh2Server$(client: Client, command: string): Observable<ServerP
  * caller gives it to the mux, which answers with the real errno). Unsubscribing resets both.
  */
 export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destination: Destination): Observable<HandOff> {
-  const { client, sendQueue } = connection;
+  const { client, sendQueue, inbound } = connection;
   return new Observable<HandOff>((subscriber) => {
     let channel: ClientChannel | undefined;
     let done = false;
@@ -396,6 +412,7 @@ export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destina
           return;
         }
         channel = opened;
+        inbound.keepChunks(opened);
         subscriber.next({ kind: 'opened' });
         channel.on('error', ignore);
         socket.on('error', ignore);
@@ -425,9 +442,10 @@ export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destina
         socket.once('end', () => opened.end());
         resumeUp();
         // Downstream by hand, to send the packets one read of the ssh socket decrypted in one writev.
+        // Each chunk is a view of reused memory: released once the socket wrote it.
         const down = (chunk: Buffer) => {
           corkForThisTick(socket);
-          if (!socket.write(chunk)) opened.pause();
+          if (!socket.write(chunk, () => inbound.release(chunk))) opened.pause();
         };
         opened.on('data', down);
         socket.on('drain', () => opened.resume());
@@ -445,6 +463,7 @@ export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destina
           socketClosed = true;
           // ssh2 reports a channel's close only after its end: let what is still coming drain away.
           opened.off('data', down);
+          opened.on('data', inbound.release);
           opened.resume();
           opened.close();
           finish();

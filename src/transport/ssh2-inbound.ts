@@ -1,0 +1,98 @@
+import type { Client, ClientChannel } from 'ssh2';
+import { ReadSlabs } from './read-slabs.js';
+
+/** SSH message numbers (RFC 4253, 4254). */
+const MSG_KEXINIT = 20;
+const MSG_CHANNEL_DATA = 94;
+
+/** The parts of ssh2 this module reaches into (not in its typings; checked before use). */
+interface Ssh2Internals {
+  _protocol?: { _onPayload?: (payload: Buffer) => unknown };
+  _chanMgr?: { get(id: number): unknown };
+}
+
+/**
+ * The ssh socket's reads, in reused slabs (see read-slabs.ts), and what ssh2 does with them.
+ *
+ * ssh2 decrypts in place and hands payloads on as views of what it read. This follows every
+ * decrypted message on its way in: CHANNEL_DATA for a channel whose chunks are kept (a
+ * direct-tcpip forward, whose chunks go to a local socket) holds the slab until the caller
+ * releases the chunk; every other message, and everything read during a key exchange, taints its
+ * slab so it is never reused. If ssh2's internals are not as expected every slab is tainted,
+ * which is plain allocation per read again: slower, never wrong.
+ */
+export class Ssh2Inbound {
+  private readonly slabs = new ReadSlabs();
+  /** True until the first key exchange ends, and again during each re-key. */
+  private keyExchange = true;
+  private hooked = false;
+  private channels: Ssh2Internals['_chanMgr'];
+  private readonly kept = new WeakSet<object>();
+
+  /** The buffer for the next read (Node's `onread.buffer`). */
+  readonly nextBuffer = (): Buffer => this.slabs.nextBuffer();
+
+  /** Tells whether slabs are being reused (false: ssh2's internals were not as expected). */
+  get reusing(): boolean {
+    return this.hooked;
+  }
+
+  get stats() {
+    return this.slabs.stats;
+  }
+
+  /** Call right after `client.connect()`, before anything is read. */
+  hook(client: Client): void {
+    const internals = client as unknown as Ssh2Internals;
+    const protocol = internals._protocol;
+    const onPayload = protocol?._onPayload;
+    const channels = internals._chanMgr;
+    if (!protocol || typeof onPayload !== 'function' || typeof channels?.get !== 'function') return;
+    this.channels = channels;
+    // Every decipher after the first key exchange is made with the protocol's _onPayload.
+    protocol._onPayload = (payload: Buffer) => {
+      const type = payload[0];
+      if (type === MSG_KEXINIT) this.keyExchange = true;
+      if (type !== MSG_CHANNEL_DATA || !this.keptRecipient(payload)) this.slabs.taintViewOf(payload);
+      return onPayload(payload);
+    };
+    this.hooked = true;
+  }
+
+  /** A key exchange ended (ssh2's 'handshake' event). */
+  keyExchangeDone(): void {
+    this.keyExchange = false;
+  }
+
+  /** Records a read of `bytes` into the last buffer and gives ssh2 the view of it. */
+  read(bytes: number, deliver: (view: Buffer) => void): void {
+    const view = this.slabs.filled(bytes);
+    if (!this.hooked || this.keyExchange) this.slabs.taintViewOf(view);
+    deliver(view);
+    // A KEXINIT in this read: what follows it here (ssh2 routes kex messages past our hook).
+    if (this.keyExchange) this.slabs.taintViewOf(view);
+  }
+
+  /**
+   * Keeps `channel`'s incoming chunks intact until each is passed to `release` (or the channel
+   * is gone: an unreleased chunk only costs its slab's reuse).
+   */
+  keepChunks(channel: ClientChannel): void {
+    if (!this.hooked) return;
+    const push = channel.push;
+    channel.push = (chunk: unknown, encoding?: BufferEncoding) => {
+      if (chunk instanceof Uint8Array) this.slabs.hold(chunk);
+      return push.call(channel, chunk, encoding);
+    };
+    this.kept.add(channel);
+  }
+
+  /** Lets go of a chunk of a kept channel (after the local socket wrote it, or dropped it). */
+  readonly release = (chunk: Uint8Array): void => this.slabs.release(chunk);
+
+  private keptRecipient(payload: Buffer): boolean {
+    if (payload.length < 5) return false;
+    const channel = this.channels?.get(payload.readUInt32BE(1));
+    return typeof channel === 'object' && channel !== null && this.kept.has(channel);
+  }
+}
