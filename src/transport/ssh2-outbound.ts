@@ -55,6 +55,8 @@ const CHECK_SIZES = [0, 1, 7, 100, 32 * 1024 + 9];
  */
 export class Ssh2Outbound {
   private readonly slabs = new PacketSlabs();
+  /** Ciphers already taken over: checking one again would compare ours with ours. */
+  private readonly taken = new WeakSet<object>();
 
   constructor(private readonly randomFill: RandomFill) {}
 
@@ -66,9 +68,11 @@ export class Ssh2Outbound {
   takeOverCipher(client: Client): boolean {
     const cipher = (client as unknown as { _protocol?: { _cipher?: Ssh2Cipher } })._protocol?._cipher;
     if (!cipher || typeof cipher.allocPacket !== 'function') return false;
+    if (this.taken.has(cipher)) return true;
     const layout = layoutOf(cipher);
     if (!layout || !CHECK_SIZES.every((size) => sameLayout(cipher.allocPacket(size), this.allocPacket(layout, size, true)))) return false;
     cipher.allocPacket = (payloadLength) => this.allocPacket(layout, payloadLength, false);
+    this.taken.add(cipher);
     return true;
   }
 

@@ -1,16 +1,33 @@
 import { execFileSync } from 'node:child_process';
+import { createCipheriv, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer as createNetServer, connect as netConnect, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { firstValueFrom, lastValueFrom, type Observable, throwError, timeout, toArray } from 'rxjs';
 import ssh2 from 'ssh2';
-import type { AcceptConnection, Connection, RejectConnection, ServerChannel, TcpipRequestInfo } from 'ssh2';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type {
+  AcceptConnection,
+  Algorithms,
+  CipherAlgorithm,
+  Client,
+  ClientChannel,
+  Connection,
+  MacAlgorithm,
+  NegotiatedAlgorithms,
+  RejectConnection,
+  ServerChannel,
+  TcpipRequestInfo,
+} from 'ssh2';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { TransportError } from '../../src/errors.js';
 import type { HandOff } from '../../src/transport/control-master.js';
 import { checkHostKey, knownHostsNames, parseKnownHosts } from '../../src/transport/known-hosts.js';
 import type { ResolvedSshConfig, StrictHostKeyChecking } from '../../src/transport/ssh-config.js';
+import { SLAB_BYTES } from '../../src/transport/read-slabs.js';
+import { Ssh2Inbound } from '../../src/transport/ssh2-inbound.js';
+import { Ssh2Outbound } from '../../src/transport/ssh2-outbound.js';
 import { type Ssh2Connection, ssh2Connection$, ssh2Forward$, Ssh2Unsuitable } from '../../src/transport/ssh2.js';
 
 // ssh2 is CommonJS: its named exports exist only on the default export under ESM.
@@ -70,7 +87,10 @@ interface TestServer {
 async function startServer(
   options: {
     hostKeys?: readonly Key[];
-    onTcpip?: (accept: AcceptConnection<ServerChannel>, reject: RejectConnection, info: TcpipRequestInfo) => void;
+    /** What the server accepts (ssh2Connection$ offers ssh2's defaults: this picks among them). */
+    algorithms?: Algorithms;
+    /** `connection`: the server's side of the ssh connection (to re-key from there). */
+    onTcpip?: (accept: AcceptConnection<ServerChannel>, reject: RejectConnection, info: TcpipRequestInfo, connection: Connection) => void;
   } = {},
 ): Promise<TestServer> {
   const allowed = utils.parseKey(keys.client.privateKey);
@@ -78,7 +98,7 @@ async function startServer(
   const allowedKey = Array.isArray(allowed) ? allowed[0] : allowed;
   if (!allowedKey) throw new Error('no client key');
   const connections = new Set<Connection>();
-  const server = new Server({ hostKeys: (options.hostKeys ?? [keys.hostEd]).map((k) => k.privateKey) }, (client) => {
+  const server = new Server({ hostKeys: (options.hostKeys ?? [keys.hostEd]).map((k) => k.privateKey), ...(options.algorithms ? { algorithms: options.algorithms } : {}) }, (client) => {
     connections.add(client);
     client.on('error', () => {});
     client.on('close', () => connections.delete(client));
@@ -90,7 +110,7 @@ async function startServer(
       else ctx.reject(['publickey']);
     });
     client.on('ready', () => {
-      client.on('tcpip', (accept, reject, info) => (options.onTcpip ? options.onTcpip(accept, reject, info) : reject()));
+      client.on('tcpip', (accept, reject, info) => (options.onTcpip ? options.onTcpip(accept, reject, info, client) : reject()));
     });
   });
   server.on('error', () => {});
@@ -332,4 +352,455 @@ describe('ssh2Forward$', () => {
     const all = await done;
     expect(kinds(all)).toEqual(['opened', 'closed']);
   }, 10_000);
+});
+
+/** Reproducible content that differs everywhere: the AES-CTR keystream of a key made of `seed`. */
+function content(seed: number, bytes: number): Buffer {
+  const key = Buffer.alloc(16);
+  key.writeUInt32BE(seed);
+  return createCipheriv('aes-128-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(bytes));
+}
+
+/** Where two buffers first differ (-1: equal), for a failure message that says where. */
+function firstDifference(actual: Buffer, expected: Buffer): number {
+  const length = Math.min(actual.length, expected.length);
+  for (let i = 0; i < length; i += 4096) {
+    const end = Math.min(length, i + 4096);
+    if (actual.subarray(i, end).equals(expected.subarray(i, end))) continue;
+    for (let j = i; j < end; j++) if (actual[j] !== expected[j]) return j;
+  }
+  return actual.length === expected.length ? -1 : length;
+}
+
+/** Runs the forward until the test's cleanup; fails the test if it errors. */
+function forward(connection: Ssh2Connection, accepted: Socket, to: typeof destination): void {
+  const subscription = ssh2Forward$(connection, accepted, to).subscribe({ error: (err: unknown) => expect.fail(`forward: ${String(err)}`) });
+  cleanups.push(() => subscription.unsubscribe());
+}
+
+/** ssh2's Client has no public rekey(); its protocol has (the internals ssh2-inbound.ts hooks into). */
+const clientRekey = (connection: Ssh2Connection) => (connection.client as unknown as { _protocol: { rekey(): void } })._protocol.rekey();
+
+describe('ssh2Forward$ on reused read memory', () => {
+  /** The server's side: writes `data` into the channel as its window allows, then ends it. */
+  function stream(channel: ServerChannel, data: Buffer): void {
+    channel.on('error', () => {});
+    let at = 0;
+    const pump = () => {
+      while (at < data.length) {
+        const chunk = data.subarray(at, at + 64 * 1024);
+        at += chunk.length;
+        if (!channel.write(chunk)) return void channel.once('drain', pump);
+      }
+      channel.end();
+    };
+    pump();
+  }
+
+  /**
+   * The local program: reads nothing at first, until our side of the socket needs a drain
+   * (chunks then wait in the channel), then reads in spurts of `burst` bytes with `restMs` of
+   * rest between them. `onProgress` sees the byte count after each chunk. Resolves with all it
+   * read once the stream ends, and whether our side of the socket did need a drain.
+   */
+  function slowReader(
+    { program, accepted }: { program: Socket; accepted: Socket },
+    { burst, restMs, onProgress }: { burst: number; restMs: number; onProgress?: (received: number) => void },
+  ): Promise<{ bytes: Buffer; backedUp: boolean }> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let backedUp = false;
+      let received = 0;
+      let sinceRest = 0;
+      program.pause();
+      program.on('data', (chunk: Buffer) => {
+        chunks.push(chunk);
+        received += chunk.length;
+        sinceRest += chunk.length;
+        onProgress?.(received);
+        if (sinceRest >= burst) {
+          sinceRest = 0;
+          program.pause();
+          setTimeout(() => program.resume(), restMs);
+        }
+      });
+      program.once('end', () => resolve({ bytes: Buffer.concat(chunks), backedUp }));
+      program.once('error', reject);
+      const started = Date.now();
+      const waitForBackPressure = () => {
+        backedUp = accepted.writableNeedDrain;
+        if (backedUp || Date.now() - started > 3000) setTimeout(() => program.resume(), restMs);
+        else setTimeout(waitForBackPressure, 5);
+      };
+      waitForBackPressure();
+    });
+  }
+
+  it('delivers a download intact through re-keys from both sides and a slow local reader, reusing slabs', async () => {
+    const total = 12 * 1024 * 1024;
+    const data = content(1, total);
+    let serverSide: Connection | undefined;
+    const { port } = await startServer({
+      onTcpip: (accept, _reject, _info, connection) => {
+        serverSide = connection;
+        stream(accept(), data);
+      },
+    });
+    const connection = await connect(configFor(port));
+    let handshakes = 0;
+    connection.client.on('handshake', () => handshakes++);
+    const pair = await socketPair();
+    // Re-keys at a quarter, half and three quarters, taking turns: ours, the server's, ours.
+    const rekeys = [
+      { at: total / 4, by: () => clientRekey(connection) },
+      { at: total / 2, by: () => serverSide?.rekey() },
+      { at: (3 * total) / 4, by: () => clientRekey(connection) },
+    ];
+    const received = slowReader(pair, {
+      burst: 1024 * 1024,
+      restMs: 20,
+      onProgress: (bytes) => {
+        while (rekeys[0] && bytes >= rekeys[0].at) rekeys.shift()?.by();
+      },
+    });
+    forward(connection, pair.accepted, destination);
+    const { bytes, backedUp } = await received;
+    expect(backedUp).toBe(true);
+    expect(bytes.length).toBe(total);
+    expect(firstDifference(bytes, data), 'first corrupted byte').toBe(-1);
+    expect(handshakes).toBe(3);
+    const inbound = connection.inbound as Ssh2Inbound;
+    expect(inbound.reusing).toBe(true);
+    expect(inbound.stats.reused).toBeGreaterThan(0);
+    // What was read during the key exchanges is never reused.
+    expect(inbound.stats.tainted).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('gives each of two simultaneous forwards its own stream, intact', async () => {
+    const total = 6 * 1024 * 1024;
+    const dataFor = (port: number) => content(port, total);
+    const { port } = await startServer({ onTcpip: (accept, _reject, info) => stream(accept(), dataFor(info.destPort)) });
+    const connection = await connect(configFor(port));
+    const first = await socketPair();
+    const second = await socketPair();
+    // Different rhythms, so their chunks interleave differently in the slabs.
+    const receivedFirst = slowReader(first, { burst: 512 * 1024, restMs: 10 });
+    const receivedSecond = slowReader(second, { burst: 1536 * 1024, restMs: 25 });
+    forward(connection, first.accepted, { ...destination, port: 81 });
+    forward(connection, second.accepted, { ...destination, port: 82 });
+    const [firstReceived, secondReceived] = await Promise.all([receivedFirst, receivedSecond]);
+    expect(firstReceived.backedUp || secondReceived.backedUp).toBe(true);
+    expect(firstDifference(firstReceived.bytes, dataFor(81)), 'first corrupted byte of the first').toBe(-1);
+    expect(firstDifference(secondReceived.bytes, dataFor(82)), 'first corrupted byte of the second').toBe(-1);
+    expect((connection.inbound as Ssh2Inbound).stats.reused).toBeGreaterThan(0);
+  }, 60_000);
+});
+
+describe("Ssh2Inbound with ssh2's own AES-GCM decipher", () => {
+  interface Ssh2Crypto {
+    CIPHER_INFO: Record<string, { keyLen: number; ivLen: number }>;
+    createCipher(config: object): { allocPacket(payloadLength: number): Buffer; encrypt(packet: Buffer): void };
+    createDecipher(config: object): { decrypt(data: Buffer, start: number, end: number): void };
+  }
+  const sshCrypto = createRequire(import.meta.url)('ssh2/lib/protocol/crypto.js') as Ssh2Crypto;
+  const CHANNEL_DATA = 94;
+  const CHUNK = 32 * 1024;
+  const TAG = 16;
+
+  /**
+   * The server's CHANNEL_DATA packets for channel 0, each CHUNK bytes of `data`, encrypted as
+   * ssh2 does; each packet is [length][encrypted body][16-byte tag].
+   */
+  function encrypt(data: Buffer, keys: { cipherKey: Buffer; cipherIV: Buffer }): Buffer[] {
+    const packets: Buffer[] = [];
+    const cipher = sshCrypto.createCipher({
+      outbound: { onWrite: (packet: Buffer) => packets.push(Buffer.from(packet)), seqno: 0, cipherInfo: sshCrypto.CIPHER_INFO['aes128-gcm@openssh.com'], ...keys },
+    });
+    for (let at = 0; at < data.length; at += CHUNK) {
+      const chunk = data.subarray(at, at + CHUNK);
+      const packet = cipher.allocPacket(9 + chunk.length);
+      packet[5] = CHANNEL_DATA;
+      packet.writeUInt32BE(0, 6);
+      packet.writeUInt32BE(chunk.length, 10);
+      chunk.copy(packet, 14);
+      cipher.encrypt(packet);
+    }
+    return packets;
+  }
+
+  /**
+   * Feeds the packets to Ssh2Inbound and ssh2's decipher one read at a time, each read ending
+   * `tagInNextRead` ? just before a packet's tag (so ssh2 completes that packet while the next
+   * read is passed on) : just after it. The local socket takes chunks at once, except that,
+   * when not congested already, it congests as the first chunk completed in a read into a new
+   * slab arrives, and drains 40 reads later. Returns what the socket wrote, and which chunks
+   * had changed by the time it wrote them.
+   */
+  function download(data: Buffer, tagInNextRead: boolean): { written: Buffer; corrupted: number[] } {
+    const keys = { cipherKey: randomBytes(16), cipherIV: randomBytes(12) };
+    const wire = encrypt(data, keys);
+    const inbound = new Ssh2Inbound();
+    const channel = { push: (_chunk: Buffer): boolean => true };
+    // Just enough of ssh2's Client for the hook: the protocol's payload handler, and its channels.
+    const client = {
+      _protocol: {
+        _onPayload: (payload: Buffer) => {
+          if (payload[0] === CHANNEL_DATA) channel.push(payload.subarray(9, 9 + payload.readUInt32BE(5)));
+        },
+      },
+      _chanMgr: { get: (id: number) => (id === 0 ? channel : undefined) },
+    };
+    inbound.hook(client as unknown as Client);
+    inbound.keyExchangeDone();
+    expect(inbound.reusing).toBe(true);
+    const queue: { chunk: Buffer; index: number }[] = [];
+    const written: Buffer[] = [];
+    const corrupted: number[] = [];
+    let pushed = 0;
+    let congestedFor = 0;
+    let congestNow = false;
+    const write = ({ chunk, index }: { chunk: Buffer; index: number }) => {
+      if (!chunk.equals(data.subarray(index * CHUNK, (index + 1) * CHUNK))) corrupted.push(index);
+      written.push(Buffer.from(chunk));
+      inbound.release(chunk);
+    };
+    const originalPush = channel.push;
+    channel.push = (chunk: Buffer) => {
+      queue.push({ chunk, index: pushed++ });
+      if (congestNow && congestedFor === 0) congestedFor = 40;
+      congestNow = false;
+      return originalPush(chunk);
+    };
+    inbound.keepChunks(channel as unknown as ClientChannel);
+    const decipher = sshCrypto.createDecipher({
+      inbound: { onPayload: client._protocol._onPayload, seqno: 0, decipherInfo: sshCrypto.CIPHER_INFO['aes128-gcm@openssh.com'], decipherKey: keys.cipherKey, decipherIV: keys.cipherIV },
+    });
+    const stream = Buffer.concat(wire);
+    // Where each read ends: before or after each packet's tag.
+    const ends: number[] = [];
+    let at = 0;
+    for (const packet of wire) {
+      at += packet.length;
+      ends.push(tagInNextRead ? at - TAG : at);
+    }
+    ends.push(stream.length);
+    let start = 0;
+    let lastSlab: ArrayBufferLike | undefined;
+    for (const end of ends) {
+      if (end <= start) continue;
+      const region = inbound.nextBuffer();
+      expect(end - start).toBeLessThanOrEqual(region.length);
+      stream.copy(region, 0, start, end);
+      congestNow = lastSlab !== undefined && region.buffer !== lastSlab;
+      lastSlab = region.buffer;
+      inbound.read(end - start, (view) => decipher.decrypt(view, 0, view.length));
+      start = end;
+      if (congestedFor > 0) congestedFor--;
+      if (congestedFor === 0) for (const queued of queue.splice(0)) write(queued);
+    }
+    for (const queued of queue.splice(0)) write(queued);
+    expect(inbound.stats.reused).toBeGreaterThan(0);
+    return { written: Buffer.concat(written), corrupted };
+  }
+
+  it.each([
+    ['just after the tag', false],
+    ['just before the tag (ssh2 keeps a view of the body until the tag comes in the next read)', true],
+  ])('keeps chunks intact while the local socket congests, with reads ending %s', (_name, tagInNextRead) => {
+    const data = content(7, 6 * 1024 * 1024);
+    const { written, corrupted } = download(data, tagInNextRead);
+    expect(corrupted, 'chunks that were overwritten before the socket wrote them').toEqual([]);
+    expect(firstDifference(written, data)).toBe(-1);
+  });
+});
+
+describe('ssh2Forward$ uploads from reused packet memory (Ssh2Outbound)', () => {
+  /** Whether ssh2 has its compiled binding: only its ciphers encrypt in place, in packets we can lay out. */
+  const binding = (createRequire(import.meta.url)('ssh2/lib/protocol/crypto.js') as { bindingAvailable: boolean }).bindingAvailable;
+  const mode = binding ? "with ssh2's binding: every cipher taken over, packets in reused slabs" : "WITHOUT ssh2's binding: no cipher taken over (ssh2's own packets)";
+  /**
+   * The most slabs an upload may need: packets wait in our socket's buffer until written, each
+   * keeping its slab. Local reads pause once more than SEND_QUEUE_HIGH (512 KiB) wait there or
+   * CHANNEL_QUEUE_HIGH (256 KiB) wait in the channel (both in ssh2.ts); add a read of 64 KiB
+   * that was under way, the slab being filled, and one partly before the first waiting packet.
+   */
+  const MOST_SLABS = Math.ceil((512 * 1024 + 256 * 1024 + 64 * 1024) / SLAB_BYTES) + 2;
+
+  /**
+   * Follows Ssh2Outbound.takeOverCipher (called after each key exchange): what each call
+   * returned, and the connection's Ssh2Outbound (ssh2Connection$ keeps it to itself).
+   */
+  function watchOutbound() {
+    const spy = vi.spyOn(Ssh2Outbound.prototype, 'takeOverCipher');
+    cleanups.push(() => spy.mockRestore());
+    return {
+      returned: () => spy.mock.results.map((result) => (result.type === 'return' ? result.value : result.type)),
+      outbound: (): Ssh2Outbound => {
+        const instances = [...new Set(spy.mock.contexts)];
+        expect(instances).toHaveLength(1);
+        return instances[0] as Ssh2Outbound;
+      },
+    };
+  }
+
+  /** Slabs holding packets not yet written (the current one included): PacketSlabs' own count, read for the test. */
+  const slabsInUse = (outbound: Ssh2Outbound): number =>
+    (outbound as unknown as { slabs: { slabs: Map<ArrayBufferLike, unknown> } }).slabs.slabs.size;
+
+  /** The server's side: collects what comes through a channel; `onProgress` sees the count after each chunk. */
+  function collect(channel: ServerChannel, onProgress?: (bytes: number) => void): Promise<Buffer> {
+    return new Promise((resolve) => {
+      const chunks: Buffer[] = [];
+      let received = 0;
+      channel.on('error', () => {});
+      channel.on('data', (chunk: Buffer) => {
+        chunks.push(Buffer.from(chunk));
+        received += chunk.length;
+        onProgress?.(received);
+      });
+      channel.once('end', () => {
+        channel.end();
+        resolve(Buffer.concat(chunks));
+      });
+    });
+  }
+
+  /**
+   * Holds our socket's writes back for `ms`, as a stalled network would: packets back up in its
+   * buffer, each keeping its slab until written. `queued` gets how many bytes had backed up.
+   */
+  function stallWrites(connection: Ssh2Connection, ms: number, queued?: (bytes: number) => void): void {
+    // ssh2's Client keeps the socket it was given (ssh2Connection$'s, with its write wrapped).
+    const socket = (connection.client as unknown as { _sock: Socket })._sock;
+    socket.cork();
+    setTimeout(() => {
+      queued?.(socket.writableLength);
+      socket.uncork();
+    }, ms);
+  }
+
+  /** An in-process server that accepts only `algorithms`, handing each channel to `onChannel`. */
+  async function uploadServer(algorithms: Algorithms | undefined, onChannel: (channel: ServerChannel, connection: Connection) => void): Promise<number> {
+    const { port } = await startServer({ ...(algorithms ? { algorithms } : {}), onTcpip: (accept, _reject, _info, connection) => onChannel(accept(), connection) });
+    return port;
+  }
+
+  /** Every packet written by now has been released: only the slab being filled is in use. */
+  async function expectAllReleased(outbound: Ssh2Outbound): Promise<void> {
+    // The last write callbacks (e.g. of the channel's close) may come a tick after the data.
+    await expect.poll(() => slabsInUse(outbound), { timeout: 2000, interval: 10 }).toBe(1);
+  }
+
+  const cases: { name: string; cipher: CipherAlgorithm; mac?: MacAlgorithm }[] = [
+    { name: 'aes128-gcm@openssh.com', cipher: 'aes128-gcm@openssh.com' },
+    { name: 'aes256-gcm@openssh.com', cipher: 'aes256-gcm@openssh.com' },
+    { name: 'chacha20-poly1305@openssh.com', cipher: 'chacha20-poly1305@openssh.com' },
+    { name: 'aes128-ctr + hmac-sha2-256', cipher: 'aes128-ctr', mac: 'hmac-sha2-256' },
+    { name: 'aes128-ctr + hmac-sha2-256-etm@openssh.com', cipher: 'aes128-ctr', mac: 'hmac-sha2-256-etm@openssh.com' },
+    { name: 'aes192-ctr + hmac-sha1', cipher: 'aes192-ctr', mac: 'hmac-sha1' },
+    { name: 'aes256-ctr + hmac-sha2-512', cipher: 'aes256-ctr', mac: 'hmac-sha2-512' },
+    { name: 'aes256-ctr + hmac-sha2-512-etm@openssh.com', cipher: 'aes256-ctr', mac: 'hmac-sha2-512-etm@openssh.com' },
+  ];
+
+  it.each(cases)(`$name, ${mode}: a 12 MiB upload arrives intact through re-keys from both sides and write stalls`, async ({ cipher, mac }) => {
+    const watch = watchOutbound();
+    const total = 12 * 1024 * 1024;
+    const data = content(11, total);
+    let clientConnection: Ssh2Connection | undefined;
+    let arrived: Promise<Buffer> = new Promise(() => {});
+    let gotChannel: () => void = () => {};
+    const channelOpened = new Promise<void>((resolve) => (gotChannel = resolve));
+    const port = await uploadServer({ cipher: [cipher], ...(mac ? { hmac: [mac] } : {}) }, (channel, serverSide) => {
+      // As the server receives: re-keys at a quarter (ours), half (the server's) and three
+      // quarters (ours); our writes held back for a while at an eighth and five eighths.
+      const events = [
+        { at: total / 8, then: (client: Ssh2Connection) => stallWrites(client, 30) },
+        { at: total / 4, then: (client: Ssh2Connection) => clientRekey(client) },
+        { at: total / 2, then: () => serverSide.rekey() },
+        { at: (5 * total) / 8, then: (client: Ssh2Connection) => stallWrites(client, 30) },
+        { at: (3 * total) / 4, then: (client: Ssh2Connection) => clientRekey(client) },
+      ];
+      arrived = collect(channel, (bytes) => {
+        while (clientConnection && events[0] && bytes >= events[0].at) events.shift()?.then(clientConnection);
+      });
+      gotChannel();
+    });
+    const connection = await connect(configFor(port));
+    clientConnection = connection;
+    const negotiated: NegotiatedAlgorithms[] = [];
+    connection.client.on('handshake', (algorithms) => negotiated.push(algorithms));
+    const { program, accepted } = await socketPair();
+    forward(connection, accepted, destination);
+    await channelOpened;
+    program.end(data);
+    const bytes = await arrived;
+    expect(bytes.length).toBe(total);
+    expect(firstDifference(bytes, data), 'first corrupted byte').toBe(-1);
+    // The three re-keys happened, with the algorithms under test.
+    expect(negotiated.map((n) => [n.cs.cipher, mac ? n.cs.mac : undefined])).toEqual(Array(3).fill([cipher, mac]));
+    // Taken over after every key exchange (the first one and the three re-keys), or never.
+    expect(watch.returned(), mode).toEqual(Array(4).fill(binding));
+    const outbound = watch.outbound();
+    if (binding) {
+      expect(outbound.stats.reused, 'packet slabs reused').toBeGreaterThan(0);
+      // 12 MiB is 24 slabs' worth: a few slabs sufficed.
+      expect(outbound.stats.allocated).toBeLessThanOrEqual(MOST_SLABS);
+      await expectAllReleased(outbound);
+    } else {
+      // No packet of ours: only the slab PacketSlabs starts with, never used.
+      expect(outbound.stats, mode).toEqual({ allocated: 1, reused: 0, tainted: 0 });
+    }
+  }, 30_000);
+
+  it(`${mode}: a long upload through write stalls allocates a bounded number of slabs, and nothing stays pinned after it`, async () => {
+    const watch = watchOutbound();
+    const total = 48 * 1024 * 1024;
+    const arrivals: Promise<Buffer>[] = [];
+    // ssh2's default algorithms (what a real server would most likely negotiate). Every 4 MiB
+    // the server receives, our socket holds its writes back for a while: packets back up in it
+    // (as many as the send queue in ssh2.ts lets through), each keeping its slab until written.
+    let clientConnection: Ssh2Connection | undefined;
+    let mostQueued = 0;
+    const port = await uploadServer(undefined, (channel) => {
+      let stalls = 0;
+      arrivals.push(
+        collect(channel, (bytes) => {
+          if (!clientConnection || bytes < (stalls + 1) * 4 * 1024 * 1024) return;
+          stalls++;
+          stallWrites(clientConnection, 50, (queued) => (mostQueued = Math.max(mostQueued, queued)));
+        }),
+      );
+    });
+    const connection = await connect(configFor(port));
+    clientConnection = connection;
+    /** Sends `data` through a new forward once the server has its channel; resolves with what arrived. */
+    const upload = async (data: Buffer): Promise<Buffer> => {
+      const { program, accepted } = await socketPair();
+      const count = arrivals.length;
+      forward(connection, accepted, destination);
+      await expect.poll(() => arrivals.length, { timeout: 3000, interval: 5 }).toBe(count + 1);
+      program.end(data);
+      return (await Promise.all(arrivals))[count] ?? Buffer.alloc(0);
+    };
+    const first = content(12, total);
+    expect(firstDifference(await upload(first), first), 'first corrupted byte of the long upload').toBe(-1);
+    // The stalls did back packets up in our socket (else this test would show nothing).
+    expect(mostQueued).toBeGreaterThan(256 * 1024);
+    expect(watch.returned(), mode).toEqual([binding]);
+    const outbound = watch.outbound();
+    if (!binding) {
+      expect(outbound.stats, mode).toEqual({ allocated: 1, reused: 0, tainted: 0 });
+      return;
+    }
+    // 96 slabs' worth went out of a few; every packet was in a slab (no key exchange here).
+    expect(outbound.stats.allocated).toBeLessThanOrEqual(MOST_SLABS);
+    expect(outbound.stats.allocated + outbound.stats.reused).toBeGreaterThanOrEqual(total / SLAB_BYTES);
+    await expectAllReleased(outbound);
+    // Nothing pinned: another upload like it makes do with about as many slabs; the count does
+    // not grow with the bytes sent.
+    const second = content(13, 12 * 1024 * 1024);
+    expect(firstDifference(await upload(second), second), 'first corrupted byte of the second upload').toBe(-1);
+    expect(outbound.stats.allocated, 'slabs allocated after a second upload').toBeLessThanOrEqual(MOST_SLABS);
+    await expectAllReleased(outbound);
+  }, 60_000);
 });
