@@ -1,13 +1,16 @@
 import { existsSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import createDebug from 'debug';
 import { catchError, concat, finalize, map, type Observable, of, switchMap, throwError } from 'rxjs';
 import { type Carrier, controlMasterCarrier } from './direct.js';
 import { UsageError } from './errors.js';
 import type { TunnelEvent } from './events.js';
 import type { TunnelOptions } from './options.js';
+import type { Destination } from './streams/frame.js';
 import { controlSocket } from './transport/control-master.js';
 import { type ServerProcess, serverProcess$ } from './transport/server-process.js';
 import { type SshHostInfo, sshServerArgv } from './transport/ssh.js';
+import { LATENCY_CONTROL_WINDOW } from './transport/ssh2-credit.js';
 import { Ssh2Unsuitable, ssh2Connection$, ssh2Forward$, ssh2Server$, ssh2Unsuitable } from './transport/ssh2.js';
 import { remoteCommand, stubSource } from './transport/stub.js';
 
@@ -61,7 +64,11 @@ export function serverLink$(
   const viaSsh2$ = ssh2Connection$(config, where).pipe(
     switchMap((connection) => {
       debug('ssh2: authenticated with %s', connection.authenticatedWith);
-      const carrier = () => ({ carry: ssh2Forward$.bind(null, connection), close: () => {} });
+      const receiveWindow = options.latencyControl ? LATENCY_CONTROL_WINDOW : null;
+      const carrier = () => ({
+        carry: (socket: Socket, destination: Destination) => ssh2Forward$(connection, socket, destination, receiveWindow),
+        close: () => {},
+      });
       return concat(
         of<TunnelEvent>({ kind: 'transport', transport: 'ssh2' }),
         ssh2Server$(connection.client, remoteCommand(options.remoteNode)).pipe(map((server): ServerLink => ({ server, carrier: () => carrier }))),

@@ -21,6 +21,7 @@ import {
   preferredHostKeyAlgorithms,
 } from './known-hosts.js';
 import { ServerExit, type ServerProcess, stderrLines } from './server-process.js';
+import { creditChannel, LATENCY_CONTROL_WINDOW } from './ssh2-credit.js';
 import { Ssh2Inbound } from './ssh2-inbound.js';
 import { loadSsh2, sshRandomFill } from './ssh2-module.js';
 import { Ssh2Outbound } from './ssh2-outbound.js';
@@ -387,7 +388,13 @@ export function ssh2Server$(client: Client, command: string): Observable<ServerP
  * each side's EOF reaches the other as a half-close. 'refused' leaves the socket untouched (the
  * caller gives it to the mux, which answers with the real errno). Unsubscribing resets both.
  */
-export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destination: Destination): Observable<HandOff> {
+export function ssh2Forward$(
+  connection: Ssh2Connection,
+  socket: Socket,
+  destination: Destination,
+  /** The channel's receive window under latency control (ssh2-credit.ts); null: ssh2's own. */
+  receiveWindow: number | null = LATENCY_CONTROL_WINDOW,
+): Observable<HandOff> {
   const { client, sendQueue, inbound } = connection;
   return new Observable<HandOff>((subscriber) => {
     let channel: ClientChannel | undefined;
@@ -412,7 +419,14 @@ export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destina
           return;
         }
         channel = opened;
+        // ssh2 emits the channel's 'close' itself; a stream's own auto-destroy would only call
+        // ssh2's destroy(), whose end() on an ended stream builds an error (a stack trace per
+        // connection) that nobody sees.
+        const states = opened as unknown as Record<'_readableState' | '_writableState', { autoDestroy: boolean } | undefined>;
+        if (states._readableState) states._readableState.autoDestroy = false;
+        if (states._writableState) states._writableState.autoDestroy = false;
         inbound.keepChunks(opened);
+        const credit = receiveWindow === null ? undefined : creditChannel(client, opened, receiveWindow);
         subscriber.next({ kind: 'opened' });
         channel.on('error', ignore);
         socket.on('error', ignore);
@@ -442,10 +456,15 @@ export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destina
         socket.once('end', () => opened.end());
         resumeUp();
         // Downstream by hand, to send the packets one read of the ssh socket decrypted in one writev.
-        // Each chunk is a view of reused memory: released once the socket wrote it.
+        // Each chunk is a view of reused memory, released once the socket wrote it; that is also
+        // when its bytes go back to the server as window (credit).
+        const written = (chunk: Buffer) => {
+          inbound.release(chunk);
+          credit?.consumed(chunk.length);
+        };
         const down = (chunk: Buffer) => {
           corkForThisTick(socket);
-          if (!socket.write(chunk, () => inbound.release(chunk))) opened.pause();
+          if (!socket.write(chunk, () => written(chunk))) opened.pause();
         };
         opened.on('data', down);
         socket.on('drain', () => opened.resume());
@@ -463,7 +482,7 @@ export function ssh2Forward$(connection: Ssh2Connection, socket: Socket, destina
           socketClosed = true;
           // ssh2 reports a channel's close only after its end: let what is still coming drain away.
           opened.off('data', down);
-          opened.on('data', inbound.release);
+          opened.on('data', written);
           opened.resume();
           opened.close();
           finish();

@@ -26,6 +26,7 @@ import type { HandOff } from '../../src/transport/control-master.js';
 import { checkHostKey, knownHostsNames, parseKnownHosts } from '../../src/transport/known-hosts.js';
 import type { ResolvedSshConfig, StrictHostKeyChecking } from '../../src/transport/ssh-config.js';
 import { SLAB_BYTES } from '../../src/transport/read-slabs.js';
+import { LATENCY_CONTROL_WINDOW } from '../../src/transport/ssh2-credit.js';
 import { Ssh2Inbound } from '../../src/transport/ssh2-inbound.js';
 import { Ssh2Outbound } from '../../src/transport/ssh2-outbound.js';
 import { type Ssh2Connection, ssh2Connection$, ssh2Forward$, Ssh2Unsuitable } from '../../src/transport/ssh2.js';
@@ -165,15 +166,28 @@ async function connectError(config: ResolvedSshConfig, ms = 3000): Promise<unkno
   );
 }
 
+let unixPairs = 0;
 /**
- * A real connected TCP pair: `program` is the local program's end, `accepted` ours, paused as
- * the listener's pauseOnConnect leaves it.
+ * A real connected pair: `program` is the local program's end, `accepted` ours, paused as the
+ * listener's pauseOnConnect leaves it. Over TCP, or a Unix socket: the kernel then holds only
+ * ~200 KiB between the ends (net.core.wmem_default) instead of loopback TCP's several MiB, so
+ * what backs up while the program reads nothing is the tunnel's doing, not the kernel's.
  */
-async function socketPair(): Promise<{ program: Socket; accepted: Socket }> {
+async function socketPair(over: 'tcp' | 'unix' = 'tcp'): Promise<{ program: Socket; accepted: Socket }> {
   const listener = createNetServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
-  const port = await listen(listener);
   const acceptedP = new Promise<Socket>((resolve) => listener.once('connection', resolve));
-  const program = netConnect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  let program: Socket;
+  if (over === 'tcp') {
+    const port = await listen(listener);
+    program = netConnect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  } else {
+    const path = join(dir, `pair-${++unixPairs}.sock`);
+    await new Promise<void>((resolve, reject) => {
+      listener.once('error', reject);
+      listener.listen(path, () => resolve());
+    });
+    program = netConnect({ path, allowHalfOpen: true });
+  }
   program.on('error', () => {});
   const accepted = await acceptedP;
   accepted.on('error', () => {});
@@ -372,70 +386,70 @@ function firstDifference(actual: Buffer, expected: Buffer): number {
   return actual.length === expected.length ? -1 : length;
 }
 
-/** Runs the forward until the test's cleanup; fails the test if it errors. */
-function forward(connection: Ssh2Connection, accepted: Socket, to: typeof destination): void {
-  const subscription = ssh2Forward$(connection, accepted, to).subscribe({ error: (err: unknown) => expect.fail(`forward: ${String(err)}`) });
+/** Runs the forward until the test's cleanup; fails the test if it errors. `receiveWindow` as ssh2Forward$'s (default if left out). */
+function forward(connection: Ssh2Connection, accepted: Socket, to: typeof destination, receiveWindow?: number | null): void {
+  const subscription = ssh2Forward$(connection, accepted, to, receiveWindow).subscribe({ error: (err: unknown) => expect.fail(`forward: ${String(err)}`) });
   cleanups.push(() => subscription.unsubscribe());
 }
 
 /** ssh2's Client has no public rekey(); its protocol has (the internals ssh2-inbound.ts hooks into). */
 const clientRekey = (connection: Ssh2Connection) => (connection.client as unknown as { _protocol: { rekey(): void } })._protocol.rekey();
 
-describe('ssh2Forward$ on reused read memory', () => {
-  /** The server's side: writes `data` into the channel as its window allows, then ends it. */
-  function stream(channel: ServerChannel, data: Buffer): void {
-    channel.on('error', () => {});
-    let at = 0;
-    const pump = () => {
-      while (at < data.length) {
-        const chunk = data.subarray(at, at + 64 * 1024);
-        at += chunk.length;
-        if (!channel.write(chunk)) return void channel.once('drain', pump);
+/** The server's side: writes `data` into the channel as its window allows, then ends it. */
+function stream(channel: ServerChannel, data: Buffer): void {
+  channel.on('error', () => {});
+  let at = 0;
+  const pump = () => {
+    while (at < data.length) {
+      const chunk = data.subarray(at, at + 64 * 1024);
+      at += chunk.length;
+      if (!channel.write(chunk)) return void channel.once('drain', pump);
+    }
+    channel.end();
+  };
+  pump();
+}
+
+/**
+ * The local program: reads nothing at first, until our side of the socket needs a drain
+ * (chunks then wait in the channel), then reads in spurts of `burst` bytes with `restMs` of
+ * rest between them. `onProgress` sees the byte count after each chunk. Resolves with all it
+ * read once the stream ends, and whether our side of the socket did need a drain.
+ */
+function slowReader(
+  { program, accepted }: { program: Socket; accepted: Socket },
+  { burst, restMs, onProgress }: { burst: number; restMs: number; onProgress?: (received: number) => void },
+): Promise<{ bytes: Buffer; backedUp: boolean }> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let backedUp = false;
+    let received = 0;
+    let sinceRest = 0;
+    program.pause();
+    program.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      received += chunk.length;
+      sinceRest += chunk.length;
+      onProgress?.(received);
+      if (sinceRest >= burst) {
+        sinceRest = 0;
+        program.pause();
+        setTimeout(() => program.resume(), restMs);
       }
-      channel.end();
-    };
-    pump();
-  }
-
-  /**
-   * The local program: reads nothing at first, until our side of the socket needs a drain
-   * (chunks then wait in the channel), then reads in spurts of `burst` bytes with `restMs` of
-   * rest between them. `onProgress` sees the byte count after each chunk. Resolves with all it
-   * read once the stream ends, and whether our side of the socket did need a drain.
-   */
-  function slowReader(
-    { program, accepted }: { program: Socket; accepted: Socket },
-    { burst, restMs, onProgress }: { burst: number; restMs: number; onProgress?: (received: number) => void },
-  ): Promise<{ bytes: Buffer; backedUp: boolean }> {
-    return new Promise((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      let backedUp = false;
-      let received = 0;
-      let sinceRest = 0;
-      program.pause();
-      program.on('data', (chunk: Buffer) => {
-        chunks.push(chunk);
-        received += chunk.length;
-        sinceRest += chunk.length;
-        onProgress?.(received);
-        if (sinceRest >= burst) {
-          sinceRest = 0;
-          program.pause();
-          setTimeout(() => program.resume(), restMs);
-        }
-      });
-      program.once('end', () => resolve({ bytes: Buffer.concat(chunks), backedUp }));
-      program.once('error', reject);
-      const started = Date.now();
-      const waitForBackPressure = () => {
-        backedUp = accepted.writableNeedDrain;
-        if (backedUp || Date.now() - started > 3000) setTimeout(() => program.resume(), restMs);
-        else setTimeout(waitForBackPressure, 5);
-      };
-      waitForBackPressure();
     });
-  }
+    program.once('end', () => resolve({ bytes: Buffer.concat(chunks), backedUp }));
+    program.once('error', reject);
+    const started = Date.now();
+    const waitForBackPressure = () => {
+      backedUp = accepted.writableNeedDrain;
+      if (backedUp || Date.now() - started > 3000) setTimeout(() => program.resume(), restMs);
+      else setTimeout(waitForBackPressure, 5);
+    };
+    waitForBackPressure();
+  });
+}
 
+describe('ssh2Forward$ on reused read memory', () => {
   it('delivers a download intact through re-keys from both sides and a slow local reader, reusing slabs', async () => {
     const total = 12 * 1024 * 1024;
     const data = content(1, total);
@@ -494,6 +508,213 @@ describe('ssh2Forward$ on reused read memory', () => {
     expect(firstDifference(secondReceived.bytes, dataFor(82)), 'first corrupted byte of the second').toBe(-1);
     expect((connection.inbound as Ssh2Inbound).stats.reused).toBeGreaterThan(0);
   }, 60_000);
+});
+
+describe('ssh2Forward$ channel credit (ssh2-credit.ts)', () => {
+  /** What ssh2's forwardOut grants the server when it opens the channel (its MAX_WINDOW). */
+  const INITIAL_GRANT = 2 * 1024 * 1024;
+  /** ssh2's largest channel packet. */
+  const PACKET = 32 * 1024;
+  const modes = [
+    ['credit (LATENCY_CONTROL_WINDOW)', LATENCY_CONTROL_WINDOW],
+    ["ssh2's own windowing (null)", null],
+  ] as const;
+
+  interface ServerWindow {
+    /** Bytes the server's channel has sent (handed to its connection), whether or not they reached us yet. */
+    sent(): number;
+    /** Window adjusts that reached the server. */
+    adjusts(): number;
+    /** The smallest adjust (Infinity before the first). */
+    leastAdjust(): number;
+    /** The most the server was allowed to have in flight once an adjust had come (0 before the first). */
+    mostAfterAdjust(): number;
+  }
+
+  /**
+   * Watches the server's view of a channel's window: ssh2 keeps it in `outgoing.window`, lowers
+   * it as the channel sends and raises it as each of our adjusts arrives, right before sending
+   * again; watching every assignment sees each adjust and the allowance at its peak. What the
+   * server sent is then what it was granted minus what it may still send: its own count, with no
+   * timing of ours in it.
+   */
+  function watchServerWindow(channel: ServerChannel): ServerWindow {
+    const outgoing = (channel as unknown as { outgoing: { window: number } }).outgoing;
+    let window = outgoing.window;
+    let granted = window;
+    let adjusts = 0;
+    let leastAdjust = Infinity;
+    let mostAfterAdjust = 0;
+    Object.defineProperty(outgoing, 'window', {
+      configurable: true,
+      enumerable: true,
+      get: () => window,
+      set: (value: number) => {
+        if (value > window) {
+          adjusts++;
+          granted += value - window;
+          leastAdjust = Math.min(leastAdjust, value - window);
+          mostAfterAdjust = Math.max(mostAfterAdjust, value);
+        }
+        window = value;
+      },
+    });
+    return { sent: () => granted - window, adjusts: () => adjusts, leastAdjust: () => leastAdjust, mostAfterAdjust: () => mostAfterAdjust };
+  }
+
+  /** A server streaming `data` into each channel as its window allows; resolves with the first channel, watched. */
+  async function streamingServer(data: Buffer) {
+    let opened: (channel: { channel: ServerChannel; window: ServerWindow; connection: Connection }) => void = () => {};
+    const channel = new Promise<Parameters<typeof opened>[0]>((resolve) => (opened = resolve));
+    const { port } = await startServer({
+      onTcpip: (accept, _reject, _info, connection) => {
+        const accepted = accept();
+        // Watched before the first write, so every byte sent is counted.
+        const window = watchServerWindow(accepted);
+        // Reads what we send (nothing): ssh2 emits a server channel's 'close' only after its 'end'.
+        accepted.resume();
+        stream(accepted, data);
+        opened({ channel: accepted, window, connection });
+      },
+    });
+    return { port, channel };
+  }
+
+  /** Resolves with `count()` once it is above 0 and has not changed for `quietMs`: the server sent all it may. */
+  async function stalled(count: () => number, quietMs = 500, limitMs = 10_000): Promise<number> {
+    const deadline = Date.now() + limitMs;
+    let last = count();
+    let since = Date.now();
+    while (last === 0 || Date.now() - since < quietMs) {
+      if (Date.now() > deadline) throw new Error(`the server did not stall within ${limitMs} ms (sent ${count()})`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      const now = count();
+      if (now !== last) {
+        last = now;
+        since = Date.now();
+      }
+    }
+    return last;
+  }
+
+  /**
+   * Streams 16 MiB to a program that reads nothing until the server has stalled, then reads it
+   * all. Over a Unix socket pair, so that the kernel takes little off our socket meanwhile.
+   */
+  async function stoppedReader(receiveWindow: number | null) {
+    const data = content(31, 16 * 1024 * 1024);
+    const server = await streamingServer(data);
+    const connection = await connect(configFor(server.port));
+    const { program, accepted } = await socketPair('unix');
+    program.pause();
+    const chunks: Buffer[] = [];
+    program.on('data', (chunk: Buffer) => chunks.push(chunk));
+    const ended = new Promise<void>((resolve) => program.once('end', () => resolve()));
+    forward(connection, accepted, destination, receiveWindow);
+    const { window } = await server.channel;
+    const whileStopped = await stalled(window.sent);
+    // Bytes whose write to the program's socket completed (ssh2Forward$ credits them then).
+    const inKernel = accepted.bytesWritten - accepted.writableLength;
+    const adjustsWhileStopped = window.adjusts();
+    program.resume();
+    await ended;
+    return { data, bytes: Buffer.concat(chunks), whileStopped, inKernel, adjustsWhileStopped, window };
+  }
+
+  it('with LATENCY_CONTROL_WINDOW: the server stalls at its initial grant while the program reads nothing, then never has more than the window to send', async () => {
+    const { data, bytes, whileStopped, inKernel, adjustsWhileStopped, window } = await stoppedReader(LATENCY_CONTROL_WINDOW);
+    // What the stall bound below rests on: the kernel took too little for any window to go back.
+    expect(inKernel, 'bytes the kernel took off our socket').toBeLessThan(INITIAL_GRANT - LATENCY_CONTROL_WINDOW / 2);
+    expect(adjustsWhileStopped, 'window adjusts while the program read nothing').toBe(0);
+    expect(whileStopped, 'bytes the server sent while the program read nothing').toBeLessThanOrEqual(INITIAL_GRANT);
+    // It did use its grant (else the stall says nothing).
+    expect(whileStopped).toBeGreaterThan(INITIAL_GRANT - PACKET);
+    expect(bytes.length).toBe(data.length);
+    expect(firstDifference(bytes, data), 'first corrupted byte').toBe(-1);
+    // After the initial grant, credit + unwritten <= the window: the server never may send more.
+    expect(window.mostAfterAdjust(), 'most the server had to send after an adjust').toBeLessThanOrEqual(LATENCY_CONTROL_WINDOW);
+    // In halves of the window, not an adjust per packet; enough of them to carry the rest.
+    expect(window.leastAdjust()).toBeGreaterThanOrEqual(LATENCY_CONTROL_WINDOW / 2);
+    expect(window.adjusts()).toBeGreaterThanOrEqual((data.length - INITIAL_GRANT) / LATENCY_CONTROL_WINDOW);
+  }, 30_000);
+
+  it("with null (ssh2's own windowing): ssh2 tops the window up on arrival, so far more reaches us while the program reads nothing", async () => {
+    const { data, bytes, whileStopped, window } = await stoppedReader(null);
+    // ssh2 tops up (back to 2 MiB when 1 MiB is left) until its channel buffers 2 MiB unread:
+    // that 2 MiB, plus up to a packet short of a 1 MiB window still outstanding, plus what the
+    // kernel and our socket hold. The credit test's bound is INITIAL_GRANT.
+    expect(whileStopped, 'bytes the server sent while the program read nothing').toBeGreaterThanOrEqual(INITIAL_GRANT + INITIAL_GRANT / 2 - PACKET);
+    // A top-up arrives with at most 1 MiB of the old window unused: at least 1 MiB to send.
+    expect(window.mostAfterAdjust(), 'most the server had to send after an adjust').toBeGreaterThanOrEqual(INITIAL_GRANT / 2);
+    expect(bytes.length).toBe(data.length);
+    expect(firstDifference(bytes, data), 'first corrupted byte').toBe(-1);
+  }, 30_000);
+
+  it.each(modes)('%s: a download arrives intact through re-keys from both sides and a slow local reader', async (_name, receiveWindow) => {
+    const total = 12 * 1024 * 1024;
+    const data = content(32, total);
+    const server = await streamingServer(data);
+    const connection = await connect(configFor(server.port));
+    let handshakes = 0;
+    connection.client.on('handshake', () => handshakes++);
+    const pair = await socketPair();
+    let serverSide: Connection | undefined;
+    void server.channel.then(({ connection: c }) => (serverSide = c));
+    // Re-keys at a quarter, half and three quarters, taking turns: ours, the server's, ours.
+    const rekeys = [
+      { at: total / 4, by: () => clientRekey(connection) },
+      { at: total / 2, by: () => serverSide?.rekey() },
+      { at: (3 * total) / 4, by: () => clientRekey(connection) },
+    ];
+    const received = slowReader(pair, {
+      burst: 768 * 1024,
+      restMs: 15,
+      onProgress: (bytes) => {
+        while (rekeys[0] && bytes >= rekeys[0].at) rekeys.shift()?.by();
+      },
+    });
+    forward(connection, pair.accepted, destination, receiveWindow);
+    const { bytes, backedUp } = await received;
+    expect(backedUp).toBe(true);
+    expect(bytes.length).toBe(total);
+    expect(firstDifference(bytes, data), 'first corrupted byte').toBe(-1);
+    expect(handshakes).toBe(3);
+    const { window } = await server.channel;
+    // Adjusts queued during a key exchange change nothing in the bound.
+    if (receiveWindow !== null) expect(window.mostAfterAdjust(), 'most the server had to send after an adjust').toBeLessThanOrEqual(receiveWindow);
+  }, 60_000);
+
+  it.each(modes.flatMap(([name, receiveWindow]) => [
+    [name, 'while the server waits for window (the program read nothing)', receiveWindow] as const,
+    [name, 'after the program read 4 MiB, the stream flowing', receiveWindow] as const,
+  ]))('%s: the channel closes and the forward completes when the program closes its socket %s', async (_name, when, receiveWindow) => {
+    const total = 64 * 1024 * 1024;
+    const server = await streamingServer(content(33, total));
+    const connection = await connect(configFor(server.port));
+    const { program, accepted } = await socketPair('unix');
+    program.pause();
+    let read = 0;
+    const readEnough = new Promise<void>((resolve) =>
+      program.on('data', (chunk: Buffer) => {
+        read += chunk.length;
+        if (read >= 4 * 1024 * 1024) resolve();
+      }),
+    );
+    const done = lastValueFrom(bounded(ssh2Forward$(connection, accepted, destination, receiveWindow), 10_000, 'forward').pipe(toArray()));
+    const { channel, window } = await server.channel;
+    const serverClosed = new Promise<void>((resolve) => channel.once('close', () => resolve()));
+    if (when.startsWith('while')) await stalled(window.sent);
+    else {
+      program.resume();
+      await readEnough;
+    }
+    program.destroy();
+    const handOffs = await done;
+    expect(kinds(handOffs)).toEqual(['opened', 'closed']);
+    await serverClosed;
+    // The server stopped short: the close, not the end of the stream, ended the channel.
+    expect(window.sent()).toBeLessThan(total);
+  }, 30_000);
 });
 
 describe("Ssh2Inbound with ssh2's own AES-GCM decipher", () => {
