@@ -32,9 +32,10 @@ const AF_INET6 = 10;
 export function originalDestination(socket: Socket): OriginalDestination {
   const fd = socketFd(socket);
   // A v4 connection accepted on a dual-stack (::) listener has a v6 socket but a v4 conntrack
-  // entry; its local address shows as ::ffff:a.b.c.d. Ask the IPv4 table for those.
-  const local = socket.localAddress ?? '';
-  const v4 = isIPv4(local) || local.toLowerCase().startsWith('::ffff:');
+  // entry; its addresses show as ::ffff:a.b.c.d. Ask the IPv4 table for those. (The peer's
+  // address, not ours: Node keeps it, and it is needed anyway; ours would cost a getsockname.)
+  const peer = socket.remoteAddress ?? '';
+  const v4 = isIPv4(peer) || peer.toLowerCase().startsWith('::ffff:');
   const size = v4 ? SOCKADDR_IN_SIZE : SOCKADDR_IN6_SIZE;
   const buf = Buffer.alloc(size);
   const length = [size];
