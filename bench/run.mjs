@@ -2,7 +2,7 @@
 // rxshuttle benchmark (not a test). See bench/README.md.
 //
 //   npm run bench                       build, then the full run
-//   node bench/run.mjs [--quick] [--only direct,ssh-L,sshuttle,rxshuttle,rxshuttle-ssh,rxshuttle-nolc,rxshuttle-sshfwd] [--rows IDS]
+//   node bench/run.mjs [--quick] [--only direct,ssh-L,sshuttle,rxshuttle,rxshuttle-nolc,rxshuttle-ssh,rxshuttle-ssh-nolc,rxshuttle-sshfwd] [--rows IDS]
 //
 // Builds its own lab with the e2e harness (test/e2e/lab.ts, transpiled on the
 // fly with esbuild, like scripts/lab.sh), measures every selected path from the
@@ -25,14 +25,15 @@ const ECHO_PORT = 7007;
 const IPERF_PORT = 5201;
 const LOCAL_FWD = { [ECHO_PORT]: 17007, [IPERF_PORT]: 15201 };
 
-const ALL_PATHS = ['direct', 'ssh-L', 'sshuttle', 'rxshuttle', 'rxshuttle-ssh', 'rxshuttle-nolc', 'rxshuttle-sshfwd'];
+const ALL_PATHS = ['direct', 'ssh-L', 'sshuttle', 'rxshuttle', 'rxshuttle-nolc', 'rxshuttle-ssh', 'rxshuttle-ssh-nolc', 'rxshuttle-sshfwd'];
 const PATH_LABEL = {
   direct: 'direct',
   'ssh-L': 'ssh -L',
   sshuttle: 'sshuttle',
   rxshuttle: 'rxshuttle',
   'rxshuttle-ssh': 'rxs --transport ssh',
-  'rxshuttle-nolc': 'rxs ssh --no-lat-ctl',
+  'rxshuttle-nolc': 'rxs --no-lat-ctl',
+  'rxshuttle-ssh-nolc': 'rxs ssh --no-lat-ctl',
   'rxshuttle-sshfwd': 'rxs --ssh-forward',
 };
 const BASELINE = 'ssh-L';
@@ -559,7 +560,8 @@ const PATHS = {
   },
   rxshuttle: { start: () => startRxshuttle([]) },
   'rxshuttle-ssh': { start: () => startRxshuttle(['--transport', 'ssh']) },
-  'rxshuttle-nolc': { start: () => startRxshuttle(['--transport', 'ssh', '--no-latency-control']) },
+  'rxshuttle-nolc': { start: () => startRxshuttle(['--no-latency-control']) },
+  'rxshuttle-ssh-nolc': { start: () => startRxshuttle(['--transport', 'ssh', '--no-latency-control']) },
   'rxshuttle-sshfwd': { start: () => startRxshuttle(['--ssh-forward']) },
 };
 

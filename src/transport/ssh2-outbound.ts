@@ -38,6 +38,8 @@ function layoutOf(cipher: Ssh2Cipher): Layout | undefined {
   }
 }
 
+/** Payloads smaller than this keep ssh2's own allocation. */
+export const MIN_SLAB_PAYLOAD = 1024;
 /** Payload sizes the layout is checked against ssh2's own allocPacket with. */
 const CHECK_SIZES = [0, 1, 7, 100, 32 * 1024 + 9];
 
@@ -71,7 +73,10 @@ export class Ssh2Outbound {
     if (this.taken.has(cipher)) return true;
     const layout = layoutOf(cipher);
     if (!layout || !CHECK_SIZES.every((size) => sameLayout(cipher.allocPacket(size), this.allocPacket(layout, size, true)))) return false;
-    cipher.allocPacket = (payloadLength) => this.allocPacket(layout, payloadLength, false);
+    const own = cipher.allocPacket.bind(cipher);
+    // Small packets (channel opens, EOFs, window adjusts) come from Node's pool as before: cheaper
+    // there, and too small to matter to the GC.
+    cipher.allocPacket = (payloadLength) => (payloadLength < MIN_SLAB_PAYLOAD ? own(payloadLength) : this.allocPacket(layout, payloadLength, false));
     this.taken.add(cipher);
     return true;
   }

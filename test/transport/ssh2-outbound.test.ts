@@ -4,7 +4,7 @@ import type { Client } from 'ssh2';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { SLAB_BYTES } from '../../src/transport/read-slabs.js';
 import { sshRandomFill } from '../../src/transport/ssh2-module.js';
-import { Ssh2Outbound } from '../../src/transport/ssh2-outbound.js';
+import { MIN_SLAB_PAYLOAD, Ssh2Outbound } from '../../src/transport/ssh2-outbound.js';
 
 /** The parts of ssh2's protocol internals these tests drive (not in its typings). */
 interface CipherInfo {
@@ -125,8 +125,8 @@ describe('Ssh2Outbound.takeOverCipher with ssh2 ciphers', () => {
       const ours = ssh2.cipher.allocPacket(size);
       const theirs = ssh2.reference.allocPacket(size);
       expect([ours.length, ours.readUInt32BE(0), ours[4]], `payload of ${size}`).toEqual([theirs.length, theirs.readUInt32BE(0), theirs[4]]);
-      // In a slab if it fits in a quarter of one (room left for ssh2's MAC or tag included).
-      expect(outbound.owns(ours), `payload of ${size}`).toBe(binding && ours.length <= SLAB_BYTES / 4);
+      // In a slab if not small and it fits in a quarter of one (room for ssh2's MAC or tag included).
+      expect(outbound.owns(ours), `payload of ${size}`).toBe(binding && size >= MIN_SLAB_PAYLOAD && ours.length <= SLAB_BYTES / 4);
       outbound.released(ours);
     }
     // Packets as ssh2 sends them: allocated, payload written after the 5-byte header, encrypted
@@ -142,7 +142,7 @@ describe('Ssh2Outbound.takeOverCipher with ssh2 ciphers', () => {
       ssh2.cipher.encrypt(packet);
     }
     expect(ssh2.written).toHaveLength(payloads.length);
-    expect(ssh2.written.every((w) => w.owned === binding)).toBe(true);
+    expect(ssh2.written.every((w, i) => w.owned === (binding && (payloads[i]?.length ?? 0) >= MIN_SLAB_PAYLOAD))).toBe(true);
     const received = ssh2.received();
     expect(received.length).toBe(payloads.length);
     expect(received.every((payload, i) => payloads[i]?.equals(payload)), 'payloads the peer decrypted').toBe(true);
