@@ -22,6 +22,7 @@ import {
 } from './known-hosts.js';
 import { ServerExit, type ServerProcess, stderrLines } from './server-process.js';
 import { creditChannel, LATENCY_CONTROL_WINDOW } from './ssh2-credit.js';
+import { readIntoSharedBuffer } from './socket-reads.js';
 import { Ssh2Inbound } from './ssh2-inbound.js';
 import { loadSsh2, sshRandomFill } from './ssh2-module.js';
 import { Ssh2Outbound } from './ssh2-outbound.js';
@@ -452,7 +453,16 @@ export function ssh2Forward$(
             resumeUp();
           }
         };
-        socket.on('data', up);
+        // Reads into one buffer all forwards share (socket-reads.ts): ssh2 copies what its window
+        // lets it send at once into packets; only what would wait in the channel is copied here.
+        let upOpen = true;
+        const sharedReads = readIntoSharedBuffer(socket, sharedUpBuffer(), (bytes, buffer) => {
+          if (!upOpen) return true;
+          const view = buffer.subarray(0, bytes);
+          up(sentAtOnce(opened, bytes) ? view : Buffer.from(view));
+          return true;
+        });
+        if (!sharedReads) socket.on('data', up);
         socket.once('end', () => opened.end());
         resumeUp();
         // Downstream by hand, to send the packets one read of the ssh socket decrypted in one writev.
@@ -492,6 +502,7 @@ export function ssh2Forward$(
           // Nothing more can go up: drain what the program still sends (closing a socket with
           // unread data would reset it and could cost it the reply) until it closes its side.
           cancelWait();
+          upOpen = false;
           socket.off('data', up);
           socket.resume();
           if (!socket.writableEnded) socket.end();
@@ -513,3 +524,24 @@ export function ssh2Forward$(
   });
 }
 
+/** Bytes of one read of a forwarded local socket (Node's own reads are 64 KiB). */
+const UP_READ_BYTES = 256 * 1024;
+let upBuffer: Buffer | undefined;
+/** The read buffer all forwarded sockets share (see readIntoSharedBuffer). */
+const sharedUpBuffer = (): Buffer => (upBuffer ??= Buffer.allocUnsafe(UP_READ_BYTES));
+
+/**
+ * Whether ssh2 will have copied `bytes` written to `channel` into packets by the time write()
+ * returns: nothing queued before them, and window for all of them. Otherwise ssh2 keeps the chunk
+ * until the server grants window (ssh2's Channel._write).
+ */
+function sentAtOnce(channel: ClientChannel, bytes: number): boolean {
+  const outgoing = (channel as unknown as { outgoing?: { state?: unknown; window?: unknown } }).outgoing;
+  return (
+    channel.writableLength === 0 &&
+    !channel.writableCorked &&
+    outgoing?.state === 'open' &&
+    typeof outgoing.window === 'number' &&
+    outgoing.window >= bytes
+  );
+}

@@ -1,0 +1,35 @@
+import type { Socket } from 'node:net';
+
+/**
+ * Makes an accepted socket read into `buffer` (shared by any number of sockets) and hand each
+ * read to `onRead` instead of emitting 'data'. This is what Node's `onread` option does for
+ * sockets it connects; accepted sockets have no such option, so this sets the same private
+ * fields (found by their symbols' descriptions) and calls the handle's `useUserBuffer`. Returns
+ * false, changing nothing, if Node's internals are not as expected or the socket already reads.
+ *
+ * Why: Node otherwise allocates a fresh 64 KiB buffer for every read, and in a bulk upload that
+ * external memory makes V8 run a full mark-compact many times a second.
+ *
+ * The buffer is overwritten by the next read of any socket sharing it: `onRead` must be done
+ * with the bytes when it returns (or copy them). Returning false pauses the socket, as with
+ * `onread`. EOF, errors, 'end', 'close', pause() and resume() work as before.
+ */
+export function readIntoSharedBuffer(socket: Socket, buffer: Buffer, onRead: (bytes: number, buffer: Buffer) => boolean): boolean {
+  const symbols = Object.getOwnPropertySymbols(socket);
+  const named = (description: string) => symbols.find((symbol) => symbol.description === description);
+  const kBuffer = named('kBuffer');
+  const kBufferCb = named('kBufferCb');
+  const kBufferGen = named('kBufferGen');
+  const handle = (socket as unknown as { _handle?: { reading?: boolean; useUserBuffer?: (buffer: Uint8Array) => void } })._handle;
+  // Not for a socket that reads, is about to (flowing: resume() starts it on the next tick) or
+  // holds what it read: those bytes would go to 'data' listeners, not to onRead.
+  if (!kBuffer || !kBufferCb || !kBufferGen || typeof handle?.useUserBuffer !== 'function') return false;
+  if (handle.reading || socket.readableFlowing === true || socket.readableLength > 0) return false;
+  const fields = socket as unknown as Record<symbol, unknown>;
+  // Node's own checks: all three unset (null) on a socket made without `onread`.
+  if (fields[kBuffer] !== null || fields[kBufferCb] !== null || fields[kBufferGen] !== null) return false;
+  fields[kBuffer] = buffer;
+  fields[kBufferCb] = onRead;
+  handle.useUserBuffer(buffer);
+  return true;
+}

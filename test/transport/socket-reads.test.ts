@@ -1,0 +1,297 @@
+import { createCipheriv } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { type AddressInfo, connect as netConnect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { readIntoSharedBuffer } from '../../src/transport/socket-reads.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'rxshuttle-socket-reads-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const cleanups: (() => void)[] = [];
+afterEach(() => {
+  for (const cleanup of cleanups.splice(0).reverse()) cleanup();
+});
+
+const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Reproducible content that differs everywhere (an AES-CTR keystream). */
+function content(seed: number, bytes: number): Buffer {
+  const key = Buffer.alloc(16);
+  key.writeUInt32BE(seed);
+  return createCipheriv('aes-128-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(bytes));
+}
+
+/** Where two buffers first differ (-1: equal). */
+function firstDifference(actual: Buffer, expected: Buffer): number {
+  const length = Math.min(actual.length, expected.length);
+  for (let i = 0; i < length; i += 4096) {
+    const end = Math.min(length, i + 4096);
+    if (actual.subarray(i, end).equals(expected.subarray(i, end))) continue;
+    for (let j = i; j < end; j++) if (actual[j] !== expected[j]) return j;
+  }
+  return actual.length === expected.length ? -1 : length;
+}
+
+let unixSockets = 0;
+/** A connected pair: `program` the connecting end, `accepted` the listener's (paused by pauseOnConnect unless told otherwise). */
+async function socketPair(over: 'tcp' | 'unix' = 'tcp', pauseOnConnect = true): Promise<{ program: Socket; accepted: Socket }> {
+  const listener: Server = createServer({ allowHalfOpen: true, pauseOnConnect });
+  const acceptedP = new Promise<Socket>((resolve) => listener.once('connection', resolve));
+  let program: Socket;
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', reject);
+    if (over === 'tcp') listener.listen(0, '127.0.0.1', () => resolve());
+    else listener.listen(join(dir, `s${++unixSockets}.sock`), () => resolve());
+  });
+  if (over === 'tcp') program = netConnect({ host: '127.0.0.1', port: (listener.address() as AddressInfo).port, allowHalfOpen: true });
+  else program = netConnect({ path: listener.address() as string, allowHalfOpen: true });
+  program.on('error', () => {});
+  const accepted = await acceptedP;
+  accepted.on('error', () => {});
+  listener.close();
+  cleanups.push(() => {
+    program.destroy();
+    accepted.destroy();
+  });
+  return { program, accepted };
+}
+
+/** Node's private fields readIntoSharedBuffer sets, by symbol description. */
+function privateFields(socket: Socket): { kBuffer: unknown; kBufferCb: unknown; kBufferGen: unknown } {
+  const fields = socket as unknown as Record<symbol, unknown>;
+  const get = (description: string) => {
+    const symbol = Object.getOwnPropertySymbols(socket).find((s) => s.description === description);
+    if (!symbol) throw new Error(`no ${description} on the socket (Node internals changed)`);
+    return fields[symbol];
+  };
+  return { kBuffer: get('kBuffer'), kBufferCb: get('kBufferCb'), kBufferGen: get('kBufferGen') };
+}
+
+/**
+ * Reads `accepted` through `buffer`, copying every read out; records 'data' events. `verdict`
+ * decides what onRead returns (default true).
+ */
+function sharedReader(accepted: Socket, buffer: Buffer, verdict: (reads: number) => boolean = () => true) {
+  const chunks: Buffer[] = [];
+  const sizes: number[] = [];
+  const buffersSeen = new Set<Buffer>();
+  let dataEvents = 0;
+  accepted.on('data', () => dataEvents++);
+  const ok = readIntoSharedBuffer(accepted, buffer, (bytes, given) => {
+    buffersSeen.add(given);
+    sizes.push(bytes);
+    chunks.push(Buffer.from(given.subarray(0, bytes)));
+    return verdict(sizes.length);
+  });
+  const ended = new Promise<void>((resolve) => accepted.once('end', () => resolve()));
+  return {
+    ok,
+    ended,
+    received: () => Buffer.concat(chunks),
+    bytes: () => sizes.reduce((sum, n) => sum + n, 0),
+    sizes,
+    buffersSeen,
+    dataEvents: () => dataEvents,
+  };
+}
+
+/** Waits until `condition()` holds (polling), failing after `ms`. */
+async function until(condition: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await sleep(2);
+  }
+}
+
+describe('readIntoSharedBuffer', () => {
+  it.each(['tcp', 'unix'] as const)(
+    'over %s: hands every byte to onRead in order (writes larger than the buffer too), emits no data, counts bytesRead, ends, and the half-close keeps the way back open',
+    async (over) => {
+      const { program, accepted } = await socketPair(over);
+      const buffer = Buffer.alloc(16 * 1024);
+      const reader = sharedReader(accepted, buffer);
+      expect(reader.ok).toBe(true);
+      expect(privateFields(accepted).kBuffer).toBe(buffer);
+      accepted.resume();
+      const writes = [content(1, 10), content(2, 100_000), content(3, 7), content(4, 1024 * 1024 + 3), content(5, 16 * 1024), content(6, 3 * 16 * 1024 + 1)];
+      const sent = Buffer.concat(writes);
+      for (const write of writes) program.write(write);
+      program.end();
+      await reader.ended;
+      expect(reader.dataEvents(), "'data' events").toBe(0);
+      expect(reader.bytes()).toBe(sent.length);
+      expect(firstDifference(reader.received(), sent), 'first wrong byte').toBe(-1);
+      // Every read went into the one buffer, none beyond it.
+      expect([...reader.buffersSeen]).toEqual([buffer]);
+      expect(Math.max(...reader.sizes)).toBeLessThanOrEqual(buffer.length);
+      // Larger writes than the buffer took several reads (some of them filling it).
+      expect(reader.sizes.length).toBeGreaterThan(writes.length);
+      expect(reader.sizes).toContain(buffer.length);
+      expect(accepted.bytesRead).toBe(sent.length);
+      // Half-close: our side still writes after the program's EOF, and its EOF goes through.
+      let back = '';
+      program.on('data', (chunk: Buffer) => (back += chunk.toString()));
+      const programEnded = new Promise<void>((resolve) => program.once('end', () => resolve()));
+      expect(accepted.writable).toBe(true);
+      accepted.end('reply after EOF');
+      await programEnded;
+      expect(back).toBe('reply after EOF');
+      await new Promise<void>((resolve) => (accepted.closed ? resolve() : accepted.once('close', () => resolve())));
+      // After the close too (Node keeps the count once the handle is gone).
+      expect(accepted.bytesRead).toBe(sent.length);
+    },
+    10_000,
+  );
+
+  it('returning false from onRead stops reading until resume()', async () => {
+    const { program, accepted } = await socketPair();
+    let stop = true;
+    const reader = sharedReader(accepted, Buffer.alloc(4096), () => !stop);
+    expect(reader.ok).toBe(true);
+    accepted.resume();
+    program.write('first');
+    await until(() => reader.sizes.length === 1, 3000, 'first read');
+    // Reading stopped: what is sent now waits in the kernel.
+    program.write(content(7, 50_000));
+    await sleep(50);
+    expect(reader.sizes.length).toBe(1);
+    expect(reader.received().toString()).toBe('first');
+    stop = false;
+    accepted.resume();
+    program.end();
+    await reader.ended;
+    expect(firstDifference(reader.received(), Buffer.concat([Buffer.from('first'), content(7, 50_000)]))).toBe(-1);
+    expect(reader.dataEvents()).toBe(0);
+  }, 10_000);
+
+  it('pause() stops reading and resume() continues (also before the first resume: nothing is read until then)', async () => {
+    const { program, accepted } = await socketPair();
+    const reader = sharedReader(accepted, Buffer.alloc(4096));
+    expect(reader.ok).toBe(true);
+    // Not reading yet: readIntoSharedBuffer does not start reading by itself.
+    program.write('early');
+    await sleep(30);
+    expect(reader.sizes).toEqual([]);
+    accepted.resume();
+    await until(() => reader.bytes() === 5, 3000, 'early bytes');
+    accepted.pause();
+    program.write(content(8, 20_000));
+    await sleep(50);
+    expect(reader.bytes()).toBe(5);
+    accepted.resume();
+    await until(() => reader.bytes() === 5 + 20_000, 3000, 'bytes after resume');
+    program.end('!');
+    await reader.ended;
+    expect(firstDifference(reader.received(), Buffer.concat([Buffer.from('early'), content(8, 20_000), Buffer.from('!')]))).toBe(-1);
+    expect(reader.dataEvents()).toBe(0);
+  }, 10_000);
+
+  it.each(['tcp', 'unix'] as const)('over %s: two sockets sharing one buffer each get exactly their own bytes, interleaved', async (over) => {
+    const first = await socketPair(over);
+    const second = await socketPair(over);
+    const buffer = Buffer.alloc(8 * 1024);
+    const order: number[] = [];
+    const readers = [first, second].map(({ accepted }, index) => {
+      const reader = sharedReader(accepted, buffer, () => (order.push(index), true));
+      expect(reader.ok).toBe(true);
+      accepted.resume();
+      return reader;
+    });
+    const data = [content(21, 2 * 1024 * 1024), content(22, 2 * 1024 * 1024 + 5)];
+    // Alternating writes, so that reads of the two sockets alternate in the buffer.
+    for (let at = 0; at < data[1]!.length; at += 32 * 1024) {
+      first.program.write(data[0]!.subarray(at, at + 32 * 1024));
+      second.program.write(data[1]!.subarray(at, at + 32 * 1024));
+    }
+    first.program.end();
+    second.program.end();
+    await Promise.all(readers.map((reader) => reader.ended));
+    for (const [index, reader] of readers.entries()) {
+      expect(reader.dataEvents()).toBe(0);
+      expect([...reader.buffersSeen]).toEqual([buffer]);
+      expect(firstDifference(reader.received(), data[index]!), `first wrong byte of socket ${index}`).toBe(-1);
+    }
+    // The reads did interleave (the buffer really was shared between sockets in flight).
+    const switches = order.filter((socket, i) => i > 0 && socket !== order[i - 1]).length;
+    expect(switches).toBeGreaterThan(2);
+  }, 10_000);
+
+  describe('returns false and changes nothing', () => {
+    const expectUntouched = (socket: Socket) => expect(privateFields(socket)).toEqual({ kBuffer: null, kBufferCb: null, kBufferGen: null });
+
+    it('for an accepted socket already reading (no pauseOnConnect): data still arrives as data', async () => {
+      const { program, accepted } = await socketPair('tcp', false);
+      const onRead = () => expect.fail('onRead called');
+      expect(readIntoSharedBuffer(accepted, Buffer.alloc(1024), onRead)).toBe(false);
+      expectUntouched(accepted);
+      let received = '';
+      accepted.on('data', (chunk: Buffer) => (received += chunk.toString()));
+      const ended = new Promise<void>((resolve) => accepted.once('end', () => resolve()));
+      program.end('as data');
+      await ended;
+      expect(received).toBe('as data');
+    }, 10_000);
+
+    it('for a paused-on-connect socket once resume() has started it reading', async () => {
+      const { program, accepted } = await socketPair();
+      let received = '';
+      accepted.on('data', (chunk: Buffer) => (received += chunk.toString()));
+      accepted.resume();
+      // resume() starts reading on the next tick.
+      await tick();
+      expect((accepted as unknown as { _handle: { reading: boolean } })._handle.reading).toBe(true);
+      expect(readIntoSharedBuffer(accepted, Buffer.alloc(1024), () => expect.fail('onRead called'))).toBe(false);
+      expectUntouched(accepted);
+      const ended = new Promise<void>((resolve) => accepted.once('end', () => resolve()));
+      program.end('still data');
+      await ended;
+      expect(received).toBe('still data');
+    }, 10_000);
+
+    // A socket that has read and stopped only because its readable buffer filled: its handle is
+    // not reading, but the 64 KiB it holds would reach 'data' listeners only, never onRead.
+    it('for an accepted socket that read until its readable buffer filled (reading stopped, bytes buffered)', async () => {
+      const { program, accepted } = await socketPair('tcp', false);
+      program.write(content(9, 1024 * 1024));
+      await until(() => accepted.readableLength > 0 && !(accepted as unknown as { _handle: { reading: boolean } })._handle.reading, 3000, 'buffer full');
+      expect(readIntoSharedBuffer(accepted, Buffer.alloc(4096), () => true)).toBe(false);
+      expectUntouched(accepted);
+    }, 10_000);
+
+    // resume() starts reading only on the next tick: right after it the handle is not reading
+    // yet, but the socket is flowing and a 'data' listener attached before must get its bytes.
+    it('for a paused-on-connect socket right after resume() (same tick)', async () => {
+      const { accepted } = await socketPair();
+      accepted.on('data', () => {});
+      accepted.resume();
+      expect(readIntoSharedBuffer(accepted, Buffer.alloc(4096), () => true)).toBe(false);
+      expectUntouched(accepted);
+    }, 10_000);
+
+    it('for a client socket made with onread (its fields are not null)', async () => {
+      const listener = createServer((socket) => socket.end('hello'));
+      await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', () => resolve()));
+      cleanups.push(() => listener.close());
+      const own = Buffer.alloc(1024);
+      let ownReads = '';
+      const client = netConnect({
+        host: '127.0.0.1',
+        port: (listener.address() as AddressInfo).port,
+        onread: { buffer: own, callback: (bytes: number, buf: Uint8Array) => ((ownReads += Buffer.from(buf.subarray(0, bytes)).toString()), true) },
+      });
+      cleanups.push(() => client.destroy());
+      // Before it connects (its handle is not reading yet): the fields alone say no.
+      expect((client as unknown as { _handle: { reading?: boolean } })._handle.reading).toBeFalsy();
+      const before = privateFields(client);
+      expect(before.kBuffer).toBe(own);
+      expect(readIntoSharedBuffer(client, Buffer.alloc(1024), () => expect.fail('onRead called'))).toBe(false);
+      expect(privateFields(client)).toEqual(before);
+      await new Promise<void>((resolve) => client.once('end', () => resolve()));
+      expect(ownReads).toBe('hello');
+    }, 10_000);
+  });
+});
