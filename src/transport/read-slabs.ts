@@ -15,9 +15,10 @@
  *   until the caller releases it (the socket wrote it);
  * - anything else that may keep a view the caller cannot follow (a key exchange, other message
  *   types, other channels) taints the slab: it is never used again and the GC frees it.
- * A slab whose holds are lost (a channel torn down with data still buffered) is simply not used
- * again. Mistakes can only cost reuse, never hand out memory still in use, as long as every view
- * that is kept is either held or in a tainted slab.
+ * A slab whose holds are lost (a channel torn down with data still buffered) is not used again,
+ * and stays allocated while the pool lives (one connection): the cost of a lost hold is its slab.
+ * Mistakes can only cost reuse, never hand out memory still in use, as long as every view that
+ * is kept is either held or in a tainted slab.
  */
 
 /** Bytes per slab: a few reads' worth, so a slab frees up soon after its reads are passed on. */
@@ -65,18 +66,28 @@ class Slabs {
     if (slab) this.taint(slab);
   }
 
+  /**
+   * Each held view (the object itself): a release is matched to its own hold, so releasing a view
+   * twice, or a piece of it, or one never held, can only leave a slab unused, never free it early.
+   */
+  private readonly held = new WeakMap<Uint8Array, Slab>();
+
   /** Holds the slab `view` is in until `release(view)`; false if it is in none. */
   hold(view: Uint8Array): boolean {
     const slab = this.slabs.get(view.buffer);
     if (!slab) return false;
+    if (this.held.has(view)) return true;
     slab.holds++;
+    this.held.set(view, slab);
     return true;
   }
 
-  /** Lets go of a view `hold` took (views in no slab are ignored). */
+  /** Lets go of a view `hold` took (any other view is ignored). */
   readonly release = (view: Uint8Array): void => {
-    const slab = this.slabs.get(view.buffer);
-    if (slab) this.drop(slab);
+    const slab = this.held.get(view);
+    if (!slab) return;
+    this.held.delete(view);
+    this.drop(slab);
   };
 
   /** Whether `view` lies in a slab that may be reused (for tests and assertions). */
@@ -178,8 +189,9 @@ export class PacketSlabs extends Slabs {
       this.current = this.takeSlab();
     }
     const slab = this.current;
-    slab.holds++;
     slab.used += size;
-    return slab.bytes.subarray(slab.used - size, slab.used);
+    const packet = slab.bytes.subarray(slab.used - size, slab.used);
+    this.hold(packet);
+    return packet;
   }
 }

@@ -4,6 +4,13 @@ import { ReadSlabs } from './read-slabs.js';
 /** SSH message numbers (RFC 4253, 4254). */
 const MSG_KEXINIT = 20;
 const MSG_CHANNEL_DATA = 94;
+/**
+ * Messages whose ssh2 client handlers read only integers and keep nothing of the payload:
+ * REQUEST_FAILURE, CHANNEL_OPEN_CONFIRMATION (its extra data is dropped), WINDOW_ADJUST, EOF,
+ * CLOSE, CHANNEL_SUCCESS, CHANNEL_FAILURE. Every connection brings some; tainting for them would
+ * cost a slab per few connections.
+ */
+const KEEPS_NOTHING = new Set([82, 91, 93, 96, 97, 99, 100]);
 
 /** The parts of ssh2 this module reaches into (not in its typings; checked before use). */
 interface Ssh2Internals {
@@ -51,9 +58,9 @@ export class Ssh2Inbound {
     this.channels = channels;
     // Every decipher after the first key exchange is made with the protocol's _onPayload.
     protocol._onPayload = (payload: Buffer) => {
-      const type = payload[0];
+      const type = payload[0] ?? -1;
       if (type === MSG_KEXINIT) this.keyExchange = true;
-      if (type !== MSG_CHANNEL_DATA || !this.keptRecipient(payload)) this.slabs.taintViewOf(payload);
+      if (type === MSG_CHANNEL_DATA ? !this.keptRecipient(payload) : !KEEPS_NOTHING.has(type)) this.slabs.taintViewOf(payload);
       return onPayload(payload);
     };
     this.hooked = true;
@@ -80,8 +87,11 @@ export class Ssh2Inbound {
   keepChunks(channel: ClientChannel): void {
     if (!this.hooked) return;
     const push = channel.push;
+    const state = (channel as unknown as { _readableState?: { ended?: boolean } })._readableState;
     channel.push = (chunk: unknown, encoding?: BufferEncoding) => {
-      if (chunk instanceof Uint8Array) this.slabs.hold(chunk);
+      // Held only if the stream keeps it: Node drops empty chunks and any after EOF, destroy or
+      // an error (ssh2 pushes what a server sends after its EOF), and nobody would release them.
+      if (chunk instanceof Uint8Array && chunk.length > 0 && !state?.ended && !channel.destroyed && !channel.errored) this.slabs.hold(chunk);
       return push.call(channel, chunk, encoding);
     };
     this.kept.add(channel);

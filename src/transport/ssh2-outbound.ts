@@ -9,6 +9,7 @@ interface Ssh2Cipher {
   _encBlockLen?: number;
   _aadLen?: number;
   _macLen?: number;
+  _macActualLen?: number;
 }
 
 /** How a packet is laid out: padding to `block` after `aad` bytes, and `trailer` bytes of tag/MAC. */
@@ -29,8 +30,11 @@ function layoutOf(cipher: Ssh2Cipher): Layout | undefined {
     case 'ChaChaPolyCipherBinding':
       return { block: 8, aad: 4, trailer: 16 };
     case 'GenericCipherBinding': {
-      const { _encBlockLen: block, _aadLen: aad, _macLen: trailer } = cipher;
+      const { _encBlockLen: block, _aadLen: aad, _macLen: trailer, _macActualLen: sent } = cipher;
       if (typeof block !== 'number' || typeof aad !== 'number' || typeof trailer !== 'number') return undefined;
+      // A truncated MAC (hmac-*-96) is written as a shorter view of the packet, a different
+      // object than the one allocated: its release would not match its hold.
+      if (sent !== trailer) return undefined;
       return { block, aad, trailer };
     }
     default:

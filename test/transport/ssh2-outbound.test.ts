@@ -116,8 +116,10 @@ describe('Ssh2Outbound.takeOverCipher with ssh2 ciphers', () => {
     const outbound = new Ssh2Outbound(sshRandomFill);
     const ssh2 = ssh2Pair(outbound, cipher, mac);
     const own = ssh2.cipher.allocPacket;
-    expect(outbound.takeOverCipher(clientWith(ssh2.cipher)), mode).toBe(binding);
-    if (!binding) expect(ssh2.cipher.allocPacket).toBe(own);
+    // A truncated MAC (-96) is written as another view of the packet: such ciphers are left alone.
+    const taken = binding && !mac?.endsWith('-96');
+    expect(outbound.takeOverCipher(clientWith(ssh2.cipher)), mode).toBe(taken);
+    if (!taken) expect(ssh2.cipher.allocPacket).toBe(own);
     // The layout: total length, packet length field, padding length, for every payload size
     // (each block-size residue, and large ones up to beyond a quarter slab).
     const sizes = [...Array.from({ length: 80 }, (_, i) => i), 1000, 16 * 1024, 32 * 1024 + 9, 34_000, SLAB_BYTES / 4, SLAB_BYTES / 4 + 1];
@@ -126,7 +128,7 @@ describe('Ssh2Outbound.takeOverCipher with ssh2 ciphers', () => {
       const theirs = ssh2.reference.allocPacket(size);
       expect([ours.length, ours.readUInt32BE(0), ours[4]], `payload of ${size}`).toEqual([theirs.length, theirs.readUInt32BE(0), theirs[4]]);
       // In a slab if not small and it fits in a quarter of one (room for ssh2's MAC or tag included).
-      expect(outbound.owns(ours), `payload of ${size}`).toBe(binding && size >= MIN_SLAB_PAYLOAD && ours.length <= SLAB_BYTES / 4);
+      expect(outbound.owns(ours), `payload of ${size}`).toBe(taken && size >= MIN_SLAB_PAYLOAD && ours.length <= SLAB_BYTES / 4);
       outbound.released(ours);
     }
     // Packets as ssh2 sends them: allocated, payload written after the 5-byte header, encrypted
@@ -142,11 +144,11 @@ describe('Ssh2Outbound.takeOverCipher with ssh2 ciphers', () => {
       ssh2.cipher.encrypt(packet);
     }
     expect(ssh2.written).toHaveLength(payloads.length);
-    expect(ssh2.written.every((w, i) => w.owned === (binding && (payloads[i]?.length ?? 0) >= MIN_SLAB_PAYLOAD))).toBe(true);
+    expect(ssh2.written.every((w, i) => w.owned === (taken && (payloads[i]?.length ?? 0) >= MIN_SLAB_PAYLOAD))).toBe(true);
     const received = ssh2.received();
     expect(received.length).toBe(payloads.length);
     expect(received.every((payload, i) => payloads[i]?.equals(payload)), 'payloads the peer decrypted').toBe(true);
-    if (binding) {
+    if (taken) {
       // ~2 MiB of packets, each released once written: two slabs in turn.
       expect(outbound.stats.allocated).toBeLessThanOrEqual(2);
       expect(outbound.stats.reused).toBeGreaterThan(0);
