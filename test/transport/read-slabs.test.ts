@@ -1,17 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MAX_READ_BYTES, MIN_READ_BYTES, PacketSlabs, ReadSlabs, RETIRE_AFTER_BYTES, SLAB_BYTES } from '../../src/transport/read-slabs.js';
-
-/** mulberry32: a small seeded PRNG, so a failing run replays exactly. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from './test-data.js';
 
 /** An integer in [min, max]. */
 const between = (random: () => number, min: number, max: number): number => min + Math.floor(random() * (max - min + 1));

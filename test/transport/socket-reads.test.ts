@@ -1,10 +1,10 @@
-import { createCipheriv } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { type AddressInfo, connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { readIntoSharedBuffer } from '../../src/transport/socket-reads.js';
+import { content, firstDifference } from './test-data.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rxshuttle-socket-reads-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -16,24 +16,6 @@ afterEach(() => {
 
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/** Reproducible content that differs everywhere (an AES-CTR keystream). */
-function content(seed: number, bytes: number): Buffer {
-  const key = Buffer.alloc(16);
-  key.writeUInt32BE(seed);
-  return createCipheriv('aes-128-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(bytes));
-}
-
-/** Where two buffers first differ (-1: equal). */
-function firstDifference(actual: Buffer, expected: Buffer): number {
-  const length = Math.min(actual.length, expected.length);
-  for (let i = 0; i < length; i += 4096) {
-    const end = Math.min(length, i + 4096);
-    if (actual.subarray(i, end).equals(expected.subarray(i, end))) continue;
-    for (let j = i; j < end; j++) if (actual[j] !== expected[j]) return j;
-  }
-  return actual.length === expected.length ? -1 : length;
-}
 
 let unixSockets = 0;
 /** A connected pair: `program` the connecting end, `accepted` the listener's (paused by pauseOnConnect unless told otherwise). */

@@ -5,6 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { SLAB_BYTES } from '../../src/transport/read-slabs.js';
 import { sshRandomFill } from '../../src/transport/ssh2-module.js';
 import { MIN_SLAB_PAYLOAD, Ssh2Outbound } from '../../src/transport/ssh2-outbound.js';
+import { prng } from './test-data.js';
 
 /** The parts of ssh2's protocol internals these tests drive (not in its typings). */
 interface CipherInfo {
@@ -41,18 +42,6 @@ const mode = binding ? "ssh2's binding: taken over" : "WITHOUT ssh2's binding: l
 
 // ChaCha20-Poly1305 without the binding needs ssh2's poly1305 (WebAssembly), loaded asynchronously.
 beforeAll(() => sshCrypto.init);
-
-/** mulberry32: a small seeded PRNG, so a failing run replays exactly. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Written {
   /** The packet as the socket would have sent it. */

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { createCipheriv, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer as createNetServer, connect as netConnect, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
@@ -30,6 +30,7 @@ import { LATENCY_CONTROL_WINDOW } from '../../src/transport/ssh2-credit.js';
 import { Ssh2Inbound } from '../../src/transport/ssh2-inbound.js';
 import { Ssh2Outbound } from '../../src/transport/ssh2-outbound.js';
 import { type Ssh2Connection, ssh2Connection$, ssh2Forward$, Ssh2Unsuitable } from '../../src/transport/ssh2.js';
+import { content, firstDifference } from './test-data.js';
 
 // ssh2 is CommonJS: its named exports exist only on the default export under ESM.
 const { Server, utils } = ssh2;
@@ -367,24 +368,6 @@ describe('ssh2Forward$', () => {
     expect(kinds(all)).toEqual(['opened', 'closed']);
   }, 10_000);
 });
-
-/** Reproducible content that differs everywhere: the AES-CTR keystream of a key made of `seed`. */
-function content(seed: number, bytes: number): Buffer {
-  const key = Buffer.alloc(16);
-  key.writeUInt32BE(seed);
-  return createCipheriv('aes-128-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(bytes));
-}
-
-/** Where two buffers first differ (-1: equal), for a failure message that says where. */
-function firstDifference(actual: Buffer, expected: Buffer): number {
-  const length = Math.min(actual.length, expected.length);
-  for (let i = 0; i < length; i += 4096) {
-    const end = Math.min(length, i + 4096);
-    if (actual.subarray(i, end).equals(expected.subarray(i, end))) continue;
-    for (let j = i; j < end; j++) if (actual[j] !== expected[j]) return j;
-  }
-  return actual.length === expected.length ? -1 : length;
-}
 
 /** Runs the forward until the test's cleanup; fails the test if it errors. `receiveWindow` as ssh2Forward$'s (default if left out). */
 function forward(connection: Ssh2Connection, accepted: Socket, to: typeof destination, receiveWindow?: number | null): void {
