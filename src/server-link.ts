@@ -71,7 +71,7 @@ export function serverLink$(
       });
       return concat(
         of<TunnelEvent>({ kind: 'transport', transport: 'ssh2' }),
-        ssh2Server$(connection.client, remoteCommand(options.remoteNode)).pipe(map((server): ServerLink => ({ server, carrier: () => carrier }))),
+        ssh2Server$(connection.client, remoteCommand(options.remoteNode), connection.inbound).pipe(map((server): ServerLink => ({ server, carrier: () => carrier }))),
       );
     }),
   );

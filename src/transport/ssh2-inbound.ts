@@ -97,6 +97,18 @@ export class Ssh2Inbound {
     this.kept.add(channel);
   }
 
+  /**
+   * Copies `channel`'s incoming chunks before they reach it (for channels whose chunks go to a
+   * parser that may keep them, such as the server's session): its data then taints no slab.
+   */
+  copyChunks(channel: ClientChannel): void {
+    if (!this.hooked) return;
+    const push = channel.push;
+    channel.push = (chunk: unknown, encoding?: BufferEncoding) =>
+      push.call(channel, chunk instanceof Uint8Array ? Buffer.from(chunk) : chunk, encoding);
+    this.kept.add(channel);
+  }
+
   /** Lets go of a chunk of a kept channel (after the local socket wrote it, or dropped it). */
   readonly release = (chunk: Uint8Array): void => this.slabs.release(chunk);
 

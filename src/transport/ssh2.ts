@@ -68,7 +68,7 @@ export interface Ssh2Connection {
    */
   readonly sendQueue: SendQueue;
   /** Keeps a channel's incoming chunks intact until released (they are views of reused memory). */
-  readonly inbound: Pick<Ssh2Inbound, 'keepChunks' | 'release'>;
+  readonly inbound: Pick<Ssh2Inbound, 'keepChunks' | 'copyChunks' | 'release'>;
 }
 
 export interface SendQueue {
@@ -337,7 +337,7 @@ function learnHostKey(config: ResolvedSshConfig, names: readonly string[], key: 
  * Runs the server command in an exec channel and uploads the bundle, like serverProcess$ does
  * through the ssh binary. The channel's exit status ends bytes$ with a ServerExit.
  */
-export function ssh2Server$(client: Client, command: string): Observable<ServerProcess> {
+export function ssh2Server$(client: Client, command: string, inbound?: Pick<Ssh2Inbound, 'copyChunks'>): Observable<ServerProcess> {
   return new Observable<ServerProcess>((subscriber) => {
     let channel: ClientChannel | undefined;
     let closed = false;
@@ -351,6 +351,8 @@ export function ssh2Server$(client: Client, command: string): Observable<ServerP
         return;
       }
       channel = opened;
+      // The session's bytes go to the frame decoder, which may keep them: copied off the slabs.
+      inbound?.copyChunks(opened);
       const errors = stderrLines(channel.stderr);
       let exitCode: number | null = null;
       let exitSignal: NodeJS.Signals | null = null;

@@ -8,8 +8,11 @@ import { Ssh2Inbound } from '../../src/transport/ssh2-inbound.js';
 
 const CHANNEL_DATA = 94;
 
-/** A kept channel (a real Readable, flowing, its chunks released as a socket would) behind ssh2's hook. */
-function setup() {
+/**
+ * A kept channel (a real Readable, flowing, its chunks released as a socket would) behind ssh2's
+ * hook; with `copied`, a channel whose chunks are copied instead (as the server's session).
+ */
+function setup(copied = false) {
   const inbound = new Ssh2Inbound();
   const channel = new Readable({ read() {} });
   channel.on('error', () => {}); // ERR_STREAM_PUSH_AFTER_EOF
@@ -24,7 +27,8 @@ function setup() {
   };
   inbound.hook(client as unknown as Client);
   inbound.keyExchangeDone();
-  inbound.keepChunks(channel as unknown as ClientChannel);
+  if (copied) inbound.copyChunks(channel as unknown as ClientChannel);
+  else inbound.keepChunks(channel as unknown as ClientChannel);
   channel.on('data', (chunk: Buffer) => inbound.release(chunk));
   /** One read holding one CHANNEL_DATA payload of `length` bytes (the read is the payload, for brevity). */
   const read = (length: number) => {
@@ -77,5 +81,17 @@ describe('Ssh2Inbound holds', () => {
     // A global request (80) may keep what it carries.
     message(80);
     expect(s.inbound.stats.tainted).toBe(1);
+  });
+
+  it("copies a copied channel's chunks off the slabs: they taint nothing and outlive the slab's reuse", async () => {
+    const s = setup(true);
+    const chunks: Buffer[] = [];
+    s.channel.on('data', (chunk: Buffer) => chunks.push(chunk));
+    await fillSlabs(s.read, 12);
+    expect(s.inbound.stats.tainted).toBe(0);
+    expect(s.inbound.stats.reused).toBeGreaterThan(0);
+    // Each chunk a copy of its own (200 KiB: not from Node's small pool), no slab behind it.
+    expect(chunks.length).toBeGreaterThan(0);
+    expect(chunks.every((chunk) => chunk.buffer.byteLength === chunk.byteLength)).toBe(true);
   });
 });
