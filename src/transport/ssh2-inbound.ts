@@ -24,7 +24,9 @@ interface Ssh2Internals {
  * ssh2 decrypts in place and hands payloads on as views of what it read. This follows every
  * decrypted message on its way in: CHANNEL_DATA for a channel whose chunks are kept (a
  * direct-tcpip forward, whose chunks go to a local socket) holds the slab until the caller
- * releases the chunk; every other message, and everything read during a key exchange, taints its
+ * releases the chunk; for a channel whose chunks are copied (the server's session) it is copied
+ * before the channel sees it; messages ssh2 keeps nothing of (EOF, CLOSE, window adjusts…) leave
+ * the slab alone; every other message, and everything read during a key exchange, taints its
  * slab so it is never reused. If ssh2's internals are not as expected every slab is tainted,
  * which is plain allocation per read again: slower, never wrong.
  */
