@@ -1,10 +1,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { type AddressInfo, connect as netConnect, createServer, type Server, type Socket } from 'node:net';
+import { type AddressInfo, connect as netConnect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { readIntoSharedBuffer } from '../../src/transport/socket-reads.js';
 import { content, firstDifference } from './test-data.js';
+import { socketPair as makeSocketPair } from './socket-pair.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rxshuttle-socket-reads-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -17,29 +18,8 @@ afterEach(() => {
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-let unixSockets = 0;
-/** A connected pair: `program` the connecting end, `accepted` the listener's (paused by pauseOnConnect unless told otherwise). */
-async function socketPair(over: 'tcp' | 'unix' = 'tcp', pauseOnConnect = true): Promise<{ program: Socket; accepted: Socket }> {
-  const listener: Server = createServer({ allowHalfOpen: true, pauseOnConnect });
-  const acceptedP = new Promise<Socket>((resolve) => listener.once('connection', resolve));
-  let program: Socket;
-  await new Promise<void>((resolve, reject) => {
-    listener.once('error', reject);
-    if (over === 'tcp') listener.listen(0, '127.0.0.1', () => resolve());
-    else listener.listen(join(dir, `s${++unixSockets}.sock`), () => resolve());
-  });
-  if (over === 'tcp') program = netConnect({ host: '127.0.0.1', port: (listener.address() as AddressInfo).port, allowHalfOpen: true });
-  else program = netConnect({ path: listener.address() as string, allowHalfOpen: true });
-  program.on('error', () => {});
-  const accepted = await acceptedP;
-  accepted.on('error', () => {});
-  listener.close();
-  cleanups.push(() => {
-    program.destroy();
-    accepted.destroy();
-  });
-  return { program, accepted };
-}
+/** A connected pair (see socket-pair.ts), paused by pauseOnConnect unless told otherwise. */
+const socketPair = (over: 'tcp' | 'unix' = 'tcp', pauseOnConnect = true) => makeSocketPair({ cleanups, unixDir: dir }, over, pauseOnConnect);
 
 /** Node's private fields readIntoSharedBuffer sets, by symbol description. */
 function privateFields(socket: Socket): { kBuffer: unknown; kBufferCb: unknown; kBufferGen: unknown } {

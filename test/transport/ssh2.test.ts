@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { createServer as createNetServer, connect as netConnect, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { firstValueFrom, lastValueFrom, type Observable, throwError, timeout, toArray } from 'rxjs';
@@ -31,6 +31,7 @@ import { Ssh2Inbound } from '../../src/transport/ssh2-inbound.js';
 import { Ssh2Outbound } from '../../src/transport/ssh2-outbound.js';
 import { type Ssh2Connection, ssh2Connection$, ssh2Forward$, Ssh2Unsuitable } from '../../src/transport/ssh2.js';
 import { content, firstDifference } from './test-data.js';
+import { socketPair as makeSocketPair } from './socket-pair.js';
 
 // ssh2 is CommonJS: its named exports exist only on the default export under ESM.
 const { Server, utils } = ssh2;
@@ -167,38 +168,8 @@ async function connectError(config: ResolvedSshConfig, ms = 3000): Promise<unkno
   );
 }
 
-let unixPairs = 0;
-/**
- * A real connected pair: `program` is the local program's end, `accepted` ours, paused as the
- * listener's pauseOnConnect leaves it. Over TCP, or a Unix socket: the kernel then holds only
- * ~200 KiB between the ends (net.core.wmem_default) instead of loopback TCP's several MiB, so
- * what backs up while the program reads nothing is the tunnel's doing, not the kernel's.
- */
-async function socketPair(over: 'tcp' | 'unix' = 'tcp'): Promise<{ program: Socket; accepted: Socket }> {
-  const listener = createNetServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
-  const acceptedP = new Promise<Socket>((resolve) => listener.once('connection', resolve));
-  let program: Socket;
-  if (over === 'tcp') {
-    const port = await listen(listener);
-    program = netConnect({ host: '127.0.0.1', port, allowHalfOpen: true });
-  } else {
-    const path = join(dir, `pair-${++unixPairs}.sock`);
-    await new Promise<void>((resolve, reject) => {
-      listener.once('error', reject);
-      listener.listen(path, () => resolve());
-    });
-    program = netConnect({ path, allowHalfOpen: true });
-  }
-  program.on('error', () => {});
-  const accepted = await acceptedP;
-  accepted.on('error', () => {});
-  listener.close();
-  cleanups.push(() => {
-    program.destroy();
-    accepted.destroy();
-  });
-  return { program, accepted };
-}
+/** A connected pair (see socket-pair.ts): `program` the local program's end, `accepted` ours. */
+const socketPair = (over: 'tcp' | 'unix' = 'tcp') => makeSocketPair({ cleanups, unixDir: dir }, over);
 
 const destination = { family: 4 as const, address: '10.1.2.3', port: 80 };
 
