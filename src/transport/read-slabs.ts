@@ -90,7 +90,7 @@ class Slabs {
     this.drop(slab);
   };
 
-  /** Whether `view` lies in a slab that may be reused (for tests and assertions). */
+  /** Whether `view` lies in a slab that may be reused (e.g. a packet to release once written). */
   owns(view: Uint8Array): boolean {
     return this.slabs.has(view.buffer);
   }

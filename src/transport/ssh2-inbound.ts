@@ -87,16 +87,13 @@ export class Ssh2Inbound {
    * is gone: an unreleased chunk only costs its slab's reuse).
    */
   keepChunks(channel: ClientChannel): void {
-    if (!this.hooked) return;
-    const push = channel.push;
     const state = (channel as unknown as { _readableState?: { ended?: boolean } })._readableState;
-    channel.push = (chunk: unknown, encoding?: BufferEncoding) => {
+    this.interceptPush(channel, (chunk) => {
       // Held only if the stream keeps it: Node drops empty chunks and any after EOF, destroy or
       // an error (ssh2 pushes what a server sends after its EOF), and nobody would release them.
-      if (chunk instanceof Uint8Array && chunk.length > 0 && !state?.ended && !channel.destroyed && !channel.errored) this.slabs.hold(chunk);
-      return push.call(channel, chunk, encoding);
-    };
-    this.kept.add(channel);
+      if (chunk.length > 0 && !state?.ended && !channel.destroyed && !channel.errored) this.slabs.hold(chunk);
+      return chunk;
+    });
   }
 
   /**
@@ -104,15 +101,23 @@ export class Ssh2Inbound {
    * parser that may keep them, such as the server's session): its data then taints no slab.
    */
   copyChunks(channel: ClientChannel): void {
-    if (!this.hooked) return;
-    const push = channel.push;
-    channel.push = (chunk: unknown, encoding?: BufferEncoding) =>
-      push.call(channel, chunk instanceof Uint8Array ? Buffer.from(chunk) : chunk, encoding);
-    this.kept.add(channel);
+    this.interceptPush(channel, (chunk) => Buffer.from(chunk));
   }
 
   /** Lets go of a chunk of a kept channel (after the local socket wrote it, or dropped it). */
   readonly release = (chunk: Uint8Array): void => this.slabs.release(chunk);
+
+  /**
+   * Passes each chunk ssh2 pushes into `channel` through `intercept` first, and lets the
+   * channel's CHANNEL_DATA leave its slab untainted (the interceptor answers for it).
+   */
+  private interceptPush(channel: ClientChannel, intercept: (chunk: Uint8Array) => Uint8Array): void {
+    if (!this.hooked) return;
+    const push = channel.push;
+    channel.push = (chunk: unknown, encoding?: BufferEncoding) =>
+      push.call(channel, chunk instanceof Uint8Array ? intercept(chunk) : chunk, encoding);
+    this.kept.add(channel);
+  }
 
   private keptRecipient(payload: Buffer): boolean {
     if (payload.length < 5) return false;
