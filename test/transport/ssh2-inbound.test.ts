@@ -1,10 +1,11 @@
 // Ssh2Inbound with a stand-in for ssh2 (its payload hook and channel table) in front of a real
 // Readable: what is held, released and tainted as payloads arrive.
 import { Readable } from 'node:stream';
-import type { Client, ClientChannel } from 'ssh2';
+import type { ClientChannel } from 'ssh2';
 import { describe, expect, it } from 'vitest';
 import { SLAB_BYTES } from '../../src/transport/read-slabs.js';
 import { Ssh2Inbound } from '../../src/transport/ssh2-inbound.js';
+import { fakeSsh2Client } from './fake-ssh2.js';
 
 const CHANNEL_DATA = 94;
 
@@ -16,16 +17,8 @@ function setup(copied = false) {
   const inbound = new Ssh2Inbound();
   const channel = new Readable({ read() {} });
   channel.on('error', () => {}); // ERR_STREAM_PUSH_AFTER_EOF
-  // As ssh2's CHANNEL_DATA handler: the data is a view of the (decrypted, in place) read.
-  const client = {
-    _protocol: {
-      _onPayload: (payload: Buffer) => {
-        if (payload[0] === CHANNEL_DATA) channel.push(payload.subarray(9, 9 + payload.readUInt32BE(5)));
-      },
-    },
-    _chanMgr: { get: (id: number) => (id === 0 ? channel : undefined) },
-  };
-  inbound.hook(client as unknown as Client);
+  const { client, payloadHandler } = fakeSsh2Client(channel);
+  inbound.hook(client);
   inbound.keyExchangeDone();
   if (copied) inbound.copyChunks(channel as unknown as ClientChannel);
   else inbound.keepChunks(channel as unknown as ClientChannel);
@@ -37,11 +30,11 @@ function setup(copied = false) {
     region[0] = CHANNEL_DATA;
     region.writeUInt32BE(0, 1);
     region.writeUInt32BE(size - 9, 5);
-    inbound.read(size, (view) => client._protocol._onPayload(view));
+    inbound.read(size, (view) => payloadHandler()(view));
     return region.buffer;
   };
   const tracked = () => (inbound as unknown as { slabs: { slabs: Map<ArrayBufferLike, { holds: number }> } }).slabs.slabs;
-  return { inbound, channel, client, read, tracked };
+  return { inbound, channel, payloadHandler, read, tracked };
 }
 
 async function fillSlabs(read: (n: number) => ArrayBufferLike, count: number): Promise<Set<ArrayBufferLike>> {
@@ -74,7 +67,7 @@ describe('Ssh2Inbound holds', () => {
       region[0] = type;
       region.writeUInt32BE(0, 1);
       region.writeUInt32BE(0, 5);
-      s.inbound.read(64 * 1024, (view) => (s.client._protocol._onPayload as (p: Buffer) => void)(view.subarray(0, 9)));
+      s.inbound.read(64 * 1024, (view) => s.payloadHandler()(view.subarray(0, 9)));
     };
     for (const type of [82, 91, 93, 96, 97, 99, 100]) message(type);
     expect(s.inbound.stats.tainted).toBe(0);

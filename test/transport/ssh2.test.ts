@@ -32,6 +32,7 @@ import { Ssh2Outbound } from '../../src/transport/ssh2-outbound.js';
 import { type Ssh2Connection, ssh2Connection$, ssh2Forward$, Ssh2Unsuitable } from '../../src/transport/ssh2.js';
 import { content, firstDifference } from './test-data.js';
 import { socketPair as makeSocketPair } from './socket-pair.js';
+import { fakeSsh2Client } from './fake-ssh2.js';
 
 // ssh2 is CommonJS: its named exports exist only on the default export under ESM.
 const { Server, utils } = ssh2;
@@ -716,16 +717,8 @@ describe("Ssh2Inbound with ssh2's own AES-GCM decipher", () => {
     const wire = encrypt(data, keys);
     const inbound = new Ssh2Inbound();
     const channel = { push: (_chunk: Buffer): boolean => true };
-    // Just enough of ssh2's Client for the hook: the protocol's payload handler, and its channels.
-    const client = {
-      _protocol: {
-        _onPayload: (payload: Buffer) => {
-          if (payload[0] === CHANNEL_DATA) channel.push(payload.subarray(9, 9 + payload.readUInt32BE(5)));
-        },
-      },
-      _chanMgr: { get: (id: number) => (id === 0 ? channel : undefined) },
-    };
-    inbound.hook(client as unknown as Client);
+    const { client, payloadHandler } = fakeSsh2Client(channel);
+    inbound.hook(client);
     inbound.keyExchangeDone();
     expect(inbound.reusing).toBe(true);
     const queue: { chunk: Buffer; index: number }[] = [];
@@ -748,7 +741,7 @@ describe("Ssh2Inbound with ssh2's own AES-GCM decipher", () => {
     };
     inbound.keepChunks(channel as unknown as ClientChannel);
     const decipher = sshCrypto.createDecipher({
-      inbound: { onPayload: client._protocol._onPayload, seqno: 0, decipherInfo: sshCrypto.CIPHER_INFO['aes128-gcm@openssh.com'], decipherKey: keys.cipherKey, decipherIV: keys.cipherIV },
+      inbound: { onPayload: payloadHandler(), seqno: 0, decipherInfo: sshCrypto.CIPHER_INFO['aes128-gcm@openssh.com'], decipherKey: keys.cipherKey, decipherIV: keys.cipherIV },
     });
     const stream = Buffer.concat(wire);
     // Where each read ends: before or after each packet's tag.
