@@ -1,3 +1,4 @@
+import { constants } from 'node:os';
 import koffi from 'koffi';
 
 /**
@@ -25,3 +26,14 @@ export const getsockopt = () =>
 
 export const getrlimit = () =>
   libcFunction<(resource: number, limits: bigint[]) => number>('int getrlimit(int resource, _Out_ uint64_t *rlim)');
+
+export const recv = () =>
+  libcFunction<(fd: number, buffer: Buffer, length: number, flags: number) => number>(
+    'intptr_t recv(int fd, _Out_ uint8_t *buffer, uintptr_t length, int flags)',
+  );
+
+/** errno as its name (ECONNRESET…), for messages and Node-style errors. */
+export function errnoName(errno: number): string {
+  for (const [name, value] of Object.entries(constants.errno)) if (value === errno) return name;
+  return `errno ${errno}`;
+}

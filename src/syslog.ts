@@ -11,7 +11,7 @@
  */
 import { constants, endianness } from 'node:os';
 import koffi from 'koffi';
-import { libcFunction } from './libc.js';
+import { errnoName, libcFunction } from './libc.js';
 
 export const DEV_LOG = '/dev/log';
 /** syslog facilities (RFC 5424 §6.2.1) rxshuttle may log under. */
@@ -50,11 +50,6 @@ function load(): Libc {
     };
   }
   return libc;
-}
-
-export function errnoName(errno: number): string {
-  for (const [name, value] of Object.entries(constants.errno)) if (value === errno) return name;
-  return `errno ${errno}`;
 }
 
 /** struct sockaddr_un for `path` (family in host byte order). */

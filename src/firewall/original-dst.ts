@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import { constants, endianness } from 'node:os';
 import koffi from 'koffi';
 import { formatIp } from '../ip.js';
-import { getsockopt } from '../libc.js';
+import { errnoName, getsockopt } from '../libc.js';
 import type { IpFamily } from './types.js';
 
 export interface OriginalDestination {
@@ -64,9 +64,4 @@ export function parseSockaddr(buf: Buffer): OriginalDestination {
     return { address: formatIp(buf.subarray(8, 24)), port, family: 6 };
   }
   throw new Error(`original destination: unexpected address family ${family}`);
-}
-
-function errnoName(errno: number): string {
-  for (const [name, value] of Object.entries(constants.errno)) if (value === errno) return name;
-  return `errno ${errno}`;
 }

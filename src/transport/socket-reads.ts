@@ -1,4 +1,9 @@
+import { constants } from 'node:os';
 import type { Socket } from 'node:net';
+import koffi from 'koffi';
+import { errnoName, recv } from '../libc.js';
+
+const MSG_DONTWAIT = 0x40;
 
 /**
  * Makes an accepted socket read into `buffer` (shared by any number of sockets) and hand each
@@ -32,4 +37,26 @@ export function readIntoSharedBuffer(socket: Socket, buffer: Buffer, onRead: (by
   fields[kBufferCb] = onRead;
   handle.useUserBuffer(buffer);
   return true;
+}
+
+/**
+ * Reads what already waits in a paused socket's receive queue into `buffer`, now, without a turn
+ * of the event loop (a non-blocking recv on its descriptor). Returns the bytes read; 0 when nothing
+ * waits, at EOF (Node's own next read finds it again) or when the descriptor is not reachable.
+ * An error (a reset) is given to the socket as Node would (destroy with it): recv consumed it.
+ *
+ * Why: a program that connects and sends at once (HTTP, the probe) has its first bytes waiting by
+ * the time the tunnel is open; resume() would read them only after another poll of the loop.
+ * Bytes read here are not in `socket.bytesRead`.
+ */
+export function readWaiting(socket: Socket, buffer: Buffer): number {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0 || socket.destroyed) return 0;
+  const bytes = recv()(fd, buffer, buffer.length, MSG_DONTWAIT);
+  if (bytes >= 0) return bytes;
+  const errno = koffi.errno();
+  if (errno === constants.errno.EAGAIN || errno === constants.errno.EWOULDBLOCK || errno === constants.errno.EINTR) return 0;
+  const code = errnoName(errno);
+  socket.destroy(Object.assign(new Error(`read ${code}`), { errno: -errno, code, syscall: 'read' }));
+  return 0;
 }

@@ -22,7 +22,7 @@ import {
 } from './known-hosts.js';
 import { ServerExit, type ServerProcess, stderrLines } from './server-process.js';
 import { creditChannel, LATENCY_CONTROL_WINDOW } from './ssh2-credit.js';
-import { readIntoSharedBuffer } from './socket-reads.js';
+import { readIntoSharedBuffer, readWaiting } from './socket-reads.js';
 import { Ssh2Inbound } from './ssh2-inbound.js';
 import { loadSsh2, sshRandomFill } from './ssh2-module.js';
 import { Ssh2Outbound } from './ssh2-outbound.js';
@@ -458,14 +458,18 @@ export function ssh2Forward$(
         // Reads into one buffer all forwards share (socket-reads.ts): ssh2 copies what its window
         // lets it send at once into packets; only what would wait in the channel is copied here.
         let upOpen = true;
-        const sharedReads = readIntoSharedBuffer(socket, sharedUpBuffer(), (bytes, buffer) => {
+        const upRead = (bytes: number, buffer: Buffer) => {
           if (!upOpen) return true;
           const view = buffer.subarray(0, bytes);
           up(sentAtOnce(opened, bytes) ? view : Buffer.from(view));
           return true;
-        });
+        };
+        const sharedReads = readIntoSharedBuffer(socket, sharedUpBuffer(), upRead);
         if (!sharedReads) socket.on('data', up);
         socket.once('end', () => opened.end());
+        // What the program sent while the channel opened leaves with the next packets, not a loop turn later.
+        const readAtOpen = sharedReads ? readWaiting(socket, sharedUpBuffer()) : 0;
+        if (readAtOpen > 0) upRead(readAtOpen, sharedUpBuffer());
         resumeUp();
         // Downstream by hand, to send the packets one read of the ssh socket decrypted in one writev.
         // Each chunk is a view of reused memory, released once the socket wrote it; that is also
@@ -487,7 +491,7 @@ export function ssh2Forward$(
           if (!socketClosed || !channelClosed || done) return;
           done = true;
           // bytesSent: what went to the remote side, i.e. what we read from the local program.
-          subscriber.next({ kind: 'closed', bytesSent: socket.bytesRead, bytesReceived: socket.bytesWritten });
+          subscriber.next({ kind: 'closed', bytesSent: socket.bytesRead + readAtOpen, bytesReceived: socket.bytesWritten });
           subscriber.complete();
         };
         socket.once('close', () => {

@@ -3,7 +3,8 @@ import { type AddressInfo, connect as netConnect, createServer, type Socket } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { readIntoSharedBuffer } from '../../src/transport/socket-reads.js';
+import { recv } from '../../src/libc.js';
+import { readIntoSharedBuffer, readWaiting } from '../../src/transport/socket-reads.js';
 import { content, firstDifference } from './test-data.js';
 import { socketPair as makeSocketPair } from './socket-pair.js';
 
@@ -256,4 +257,94 @@ describe('readIntoSharedBuffer', () => {
       expect(ownReads).toBe('hello');
     }, 10_000);
   });
+});
+
+describe('readWaiting', () => {
+  const MSG_PEEK_DONTWAIT = 0x2 | 0x40;
+  const recvPeek = (fd: number, buffer: Buffer) => recv()(fd, buffer, buffer.length, MSG_PEEK_DONTWAIT);
+  /** What arrives on `socket` once it reads again, as Node delivers it. */
+  const collect = (socket: Socket) => {
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    const ended = new Promise<void>((resolve) => socket.once('end', () => resolve()));
+    return { ended, text: () => Buffer.concat(chunks).toString() };
+  };
+  /** Waits until the kernel has `bytes` for `socket` (without reading them). */
+  const queued = async (socket: Socket, bytes: number) => {
+    const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
+    const peek = Buffer.alloc(bytes);
+    await until(() => recvPeek(fd, peek) >= bytes, 3000, `${bytes} bytes queued`);
+  };
+
+  it('reads what already waits in a paused socket, at once; Node reads what comes after', async () => {
+    const { program, accepted } = await socketPair();
+    program.write('first');
+    await queued(accepted, 5);
+    const buffer = Buffer.alloc(64 * 1024);
+    expect(readWaiting(accepted, buffer)).toBe(5);
+    expect(buffer.subarray(0, 5).toString()).toBe('first');
+    // Nothing is left: a second call finds nothing.
+    expect(readWaiting(accepted, buffer)).toBe(0);
+    const rest = collect(accepted);
+    accepted.resume();
+    program.end('second');
+    await rest.ended;
+    expect(rest.text()).toBe('second');
+    // Node counts only its own reads.
+    expect(accepted.bytesRead).toBe(6);
+  }, 10_000);
+
+  it('reads at most the buffer, leaving the rest to Node', async () => {
+    const { program, accepted } = await socketPair();
+    const sent = content(3, 10_000);
+    program.end(sent);
+    await queued(accepted, sent.length);
+    const buffer = Buffer.alloc(4096);
+    expect(readWaiting(accepted, buffer)).toBe(4096);
+    const head = Buffer.from(buffer);
+    const rest: Buffer[] = [];
+    accepted.on('data', (chunk: Buffer) => rest.push(chunk));
+    const ended = new Promise<void>((resolve) => accepted.once('end', () => resolve()));
+    accepted.resume();
+    await ended;
+    expect(firstDifference(Buffer.concat([head, ...rest]), sent)).toBe(-1);
+  }, 10_000);
+
+  it('finds nothing when nothing waits, and the socket goes on as before', async () => {
+    const { program, accepted } = await socketPair();
+    expect(readWaiting(accepted, Buffer.alloc(1024))).toBe(0);
+    const got = collect(accepted);
+    accepted.resume();
+    program.end('later');
+    await got.ended;
+    expect(got.text()).toBe('later');
+  }, 10_000);
+
+  it("leaves an EOF to Node: 'end' still comes", async () => {
+    const { program, accepted } = await socketPair();
+    // 'finish': the FIN has gone out (loopback delivers it within the shutdown call).
+    await new Promise<void>((resolve) => program.end(resolve));
+    expect(readWaiting(accepted, Buffer.alloc(1024))).toBe(0);
+    const got = collect(accepted);
+    accepted.resume();
+    await got.ended;
+    expect(got.text()).toBe('');
+  }, 10_000);
+
+  it('gives a reset it consumed to the socket, as Node would', async () => {
+    const { program, accepted } = await socketPair();
+    const failed = new Promise<NodeJS.ErrnoException>((resolve) => accepted.once('error', resolve));
+    // 'close': the descriptor is closed with SO_LINGER 0, so the RST has gone out (and arrived).
+    await new Promise<void>((resolve) => program.resetAndDestroy().once('close', () => resolve()));
+    expect(readWaiting(accepted, Buffer.alloc(1024))).toBe(0);
+    const err = await failed;
+    expect(err.code).toBe('ECONNRESET');
+    expect(accepted.destroyed).toBe(true);
+  }, 10_000);
+
+  it('finds nothing on a destroyed socket (no descriptor)', async () => {
+    const { accepted } = await socketPair();
+    accepted.destroy();
+    expect(readWaiting(accepted, Buffer.alloc(1024))).toBe(0);
+  }, 10_000);
 });
