@@ -26,7 +26,7 @@ const SOCKADDR_IN_SIZE = 16;
 const SOCKADDR_IN6_SIZE = 28;
 const AF_INET = 2;
 const AF_INET6 = 10;
-
+const sockaddr = Buffer.alloc(SOCKADDR_IN6_SIZE);
 
 /** The original destination of a socket accepted from a REDIRECT rule. Throws if there is none. */
 export function originalDestination(socket: Socket): OriginalDestination {
@@ -37,7 +37,9 @@ export function originalDestination(socket: Socket): OriginalDestination {
   const peer = socket.remoteAddress ?? '';
   const v4 = isIPv4(peer) || peer.toLowerCase().startsWith('::ffff:');
   const size = v4 ? SOCKADDR_IN_SIZE : SOCKADDR_IN6_SIZE;
-  const buf = Buffer.alloc(size);
+  // One buffer for every call: parseSockaddr copies what it needs out of it.
+  const buf = sockaddr.subarray(0, size);
+  buf.fill(0);
   const length = [size];
   const rc = getsockopt()(fd, v4 ? SOL_IP : SOL_IPV6, SO_ORIGINAL_DST, buf, length);
   if (rc !== 0) {
