@@ -71,6 +71,12 @@ class Slabs {
    * twice, or a piece of it, or one never held, can only leave a slab unused, never free it early.
    */
   private readonly held = new WeakMap<Uint8Array, Slab>();
+  private heldCount = 0;
+
+  /** Views held and not yet released: a chunk that outlived its connection shows here. */
+  get heldViews(): number {
+    return this.heldCount;
+  }
 
   /** Holds the slab `view` is in until `release(view)`; false if it is in none. */
   hold(view: Uint8Array): boolean {
@@ -78,6 +84,7 @@ class Slabs {
     if (!slab) return false;
     if (this.held.has(view)) return true;
     slab.holds++;
+    this.heldCount++;
     this.held.set(view, slab);
     return true;
   }
@@ -87,6 +94,7 @@ class Slabs {
     const slab = this.held.get(view);
     if (!slab) return;
     this.held.delete(view);
+    this.heldCount--;
     this.drop(slab);
   };
 

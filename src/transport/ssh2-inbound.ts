@@ -50,6 +50,11 @@ export class Ssh2Inbound {
     return this.slabs.stats;
   }
 
+  /** Chunks of kept channels not yet released. */
+  get heldChunks(): number {
+    return this.slabs.heldViews;
+  }
+
   /** Call right after `client.connect()`, before anything is read. */
   hook(client: Client): void {
     const internals = client as unknown as Ssh2Internals;

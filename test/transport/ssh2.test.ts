@@ -30,7 +30,7 @@ import { LATENCY_CONTROL_WINDOW } from '../../src/transport/ssh2-credit.js';
 import { Ssh2Inbound } from '../../src/transport/ssh2-inbound.js';
 import { Ssh2Outbound } from '../../src/transport/ssh2-outbound.js';
 import { type Ssh2Connection, ssh2Connection$, ssh2Forward$, Ssh2Unsuitable } from '../../src/transport/ssh2.js';
-import { content, firstDifference } from './test-data.js';
+import { content, firstDifference, prng } from './test-data.js';
 import { socketPair as makeSocketPair } from './socket-pair.js';
 import { fakeSsh2Client } from './fake-ssh2.js';
 
@@ -338,7 +338,65 @@ describe('ssh2Forward$', () => {
     program.resetAndDestroy();
     const all = await done;
     expect(kinds(all)).toEqual(['opened', 'closed']);
+    // What waited in the channel and the socket went nowhere, but its slabs were let go.
+    expect((connection.inbound as Ssh2Inbound).heldChunks).toBe(0);
   }, 10_000);
+
+  it('lets go of every chunk when many local programs reset or close mid-download at random points', async () => {
+    const total = 4 * 1024 * 1024;
+    const { port } = await startServer({
+      onTcpip: (accept) => {
+        const channel = accept();
+        channel.on('error', () => {});
+        let sent = 0;
+        let closed = false;
+        channel.on('close', () => (closed = true));
+        const chunk = Buffer.alloc(32 * 1024, 0x62);
+        const pump = () => {
+          while (!closed && sent < total) {
+            sent += chunk.length;
+            if (!channel.write(chunk)) return void channel.once('drain', pump);
+          }
+          if (sent >= total) channel.end();
+        };
+        pump();
+      },
+    });
+    const connection = await connect(configFor(port));
+    const inbound = connection.inbound as Ssh2Inbound;
+    const random = prng(7);
+    const one = async (i: number) => {
+      const { program, accepted } = await socketPair();
+      const done = lastValueFrom(bounded(ssh2Forward$(connection, accepted, destination), 10_000, `forward ${i}`).pipe(toArray()));
+      // Reads a random amount (sometimes nothing), then resets, or closes with data unread, or pauses and resets.
+      const stopAfter = Math.floor(random() * 2 * 1024 * 1024);
+      const how = i % 3;
+      let got = 0;
+      await new Promise<void>((resolve) => {
+        const stop = () => {
+          program.off('data', onData);
+          if (how === 0) program.resetAndDestroy();
+          else if (how === 1) program.destroy();
+          else {
+            program.pause();
+            setTimeout(() => program.resetAndDestroy(), 20);
+          }
+          resolve();
+        };
+        const onData = (chunk: Buffer) => {
+          got += chunk.length;
+          if (got >= stopAfter) stop();
+        };
+        program.on('data', onData);
+        if (stopAfter === 0) stop();
+      });
+      expect(kinds(await done)).toEqual(['opened', 'closed']);
+    };
+    // Eight at a time, so chunks of different channels share slabs.
+    for (let round = 0; round < 3; round++) await Promise.all(Array.from({ length: 8 }, (_, k) => one(round * 8 + k)));
+    expect(inbound.stats.reused).toBeGreaterThan(0);
+    expect(inbound.heldChunks).toBe(0);
+  }, 60_000);
 });
 
 /** Runs the forward until the test's cleanup; fails the test if it errors. `receiveWindow` as ssh2Forward$'s (default if left out). */
