@@ -88,8 +88,9 @@ export class Ssh2Inbound {
   }
 
   /**
-   * Keeps `channel`'s incoming chunks intact until each is passed to `release` (or the channel
-   * is gone: an unreleased chunk only costs its slab's reuse).
+   * Keeps `channel`'s incoming chunks intact until each is passed to `release`. A chunk never
+   * released keeps its slab allocated and unused for the ssh connection's life (`heldChunks`
+   * counts them; ssh2Forward$ releases every chunk, also when a program resets).
    */
   keepChunks(channel: ClientChannel): void {
     const state = (channel as unknown as { _readableState?: { ended?: boolean } })._readableState;
