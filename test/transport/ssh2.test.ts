@@ -305,25 +305,8 @@ describe('ssh2Forward$', () => {
   }, 10_000);
 
   it('closes and completes when the local program resets while the server streams', async () => {
-    const total = 16 * 1024 * 1024;
-    let serverSent = 0;
-    let serverChannelClosed = false;
-    const { port } = await startServer({
-      onTcpip: (accept) => {
-        const channel = accept();
-        channel.on('error', () => {});
-        channel.on('close', () => (serverChannelClosed = true));
-        const chunk = Buffer.alloc(64 * 1024, 0x61);
-        const pump = () => {
-          while (!serverChannelClosed && serverSent < total) {
-            serverSent += chunk.length;
-            if (!channel.write(chunk)) return void channel.once('drain', pump);
-          }
-          if (serverSent >= total) channel.end();
-        };
-        pump();
-      },
-    });
+    const data = Buffer.alloc(16 * 1024 * 1024, 0x61);
+    const { port } = await startServer({ onTcpip: (accept) => stream(accept(), data) });
     const connection = await connect(configFor(port));
     const { program, accepted } = await socketPair();
     // The program reads nothing: the bytes back up until our side of the socket needs a drain
@@ -343,25 +326,8 @@ describe('ssh2Forward$', () => {
   }, 10_000);
 
   it('lets go of every chunk when many local programs reset or close mid-download at random points', async () => {
-    const total = 4 * 1024 * 1024;
-    const { port } = await startServer({
-      onTcpip: (accept) => {
-        const channel = accept();
-        channel.on('error', () => {});
-        let sent = 0;
-        let closed = false;
-        channel.on('close', () => (closed = true));
-        const chunk = Buffer.alloc(32 * 1024, 0x62);
-        const pump = () => {
-          while (!closed && sent < total) {
-            sent += chunk.length;
-            if (!channel.write(chunk)) return void channel.once('drain', pump);
-          }
-          if (sent >= total) channel.end();
-        };
-        pump();
-      },
-    });
+    const data = Buffer.alloc(4 * 1024 * 1024, 0x62);
+    const { port } = await startServer({ onTcpip: (accept) => stream(accept(), data) });
     const connection = await connect(configFor(port));
     const inbound = connection.inbound as Ssh2Inbound;
     const random = prng(7);
@@ -408,12 +374,15 @@ function forward(connection: Ssh2Connection, accepted: Socket, to: typeof destin
 /** ssh2's Client has no public rekey(); its protocol has (the internals ssh2-inbound.ts hooks into). */
 const clientRekey = (connection: Ssh2Connection) => (connection.client as unknown as { _protocol: { rekey(): void } })._protocol.rekey();
 
-/** The server's side: writes `data` into the channel as its window allows, then ends it. */
+/** The server's side: writes `data` into the channel as its window allows, then ends it (or stops when it closes). */
 function stream(channel: ServerChannel, data: Buffer): void {
   channel.on('error', () => {});
+  let closed = false;
+  channel.on('close', () => (closed = true));
   let at = 0;
   const pump = () => {
     while (at < data.length) {
+      if (closed) return;
       const chunk = data.subarray(at, at + 64 * 1024);
       at += chunk.length;
       if (!channel.write(chunk)) return void channel.once('drain', pump);
