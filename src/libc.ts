@@ -1,4 +1,5 @@
 import { constants } from 'node:os';
+import type { Socket } from 'node:net';
 import koffi from 'koffi';
 
 /**
@@ -17,6 +18,12 @@ export function libcFunction<T>(signature: string): T {
     functions.set(signature, fn);
   }
   return fn as T;
+}
+
+/** A Node socket's file descriptor (Node keeps it on its private handle); undefined once closed. */
+export function descriptorOf(socket: Socket): number | undefined {
+  const fd: unknown = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : undefined;
 }
 
 export const getsockopt = () =>

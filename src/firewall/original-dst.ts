@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import { constants, endianness } from 'node:os';
 import koffi from 'koffi';
 import { formatIp } from '../ip.js';
-import { errnoName, getsockopt } from '../libc.js';
+import { descriptorOf, errnoName, getsockopt } from '../libc.js';
 import type { IpFamily } from './types.js';
 
 export interface OriginalDestination {
@@ -50,8 +50,8 @@ export function originalDestination(socket: Socket): OriginalDestination {
 }
 
 function socketFd(socket: Socket): number {
-  const fd: unknown = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) {
+  const fd = descriptorOf(socket);
+  if (fd === undefined) {
     throw new Error('original destination: the socket has no file descriptor (closed, or not a TCP socket)');
   }
   return fd;

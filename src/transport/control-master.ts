@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import createDebug from 'debug';
 import { Observable } from 'rxjs';
 import type { Destination } from '../streams/frame.js';
+import { descriptorOf } from '../libc.js';
 import { sendFd, tcpByteCounts } from './fd-passing.js';
 
 const debug = createDebug('rxshuttle:direct');
@@ -68,8 +69,6 @@ const u32 = (n: number): Buffer => {
   return out;
 };
 
-const fdOf = (socket: Socket): number | undefined => (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-
 /**
  * Hands a redirected socket to the ControlMaster: hello exchange, MUX_C_NEW_STDIO_FWD to the
  * destination, then the socket's fd twice (its stdin and stdout) by SCM_RIGHTS. The master
@@ -86,8 +85,8 @@ export function handOff$(
   prepared?: PreparedControl,
 ): Observable<HandOff> {
   return new Observable<HandOff>((subscriber) => {
-    const socketFd = fdOf(socket);
-    if (socketFd === undefined || socketFd < 0) {
+    const socketFd = descriptorOf(socket);
+    if (socketFd === undefined) {
       prepared?.control.destroy();
       subscriber.next({ kind: 'refused', reason: 'socket has no descriptor' });
       subscriber.complete();
@@ -105,7 +104,7 @@ export function handOff$(
     };
 
     const sendRequest = () => {
-      const controlFd = fdOf(control);
+      const controlFd = descriptorOf(control);
       if (controlFd === undefined) return refuse('control socket has no descriptor');
       const body = Buffer.concat([u32(1), sshString(''), sshString(destination.address), u32(destination.port)]);
       control.write(message(MUX_C_NEW_STDIO_FWD, body));

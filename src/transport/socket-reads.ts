@@ -1,7 +1,7 @@
 import { constants } from 'node:os';
 import type { Socket } from 'node:net';
 import koffi from 'koffi';
-import { errnoName, recv } from '../libc.js';
+import { descriptorOf, errnoName, recv } from '../libc.js';
 
 const MSG_DONTWAIT = 0x40;
 
@@ -50,12 +50,12 @@ export function readIntoSharedBuffer(socket: Socket, buffer: Buffer, onRead: (by
  * Bytes read here are not in `socket.bytesRead`.
  */
 export function readWaiting(socket: Socket, buffer: Buffer): number {
-  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0 || socket.destroyed) return 0;
+  const fd = descriptorOf(socket);
+  if (fd === undefined || socket.destroyed) return 0;
   const bytes = recv()(fd, buffer, buffer.length, MSG_DONTWAIT);
   if (bytes >= 0) return bytes;
   const errno = koffi.errno();
-  if (errno === constants.errno.EAGAIN || errno === constants.errno.EWOULDBLOCK || errno === constants.errno.EINTR) return 0;
+  if (errno === constants.errno.EAGAIN || errno === constants.errno.EINTR) return 0;
   const code = errnoName(errno);
   socket.destroy(Object.assign(new Error(`read ${code}`), { errno: -errno, code, syscall: 'read' }));
   return 0;

@@ -19,6 +19,14 @@ afterEach(() => {
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** What `socket` emits as 'data' from now on, and when it ends. */
+function collect(socket: Socket) {
+  const chunks: Buffer[] = [];
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+  const ended = new Promise<void>((resolve) => socket.once('end', () => resolve()));
+  return { ended, bytes: () => Buffer.concat(chunks), text: () => Buffer.concat(chunks).toString() };
+}
+
 /** A connected pair (see socket-pair.ts), paused by pauseOnConnect unless told otherwise. */
 const socketPair = (over: 'tcp' | 'unix' = 'tcp', pauseOnConnect = true) => makeSocketPair({ cleanups, unixDir: dir }, over, pauseOnConnect);
 
@@ -191,28 +199,24 @@ describe('readIntoSharedBuffer', () => {
       const onRead = () => expect.fail('onRead called');
       expect(readIntoSharedBuffer(accepted, Buffer.alloc(1024), onRead)).toBe(false);
       expectUntouched(accepted);
-      let received = '';
-      accepted.on('data', (chunk: Buffer) => (received += chunk.toString()));
-      const ended = new Promise<void>((resolve) => accepted.once('end', () => resolve()));
+      const received = collect(accepted);
       program.end('as data');
-      await ended;
-      expect(received).toBe('as data');
+      await received.ended;
+      expect(received.text()).toBe('as data');
     }, 10_000);
 
     it('for a paused-on-connect socket once resume() has started it reading', async () => {
       const { program, accepted } = await socketPair();
-      let received = '';
-      accepted.on('data', (chunk: Buffer) => (received += chunk.toString()));
+      const received = collect(accepted);
       accepted.resume();
       // resume() starts reading on the next tick.
       await tick();
       expect((accepted as unknown as { _handle: { reading: boolean } })._handle.reading).toBe(true);
       expect(readIntoSharedBuffer(accepted, Buffer.alloc(1024), () => expect.fail('onRead called'))).toBe(false);
       expectUntouched(accepted);
-      const ended = new Promise<void>((resolve) => accepted.once('end', () => resolve()));
       program.end('still data');
-      await ended;
-      expect(received).toBe('still data');
+      await received.ended;
+      expect(received.text()).toBe('still data');
     }, 10_000);
 
     // A socket that has read and stopped only because its readable buffer filled: its handle is
@@ -262,13 +266,6 @@ describe('readIntoSharedBuffer', () => {
 describe('readWaiting', () => {
   const MSG_PEEK_DONTWAIT = 0x2 | 0x40;
   const recvPeek = (fd: number, buffer: Buffer) => recv()(fd, buffer, buffer.length, MSG_PEEK_DONTWAIT);
-  /** What arrives on `socket` once it reads again, as Node delivers it. */
-  const collect = (socket: Socket) => {
-    const chunks: Buffer[] = [];
-    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-    const ended = new Promise<void>((resolve) => socket.once('end', () => resolve()));
-    return { ended, text: () => Buffer.concat(chunks).toString() };
-  };
   /** Waits until the kernel has `bytes` for `socket` (without reading them). */
   const queued = async (socket: Socket, bytes: number) => {
     const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
@@ -302,12 +299,10 @@ describe('readWaiting', () => {
     const buffer = Buffer.alloc(4096);
     expect(readWaiting(accepted, buffer)).toBe(4096);
     const head = Buffer.from(buffer);
-    const rest: Buffer[] = [];
-    accepted.on('data', (chunk: Buffer) => rest.push(chunk));
-    const ended = new Promise<void>((resolve) => accepted.once('end', () => resolve()));
+    const rest = collect(accepted);
     accepted.resume();
-    await ended;
-    expect(firstDifference(Buffer.concat([head, ...rest]), sent)).toBe(-1);
+    await rest.ended;
+    expect(firstDifference(Buffer.concat([head, rest.bytes()]), sent)).toBe(-1);
   }, 10_000);
 
   it('finds nothing when nothing waits, and the socket goes on as before', async () => {

@@ -374,6 +374,21 @@ function forward(connection: Ssh2Connection, accepted: Socket, to: typeof destin
 /** ssh2's Client has no public rekey(); its protocol has (the internals ssh2-inbound.ts hooks into). */
 const clientRekey = (connection: Ssh2Connection) => (connection.client as unknown as { _protocol: { rekey(): void } })._protocol.rekey();
 
+/**
+ * A progress callback that re-keys at a quarter, half and three quarters of `total` bytes,
+ * taking turns: ours, the server's, ours.
+ */
+function rekeysAtQuarters(total: number, connection: Ssh2Connection, server: () => Connection | undefined): (bytes: number) => void {
+  const rekeys = [
+    { at: total / 4, by: () => clientRekey(connection) },
+    { at: total / 2, by: () => server()?.rekey() },
+    { at: (3 * total) / 4, by: () => clientRekey(connection) },
+  ];
+  return (bytes) => {
+    while (rekeys[0] && bytes >= rekeys[0].at) rekeys.shift()?.by();
+  };
+}
+
 /** The server's side: writes `data` into the channel as its window allows, then ends it (or stops when it closes). */
 function stream(channel: ServerChannel, data: Buffer): void {
   channel.on('error', () => {});
@@ -446,18 +461,11 @@ describe('ssh2Forward$ on reused read memory', () => {
     let handshakes = 0;
     connection.client.on('handshake', () => handshakes++);
     const pair = await socketPair();
-    // Re-keys at a quarter, half and three quarters, taking turns: ours, the server's, ours.
-    const rekeys = [
-      { at: total / 4, by: () => clientRekey(connection) },
-      { at: total / 2, by: () => serverSide?.rekey() },
-      { at: (3 * total) / 4, by: () => clientRekey(connection) },
-    ];
+    const rekeyAt = rekeysAtQuarters(total, connection, () => serverSide);
     const received = slowReader(pair, {
       burst: 1024 * 1024,
       restMs: 20,
-      onProgress: (bytes) => {
-        while (rekeys[0] && bytes >= rekeys[0].at) rekeys.shift()?.by();
-      },
+      onProgress: rekeyAt,
     });
     forward(connection, pair.accepted, destination);
     const { bytes, backedUp } = await received;
@@ -642,18 +650,11 @@ describe('ssh2Forward$ channel credit (ssh2-credit.ts)', () => {
     const pair = await socketPair();
     let serverSide: Connection | undefined;
     void server.channel.then(({ connection: c }) => (serverSide = c));
-    // Re-keys at a quarter, half and three quarters, taking turns: ours, the server's, ours.
-    const rekeys = [
-      { at: total / 4, by: () => clientRekey(connection) },
-      { at: total / 2, by: () => serverSide?.rekey() },
-      { at: (3 * total) / 4, by: () => clientRekey(connection) },
-    ];
+    const rekeyAt = rekeysAtQuarters(total, connection, () => serverSide);
     const received = slowReader(pair, {
       burst: 768 * 1024,
       restMs: 15,
-      onProgress: (bytes) => {
-        while (rekeys[0] && bytes >= rekeys[0].at) rekeys.shift()?.by();
-      },
+      onProgress: rekeyAt,
     });
     forward(connection, pair.accepted, destination, receiveWindow);
     const { bytes, backedUp } = await received;
