@@ -87,7 +87,7 @@ function program(): Command {
     .option('-x, --exclude <subnet>', 'never tunnel this subnet (repeatable)', (v: string, all: string[]) => [...all, v], [])
     .option('--exclude-from <file>', 'exclude the subnets listed in a file, one per line')
     .option('-e, --ssh-cmd <command>', 'the ssh command to use, with its options', 'ssh')
-    .option('--remote-node <path>', 'node binary on the remote host', 'node')
+    .option('--remote-node <path>', 'node binary on the remote host ("none": run nothing there, stock-sshd mode; chosen by itself where node is missing)', 'node')
     .addOption(new Option('--python <path>', 'sshuttle compatibility: see --remote-node').hideHelp())
     .option('-v, --verbose', 'print more (repeat for more: -vvv traces everything)', (_: string, n: number) => n + 1, 0)
     .option('--no-latency-control', 'favour bulk throughput over interactive latency')

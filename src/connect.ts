@@ -3,7 +3,9 @@ import createDebug from 'debug';
 import {
   catchError,
   concat,
+  defer,
   EMPTY,
+  finalize,
   from,
   map,
   merge,
@@ -14,14 +16,15 @@ import {
   switchMap,
   throwError,
 } from 'rxjs';
-import { discoveryClient } from './discovery-client.js';
+import { discoveryClient, sessionDiscovery, type StartFirewall } from './discovery-client.js';
 import { RxshuttleError, TransportError, UsageError } from './errors.js';
 import type { TunnelEvent } from './events.js';
 import { firewall$ } from './firewall/client.js';
 import { originalDestination } from './firewall/original-dst.js';
 import type { FirewallSetup, SubnetRule } from './firewall/types.js';
 import { routeRedirected } from './direct.js';
-import { isServerLink, serverLink$ } from './server-link.js';
+import { isServerLink, isStockLink, keepaliveLost, type ServerLink, serverLink$, type StockRemote } from './server-link.js';
+import { stockDiscovery } from './stock/discovery.js';
 import { asAccepted, type Listener, listener$, type Redirected, redirected$ } from './listener.js';
 import { fileURLToPath } from 'node:url';
 import { helperCommand } from './firewall/client.js';
@@ -98,96 +101,132 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
 
   return hostInfo$.pipe(
     switchMap((host) => {
-      const sshAddresses = host.addresses;
-      const forMux = new Subject<Redirected>();
       const setup: FirewallSetup = {
         version: 1,
         method: 'nat',
         port: listener.port,
         routerMode: !isLoopback(listener.host),
-        rules: [...sshAddresses.map(hostRule), ...options.subnets],
+        rules: [...host.addresses.map(hostRule), ...options.subnets],
         ...(bypassGid === undefined ? {} : { bypassGid }),
       };
       debug('firewall setup %o', setup);
-      // -N, -H, --dns: the control-channel conversations and what the firewall needs for them.
-      const discovery = discoveryClient(options, listener);
       let greeted = false;
-      const running$ = serverLink$(options, host, where, bypassGid).pipe(
-        switchMap((link) => {
-          if (!isServerLink(link)) return of(link);
-          const { server } = link;
-          const remoteOutput$ = server.stderr$.pipe(map((line): TunnelEvent => ({ kind: 'remote-output', line })));
-          // A server that went silent (network gone, host suspended) ends the tunnel instead of hanging it.
-          const alive =
-            options.keepalive > 0
-              ? keepalive({
-                  intervalMs: options.keepalive * 1000,
-                  misses: KEEPALIVE_MISSES,
-                  timeout: () =>
-                    new TransportError(
-                      'RXS_ERR_TRANSPORT_CLOSED',
-                      `connection to ${where} lost: no answer for ${options.keepalive * KEEPALIVE_MISSES} s (--keepalive ${options.keepalive})`,
-                    ),
-                })
-              : null;
-          const session$ = session({
-            role: 'client',
-            recvWindow: DEFAULT_WINDOW,
-            bytes$: alive ? server.bytes$.pipe(alive.heard()) : server.bytes$,
-            control$: alive ? merge(alive.pings$, discovery.control$) : discovery.control$,
-            sendRaw: server.sendRaw,
-            writer: server.writer,
-            accepted$: (readersBlocked$) => forMux.pipe(map((r) => asAccepted(r, readersBlocked$))),
-            maxNoise: MAX_NOISE,
-            flags: options.latencyControl ? 0 : FLAG_NO_LATENCY_CONTROL,
-          }).pipe(
-            mergeMap((event): Observable<TunnelEvent> => {
-              switch (event.kind) {
-                case 'noise':
-                  return of({ kind: 'remote-output', line: event.text.trimEnd() });
-                case 'hello':
-                  greeted = true;
-                  return concat(
-                    of<TunnelEvent>({ kind: 'connected', remote: where, window: event.hello.window }),
-                    merge(
-                      discovery.firewall$(setup, (complete, hosts$) => {
-                        const helper = {
-                          helperArgv: [...options.firewallCommand],
-                          ...(options.firewallStderr ? { stderr: options.firewallStderr } : {}),
-                        };
-                        return hosts$ ? firewall$(complete, { ...helper, hosts$ }) : firewall$(complete, helper);
-                      }),
-                      routeRedirected(
-                        redirected$(listener, originalDestination),
-                        link.carrier(),
-                        (r) => forMux.next(r),
-                        maxHandOffs,
-                      ),
-                    ),
-                  );
-                case 'open':
-                  return of({ kind: 'accept', id: event.id, source: event.source ?? '?', destination: event.destination });
-                case 'close':
-                  return of({ ...event, kind: 'close' });
-                case 'exit':
-                  return concat(
-                    of<TunnelEvent>({ kind: 'remote-exit', reason: event.reason }),
-                    throwError(() => new TransportError('RXS_ERR_REMOTE_EXIT', `server on ${where} stopped: ${event.reason}`)),
-                  );
-                case 'pong':
-                  return EMPTY;
-                default:
-                  return discovery.onSessionEvent(event) ?? EMPTY;
-              }
-            }),
-          );
-          return merge(remoteOutput$, session$);
+      return serverLink$(options, host, where, bypassGid).pipe(
+        switchMap((link): Observable<TunnelEvent> => {
+          if (isServerLink(link)) {
+            return nodeTunnel(options, listener, link, setup, where, maxHandOffs, () => {
+              greeted = true;
+            });
+          }
+          if (isStockLink(link)) {
+            greeted = true;
+            return stockTunnel(options, listener, link.stock, setup, where);
+          }
+          return of(link);
         }),
         catchError((err: unknown) => throwError(() => explainFailure(err, greeted, where, options.remoteNode, local))),
       );
-      return running$;
     }),
   );
+}
+
+/** Starts the firewall helper for a setup (and -H's hosts). */
+const startFirewall =
+  (options: TunnelOptions): StartFirewall =>
+  (complete, hosts$) => {
+    const helper = {
+      helperArgv: [...options.firewallCommand],
+      ...(options.firewallStderr ? { stderr: options.firewallStderr } : {}),
+    };
+    return hosts$ ? firewall$(complete, { ...helper, hosts$ }) : firewall$(complete, helper);
+  };
+
+/** The node server runs on the remote host: TCP in ssh's channels or our mux, discovery in the session. */
+function nodeTunnel(
+  options: TunnelOptions,
+  listener: Listener,
+  link: ServerLink,
+  setup: FirewallSetup,
+  where: string,
+  maxHandOffs: number,
+  onGreeted: () => void,
+): Observable<TunnelEvent> {
+  const { server } = link;
+  const forMux = new Subject<Redirected>();
+  // -N, -H, --dns: the control-channel conversations and what the firewall needs for them.
+  const conversation = sessionDiscovery(options);
+  const discovery = discoveryClient(options, listener, conversation.source);
+  const remoteOutput$ = server.stderr$.pipe(map((line): TunnelEvent => ({ kind: 'remote-output', line })));
+  // A server that went silent (network gone, host suspended) ends the tunnel instead of hanging it.
+  const alive =
+    options.keepalive > 0
+      ? keepalive({
+          intervalMs: options.keepalive * 1000,
+          misses: KEEPALIVE_MISSES,
+          timeout: () => new TransportError('RXS_ERR_TRANSPORT_CLOSED', keepaliveLost(where, options.keepalive)),
+        })
+      : null;
+  const session$ = session({
+    role: 'client',
+    recvWindow: DEFAULT_WINDOW,
+    bytes$: alive ? server.bytes$.pipe(alive.heard()) : server.bytes$,
+    control$: alive ? merge(alive.pings$, conversation.control$) : conversation.control$,
+    sendRaw: server.sendRaw,
+    writer: server.writer,
+    accepted$: (readersBlocked$) => forMux.pipe(map((r) => asAccepted(r, readersBlocked$))),
+    maxNoise: MAX_NOISE,
+    flags: options.latencyControl ? 0 : FLAG_NO_LATENCY_CONTROL,
+  }).pipe(
+    mergeMap((event): Observable<TunnelEvent> => {
+      switch (event.kind) {
+        case 'noise':
+          return of({ kind: 'remote-output', line: event.text.trimEnd() });
+        case 'hello':
+          onGreeted();
+          return concat(
+            of<TunnelEvent>({ kind: 'connected', remote: where, window: event.hello.window }),
+            merge(
+              discovery.firewall$(setup, startFirewall(options)),
+              routeRedirected(redirected$(listener, originalDestination), link.carrier(), (r) => forMux.next(r), maxHandOffs),
+            ),
+          );
+        case 'open':
+          return of({ kind: 'accept', id: event.id, source: event.source ?? '?', destination: event.destination });
+        case 'close':
+          return of({ ...event, kind: 'close' });
+        case 'exit':
+          return concat(
+            of<TunnelEvent>({ kind: 'remote-exit', reason: event.reason }),
+            throwError(() => new TransportError('RXS_ERR_REMOTE_EXIT', `server on ${where} stopped: ${event.reason}`)),
+          );
+        case 'pong':
+          return EMPTY;
+        default:
+          return conversation.onSessionEvent(event) ?? EMPTY;
+      }
+    }),
+  );
+  return merge(remoteOutput$, session$);
+}
+
+/**
+ * Stock-sshd mode: nothing of ours runs on the remote host. Each TCP connection is a direct-tcpip
+ * channel (one sshd refuses is reset, as the destination would have); discovery and DNS go
+ * through plain commands and DNS over TCP (stock/discovery.ts); ssh's keepalive watches the link.
+ */
+function stockTunnel(options: TunnelOptions, listener: Listener, remote: StockRemote, setup: FirewallSetup, where: string): Observable<TunnelEvent> {
+  return defer(() => {
+    const stock = stockDiscovery(options, remote, where);
+    const discovery = discoveryClient(options, listener, stock.source);
+    return concat(
+      of<TunnelEvent>({ kind: 'connected', remote: where, window: 0 }),
+      merge(
+        stock.notices$,
+        discovery.firewall$(setup, startFirewall(options)),
+        routeRedirected(redirected$(listener, originalDestination), remote.carrier, null),
+      ),
+    ).pipe(finalize(() => stock.close()));
+  });
 }
 
 const isLoopback = (host: string) => host.startsWith('127.') || host === '::1' || host === 'localhost';

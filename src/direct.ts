@@ -33,16 +33,19 @@ export function controlMasterCarrier(controlPath: string): Carrier {
  * Where each redirected TCP connection goes: to ssh's own channels when there is a carrier,
  * otherwise, or when ssh refuses it, to our own mux (`toMux`), which also gives a refused
  * destination its RST. Emits accept/close events for the connections ssh carries; the mux reports
- * its own.
+ * its own. Without a mux (`toMux` null: stock-sshd mode) a connection ssh refuses is reset here.
  */
 export function routeRedirected(
   redirected$: Observable<Redirected>,
   carrier: (() => Carrier) | null,
-  toMux: (redirected: Redirected) => void,
+  toMux: ((redirected: Redirected) => void) | null,
   /** Connections ssh may carry at once (its descriptors); beyond, new ones go to the mux. */
   maxHandOffs = Number.POSITIVE_INFINITY,
 ): Observable<TunnelEvent> {
-  if (carrier === null) return redirected$.pipe(tap(toMux), ignoreElements());
+  if (carrier === null) {
+    if (toMux === null) throw new TypeError('routeRedirected: nothing to carry the connections');
+    return redirected$.pipe(tap(toMux), ignoreElements());
+  }
   return defer(() => {
     const opened = carrier();
     return handOffAll(redirected$, opened, toMux, maxHandOffs).pipe(finalize(() => opened.close()));
@@ -52,7 +55,7 @@ export function routeRedirected(
 function handOffAll(
   redirected$: Observable<Redirected>,
   carrier: Carrier,
-  toMux: (redirected: Redirected) => void,
+  toMux: ((redirected: Redirected) => void) | null,
   maxHandOffs: number,
 ): Observable<TunnelEvent> {
   let active = 0;
@@ -62,7 +65,7 @@ function handOffAll(
   let nextId = 1;
   return redirected$.pipe(
     mergeMap((redirected) => {
-      if (!enabled || active >= maxHandOffs) {
+      if (toMux !== null && (!enabled || active >= maxHandOffs)) {
         toMux(redirected);
         return EMPTY;
       }
@@ -90,6 +93,14 @@ function handOffAll(
                 via: 'ssh',
               });
             case 'refused':
+              if (toMux === null) {
+                debug('ssh refused %s:%d (%s): reset', destination.address, destination.port, result.reason);
+                socket.resetAndDestroy();
+                return of<TunnelEvent[]>(
+                  { kind: 'accept', id, source, destination, via: 'ssh' },
+                  { kind: 'close', id, destination, reason: 'refused', detail: result.reason, bytesSent: 0, bytesReceived: 0, via: 'ssh' },
+                );
+              }
               debug('ssh refused %s:%d (%s): to the mux', destination.address, destination.port, result.reason);
               owner = 'mux';
               toMux(redirected);

@@ -22,7 +22,7 @@ import type { FirewallSetup, HostsEntry, SubnetRule } from './firewall/types.js'
 import { parseIp } from './ip.js';
 import type { Listener } from './listener.js';
 import type { TunnelOptions } from './options.js';
-import { encodeHostsRequest, type Route } from './streams/discovery.js';
+import { encodeHostsRequest, type HostEntry, type Route } from './streams/discovery.js';
 import { DnsIds, type DnsReply, dnsQuery } from './streams/dns.js';
 import { Command, CONTROL_CHANNEL, type Frame, frame } from './streams/frame.js';
 import type { SessionEvent } from './streams/session.js';
@@ -36,10 +36,6 @@ const MAX_HOSTS = 10_000;
 export type StartFirewall = (setup: FirewallSetup, hosts$?: Observable<HostsEntry>) => Observable<FirewallEvent>;
 
 export interface Discovery {
-  /** Frames for the session's control channel. */
-  readonly control$: Observable<Frame>;
-  /** Handles the session events that belong here (null for the others); returns what to report. */
-  onSessionEvent(event: SessionEvent): Observable<TunnelEvent> | null;
   /** The firewall and what hangs on it: waits for routes (-N), binds the DNS sockets, starts the helper; then -H and DNS capture. */
   firewall$(base: FirewallSetup, start: StartFirewall): Observable<TunnelEvent>;
 }
@@ -84,23 +80,80 @@ function dnsHosts(listenHost: string): { v4: string; v6: string } {
   return { v4, v6 };
 }
 
-export function discoveryClient(options: TunnelOptions, listener: Listener): Discovery {
+/**
+ * Where -N, -H and --dns get their answers: the node server over the session's control channel
+ * (sessionDiscovery), or in stock-sshd mode commands and DNS over TCP through ssh (stock/).
+ */
+export interface DiscoverySource {
+  /** -N: the remote's routes, once. */
+  readonly routes$: Observable<readonly Route[]>;
+  /** -H: the hosts the remote finds, starting from the seeds; subscribed once the firewall is ready. */
+  hosts$(seeds: readonly string[]): Observable<HostEntry>;
+  /** --dns: one captured query's answer (errors with DnsError FAILED for SERVFAIL). */
+  ask(message: Buffer): Observable<Buffer>;
+}
+
+/** The node server's side of discovery: frames for the control channel, and the session events that answer them. */
+export function sessionDiscovery(options: TunnelOptions): {
+  readonly source: DiscoverySource;
+  readonly control$: Observable<Frame>;
+  onSessionEvent(event: SessionEvent): Observable<TunnelEvent> | null;
+} {
   const control = new Subject<Frame>();
   const routes = new ReplaySubject<readonly Route[]>(1);
   const replies = new Subject<DnsReply>();
+  const hosts = new Subject<HostEntry>();
+  const ids = new DnsIds();
+  const toNs = options.dns?.toNs;
+  const source: DiscoverySource = {
+    routes$: routes.pipe(take(1)),
+    hosts$: (seeds) =>
+      merge(
+        hosts,
+        defer(() => {
+          control.next(encodeHostsRequest(seeds));
+          return EMPTY;
+        }),
+      ),
+    ask: (message) =>
+      defer(() => {
+        const id = ids.take();
+        return dnsQuery(
+          { id, message, ...(toNs ? { target: toNs } : {}) },
+          { send: (f) => control.next(f), replies$: replies, timeoutMs: DNS_QUERY_TIMEOUT_MS },
+        ).pipe(finalize(() => ids.release(id)));
+      }),
+  };
+  return {
+    source,
+    control$: merge(options.autoNets ? of(frame(CONTROL_CHANNEL, Command.ROUTES_REQUEST)) : EMPTY, control),
+    onSessionEvent(event) {
+      switch (event.kind) {
+        case 'routes':
+          routes.next(event.routes);
+          return EMPTY;
+        case 'dns-response':
+        case 'dns-failed':
+          replies.next(event);
+          return EMPTY;
+        case 'host':
+          hosts.next(event.host);
+          return EMPTY;
+        case 'dns-request':
+        case 'routes-request':
+        case 'hosts-request':
+          return EMPTY; // server-bound: the mux never lets them reach a client
+        default:
+          return null;
+      }
+    },
+  };
+}
+
+export function discoveryClient(options: TunnelOptions, listener: Listener, source: DiscoverySource): Discovery {
   const hosts = new Subject<HostsEntry>();
   const known = new Map<string, string>();
-  const ids = new DnsIds();
   const dns = options.dns;
-
-  const ask = (message: Buffer) =>
-    defer(() => {
-      const id = ids.take();
-      return dnsQuery(
-        { id, message, ...(dns?.toNs ? { target: dns.toNs } : {}) },
-        { send: (f) => control.next(f), replies$: replies, timeoutMs: DNS_QUERY_TIMEOUT_MS },
-      ).pipe(finalize(() => ids.release(id)));
-    });
 
   /** The DNS sockets and the nameservers they serve; v6 ones are left out (with a warning) where IPv6 cannot be bound. */
   const dnsSetup$ = (): Observable<{ sockets: DnsSockets; nameservers: string[]; warning?: string } | null> => {
@@ -127,46 +180,24 @@ export function discoveryClient(options: TunnelOptions, listener: Listener): Dis
     });
   };
 
+  /** A found host goes to the helper (once per name and address, bounded) and is reported. */
+  const foundHost = ({ name, address }: HostEntry): Observable<TunnelEvent> => {
+    if (known.get(name) === address || (!known.has(name) && known.size >= MAX_HOSTS)) return EMPTY;
+    known.set(name, address);
+    hosts.next({ address, name });
+    return of<TunnelEvent>({ kind: 'host', name, address });
+  };
+
   const afterReady$ = (sockets: DnsSockets | null): Observable<TunnelEvent> =>
     merge(
-      defer(() => {
-        if (options.autoHosts) control.next(encodeHostsRequest(options.autoHosts.seeds));
-        return EMPTY;
-      }),
-      sockets ? dnsCapture$(sockets, ask) : EMPTY,
+      options.autoHosts ? source.hosts$(options.autoHosts.seeds).pipe(mergeMap(foundHost)) : EMPTY,
+      sockets ? dnsCapture$(sockets, (message) => source.ask(message)) : EMPTY,
     );
 
   return {
-    control$: merge(options.autoNets ? of(frame(CONTROL_CHANNEL, Command.ROUTES_REQUEST)) : EMPTY, control),
-
-    onSessionEvent(event) {
-      switch (event.kind) {
-        case 'routes':
-          routes.next(event.routes);
-          return EMPTY;
-        case 'dns-response':
-        case 'dns-failed':
-          replies.next(event);
-          return EMPTY;
-        case 'host': {
-          const { name, address } = event.host;
-          if (known.get(name) === address || (!known.has(name) && known.size >= MAX_HOSTS)) return EMPTY;
-          known.set(name, address);
-          hosts.next({ address, name });
-          return of<TunnelEvent>({ kind: 'host', name, address });
-        }
-        case 'dns-request':
-        case 'routes-request':
-        case 'hosts-request':
-          return EMPTY; // server-bound: the mux never lets them reach a client
-        default:
-          return null;
-      }
-    },
-
     firewall$(base, start) {
       const auto$: Observable<{ list: readonly Route[]; chosen: SubnetRule[] } | null> = options.autoNets
-        ? routes.pipe(
+        ? source.routes$.pipe(
             take(1),
             map((list) => ({ list, chosen: autoNetRules(list, base.rules, listensOnIpv6(listener)) })),
           )

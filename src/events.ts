@@ -13,6 +13,12 @@ export type TunnelEvent =
    */
   | { readonly kind: 'transport'; readonly transport: 'ssh' | 'ssh2'; readonly why?: string }
   | { readonly kind: 'remote-output'; readonly line: string }
+  /**
+   * What runs on the remote host: the uploaded `node` server, or nothing (`stock`: sshd alone
+   * carries TCP in its own channels, DNS over TCP, discovery by plain commands); `why` in words.
+   */
+  | { readonly kind: 'mode'; readonly mode: 'node' | 'stock'; readonly why: string }
+  /** The session is up. `window`: the mux's credit window (0 in stock-sshd mode, which has no mux). */
   | { readonly kind: 'connected'; readonly remote: string; readonly window: number }
   | {
       readonly kind: 'firewall-ready';
@@ -41,6 +47,8 @@ export type TunnelEvent =
     }
   | { readonly kind: 'remote-exit'; readonly reason: string }
   | { readonly kind: 'warning'; readonly message: string }
+  /** Something worth knowing that needs no action (what a remote OS cannot tell, for one): shown with -v. */
+  | { readonly kind: 'notice'; readonly message: string }
   /** -N: the routes the server named ("available routes"), and how many of them are tunneled. */
   | { readonly kind: 'routes'; readonly routes: readonly Route[]; readonly tunneled: number }
   /** --dns: one captured query and what became of it. */

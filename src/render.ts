@@ -16,6 +16,10 @@ const renderers: { readonly [K in TunnelEvent['kind']]: Renderer<K> } = {
       e.transport === 'ssh2' ? 'Transport: ssh2, in this process.' : `Transport: the ssh binary${e.why ? ` (${e.why})` : ''}.`,
   },
   'remote-output': { level: 2, text: (e) => `remote: ${e.line}` },
+  mode: {
+    level: 1,
+    text: (e) => (e.mode === 'node' ? `Remote: the node server (${e.why}).` : `Remote: stock sshd, nothing run there (${e.why}).`),
+  },
   connected: { level: 1, text: (e) => `Connected to ${e.remote}.` },
   'firewall-ready': {
     level: 1,
@@ -30,6 +34,7 @@ const renderers: { readonly [K in TunnelEvent['kind']]: Renderer<K> } = {
   },
   'remote-exit': { level: 0, text: (e) => `server stopped: ${e.reason}` },
   warning: { level: 0, text: (e) => `warning: ${e.message}` },
+  notice: { level: 1, text: (e) => e.message },
   routes: {
     level: 1,
     text: (e) =>

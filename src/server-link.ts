@@ -1,20 +1,39 @@
 import { existsSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import createDebug from 'debug';
-import { catchError, concat, finalize, map, type Observable, of, switchMap, throwError } from 'rxjs';
+import type { Duplex } from 'node:stream';
+import { catchError, concat, finalize, from, map, type Observable, of, switchMap, throwError } from 'rxjs';
 import { type Carrier, controlMasterCarrier } from './direct.js';
-import { UsageError } from './errors.js';
+import { errorMessage, TransportError, UsageError } from './errors.js';
 import type { TunnelEvent } from './events.js';
-import type { TunnelOptions } from './options.js';
+import { KEEPALIVE_MISSES, type TunnelOptions } from './options.js';
 import type { Destination } from './streams/frame.js';
 import { controlSocket } from './transport/control-master.js';
 import { type ServerProcess, serverProcess$ } from './transport/server-process.js';
 import { type SshHostInfo, sshServerArgv } from './transport/ssh.js';
 import { LATENCY_CONTROL_WINDOW } from './transport/ssh2-credit.js';
 import { Ssh2Unsuitable, ssh2Connection$, ssh2Forward$, ssh2Server$, ssh2Unsuitable } from './transport/ssh2.js';
-import { remoteCommand, stubSource } from './transport/stub.js';
+import { parseProbe, type ProbeResult, probeScript } from './transport/remote-probe.js';
+import { checkForwarding, type ExecResult, ssh2Channel$, ssh2Exec } from './transport/ssh2-exec.js';
+import { MIN_REMOTE_NODE_MAJOR, remoteCommand, stubSource } from './transport/stub.js';
 
 const debug = createDebug('rxshuttle:connect');
+
+/** Stock-sshd mode: nothing runs on the remote host; sshd's own channels and commands do it all. */
+export interface StockLink {
+  readonly stock: StockRemote;
+}
+
+export interface StockRemote {
+  /** What the start-up probe found (resolv.conf, routes for -N, OS). */
+  readonly probe: ProbeResult;
+  /** Carries redirected TCP connections in direct-tcpip channels. */
+  readonly carrier: () => Carrier;
+  /** Runs a plain command (bounded output). */
+  exec(command: string): Promise<ExecResult>;
+  /** A byte stream to a remote address (DNS over TCP). */
+  channel$(destination: { readonly address: string; readonly port: number }): Observable<Duplex>;
+}
 
 /** The server, running, and who else may carry redirected TCP connections. */
 export interface ServerLink {
@@ -23,7 +42,12 @@ export interface ServerLink {
   readonly carrier: () => (() => Carrier) | null;
 }
 
-export const isServerLink = (item: ServerLink | TunnelEvent): item is ServerLink => 'server' in item;
+export const isServerLink = (item: ServerLink | StockLink | TunnelEvent): item is ServerLink => 'server' in item;
+export const isStockLink = (item: ServerLink | StockLink | TunnelEvent): item is StockLink => 'stock' in item;
+
+/** How a tunnel whose keepalive went unanswered ends (the same words on every transport). */
+export const keepaliveLost = (where: string, seconds: number): string =>
+  `connection to ${where} lost: no answer for ${seconds * KEEPALIVE_MISSES} s (--keepalive ${seconds})`;
 
 /**
  * Starts the server the way options.transport says: `ssh2` in-process, `ssh` through the ssh
@@ -37,7 +61,7 @@ export function serverLink$(
   host: SshHostInfo,
   where: string,
   bypassGid: number | undefined,
-): Observable<ServerLink | TunnelEvent> {
+): Observable<ServerLink | StockLink | TunnelEvent> {
   const { remote } = options;
   if (!remote) return binary$([process.execPath, '-e', stubSource()], null, bypassGid);
   const { config } = host;
@@ -58,10 +82,14 @@ export function serverLink$(
       binary$(argv, control, undefined),
     );
   };
-  if (!config || options.transport === 'ssh' || options.sshForward) return viaBinary$();
+  if (!config || options.transport === 'ssh' || options.sshForward) return stockNeedsSsh2(options, viaBinary$());
   const unsuitable = ssh2Unsuitable(config);
-  if (unsuitable && options.transport === 'auto') return viaBinary$(unsuitable);
-  const viaSsh2$ = ssh2Connection$(config, where).pipe(
+  if (unsuitable && options.transport === 'auto') return stockNeedsSsh2(options, viaBinary$(unsuitable));
+  const keepalive =
+    options.keepalive > 0
+      ? { intervalMs: options.keepalive * 1000, misses: KEEPALIVE_MISSES, lost: keepaliveLost(where, options.keepalive) }
+      : undefined;
+  const viaSsh2$ = ssh2Connection$(config, where, keepalive).pipe(
     switchMap((connection) => {
       debug('ssh2: authenticated with %s', connection.authenticatedWith);
       const receiveWindow = options.latencyControl ? LATENCY_CONTROL_WINDOW : null;
@@ -69,9 +97,46 @@ export function serverLink$(
         carry: (socket: Socket, destination: Destination) => ssh2Forward$(connection, socket, destination, receiveWindow),
         close: () => {},
       });
+      const { client, inbound } = connection;
+      const script = probeScript({ remoteNode: options.remoteNode, routes: options.autoNets });
+      // One exec decides (and the forwarding check rides along in parallel): no extra round trip.
+      const probed = Promise.all([
+        ssh2Exec(client, script.command, inbound).catch((err: unknown) => {
+          debug('probe failed: %s', errorMessage(err));
+          return { stdout: '', code: null, cut: false };
+        }),
+        checkForwarding(client),
+      ]);
       return concat(
         of<TunnelEvent>({ kind: 'transport', transport: 'ssh2' }),
-        ssh2Server$(connection.client, remoteCommand(options.remoteNode), connection.inbound).pipe(map((server): ServerLink => ({ server, carrier: () => carrier }))),
+        from(probed).pipe(
+          switchMap(([output, forwarding]): Observable<ServerLink | StockLink | TunnelEvent> => {
+            const probe = parseProbe(script.parse(output.stdout), options.remoteNode);
+            debug('probe: node %o, os %s, forwarding %s', probe.node, probe.os, forwarding);
+            if (probe.node.usable) {
+              return concat(
+                of<TunnelEvent>({ kind: 'mode', mode: 'node', why: `node ${probe.node.version} on ${where}` }),
+                ssh2Server$(client, remoteCommand(options.remoteNode), inbound).pipe(map((server): ServerLink => ({ server, carrier: () => carrier }))),
+              );
+            }
+            if (forwarding === 'prohibited') {
+              return throwError(
+                () =>
+                  new TransportError(
+                    'RXS_ERR_REMOTE_NO_NODE',
+                    `${where} has no usable node (${probe.node.usable ? '' : probe.node.why}) and refuses TCP forwarding: install Node.js ${MIN_REMOTE_NODE_MAJOR}+ there (or pass --remote-node PATH), or set AllowTcpForwarding yes in its sshd_config`,
+                  ),
+              );
+            }
+            const stock: StockRemote = {
+              probe,
+              carrier,
+              exec: (command) => ssh2Exec(client, command, inbound),
+              channel$: (destination) => ssh2Channel$(client, destination, inbound),
+            };
+            return concat(of<TunnelEvent>({ kind: 'mode', mode: 'stock', why: `${probe.node.why}; TCP in ssh channels` }), of<StockLink>({ stock }));
+          }),
+        ),
       );
     }),
   );
@@ -84,6 +149,14 @@ export function serverLink$(
       debug('ssh2 cannot: %s; using the ssh binary', err.reason);
       return viaBinary$(err.reason);
     }),
+  );
+}
+
+/** Stock-sshd mode runs on ssh2 only (for now): through the binary, the node server is needed. */
+function stockNeedsSsh2(options: TunnelOptions, binary: Observable<ServerLink | TunnelEvent>): Observable<ServerLink | TunnelEvent> {
+  if (options.remoteNode !== 'none') return binary;
+  return throwError(
+    () => new UsageError('--remote-node none (stock-sshd mode) works with the in-process ssh2 transport only: drop --transport ssh/--ssh-forward'),
   );
 }
 

@@ -1,7 +1,7 @@
 import { createSocket } from 'node:dgram';
 import { type Observable, of, Subject } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { autoNetRules, type Discovery, discoveryClient } from '../src/discovery-client.js';
+import { autoNetRules, discoveryClient, sessionDiscovery } from '../src/discovery-client.js';
 import type { TunnelEvent } from '../src/events.js';
 import type { FirewallEvent } from '../src/firewall/client.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from '../src/firewall/types.js';
@@ -57,7 +57,7 @@ describe('discoveryClient', () => {
     routerMode: false,
     rules: [rule('10.99.0.2', 32, true)],
   });
-  const session = (d: Discovery, event: SessionEvent) => {
+  const session = (d: ReturnType<typeof sessionDiscovery>, event: SessionEvent) => {
     const out: TunnelEvent[] = [];
     d.onSessionEvent(event)?.subscribe((e) => out.push(e));
     return out;
@@ -65,9 +65,10 @@ describe('discoveryClient', () => {
 
   it('-N: asks for routes at once, starts the firewall only when they came, with them; -H asks for hosts once ready', async () => {
     const options = resolveOptions({ subnets: [], autoNets: true, autoHosts: true, seedHosts: 'seed.lab' }, () => ['fw']);
-    const d = discoveryClient(options, listener(12300));
+    const s = sessionDiscovery(options);
+    const d = discoveryClient(options, listener(12300), s.source);
     const control: Frame[] = [];
-    d.control$.subscribe((f) => control.push(f));
+    s.control$.subscribe((f) => control.push(f));
     expect(control).toEqual([frame(CONTROL_CHANNEL, Command.ROUTES_REQUEST)]);
 
     const ready = new Subject<FirewallEvent>();
@@ -81,7 +82,7 @@ describe('discoveryClient', () => {
     }).subscribe((e) => events.push(e));
     expect(started).toEqual([]);
 
-    expect(session(d, { kind: 'routes', routes: [route('0.0.0.0', 0), route('10.98.0.0', 24), route('10.99.0.2', 32)] })).toEqual([]);
+    expect(session(s, { kind: 'routes', routes: [route('0.0.0.0', 0), route('10.98.0.0', 24), route('10.99.0.2', 32)] })).toEqual([]);
     expect(events).toEqual([{ kind: 'routes', routes: [route('0.0.0.0', 0), route('10.98.0.0', 24), route('10.99.0.2', 32)], tunneled: 1 }]);
     expect(started).toEqual([{ ...base(12300), rules: [rule('10.99.0.2', 32, true), rule('10.98.0.0', 24, false)], hosts: true }]);
 
@@ -93,8 +94,9 @@ describe('discoveryClient', () => {
 
     // Hosts go to the helper (once per name and address) and are reported.
     const host = { kind: 'host', host: { family: 4, address: '10.98.0.3', name: 'target' } } as const;
-    expect(session(d, host)).toEqual([{ kind: 'host', name: 'target', address: '10.98.0.3' }]);
-    expect(session(d, host)).toEqual([]);
+    expect(session(s, host)).toEqual([]);
+    expect(session(s, host)).toEqual([]);
+    expect(events.filter((e) => e.kind === 'host')).toEqual([{ kind: 'host', name: 'target', address: '10.98.0.3' }]);
     expect(entries).toEqual([{ address: '10.98.0.3', name: 'target' }]);
 
     // A refusal by the helper is a warning, said once.
@@ -106,9 +108,10 @@ describe('discoveryClient', () => {
   it('--dns: binds the DNS sockets on the next free port, puts them in the setup, and answers captured queries through DNS_REQUEST', async () => {
     const port = 40000 + Math.floor(Math.random() * 20000);
     const options = resolveOptions({ subnets: ['10.98.0.0/24'], nsHosts: '10.98.0.3' }, () => ['fw']);
-    const d = discoveryClient(options, listener(port));
+    const s = sessionDiscovery(options);
+    const d = discoveryClient(options, listener(port), s.source);
     const control: Frame[] = [];
-    d.control$.subscribe((f) => control.push(f));
+    s.control$.subscribe((f) => control.push(f));
     const events: TunnelEvent[] = [];
     let setup: FirewallSetup | undefined;
     const sub = d.firewall$(base(port), (s) => {
@@ -129,7 +132,7 @@ describe('discoveryClient', () => {
     const request = decodeDnsRequest(control[0]?.payload ?? Buffer.alloc(0));
     expect(request.message).toEqual(query);
     const reply = Buffer.from([0xab, 0xcd, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0x61, 0, 0, 1, 0, 1]);
-    session(d, { kind: 'dns-response', id: request.id, message: reply });
+    session(s, { kind: 'dns-response', id: request.id, message: reply });
     expect(await answer).toEqual(reply);
     socket.close();
     sub.unsubscribe();

@@ -22,6 +22,8 @@ import { type HostEntry, isValidHostName } from '../streams/discovery.js';
 
 /** Everything hostwatch reads or asks; injectable so tests need no network. */
 export interface HostwatchSources {
+  /** Called at the start of each scan: a source that reads everything at once does it here. */
+  refresh?(): Promise<void>;
   readFile(path: string): Promise<string | null>;
   /** Addresses in the neighbour tables (both families). */
   neighbours(): Promise<string[]>;
@@ -230,6 +232,7 @@ export function hostwatch$(options: HostwatchOptions = {}): Observable<HostEntry
     };
 
     const scan = async () => {
+      await sources.refresh?.();
       const hosts = await sources.readFile('/etc/hosts');
       for (const entry of parseHostsFile(hosts ?? '')) for (const name of entry.names) found(name, entry.address);
       const own = sources.ownAddresses();

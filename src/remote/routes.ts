@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { endianness } from 'node:os';
-import { formatAddress } from '../streams/destination.js';
+import { addressBytes, formatAddress } from '../streams/destination.js';
 import type { Route } from '../streams/discovery.js';
 
 const RTF_UP = 0x0001;
@@ -37,6 +37,12 @@ function skipV6(bytes: Buffer, prefix: number): boolean {
   if ((first & 0xffc0) === 0xfe80) return true; // link-local
   if ((first & 0xff00) === 0xff00) return true; // multicast
   return false;
+}
+
+/** Whether a route means something beyond the host that has it (not default, loopback, link-local, multicast). */
+export function worthTunneling(route: { readonly family: 4 | 6; readonly address: string; readonly prefix: number }): boolean {
+  const bytes = addressBytes(route.family, route.address);
+  return route.family === 4 ? !skipV4(bytes, route.prefix) : !skipV6(bytes, route.prefix);
 }
 
 const prefixOf = (mask: number): number | null => {

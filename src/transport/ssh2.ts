@@ -42,6 +42,8 @@ const DEFAULT_READY_TIMEOUT_MS = 20_000;
 const READ_BYTES_PER_TURN = 512 * 1024;
 /** A read at least this large means the socket has a backlog (a bulk transfer). */
 const BULK_READ_BYTES = 64 * 1024;
+/** ssh2's message when its keepalive requests went unanswered. */
+const KEEPALIVE_TIMEOUT = 'Keepalive timeout';
 /** ssh2's message when every authentication method has been tried. */
 const AUTH_EXHAUSTED = /All configured authentication methods failed/;
 /** ssh2 error levels that mean the host could not be reached at all. */
@@ -137,11 +139,18 @@ function authAttempts(config: ResolvedSshConfig, username: string): AuthAttempt[
   return attempts;
 }
 
+/** keepalive@openssh.com requests every `intervalMs`; `misses` unanswered in a row end the connection with `lost`. */
+export interface Ssh2Keepalive {
+  readonly intervalMs: number;
+  readonly misses: number;
+  readonly lost: string;
+}
+
 /**
  * Opens and authenticates the ssh connection; unsubscribing ends it. Errors are one-line
  * TransportErrors that say what to do (unknown host key, no usable key, unreachable host).
  */
-export function ssh2Connection$(config: ResolvedSshConfig, where: string): Observable<Ssh2Connection> {
+export function ssh2Connection$(config: ResolvedSshConfig, where: string, keepalive?: Ssh2Keepalive): Observable<Ssh2Connection> {
   return new Observable<Ssh2Connection>((subscriber) => {
     const unsuitable = ssh2Unsuitable(config);
     if (unsuitable) {
@@ -222,7 +231,8 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
     client.on('error', (err: Error & { level?: string }) => {
       debug('ssh2 error (%s): %s', err.level, err.message);
       if (ready) {
-        subscriber.error(new TransportError('RXS_ERR_TRANSPORT_CLOSED', `connection to ${where} lost: ${err.message}`));
+        const why = keepalive && err.message === KEEPALIVE_TIMEOUT ? keepalive.lost : `connection to ${where} lost: ${err.message}`;
+        subscriber.error(new TransportError('RXS_ERR_TRANSPORT_CLOSED', why));
         return;
       }
       // An agent that cannot sign, or a key that cannot: ssh2 goes on with the next method.
@@ -277,8 +287,10 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string): Obser
       sock: socket,
       username: config.user,
       readyTimeout: config.connectTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS,
-      // Both sides' keepalive is ours (--keepalive over the session); ssh2's would duplicate it.
-      keepaliveInterval: 0,
+      // At the ssh level, so that it works without the node server too (stock-sshd mode).
+      // ssh2 gives up when more than keepaliveCountMax requests in a row went unanswered.
+      keepaliveInterval: keepalive?.intervalMs ?? 0,
+      keepaliveCountMax: Math.max(0, (keepalive?.misses ?? 1) - 1),
       algorithms: {
         // As ssh's default (Compression no): zlib would cost more CPU than it saves on a LAN.
         compress: ['none'],

@@ -221,7 +221,7 @@ describe('rxshuttle -D', () => {
   it('a failure to connect is reported on the terminal with a non-zero exit; nothing stays', async () => {
     const cwd = path.join(work, 'run2');
     fs.mkdirSync(cwd);
-    const run = await runCli(['-D', '-r', lab.sshHostNoNode, '-e', lab.sshCommand, LAB.targetSubnet], cwd);
+    const run = await runCli(['-D', '--transport', 'ssh', '-r', lab.sshHostNoNode, '-e', lab.sshCommand, LAB.targetSubnet], cwd);
     expect(run.code, run.stderr).toBe(1);
     const lines = run.stderr.trim().split('\n');
     expect(lines, run.stderr).toHaveLength(1);

@@ -25,8 +25,9 @@ useLab({ dns: true }, (up) => {
 
 
 describe('remote failures', () => {
-  it('a remote without node: one line naming node and the host, exit 1, nothing left', async () => {
-    const r = await runRxshuttle(lab, 'cli', ['-r', lab.sshHostNoNode, '-e', lab.sshCommand, LAB.targetSubnet], 60_000);
+  // Through the ssh binary the node server is still needed (stock-sshd mode is ssh2's: stock.test.ts).
+  it('a remote without node, through the ssh binary: one line naming node and the host, exit 1, nothing left', async () => {
+    const r = await runRxshuttle(lab, 'cli', ['--transport', 'ssh', '-r', lab.sshHostNoNode, '-e', lab.sshCommand, LAB.targetSubnet], 60_000);
     expect(r.timedOut).toBe(false);
     expect(r.code).toBe(1);
     expect(r.elapsedMs).toBeLessThan(20_000);
@@ -38,8 +39,8 @@ describe('remote failures', () => {
     console.log(`no node: ${r.elapsedMs} ms: ${msg}`);
   });
 
-  it('a remote without node, with -v: still exits 1 with a clear last line and no rules', async () => {
-    const r = await runRxshuttle(lab, 'cli', ['-v', '-r', lab.sshHostNoNode, '-e', lab.sshCommand, LAB.targetSubnet], 60_000);
+  it('a remote without node, through the ssh binary, with -v: still exits 1 with a clear last line and no rules', async () => {
+    const r = await runRxshuttle(lab, 'cli', ['-v', '--transport', 'ssh', '-r', lab.sshHostNoNode, '-e', lab.sshCommand, LAB.targetSubnet], 60_000);
     expect(r.timedOut).toBe(false);
     expect(r.code).toBe(1);
     const last = r.stderr.trim().split('\n').pop() ?? '';

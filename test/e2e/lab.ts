@@ -5,7 +5,8 @@
 //        │ veth <prefix>-c0 ── <prefix>-s0
 //   <prefix>-srv  10.99.0.2/24 + 10.98.0.2/24 (fd00:99::2, fd00:98::2)
 //                 sshd on 10.99.0.2:22 (key auth, node on PATH)
-//                 sshd on 10.99.0.2:2222 (same key, node hidden)
+//                 sshd on 10.99.0.2:2222 (same key, node hidden; :2223 the
+//                 same without TCP forwarding)
 //                 ip_forward=0: cli reaches tgt only through a tunnel
 //        │ veth <prefix>-s1 ── <prefix>-t0
 //   <prefix>-tgt  10.98.0.3/24 + 10.98.0.4 + 10.98.0.5 (fd00:98::3/64)
@@ -43,6 +44,8 @@ export const LAB = {
   targetSubnet6: 'fd00:98::/64',
   sshPort: 22,
   sshPortNoNode: 2222,
+  /** The no-node sshd's second port, where TCP forwarding is off (Match LocalPort). */
+  sshPortNoNodeNoForwarding: 2223,
   httpPort: 80,
   echoPort: 7,
   closedPort: 81,
@@ -52,6 +55,7 @@ export const LAB = {
 /** Host aliases in `lab.sshConfigPath`. */
 export const SSH_HOST = 'lab';
 export const SSH_HOST_NO_NODE = 'lab-nonode';
+export const SSH_HOST_NO_NODE_NO_FORWARDING = 'lab-nonode-nofwd';
 export const SSH_HOST6 = 'lab6';
 
 /** The page served at http://10.98.0.3/ contains this string. */
@@ -529,6 +533,7 @@ export class TestLab {
   readonly sshCommand: string;
   readonly sshHost = SSH_HOST;
   readonly sshHostNoNode = SSH_HOST_NO_NODE;
+  readonly sshHostNoNodeNoForwarding = SSH_HOST_NO_NODE_NO_FORWARDING;
   readonly sshHost6 = SSH_HOST6;
   /** The node binary used in the lab (target server, PATH of port-22 sessions). */
   readonly nodePath: string;
@@ -668,9 +673,10 @@ export class TestLab {
     }
   }
 
-  private sshdConfig(port: number, pathEnv: string, pidFile: string): string {
+  private sshdConfig(port: number, pathEnv: string, pidFile: string, noForwardingPort?: number): string {
     const listen = [`ListenAddress ${LAB.srv}:${port}`];
     if (this.options.ipv6) listen.push(`ListenAddress [${LAB.srv6}]:${port}`);
+    if (noForwardingPort !== undefined) listen.push(`ListenAddress ${LAB.srv}:${noForwardingPort}`);
     return [
       ...listen,
       `HostKey ${path.join(this.stateDir, 'ssh_host_ed25519_key')}`,
@@ -691,6 +697,7 @@ export class TestLab {
       // Overrides sshd's built-in PATH for the session (applied after it).
       `SetEnv PATH=${pathEnv}`,
       'Subsystem sftp internal-sftp',
+      ...(noForwardingPort === undefined ? [] : [`Match LocalPort ${noForwardingPort}`, '  AllowTcpForwarding no']),
       '',
     ].join('\n');
   }
@@ -725,7 +732,7 @@ export class TestLab {
 
     if (this.options.noNodeSshd !== false) {
       const cfg2222 = path.join(sd, 'sshd_config_nonode');
-      fs.writeFileSync(cfg2222, this.sshdConfig(LAB.sshPortNoNode, ROOT_PATH, this.pidFiles[1]!));
+      fs.writeFileSync(cfg2222, this.sshdConfig(LAB.sshPortNoNode, ROOT_PATH, this.pidFiles[1]!, LAB.sshPortNoNodeNoForwarding));
       // Hide node from this sshd only: a private mount namespace in which
       // every directory holding node (on either PATH) gets an overlay whose
       // upper layer deletes node/nodejs (a whiteout: the file does not exist).
@@ -802,6 +809,7 @@ export class TestLab {
       ].join('\n');
     let cfg = `# rxshuttle e2e lab ${this.prefix}\n` + host(SSH_HOST, LAB.srv, LAB.sshPort);
     cfg += host(SSH_HOST_NO_NODE, LAB.srv, LAB.sshPortNoNode);
+    cfg += host(SSH_HOST_NO_NODE_NO_FORWARDING, LAB.srv, LAB.sshPortNoNodeNoForwarding);
     if (this.options.ipv6) cfg += host(SSH_HOST6, LAB.srv6, LAB.sshPort);
     fs.writeFileSync(this.sshConfigPath, cfg);
   }

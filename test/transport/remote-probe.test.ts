@@ -1,0 +1,85 @@
+import { execFileSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { hostsScanScript, parseProbe, probeScript, sectionScript } from '../../src/transport/remote-probe.js';
+
+/** Runs a script as the remote shell would (sh -c), here on this machine. */
+const runHere = (command: string) => execFileSync('/bin/sh', ['-c', command], { encoding: 'utf8', env: { ...process.env, PATH: process.env['PATH'] ?? '' } });
+
+describe('sectionScript', () => {
+  it('prints each section under its marker, and parse() gives them back; a failing command leaves its section empty; output without a final newline does not swallow the next marker', () => {
+    const script = sectionScript([
+      ['one', 'echo first; echo second'],
+      ['missing', 'cat /nonexistent/file'],
+      ['three', 'printf "no newline"'],
+      ['four', 'echo after'],
+    ]);
+    const sections = script.parse(runHere(script.command));
+    expect(sections.get('one')).toBe('first\nsecond');
+    expect(sections.get('missing')).toBe('');
+    expect(sections.get('three')).toBe('no newline');
+    expect(sections.get('four')).toBe('after');
+  });
+
+  it('a line that looks like a marker but lacks the nonce is content, not a section (the output cannot forge one)', () => {
+    const script = sectionScript([['hosts', 'echo "@@rxs-000000000000 evil"; echo real']]);
+    const sections = script.parse(runHere(script.command));
+    expect([...sections.keys()]).toEqual(['hosts']);
+    expect(sections.get('hosts')).toContain('@@rxs-000000000000 evil');
+  });
+
+  it('a section printed twice keeps its first copy; text before the first marker is dropped', () => {
+    const script = sectionScript([['a', 'echo x']]);
+    const marker = /@@rxs-[0-9a-f]+/.exec(script.command)?.[0] as string;
+    const sections = script.parse(`banner\n${marker} a\nfirst\n${marker} a\nsecond\n`);
+    expect(sections.get('a')).toBe('first');
+  });
+});
+
+describe('probeScript / parseProbe', () => {
+  it('here (node on PATH): node usable with its version, the OS, the resolv.conf', () => {
+    const script = probeScript({ remoteNode: process.execPath, routes: true });
+    const probe = parseProbe(script.parse(runHere(script.command)), process.execPath);
+    expect(probe.node).toEqual({ usable: true, version: process.version });
+    expect(probe.os).toBe('Linux');
+    expect(probe.hostOrder).toBe('LE');
+    expect(probe.hostname).not.toBe('');
+    expect(probe.sections.get('route')).toMatch(/Iface/);
+  });
+
+  it('a node that is missing, too old, or not asked for', () => {
+    const probe = (node: string, remoteNode = 'node') => parseProbe(new Map([['node', node], ['os', 'Linux\n']]), remoteNode).node;
+    expect(probe('')).toEqual({ usable: false, why: 'no "node" there' });
+    expect(probe('sh: 1: node: not found')).toEqual({ usable: false, why: 'no "node" there' });
+    expect(probe('v14.21.3')).toEqual({ usable: false, why: 'its node v14.21.3 is older than 16' });
+    expect(probe('v20.19.2\n')).toEqual({ usable: true, version: 'v20.19.2' });
+    expect(parseProbe(new Map(), 'none').node).toEqual({ usable: false, why: '--remote-node none' });
+  });
+
+  it('--remote-node none does not run node, and -N off reads no routes', () => {
+    const script = probeScript({ remoteNode: 'none', routes: false });
+    expect(script.command).not.toMatch(/--version/);
+    expect(script.command).not.toMatch(/proc\/net\/route/);
+  });
+
+  it('big-endian machines are told from uname -m', () => {
+    expect(parseProbe(new Map([['arch', 's390x\n']]), 'node').hostOrder).toBe('BE');
+    expect(parseProbe(new Map([['arch', 'ppc64le\n']]), 'node').hostOrder).toBe('LE');
+    expect(parseProbe(new Map([['arch', 'x86_64\n']]), 'node').hostOrder).toBe('LE');
+  });
+
+  it('quotes the node path for the remote shell', () => {
+    const script = probeScript({ remoteNode: "/opt/my node/bin/node'x", routes: false });
+    const sections = script.parse(runHere(script.command));
+    expect(sections.get('node')).toBe('');
+  });
+});
+
+describe('hostsScanScript', () => {
+  it('runs here and reads the hosts file and the neighbour and socket tables', () => {
+    const script = hostsScanScript();
+    const sections = script.parse(runHere(script.command));
+    expect(sections.get('hosts')).toMatch(/localhost/);
+    expect(sections.get('tcp')).toMatch(/local_address/);
+    expect([...sections.keys()]).toEqual(['hosts', 'hostname', 'addr', 'neigh', 'arp', 'tcp', 'tcp6', 'arp-a']);
+  });
+});
