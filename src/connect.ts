@@ -124,7 +124,7 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
           }
           return of(link);
         }),
-        catchError((err: unknown) => throwError(() => explainFailure(err, greeted, where, options.remoteNode, local))),
+        catchError((err: unknown) => throwError(() => explainFailure(err, greeted, where, options, local))),
       );
     }),
   );
@@ -221,6 +221,7 @@ function stockTunnel(options: TunnelOptions, listener: Listener, remote: StockRe
     return concat(
       of<TunnelEvent>({ kind: 'connected', remote: where, window: 0 }),
       merge(
+        remote.ended$,
         stock.notices$,
         discovery.firewall$(setup, startFirewall(options)),
         routeRedirected(redirected$(listener, originalDestination), remote.carrier, null),
@@ -232,8 +233,13 @@ function stockTunnel(options: TunnelOptions, listener: Listener, remote: StockRe
 const isLoopback = (host: string) => host.startsWith('127.') || host === '::1' || host === 'localhost';
 
 /** Turns how the server process ended into a message that says what to do. */
-function explainFailure(err: unknown, greeted: boolean, where: string, remoteNode: string, local = false): unknown {
+function explainFailure(err: unknown, greeted: boolean, where: string, options: TunnelOptions, local = false): unknown {
   if (!(err instanceof ServerExit)) return err;
+  const { remoteNode } = options;
+  // ssh's ServerAlive gave up ("Timeout, server … not responding."): the same words as everywhere.
+  if (greeted && options.keepalive > 0 && err.stderrTail.some((line) => /not responding/.test(line))) {
+    return new TransportError('RXS_ERR_TRANSPORT_CLOSED', keepaliveLost(where, options.keepalive));
+  }
   const telling = [...err.stderrTail].reverse().find((line) => /error|denied|not found|refused|timed out|resolve|no route|too old/i.test(line));
   const last = telling ?? err.stderrTail.at(-1) ?? '';
   const said = last ? `: ${last}` : '';

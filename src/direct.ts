@@ -4,7 +4,7 @@ import { defer, EMPTY, finalize, ignoreElements, mergeMap, type Observable, of, 
 import type { TunnelEvent } from './events.js';
 import type { Redirected } from './listener.js';
 import type { Destination } from './streams/frame.js';
-import { ControlPool, type HandOff, handOff$ } from './transport/control-master.js';
+import { ControlPool, type HandOff, halfCloseHandOff$, handOff$ } from './transport/control-master.js';
 
 const debug = createDebug('rxshuttle:direct');
 
@@ -20,11 +20,15 @@ export interface Carrier {
   close(): void;
 }
 
-/** Hand-off by fd passing to the ssh ControlMaster listening on controlPath. */
-export function controlMasterCarrier(controlPath: string): Carrier {
+/**
+ * Hand-off by fd passing to the ssh ControlMaster listening on controlPath; with `halfClose`,
+ * what comes back is copied through us so that a remote EOF reaches the program (stock-sshd mode).
+ */
+export function controlMasterCarrier(controlPath: string, halfClose = false): Carrier {
   const pool = new ControlPool(controlPath);
+  const handOff = halfClose ? halfCloseHandOff$ : handOff$;
   return {
-    carry: (socket, destination) => handOff$(controlPath, socket, destination, pool.take()),
+    carry: (socket, destination) => handOff(controlPath, socket, destination, pool.take()),
     close: () => pool.close(),
   };
 }

@@ -2,18 +2,18 @@ import { existsSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import createDebug from 'debug';
 import type { Duplex } from 'node:stream';
-import { catchError, concat, finalize, from, map, type Observable, of, switchMap, throwError } from 'rxjs';
+import { catchError, concat, finalize, from, ignoreElements, map, merge, NEVER, type Observable, of, switchMap, throwError } from 'rxjs';
 import { type Carrier, controlMasterCarrier } from './direct.js';
 import { errorMessage, TransportError, UsageError } from './errors.js';
 import type { TunnelEvent } from './events.js';
 import { KEEPALIVE_MISSES, type TunnelOptions } from './options.js';
 import type { Destination } from './streams/frame.js';
-import { controlSocket } from './transport/control-master.js';
+import { type ControlSocket, controlChannel$, controlKeepalive$, controlSocket } from './transport/control-master.js';
 import { type ServerProcess, serverProcess$ } from './transport/server-process.js';
-import { type SshHostInfo, sshServerArgv } from './transport/ssh.js';
+import { runCollecting, type SshHostInfo, sshMuxArgv, sshServerArgv } from './transport/ssh.js';
 import { LATENCY_CONTROL_WINDOW } from './transport/ssh2-credit.js';
 import { Ssh2Unsuitable, ssh2Connection$, ssh2Forward$, ssh2Server$, ssh2Unsuitable } from './transport/ssh2.js';
-import { parseProbe, type ProbeResult, probeScript } from './transport/remote-probe.js';
+import { parseProbe, type ProbeResult, probeScript, probeThenServerScript, splitProbe } from './transport/remote-probe.js';
 import { checkForwarding, type ExecResult, ssh2Channel$, ssh2Exec } from './transport/ssh2-exec.js';
 import { MIN_REMOTE_NODE_MAJOR, remoteCommand, stubSource } from './transport/stub.js';
 
@@ -33,6 +33,8 @@ export interface StockRemote {
   exec(command: string): Promise<ExecResult>;
   /** A byte stream to a remote address (DNS over TCP). */
   channel$(destination: { readonly address: string; readonly port: number }): Observable<Duplex>;
+  /** Errors when the connection to the remote ends (never completes). */
+  readonly ended$: Observable<never>;
 }
 
 /** The server, running, and who else may carry redirected TCP connections. */
@@ -63,7 +65,7 @@ export function serverLink$(
   bypassGid: number | undefined,
 ): Observable<ServerLink | StockLink | TunnelEvent> {
   const { remote } = options;
-  if (!remote) return binary$([process.execPath, '-e', stubSource()], null, bypassGid);
+  if (!remote) return binary$([process.execPath, '-e', stubSource()], null, false, bypassGid);
   const { config } = host;
   if (options.transport === 'ssh2' && !config) {
     return throwError(
@@ -73,18 +75,62 @@ export function serverLink$(
         ),
     );
   }
-  const viaBinary$ = (why?: string) => {
-    // With OpenSSH and --ssh-forward, our session is also a ControlMaster that TCP connections are handed to.
-    const control = host.openssh && options.sshForward ? controlSocket() : null;
-    const argv = sshServerArgv([...options.sshCommand, ...(control?.sshOptions ?? [])], remote, options.remoteNode);
+  const viaBinary$ = (why?: string): Observable<ServerLink | StockLink | TunnelEvent> => {
+    const chosen = of<TunnelEvent>({ kind: 'transport', transport: 'ssh', ...(why ? { why } : {}) });
+    if (!host.openssh) {
+      // Not OpenSSH (an -e command without -G): no ControlMaster, so only the node server can carry.
+      if (options.remoteNode === 'none') {
+        return throwError(() => new UsageError(`--remote-node none (stock-sshd mode) needs OpenSSH's ssh; "${options.sshCommand.join(' ')}" is not`));
+      }
+      return concat(chosen, binary$(sshServerArgv(options.sshCommand, remote, options.remoteNode), null, false, undefined));
+    }
+    // Our session is also a ControlMaster: --ssh-forward hands TCP connections to it, stock-sshd
+    // mode carries everything through it.
+    const control = controlSocket();
+    const script = probeThenServerScript({ remoteNode: options.remoteNode, routes: options.autoNets });
+    // ssh gives up a little after our own keepalive (controlKeepalive$, or the session's) would.
+    const alive = options.keepalive > 0 ? ['-o', `ServerAliveInterval=${options.keepalive}`, '-o', `ServerAliveCountMax=${KEEPALIVE_MISSES}`] : [];
+    const argv = sshServerArgv([...options.sshCommand, ...control.sshOptions, ...alive], remote, options.remoteNode, script.command);
     return concat(
-      of<TunnelEvent>({ kind: 'transport', transport: 'ssh', ...(why ? { why } : {}) }),
-      binary$(argv, control, undefined),
+      chosen,
+      binary$(argv, control, options.sshForward, undefined).pipe(
+        switchMap((item): Observable<ServerLink | StockLink | TunnelEvent> => {
+          if (!isServerLink(item)) return of(item);
+          return splitProbe(item.server.bytes$, script).pipe(
+            switchMap(({ sections, mode, rest$ }) => {
+              const probe = parseProbe(sections, options.remoteNode);
+              debug('probe: the remote chose %s; node %o, os %s', mode, probe.node, probe.os);
+              if (mode === 'node') {
+                const version = probe.node.usable ? probe.node.version : options.remoteNode;
+                return concat(
+                  of<TunnelEvent>({ kind: 'mode', mode: 'node', why: `node ${version} on ${where}` }),
+                  of<ServerLink>({ server: { ...item.server, bytes$: rest$ }, carrier: item.carrier }),
+                );
+              }
+              const stock: StockRemote = {
+                probe,
+                carrier: () => controlMasterCarrier(control.path, true),
+                exec: (command) => runCollecting(sshMuxArgv(options.sshCommand, remote, control.path, command)),
+                channel$: (destination) => controlChannel$(control.path, destination),
+                // ssh's end (its session's `cat` ends only with it) is the tunnel's; so is silence.
+                ended$: merge(
+                  rest$.pipe(ignoreElements()),
+                  options.keepalive > 0
+                    ? controlKeepalive$(control.path, options.keepalive * 1000, KEEPALIVE_MISSES, keepaliveLost(where, options.keepalive))
+                    : NEVER,
+                ),
+              };
+              const why = probe.node.usable ? 'node' : probe.node.why;
+              return concat(of<TunnelEvent>({ kind: 'mode', mode: 'stock', why: `${why}; TCP in sshd's own channels` }), of<StockLink>({ stock }));
+            }),
+          );
+        }),
+      ),
     );
   };
-  if (!config || options.transport === 'ssh' || options.sshForward) return stockNeedsSsh2(options, viaBinary$());
+  if (!config || options.transport === 'ssh' || options.sshForward) return viaBinary$();
   const unsuitable = ssh2Unsuitable(config);
-  if (unsuitable && options.transport === 'auto') return stockNeedsSsh2(options, viaBinary$(unsuitable));
+  if (unsuitable && options.transport === 'auto') return viaBinary$(unsuitable);
   const keepalive =
     options.keepalive > 0
       ? { intervalMs: options.keepalive * 1000, misses: KEEPALIVE_MISSES, lost: keepaliveLost(where, options.keepalive) }
@@ -133,8 +179,10 @@ export function serverLink$(
               carrier,
               exec: (command) => ssh2Exec(client, command, inbound),
               channel$: (destination) => ssh2Channel$(client, destination, inbound),
+              // The connection's own end errors the tunnel (ssh2Connection$).
+              ended$: NEVER,
             };
-            return concat(of<TunnelEvent>({ kind: 'mode', mode: 'stock', why: `${probe.node.why}; TCP in ssh channels` }), of<StockLink>({ stock }));
+            return concat(of<TunnelEvent>({ kind: 'mode', mode: 'stock', why: `${probe.node.why}; TCP in sshd's own channels` }), of<StockLink>({ stock }));
           }),
         ),
       );
@@ -152,17 +200,11 @@ export function serverLink$(
   );
 }
 
-/** Stock-sshd mode runs on ssh2 only (for now): through the binary, the node server is needed. */
-function stockNeedsSsh2(options: TunnelOptions, binary: Observable<ServerLink | TunnelEvent>): Observable<ServerLink | TunnelEvent> {
-  if (options.remoteNode !== 'none') return binary;
-  return throwError(
-    () => new UsageError('--remote-node none (stock-sshd mode) works with the in-process ssh2 transport only: drop --transport ssh/--ssh-forward'),
-  );
-}
-
+/** The server through a child process (ssh, or the local node); `handOff`: TCP goes to the ControlMaster on `control`. */
 function binary$(
   argv: string[],
-  control: ReturnType<typeof controlSocket> | null,
+  control: ControlSocket | null,
+  handOff: boolean,
   bypassGid: number | undefined,
 ): Observable<ServerLink | TunnelEvent> {
   return concat(
@@ -171,7 +213,7 @@ function binary$(
       map(
         (server): ServerLink => ({
           server,
-          carrier: () => (control && existsSync(control.path) ? () => controlMasterCarrier(control.path) : null),
+          carrier: () => (handOff && control && existsSync(control.path) ? () => controlMasterCarrier(control.path) : null),
         }),
       ),
       finalize(() => control?.remove()),

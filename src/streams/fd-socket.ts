@@ -50,20 +50,28 @@ export function fdSocket(fd: number, mode: { readable: boolean; writable: boolea
   // Permanent: a late EPIPE must not crash the process.
   socket.on('error', ignore);
   const bytes$ = new Observable<Buffer>((subscriber) => {
-    deliver = (chunk) => subscriber.next(chunk);
+    const mine = (chunk: Buffer) => subscriber.next(chunk);
+    deliver = mine;
     for (const chunk of early.splice(0)) subscriber.next(chunk);
     const onEnd = () => subscriber.complete();
+    // Subscribed again after an earlier reader stopped (the start-up probe): EOF may have come meanwhile.
+    if (socket.readableEnded) {
+      onEnd();
+      return;
+    }
     const onError = (err: Error) => subscriber.error(err);
     socket.once('end', onEnd);
     socket.once('error', onError);
     // Flowing mode, so that EOF turns into 'end' (the chunks themselves go through onread).
     socket.resume();
     return () => {
+      socket.off('end', onEnd);
+      socket.off('error', onError);
+      // A new reader may already have taken over (one reader hands the stream to the next).
+      if (deliver !== mine) return;
       // Nobody reads any more: stop reading rather than pile chunks up in `early`.
       deliver = null;
       socket.pause();
-      socket.off('end', onEnd);
-      socket.off('error', onError);
     };
   });
   return { socket, bytes$ };

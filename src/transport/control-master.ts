@@ -1,12 +1,17 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import createDebug from 'debug';
-import { Observable } from 'rxjs';
+import { catchError, defer, ignoreElements, interval, map, Observable, of, switchMap, take, tap, throwError } from 'rxjs';
+import { TransportError } from '../errors.js';
 import type { Destination } from '../streams/frame.js';
 import { descriptorOf } from '../libc.js';
 import { sendFd, tcpByteCounts } from './fd-passing.js';
+import { socketPair } from './socketpair.js';
+
+const ignore = () => {};
 
 const debug = createDebug('rxshuttle:direct');
 
@@ -69,29 +74,24 @@ const u32 = (n: number): Buffer => {
   return out;
 };
 
+/** What the master said of one MUX_C_NEW_STDIO_FWD: open (the remote side accepted), refused, or ended. */
+type StdioForwardEvent = { readonly kind: 'opened' } | { readonly kind: 'refused'; readonly reason: string } | { readonly kind: 'ended' };
+
 /**
- * Hands a redirected socket to the ControlMaster: hello exchange, MUX_C_NEW_STDIO_FWD to the
- * destination, then the socket's fd twice (its stdin and stdout) by SCM_RIGHTS. The master
- * answers once the remote side has accepted or refused the channel. We keep our copy of the fd,
- * never reading it, to count its bytes and to close it when the master's channel ends (the end
- * of our control connection tells us). Unsubscribing closes the control connection, which makes
- * the master close the channel.
+ * Asks the ControlMaster for a channel to `destination` that reads from `stdinFd` and writes to
+ * `stdoutFd` (as `ssh -W` does with its stdio): hello exchange, MUX_C_NEW_STDIO_FWD, then both fds
+ * by SCM_RIGHTS. The master answers once the remote side has accepted or refused the channel;
+ * the end of the control connection says the channel has ended. Unsubscribing closes the control
+ * connection, which makes the master close the channel.
  */
-export function handOff$(
+function stdioForward$(
   controlPath: string,
-  socket: Socket,
-  destination: Destination,
+  fds: { readonly stdin: number; readonly stdout: number },
+  destination: Pick<Destination, 'address' | 'port'>,
   /** A control connection whose hellos are already exchanged (from a ControlPool). */
   prepared?: PreparedControl,
-): Observable<HandOff> {
-  return new Observable<HandOff>((subscriber) => {
-    const socketFd = descriptorOf(socket);
-    if (socketFd === undefined) {
-      prepared?.control.destroy();
-      subscriber.next({ kind: 'refused', reason: 'socket has no descriptor' });
-      subscriber.complete();
-      return;
-    }
+): Observable<StdioForwardEvent> {
+  return new Observable<StdioForwardEvent>((subscriber) => {
     let state: 'hello' | 'request' | 'open' = 'hello';
     let buffered: Buffer = prepared?.rest ?? Buffer.alloc(0);
     const control = prepared?.control ?? netConnect({ path: controlPath });
@@ -110,7 +110,7 @@ export function handOff$(
       control.write(message(MUX_C_NEW_STDIO_FWD, body));
       // The fds must follow the request on the wire: only pass them once Node has written it.
       const passFds = () => {
-        if (!sendFd(controlFd, socketFd) || !sendFd(controlFd, socketFd)) refuse('could not pass the socket to ssh');
+        if (!sendFd(controlFd, fds.stdin) || !sendFd(controlFd, fds.stdout)) refuse('could not pass the socket to ssh');
         else state = 'request';
       };
       if (control.writableLength === 0) passFds();
@@ -156,11 +156,148 @@ export function handOff$(
     control.on('close', () => {
       if (subscriber.closed) return;
       if (state !== 'open') return refuse('ssh closed the control connection');
-      const counts = tcpByteCounts(socketFd);
-      subscriber.next({ kind: 'closed', bytesSent: counts?.received ?? null, bytesReceived: counts?.sent ?? null });
+      subscriber.next({ kind: 'ended' });
       subscriber.complete();
     });
     return () => control.destroy();
+  });
+}
+
+/**
+ * Hands a redirected socket to the ControlMaster, its fd as both the channel's input and output:
+ * ssh moves every byte itself. We keep our copy of the fd, never reading it, to count its bytes
+ * and to close it when the channel ends. The price: ssh holds the socket as two descriptors, so a
+ * remote EOF does not reach the local program until it closes its side (see halfCloseHandOff$).
+ */
+export function handOff$(
+  controlPath: string,
+  socket: Socket,
+  destination: Destination,
+  prepared?: PreparedControl,
+): Observable<HandOff> {
+  return defer(() => {
+    const socketFd = descriptorOf(socket);
+    if (socketFd === undefined) {
+      prepared?.control.destroy();
+      return of<HandOff>({ kind: 'refused', reason: 'socket has no descriptor' });
+    }
+    return stdioForward$(controlPath, { stdin: socketFd, stdout: socketFd }, destination, prepared).pipe(
+      map((event): HandOff => (event.kind === 'ended' ? closedCounts(socketFd) : event)),
+    );
+  });
+}
+
+const closedCounts = (socketFd: number): HandOff => {
+  const counts = tcpByteCounts(socketFd);
+  return { kind: 'closed', bytesSent: counts?.received ?? null, bytesReceived: counts?.sent ?? null };
+};
+
+/**
+ * Like handOff$, with half-close kept in both directions: ssh reads the socket itself, but writes
+ * what comes from the remote side into a socket pair that we copy to the socket, so that the
+ * remote's EOF (ssh closing its end of the pair) becomes a FIN to the local program while it may
+ * still be sending. The download path costs a copy through this process.
+ */
+export function halfCloseHandOff$(
+  controlPath: string,
+  socket: Socket,
+  destination: Destination,
+  prepared?: PreparedControl,
+): Observable<HandOff> {
+  return new Observable<HandOff>((subscriber) => {
+    const socketFd = descriptorOf(socket);
+    const pair = socketFd === undefined ? null : socketPair(null);
+    if (socketFd === undefined || pair === null) {
+      prepared?.control.destroy();
+      subscriber.next({ kind: 'refused', reason: socketFd === undefined ? 'socket has no descriptor' : 'no socket pair' });
+      subscriber.complete();
+      return;
+    }
+    let down: Socket | undefined;
+    // The local socket is ours to write and close once everything from the remote side is in it.
+    let relayed: Promise<void> = Promise.resolve();
+    const startRelay = () => {
+      const from = new Socket({ fd: pair.ours, readable: true, writable: false, allowHalfOpen: true });
+      down = from;
+      from.on('error', ignore);
+      socket.on('error', ignore);
+      from.on('data', (chunk: Buffer) => {
+        if (!socket.write(chunk)) from.pause();
+      });
+      socket.on('drain', () => from.resume());
+      relayed = new Promise<void>((resolve) => {
+        from.once('end', () => {
+          if (socket.destroyed) return resolve();
+          socket.once('finish', () => resolve());
+          socket.once('close', () => resolve());
+          socket.end();
+        });
+        from.once('close', () => {
+          if (!from.readableEnded) resolve();
+        });
+      });
+    };
+    const forward = stdioForward$(controlPath, { stdin: socketFd, stdout: pair.theirs }, destination, prepared).subscribe({
+      next: (event) => {
+        if (event.kind === 'opened') {
+          // Only ssh may hold the write end now, or its close would never reach the reader.
+          pair.closeTheirs();
+          startRelay();
+          subscriber.next(event);
+        } else if (event.kind === 'refused') {
+          pair.closeBoth();
+          subscriber.next(event);
+          subscriber.complete();
+        } else {
+          void relayed.then(() => {
+            subscriber.next(closedCounts(socketFd));
+            subscriber.complete();
+          });
+        }
+      },
+      error: (err: unknown) => subscriber.error(err),
+    });
+    return () => {
+      forward.unsubscribe();
+      if (down) down.destroy();
+      else if (!subscriber.closed) pair.closeBoth();
+    };
+  });
+}
+
+/**
+ * A byte stream to `destination` through the ControlMaster (DNS over TCP in stock-sshd mode): one
+ * end of a socket pair is the channel's input and output, the other is the Duplex emitted once
+ * the remote side has accepted. Errors when ssh refuses; unsubscribing closes it.
+ */
+export function controlChannel$(controlPath: string, destination: Pick<Destination, 'address' | 'port'>): Observable<Duplex> {
+  return new Observable<Duplex>((subscriber) => {
+    const pair = socketPair(null);
+    if (pair === null) {
+      subscriber.error(new TransportError('RXS_ERR_SSH', 'no socket pair for a channel to ssh'));
+      return;
+    }
+    let stream: Socket | undefined;
+    const forward = stdioForward$(controlPath, { stdin: pair.theirs, stdout: pair.theirs }, destination).subscribe({
+      next: (event) => {
+        if (event.kind === 'opened') {
+          pair.closeTheirs();
+          stream = new Socket({ fd: pair.ours, readable: true, writable: true, allowHalfOpen: true });
+          stream.on('error', ignore);
+          subscriber.next(stream);
+        } else if (event.kind === 'refused') {
+          pair.closeBoth();
+          subscriber.error(new TransportError('RXS_ERR_SSH', `${destination.address}:${destination.port}: ${event.reason}`));
+        }
+        // 'ended': the stream sees EOF by itself.
+      },
+      error: (err: unknown) => subscriber.error(err),
+    });
+    return () => {
+      forward.unsubscribe();
+      if (stream) stream.destroy();
+      else pair.closeBoth();
+    };
   });
 }
 
@@ -237,4 +374,29 @@ export class ControlPool {
     control.on('data', onData);
     control.once('close', onClose);
   }
+}
+
+/**
+ * A keepalive through the ControlMaster for a session that carries no stream of ours (stock-sshd
+ * mode with the ssh binary): every `intervalMs` a channel open to the remote's own discard port
+ * goes out; any answer, accepted or refused, is a sign of life. With none for `misses` intervals
+ * it errors with `lost`. (ssh's own ServerAlive says why only at LogLevel INFO.)
+ */
+export function controlKeepalive$(controlPath: string, intervalMs: number, misses: number, lost: string): Observable<never> {
+  return defer(() => {
+    let heard = Date.now();
+    return interval(intervalMs).pipe(
+      switchMap(() => {
+        if (Date.now() - heard >= intervalMs * misses) return throwError(() => new TransportError('RXS_ERR_TRANSPORT_CLOSED', lost));
+        return controlChannel$(controlPath, { address: '127.0.0.1', port: 9 }).pipe(
+          take(1),
+          catchError((err: unknown) => (err instanceof TransportError ? of(null) : throwError(() => err))),
+          tap(() => {
+            heard = Date.now();
+          }),
+        );
+      }),
+      ignoreElements(),
+    );
+  });
 }

@@ -9,23 +9,30 @@
  * only what it recognises.
  */
 import { randomBytes } from 'node:crypto';
-import { MIN_REMOTE_NODE_MAJOR, shellQuote } from './stub.js';
+import { concat, defer, filter, map, type Observable, of, take } from 'rxjs';
+import { TransportError } from '../errors.js';
+import { MIN_REMOTE_NODE_MAJOR, remoteCommand, shellQuote } from './stub.js';
 
 /** Sections of one exec's output, by name (`@@rxs-NONCE name` lines start each). */
 export type Sections = ReadonlyMap<string, string>;
 
 export interface RemoteScript {
   readonly command: string;
+  /** Starts every section's line: `${marker} name`. */
+  readonly marker: string;
   /** Splits what the command printed into its sections. */
   parse(stdout: string): Sections;
 }
 
+/** Prints a marker line, on a line of its own even after output without a final newline. */
+const markerLine = (text: string) => `printf '\\n%s\\n' '${text}'`;
+
 /** A shell script whose sections (name → commands) print under a marker the output cannot forge. */
 export function sectionScript(sections: ReadonlyArray<readonly [name: string, commands: string]>): RemoteScript {
   const marker = `@@rxs-${randomBytes(6).toString('hex')}`;
-  // The marker starts a line of its own even after output without a final newline.
-  const command = sections.map(([name, commands]) => `printf '\\n%s\\n' '${marker} ${name}'; { ${commands}; } 2>/dev/null`).join('\n');
+  const command = sections.map(([name, commands]) => `${markerLine(`${marker} ${name}`)}; { ${commands}; } 2>/dev/null`).join('\n');
   return {
+    marker,
     command: `${command}\nexit 0`,
     parse(stdout) {
       const out = new Map<string, string>();
@@ -68,7 +75,8 @@ export interface ProbeRequest {
 }
 
 export function probeScript(request: ProbeRequest): RemoteScript {
-  const node = request.remoteNode === 'none' ? [] : [['node', `${shellQuote(request.remoteNode)} --version`] as const];
+  // Kept in $v for probeThenServerScript, which decides in the same shell.
+  const node = request.remoteNode === 'none' ? [] : [['node', `v=$(${shellQuote(request.remoteNode)} --version); echo "$v"`] as const];
   return sectionScript([
     ...node,
     ['os', 'uname -s'],
@@ -77,6 +85,26 @@ export function probeScript(request: ProbeRequest): RemoteScript {
     ['resolv', cat('/etc/resolv.conf')],
     ...(request.routes ? ROUTE_SECTIONS : []),
   ]);
+}
+
+/**
+ * The ssh binary's one command (no second exec without a second login): the probe, then the
+ * remote's own decision on a line `${marker} end node|stock`, then either the node server (the
+ * stub reads the upload from stdin, as with remoteCommand) or, in stock-sshd mode, a `cat` that
+ * swallows the upload and keeps the session open for the ControlMaster's channels.
+ */
+export function probeThenServerScript(request: ProbeRequest): RemoteScript & { readonly endPrefix: string } {
+  const probe = probeScript(request);
+  const end = `${probe.marker} end`;
+  const stock = `${markerLine(`${end} stock`)}; exec cat >/dev/null`;
+  const command = probe.command.replace(/\nexit 0$/, '');
+  if (request.remoteNode === 'none') return { ...probe, endPrefix: `${end} `, command: `${command}\n${stock}` };
+  const decide = [
+    'm=${v#v}; m=${m%%.*}',
+    `if [ "$m" -ge ${MIN_REMOTE_NODE_MAJOR} ] 2>/dev/null; then ${markerLine(`${end} node`)}; ${remoteCommand(request.remoteNode)}; fi`,
+    stock,
+  ].join('\n');
+  return { ...probe, endPrefix: `${end} `, command: `${command}\n${decide}` };
 }
 
 /** The remote node, if one is there and new enough to run the server. */
@@ -133,4 +161,39 @@ export function hostsScanScript(): RemoteScript {
     ['tcp6', cat('/proc/net/tcp6')],
     ['arp-a', '[ -r /proc/net/arp ] || arp -an'],
   ]);
+}
+
+/** Output before the decision line that we read at most (login chatter plus the probe). */
+const MAX_PROBE_OUTPUT = 4 * 1024 * 1024;
+
+/**
+ * Reads the server's output up to probeThenServerScript's decision line: emits the probe's
+ * sections, the remote's decision, and the output that follows (the node server's bytes, to the
+ * session), then completes. Errors as `bytes$` does when ssh ends first.
+ */
+export function splitProbe(
+  bytes$: Observable<Buffer>,
+  script: Pick<RemoteScript, 'parse'> & { readonly endPrefix: string },
+): Observable<{ readonly sections: Sections; readonly mode: 'node' | 'stock'; readonly rest$: Observable<Buffer> }> {
+  return defer(() => {
+    let seen = Buffer.alloc(0);
+    const end = Buffer.from(`\n${script.endPrefix}`);
+    return bytes$.pipe(
+      map((chunk) => {
+        seen = Buffer.concat([seen, chunk]);
+        const at = seen.indexOf(end);
+        const eol = at < 0 ? -1 : seen.indexOf(0x0a, at + end.length);
+        if (eol < 0) {
+          if (seen.length > MAX_PROBE_OUTPUT) throw new TransportError('RXS_ERR_SSH', 'the remote printed too much before starting');
+          return null;
+        }
+        const mode = seen.subarray(at + end.length, eol).toString('utf8').trim() === 'node' ? 'node' : 'stock';
+        const leftover = Buffer.from(seen.subarray(eol + 1));
+        const sections = script.parse(seen.subarray(0, at).toString('utf8'));
+        return { sections, mode, rest$: leftover.length > 0 ? concat(of(leftover), bytes$) : bytes$ } as const;
+      }),
+      filter((found) => found !== null),
+      take(1),
+    );
+  });
 }

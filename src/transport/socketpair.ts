@@ -32,15 +32,18 @@ function load(): Libc {
  * ours. Faster than two 64 KiB pipes, and our end can be read in large chunks. null when libc
  * cannot be reached (then plain pipes are used).
  */
-export function socketPair(): { ours: number; theirs: number; closeTheirs: () => void; closeBoth: () => void } | null {
+export function socketPair(
+  /** null: the kernel's default buffers (per-connection pairs, of which there may be thousands). */
+  bufferSize: number | null = BUFFER_SIZE,
+): { ours: number; theirs: number; closeTheirs: () => void; closeBoth: () => void } | null {
   try {
     const c = load();
     const fds = [0, 0];
     if (c.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) !== 0) return null;
     const [ours = -1, theirs = -1] = fds;
     const size = Buffer.alloc(4);
-    size.writeInt32LE(BUFFER_SIZE, 0);
-    for (const fd of fds) {
+    size.writeInt32LE(bufferSize ?? 0, 0);
+    for (const fd of bufferSize === null ? [] : fds) {
       c.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, size, 4);
       c.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, size, 4);
     }

@@ -1,10 +1,11 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { homedir, userInfo } from 'node:os';
 import { promisify } from 'node:util';
 import { parseRemote, type RemoteSpec } from '../options.js';
 import { parseSshG, type ResolvedSshConfig } from './ssh-config.js';
+import { type ExecResult, MAX_EXEC_OUTPUT } from './ssh2-exec.js';
 import { remoteCommand } from './stub.js';
 
 const execFileAsync = promisify(execFile);
@@ -13,8 +14,8 @@ const destination = (remote: RemoteSpec): string => (remote.user ? `${remote.use
 const portArgs = (remote: RemoteSpec): string[] => (remote.port === undefined ? [] : ['-p', String(remote.port)]);
 
 /** argv of the ssh session that runs the server: the user's ssh (and its config) does the rest. */
-export function sshServerArgv(sshCommand: readonly string[], remote: RemoteSpec, remoteNode: string): string[] {
-  return [...sshCommand, ...portArgs(remote), '--', destination(remote), remoteCommand(remoteNode)];
+export function sshServerArgv(sshCommand: readonly string[], remote: RemoteSpec, remoteNode: string, command = remoteCommand(remoteNode)): string[] {
+  return [...sshCommand, ...portArgs(remote), '--', destination(remote), command];
 }
 
 export interface SshHostInfo {
@@ -84,4 +85,36 @@ export function firstJumpHop(proxyJump: string): RemoteSpec | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** argv of a command run through our ControlMaster: no second login, the master's connection. */
+export function sshMuxArgv(sshCommand: readonly string[], remote: RemoteSpec, controlPath: string, command: string): string[] {
+  return [...sshCommand, '-S', controlPath, '-o', 'ControlMaster=no', ...portArgs(remote), '--', destination(remote), command];
+}
+
+/** Runs a command and collects its stdout, at most MAX_EXEC_OUTPUT bytes, within a time limit. */
+export function runCollecting(argv: readonly string[], timeoutMs = 20_000): Promise<ExecResult> {
+  return new Promise((resolve) => {
+    const [command, ...args] = argv;
+    if (command === undefined) throw new TypeError('empty command');
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'ignore'] });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let cut = false;
+    const timer = setTimeout(() => child.kill('SIGTERM'), timeoutMs);
+    child.stdout.on('data', (chunk: Buffer) => {
+      const kept = chunk.subarray(0, Math.max(0, MAX_EXEC_OUTPUT - size));
+      cut ||= kept.length < chunk.length;
+      if (kept.length > 0) chunks.push(kept);
+      size += kept.length;
+    });
+    child.once('error', () => {
+      clearTimeout(timer);
+      resolve({ stdout: '', code: null, cut });
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ stdout: Buffer.concat(chunks, size).toString('utf8'), code, cut });
+    });
+  });
 }

@@ -221,11 +221,11 @@ describe('rxshuttle -D', () => {
   it('a failure to connect is reported on the terminal with a non-zero exit; nothing stays', async () => {
     const cwd = path.join(work, 'run2');
     fs.mkdirSync(cwd);
-    const run = await runCli(['-D', '--transport', 'ssh', '-r', lab.sshHostNoNode, '-e', lab.sshCommand, LAB.targetSubnet], cwd);
+    const run = await runCli(['-D', '-r', lab.sshHostNoNodeNoForwarding, '-e', lab.sshCommand, LAB.targetSubnet], cwd);
     expect(run.code, run.stderr).toBe(1);
     const lines = run.stderr.trim().split('\n');
     expect(lines, run.stderr).toHaveLength(1);
-    expect(lines[0]).toMatch(/^rxshuttle: no "node" on lab-nonode/);
+    expect(lines[0]).toMatch(/^rxshuttle: lab-nonode-nofwd has no usable node .* and refuses TCP forwarding/);
     expect(fs.existsSync(path.join(cwd, 'rxshuttle.pid'))).toBe(false);
     expect(await rxshuttleRules(lab)).toEqual([]);
     await waitFast(async () => (await rxshuttleProcessesIn(lab, 'cli')).length === 0, 5_000, 'no rxshuttle process in cli');

@@ -25,27 +25,27 @@ useLab({ dns: true }, (up) => {
 
 
 describe('remote failures', () => {
-  // Through the ssh binary the node server is still needed (stock-sshd mode is ssh2's: stock.test.ts).
-  it('a remote without node, through the ssh binary: one line naming node and the host, exit 1, nothing left', async () => {
-    const r = await runRxshuttle(lab, 'cli', ['--transport', 'ssh', '-r', lab.sshHostNoNode, '-e', lab.sshCommand, LAB.targetSubnet], 60_000);
+  // A remote without node runs in stock-sshd mode (stock.test.ts); without forwarding as well, nothing can carry.
+  it('a remote without node and without TCP forwarding: one line naming node and the host, exit 1, nothing left', async () => {
+    const r = await runRxshuttle(lab, 'cli', ['-r', lab.sshHostNoNodeNoForwarding, '-e', lab.sshCommand, LAB.targetSubnet], 60_000);
     expect(r.timedOut).toBe(false);
     expect(r.code).toBe(1);
     expect(r.elapsedMs).toBeLessThan(20_000);
     const msg = oneErrorLine(r.stderr);
     expect(msg).toMatch(/\bnode\b/);
-    expect(msg).toContain(lab.sshHostNoNode);
+    expect(msg).toContain(lab.sshHostNoNodeNoForwarding);
     expect(r.stdout).toBe('');
     await expectNothingLeft(lab);
     console.log(`no node: ${r.elapsedMs} ms: ${msg}`);
   });
 
-  it('a remote without node, through the ssh binary, with -v: still exits 1 with a clear last line and no rules', async () => {
-    const r = await runRxshuttle(lab, 'cli', ['-v', '--transport', 'ssh', '-r', lab.sshHostNoNode, '-e', lab.sshCommand, LAB.targetSubnet], 60_000);
+  it('a remote without node and without TCP forwarding, with -v: still exits 1 with a clear last line and no rules', async () => {
+    const r = await runRxshuttle(lab, 'cli', ['-v', '-r', lab.sshHostNoNodeNoForwarding, '-e', lab.sshCommand, LAB.targetSubnet], 60_000);
     expect(r.timedOut).toBe(false);
     expect(r.code).toBe(1);
     const last = r.stderr.trim().split('\n').pop() ?? '';
     expect(last).toMatch(/^rxshuttle: .*\bnode\b/);
-    expect(last).toContain(lab.sshHostNoNode);
+    expect(last).toContain(lab.sshHostNoNodeNoForwarding);
     await expectNothingLeft(lab);
   });
 

@@ -5,7 +5,7 @@
 // only through the tunnel, so whatever works here went through it.
 import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LAB, labBytesSha256, PAGE_MARKER, type Lab } from './lab.js';
 import {
   curl,
@@ -48,9 +48,12 @@ useLab(
   },
 );
 
-/** rxshuttle -v to lab-nonode (ssh2, the default transport), ready once the rules are in. */
-async function stockTunnel(args: readonly string[]): Promise<Rxshuttle> {
-  const rx = new Rxshuttle(lab, 'cli', ['-v', '-r', lab.sshHostNoNode, '-e', lab.sshCommand, ...args]);
+/** The transport of the describe block being run. */
+let transport: readonly string[] = [];
+
+/** rxshuttle -v to lab-nonode on the current transport, ready once the rules are in. */
+async function stockTunnel(args: readonly string[], host = lab.sshHostNoNode): Promise<Rxshuttle> {
+  const rx = new Rxshuttle(lab, 'cli', ['-v', ...transport, '-r', host, '-e', lab.sshCommand, ...args]);
   await rx.ready();
   return rx;
 }
@@ -59,11 +62,20 @@ const dig = (args: readonly string[], timeS = 3) =>
   lab.exec('cli', ['dig', `+time=${timeS}`, '+tries=1', ...args], { timeoutMs: (timeS + 10) * 1000 });
 const status = (digOutput: string) => /status: ([A-Z]+)/.exec(digOutput)?.[1];
 
-describe('stock-sshd mode (a remote without node)', () => {
+// In-process (ssh2, the default) and through the ssh binary (its ControlMaster carries TCP with
+// half-close kept, DNS channels and the commands; ProxyJump and passwords take this path).
+describe.each([
+  { name: 'ssh2 (the default)', extra: [] as string[] },
+  { name: 'the ssh binary', extra: ['--transport', 'ssh'] },
+])('stock-sshd mode (a remote without node), $name', ({ extra }) => {
+  beforeAll(() => {
+    transport = extra;
+  });
+
   it('is chosen by itself and says why with -v; nothing of ours runs on the remote; TCP and a 20 MB download intact', async () => {
     const before = await remoteNodePids(lab);
     const rx = await stockTunnel([LAB.targetSubnet]);
-    expect(rx.output).toMatch(/Remote: stock sshd, nothing run there \(no "node" there; TCP in ssh channels\)\./);
+    expect(rx.output).toMatch(/Remote: stock sshd, nothing run there \(no "node" there; TCP in sshd's own channels\)\./);
     expect(await remoteNodePids(lab)).toEqual(before);
 
     const page = await curl(lab, 'cli', `http://${LAB.target}/`);
@@ -82,9 +94,8 @@ describe('stock-sshd mode (a remote without node)', () => {
   });
 
   it('--remote-node none on a host that has node: stock mode all the same', async () => {
-    const rx = new Rxshuttle(lab, 'cli', ['-v', '--remote-node', 'none', '-r', lab.sshHost, '-e', lab.sshCommand, LAB.targetSubnet]);
-    await rx.ready();
-    expect(rx.output).toMatch(/Remote: stock sshd, nothing run there \(--remote-node none; TCP in ssh channels\)\./);
+    const rx = await stockTunnel(['--remote-node', 'none', LAB.targetSubnet], lab.sshHost);
+    expect(rx.output).toMatch(/Remote: stock sshd, nothing run there \(--remote-node none; TCP in sshd's own channels\)\./);
     const page = await curl(lab, 'cli', `http://${LAB.target}/`);
     expect(page.stdout).toContain(PAGE_MARKER);
   });
@@ -204,6 +215,15 @@ describe('stock-sshd mode (a remote without node)', () => {
     }
   });
 
+});
+
+describe('stock-sshd mode, ssh2 only', () => {
+  beforeAll(() => {
+    transport = [];
+  });
+
+  // ssh2 asks sshd at start (a direct-tcpip open answered "administratively prohibited"); the ssh
+  // binary's mux says only "stdio forwarding failed", so through it each connection is reset instead.
   it('a remote with neither node nor TCP forwarding: one line naming both ways out, exit 1, nothing left', async () => {
     const r = await runRxshuttle(lab, 'cli', ['-r', lab.sshHostNoNodeNoForwarding, '-e', lab.sshCommand, LAB.targetSubnet], 60_000);
     expect(r.timedOut).toBe(false);
@@ -211,5 +231,27 @@ describe('stock-sshd mode (a remote without node)', () => {
     const msg = oneErrorLine(r.stderr);
     expect(msg).toMatch(/lab-nonode-nofwd has no usable node .* and refuses TCP forwarding: install Node\.js .*AllowTcpForwarding yes/);
     await expectNothingLeft(lab);
+  });
+
+  it("a remote resolv.conf naming 127.0.0.53 (systemd-resolved's stub): its queries go to the remote's own loopback", async () => {
+    const file = `/etc/netns/${lab.ns.srv}/resolv.conf`;
+    const original = fs.readFileSync(file, 'utf8');
+    // A stub resolver on srv's loopback, forwarding to the lab's nameserver (as resolved would).
+    const pidFile = `${lab.stateDir}/stub-dnsmasq.pid`;
+    await lab.execOk('srv', ['ip', 'link', 'set', 'lo', 'up']);
+    await lab.execOk('srv', ['dnsmasq', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--bind-interfaces', '--listen-address=127.0.0.53',
+      `--server=${LAB.target}`, '--user=root', '--group=root', `--pid-file=${pidFile}`]);
+    try {
+      fs.writeFileSync(file, 'nameserver 127.0.0.53\noptions timeout:2 attempts:1\n');
+      const rx = await stockTunnel(['--dns', LAB.targetSubnet]);
+      const d = await dig(['echo5.lab']);
+      expect(status(d.stdout), d.stdout).toBe('NOERROR');
+      expect(d.stdout).toMatch(/IN\s+A\s+10\.98\.0\.5/);
+      await rx.waitFor(/DNS: .* asked echo5\.lab A \(udp\): answered, NOERROR/);
+    } finally {
+      fs.writeFileSync(file, original);
+      const pid = Number(fs.readFileSync(pidFile, 'utf8'));
+      if (pid > 0) process.kill(pid, 'SIGTERM');
+    }
   });
 });

@@ -1,4 +1,5 @@
 import { PassThrough } from 'node:stream';
+import { concat, of, switchMap, take } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { fromReadable } from '../../src/streams/from-readable.js';
 import { b } from './marbles.js';
@@ -42,5 +43,35 @@ describe('fromReadable', () => {
     subscription.unsubscribe();
     expect(stream.isPaused()).toBe(true);
     expect(stream.listenerCount('data')).toBe(0);
+  });
+
+  it('hands over from one reader to the next without losing a chunk: take(1), then a new subscription, in the same turn', async () => {
+    const stream = new PassThrough();
+    const source$ = fromReadable(stream);
+    const seen: string[] = [];
+    const done = new Promise<void>((resolve) =>
+      // The next reader subscribes while the first is still being torn down (splitProbe's case).
+      source$
+        .pipe(
+          take(1),
+          switchMap((first) => concat(of(first), source$)),
+        )
+        .subscribe({ next: (c) => seen.push(c.toString()), complete: resolve }),
+    );
+    stream.write('first');
+    await new Promise((r) => setImmediate(r));
+    stream.write('second');
+    stream.end();
+    await done;
+    expect(seen).toEqual(['first', 'second']);
+  });
+
+  it('a subscription after the end completes at once', async () => {
+    const stream = new PassThrough();
+    const source$ = fromReadable(stream);
+    const first = new Promise<void>((resolve) => source$.subscribe({ complete: resolve }));
+    stream.end();
+    await first;
+    await new Promise<void>((resolve) => source$.subscribe({ complete: resolve }));
   });
 });

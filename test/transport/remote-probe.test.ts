@@ -1,6 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { hostsScanScript, parseProbe, probeScript, sectionScript } from '../../src/transport/remote-probe.js';
+import { Socket } from 'node:net';
+import { firstValueFrom, Observable, of, switchMap } from 'rxjs';
+import { fdSocket } from '../../src/streams/fd-socket.js';
+import { hostsScanScript, parseProbe, probeScript, probeThenServerScript, sectionScript, splitProbe } from '../../src/transport/remote-probe.js';
+import { socketPair } from '../../src/transport/socketpair.js';
 
 /** Runs a script as the remote shell would (sh -c), here on this machine. */
 const runHere = (command: string) => execFileSync('/bin/sh', ['-c', command], { encoding: 'utf8', env: { ...process.env, PATH: process.env['PATH'] ?? '' } });
@@ -81,5 +85,50 @@ describe('hostsScanScript', () => {
     expect(sections.get('hosts')).toMatch(/localhost/);
     expect(sections.get('tcp')).toMatch(/local_address/);
     expect([...sections.keys()]).toEqual(['hosts', 'hostname', 'addr', 'neigh', 'arp', 'tcp', 'tcp6', 'arp-a']);
+  });
+});
+
+describe('splitProbe', () => {
+  const script = probeThenServerScript({ remoteNode: 'node', routes: false });
+  const end = script.endPrefix;
+
+  it('gives the sections, the decision and every byte after it, also those arriving while the reader changes (fdSocket)', async () => {
+    const pair = socketPair(null);
+    if (!pair) throw new Error('no socket pair');
+    const { bytes$ } = fdSocket(pair.ours, { readable: true, writable: false });
+    const writer = new Socket({ fd: pair.theirs, readable: false, writable: true });
+    const got: { mode: string; os: string | undefined; rest: string } = { mode: '', os: undefined, rest: '' };
+    const done = new Promise<void>((resolve, reject) =>
+      splitProbe(bytes$, script)
+        .pipe(
+          switchMap(({ sections, mode, rest$ }) => {
+            got.mode = mode;
+            got.os = sections.get('os');
+            return rest$;
+          }),
+        )
+        .subscribe({ next: (chunk) => (got.rest += chunk.toString()), error: reject, complete: resolve }),
+    );
+    writer.write(`login banner\n${script.marker} os\nLinux\n\n${end}node\nHEL`);
+    await new Promise((r) => setTimeout(r, 20));
+    writer.end('LO');
+    await done;
+    expect(got).toEqual({ mode: 'node', os: 'Linux', rest: 'HELLO' });
+  });
+
+  it('stock when the remote says so; an output that never decides is bounded', async () => {
+    const decided = await firstValueFrom(splitProbe(of(Buffer.from(`\n${end}stock\n`)), script));
+    expect(decided.mode).toBe('stock');
+    const endless = new Observable<Buffer>((subscriber) => {
+      for (let i = 0; i < 80 && !subscriber.closed; i++) subscriber.next(Buffer.alloc(64 * 1024, 0x61));
+    });
+    await expect(firstValueFrom(splitProbe(endless, script))).rejects.toThrow(/printed too much/);
+  });
+
+  it('the ssh binary script: node decides on the remote, none means stock without asking node', () => {
+    expect(script.command).toMatch(/exec node -e /);
+    expect(script.command).toMatch(/exec cat >\/dev\/null$/);
+    const none = probeThenServerScript({ remoteNode: 'none', routes: false });
+    expect(none.command).not.toMatch(/node/);
   });
 });
