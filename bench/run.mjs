@@ -2,11 +2,12 @@
 // rxshuttle benchmark (not a test). See bench/README.md.
 //
 //   npm run bench                       build, then the full run
-//   node bench/run.mjs [--quick] [--only direct,ssh-L,sshuttle,rxshuttle,rxshuttle-nolc,rxshuttle-ssh,rxshuttle-ssh-nolc,rxshuttle-sshfwd] [--rows IDS]
+//   node bench/run.mjs [--quick] [--only direct,ssh-L,sshuttle,rxshuttle,rxshuttle-nolc,rxshuttle-ssh,rxshuttle-ssh-nolc,rxshuttle-sshfwd,rxshuttle-stock,rxshuttle-stock-ssh] [--rows IDS]
 //
 // Builds its own lab with the e2e harness (test/e2e/lab.ts, transpiled on the
 // fly with esbuild, like scripts/lab.sh), measures every selected path from the
-// cli namespace to the target 10.98.0.3, prints one table (ratios to `ssh -L`)
+// cli namespace to the target 10.98.0.3, prints one table (ratios to `ssh -L`;
+// the DNS rows' to `direct`)
 // and writes it as JSON to bench/results/<timestamp>.json. The lab is always
 // torn down: on success, on failure, on Ctrl-C/SIGTERM/SIGHUP.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -25,7 +26,8 @@ const ECHO_PORT = 7007;
 const IPERF_PORT = 5201;
 const LOCAL_FWD = { [ECHO_PORT]: 17007, [IPERF_PORT]: 15201 };
 
-const ALL_PATHS = ['direct', 'ssh-L', 'sshuttle', 'rxshuttle', 'rxshuttle-nolc', 'rxshuttle-ssh', 'rxshuttle-ssh-nolc', 'rxshuttle-sshfwd'];
+const ALL_PATHS = ['direct', 'ssh-L', 'sshuttle', 'rxshuttle', 'rxshuttle-nolc', 'rxshuttle-ssh', 'rxshuttle-ssh-nolc', 'rxshuttle-sshfwd',
+  'rxshuttle-stock', 'rxshuttle-stock-ssh'];
 const PATH_LABEL = {
   direct: 'direct',
   'ssh-L': 'ssh -L',
@@ -35,7 +37,10 @@ const PATH_LABEL = {
   'rxshuttle-nolc': 'rxs --no-lat-ctl',
   'rxshuttle-ssh-nolc': 'rxs ssh --no-lat-ctl',
   'rxshuttle-sshfwd': 'rxs --ssh-forward',
+  'rxshuttle-stock': 'rxs stock sshd',
+  'rxshuttle-stock-ssh': 'rxs stock, ssh binary',
 };
+/** Ratios are to this path, except in rows that name a baseline of their own (the DNS rows: direct). */
 const BASELINE = 'ssh-L';
 
 // ---------------------------------------------------------------------------
@@ -83,8 +88,12 @@ function parseArgs(argv) {
 
 const opts = parseArgs(process.argv.slice(2));
 const CFG = opts.quick
-  ? { iperfSeconds: 1, iperfOmit: 0, rateN: 300, rateSeconds: 3, rttN: 300, rttSeconds: 2, holds: [2000], holdSeconds: 1, openSeconds: 40, repeats: 1 }
-  : { iperfSeconds: 5, iperfOmit: 1, rateN: 2000, rateSeconds: 10, rttN: 2000, rttSeconds: 5, holds: [2000, 10000], holdSeconds: 3, openSeconds: 90, repeats: 3 };
+  ? { iperfSeconds: 1, iperfOmit: 0, rateN: 300, rateSeconds: 3, rttN: 300, rttSeconds: 2, holds: [2000], holdSeconds: 1, openSeconds: 40, repeats: 1,
+    dnsN: 2000, dnsSeconds: 5 }
+  : { iperfSeconds: 5, iperfOmit: 1, rateN: 2000, rateSeconds: 10, rttN: 2000, rttSeconds: 5, holds: [2000, 10000], holdSeconds: 3, openSeconds: 90, repeats: 3,
+    dnsN: 10000, dnsSeconds: 10 };
+/** DNS rows: queries in flight, and each one's timeout (the lab's resolv.conf says timeout:2 attempts:1). */
+const DNS = { conc: 20, timeoutMs: 2000, port: 53 };
 
 // ---------------------------------------------------------------------------
 // Small helpers.
@@ -321,10 +330,16 @@ async function startIperfServer() {
   );
 }
 
-async function startLab() {
+/** Whether the lab runs dnsmasq (10.98.0.3:53; cli's and srv's resolv.conf name it): needs the
+ *  dnsmasq program. Without it the DNS rows fail and the rxshuttle paths run without --dns. */
+let labDns = false;
+
+async function startLab(dnsMissing) {
   labModule = await loadLabModule();
   const prefix = `rxb${Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')}`;
-  lab = new labModule.TestLab({ prefix, noNodeSshd: false, targetServices: false });
+  labDns = !dnsMissing;
+  // The node-less sshd (port 2222, host alias lab-nonode) only for the stock-sshd path.
+  lab = new labModule.TestLab({ prefix, noNodeSshd: opts.only.some((p) => p.startsWith('rxshuttle-stock')), targetServices: false, dns: labDns });
   log(`starting lab ${prefix}`);
   await lab.up();
   // Room for 10 000 connections and fast reuse of ports, same for every path.
@@ -342,10 +357,11 @@ async function startLab() {
 // Probes (the load generator runs in cli).
 
 const PROBE = path.join(BENCH, 'probe.mjs');
+const DNS_PROBE = path.join(BENCH, 'dns-probe.mjs');
 const probePids = new Set();
 
-async function probe(args, timeoutMs) {
-  const child = lab.spawn('cli', [NODE, PROBE, ...args.map(String)]);
+async function probe(args, timeoutMs, script = PROBE) {
+  const child = lab.spawn('cli', [NODE, script, ...args.map(String)]);
   if (child.pid) probePids.add(child.pid);
   let stdout = '';
   let stderr = '';
@@ -487,6 +503,7 @@ function deathOf(child, out) {
 
 const PATHS = {
   direct: {
+    dns: true, // srv forwards: the queries go straight to dnsmasq
     async start() {
       await sysctl('srv', 'net.ipv4.ip_forward=1');
       const h = {
@@ -558,19 +575,28 @@ const PATHS = {
       return h;
     },
   },
-  rxshuttle: { start: () => startRxshuttle([]) },
-  'rxshuttle-ssh': { start: () => startRxshuttle(['--transport', 'ssh']) },
-  'rxshuttle-nolc': { start: () => startRxshuttle(['--no-latency-control']) },
-  'rxshuttle-ssh-nolc': { start: () => startRxshuttle(['--transport', 'ssh', '--no-latency-control']) },
-  'rxshuttle-sshfwd': { start: () => startRxshuttle(['--ssh-forward']) },
+  // `dns`: the path carries the DNS rows' queries (UDP to 10.98.0.3:53); the others get n/a there.
+  // The rxshuttle paths run with --dns for every row: it adds only the DNS capture (two REDIRECT
+  // rules for 10.98.0.3 port 53 at the head of its chain, a `-p udp --dport 53` OUTPUT jump, and
+  // idle UDP/TCP sockets on the client); TCP to ports 7007/5201 is handled as without it.
+  rxshuttle: { dns: true, start: () => startRxshuttle([]) },
+  'rxshuttle-ssh': { dns: true, start: () => startRxshuttle(['--transport', 'ssh']) },
+  'rxshuttle-nolc': { dns: true, start: () => startRxshuttle(['--no-latency-control']) },
+  'rxshuttle-ssh-nolc': { dns: true, start: () => startRxshuttle(['--transport', 'ssh', '--no-latency-control']) },
+  'rxshuttle-sshfwd': { dns: true, start: () => startRxshuttle(['--ssh-forward']) },
+  // Stock-sshd mode: the host alias whose sshd hides node; rxshuttle finds no node there and runs
+  // nothing on the remote (TCP in direct-tcpip channels, --dns as DNS over TCP through them).
+  'rxshuttle-stock': { dns: true, start: () => startRxshuttle([], { host: lab.sshHostNoNode, stock: true }) },
+  'rxshuttle-stock-ssh': { dns: true, start: () => startRxshuttle(['--transport', 'ssh'], { host: lab.sshHostNoNode, stock: true }) },
 };
 
-async function startRxshuttle(extra) {
+async function startRxshuttle(extra, { host = lab.sshHost, stock = false } = {}) {
   const cli = path.join(ROOT, 'dist', 'cli.js');
   if (!fs.existsSync(cli)) throw new Error('dist/cli.js missing: run npm run build (npm run bench does)');
   // BENCH_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof' profiles the client (NODE_OPTIONS may not).
   const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-  const child = lab.spawn('cli', [NODE, ...nodeFlags, cli, '-r', lab.sshHost, '-e', lab.sshCommand, ...extra, SUBNET]);
+  const dns = labDns ? ['--dns'] : [];
+  const child = lab.spawn('cli', [NODE, ...nodeFlags, cli, '-r', host, '-e', lab.sshCommand, ...dns, ...extra, SUBNET]);
   const out = tailOf(child);
   // BENCH_CLIENT_LOG=FILE keeps the client's whole output (e.g. with BENCH_NODE_FLAGS=--trace-gc).
   if (process.env.BENCH_CLIENT_LOG) {
@@ -595,6 +621,11 @@ async function startRxshuttle(extra) {
   try {
     await waitForRules(child, out, /rxshuttle-\d+/, 'rxshuttle');
     await waitForEcho(h.endpoint(ECHO_PORT), child, out, 'rxshuttle');
+    if (stock) {
+      // The echo went through: if a node server runs in srv, this is not stock-sshd mode.
+      const server = procsInNetns(lab.ns.srv).find((p) => h.classify(p, 'srv') === 'server');
+      if (server) throw new Error(`a node process runs on the remote (${server.cmd.slice(0, 80)}): not stock-sshd mode`);
+    }
   } catch (e) {
     await h.stop().catch(() => {});
     throw e;
@@ -606,8 +637,8 @@ async function startRxshuttle(extra) {
 // Rows and the steps that fill them.
 
 const ROWS = [];
-function row(id, label, unit, better) {
-  ROWS.push({ id, label, unit, better });
+function row(id, label, unit, better, baseline = BASELINE) {
+  ROWS.push({ id, label, unit, better, baseline });
 }
 row('up1', 'upload, 1 stream', 'Gbit/s', 'higher');
 row('up4', 'upload, 4 streams', 'Gbit/s', 'higher');
@@ -620,6 +651,9 @@ row('rtt_idle_p99', 'rtt p99, idle', 'ms', 'lower');
 row('rtt_load_p50', 'rtt p50, under bulk download', 'ms', 'lower');
 row('rtt_load_p99', 'rtt p99, under bulk download', 'ms', 'lower');
 row('rtt_load_bulk', 'bulk download during rtt', 'Gbit/s', 'higher');
+// Only direct (the baseline here: ssh -L cannot carry UDP) and the paths with DNS capture.
+row('dns_qps', `DNS queries/s, ${DNS.conc} in flight`, 'q/s', 'higher', 'direct');
+row('dns_p50', 'DNS round trip p50', 'ms', 'lower', 'direct');
 row('bulk20_gbps', '20 bulk (10 up + 10 down): total', 'Gbit/s', 'higher');
 row('bulk20_client', '20 bulk: client RSS', 'MiB', 'lower');
 row('bulk20_server', '20 bulk: server RSS', 'MiB', 'lower');
@@ -643,6 +677,7 @@ const na = (reason) => ({ ok: true, value: null, na: reason });
 function peakRssCell(name, procs, kind) {
   if (name === 'direct') return na('no relay');
   if (kind === 'transport' && name === 'ssh-L') return na('ssh/sshd are the relay');
+  if (kind === 'server' && name.startsWith('rxshuttle-stock')) return na('nothing runs on the remote');
   const list = procs[kind];
   if (!list || list.length === 0) return { ok: false, reason: `no ${kind} process found` };
   return ok(list.reduce((sum, p) => sum + p.hwm_kib, 0) / 1024, list);
@@ -727,6 +762,33 @@ function steps() {
       return { rtt_load_p50: ok(r.p50_ms, r), rtt_load_p99: ok(r.p99_ms, r), rtt_load_bulk: bulkCell };
     },
   });
+  list.push({
+    rows: ['dns_qps', 'dns_p50'],
+    what: 'DNS over UDP',
+    naFor: (name) => (PATHS[name].dns ? undefined : 'no DNS capture'),
+    run: async (h, notes, name) => {
+      if (!labDns) throw new Error('dnsmasq not installed: the lab runs no nameserver');
+      const names = Object.entries(labModule.DNS_NAMES).map(([n, a]) => `${n}=${a}`).join(',');
+      const dnsProbe = (n, conc, seconds) =>
+        probe([TARGET, DNS.port, n, conc, seconds, DNS.timeoutMs, names, 'fresh'], (seconds + DNS.timeoutMs / 1000 + 30) * 1000, DNS_PROBE);
+      // Not in the rows: proves the queries get answered (through the capture: srv does not forward
+      // for the tunnels), opens what the first query opens (stock-sshd mode's TCP channel), and
+      // gives the round trip of one query at a time (`idle` in the JSON).
+      const idle = await dnsProbe(50, 1, 10);
+      if (idle.ok === 0) throw new Error(`no DNS query answered (${JSON.stringify(idle.errors)})`);
+      const runs = [];
+      for (let i = 0; i < CFG.repeats; i++) {
+        const r = await dnsProbe(CFG.dnsN, DNS.conc, CFG.dnsSeconds);
+        if (r.ok === 0) throw new Error(`no DNS query answered (${JSON.stringify(r.errors)})`);
+        if (r.failed > 0) notes.push(`${name} / DNS: ${r.failed} of ${r.ok + r.failed} queries failed ${JSON.stringify(r.errors)}`);
+        runs.push(r);
+      }
+      return {
+        dns_qps: ok(median(runs.map((r) => r.qps)), { runs, idle }),
+        dns_p50: ok(median(runs.map((r) => r.p50_ms)), { runs, idle }),
+      };
+    },
+  });
   // Memory under many bulk transfers at once, on a fresh process so its peak is this step's.
   list.push({
     rows: ['bulk20_gbps', 'bulk20_client', 'bulk20_server', 'bulk20_transport'],
@@ -809,6 +871,11 @@ async function runPath(name, cells, notes) {
   try {
     for (const step of steps().filter((st) => !opts.rows || st.rows.some((r) => opts.rows.includes(r)))) {
       if (interrupted) return;
+      const naReason = step.naFor?.(name);
+      if (naReason) {
+        for (const id of step.rows) cells[id][name] = na(naReason);
+        continue;
+      }
       if (step.needsRestart && name !== 'direct') await stop();
       if (!h) {
         try {
@@ -855,6 +922,7 @@ function fmtNum(v, unit) {
       return v.toFixed(2);
     case 'conn/s':
     case 'conns':
+    case 'q/s':
       return String(Math.round(v));
     case 'MiB':
       return v.toFixed(1);
@@ -874,9 +942,9 @@ function fmtCell(cell, r) {
 
 function addRatios(cells) {
   for (const r of ROWS) {
-    const base = cells[r.id][BASELINE];
+    const base = cells[r.id][r.baseline];
     for (const [name, cell] of Object.entries(cells[r.id])) {
-      if (!cell.ok || cell.na || cell.value === null || name === BASELINE) continue;
+      if (!cell.ok || cell.na || cell.value === null || name === r.baseline) continue;
       if (base?.ok && !base.na && typeof base.value === 'number' && base.value > 0) cell.ratio = cell.value / base.value;
     }
   }
@@ -924,20 +992,23 @@ async function main() {
     `rxshuttle bench ${opts.quick ? '(--quick) ' : ''}${started.toISOString()}`,
     `machine: nproc=${machine.nproc} (${machine.cpu}), ${machine.memory_gib} GiB, kernel ${machine.kernel}, node ${machine.node}, load ${machine.loadavg.join(' ')}`,
     `tools: ${machine.ssh}; sshuttle ${machine.sshuttle ?? 'not installed'}; ${machine.iperf3 ?? 'iperf3 not installed'}; rxshuttle ${machine.rxshuttle_git ?? '?'} (ssh2 binding ${machine.ssh2_binding ? 'built' : 'not built'}); open files ${nofile?.soft}/${nofile?.hard}`,
-    `paths: ${paths.join(', ')}; ratios are to ssh -L (same sshd); ` +
-      `iperf3 -t ${CFG.iperfSeconds}${CFG.iperfOmit ? ` -O ${CFG.iperfOmit}` : ''}; conns/s: ${CFG.rateN} or ${CFG.rateSeconds} s; rtt: ${CFG.rttN} or ${CFG.rttSeconds} s; conns/s and idle rtt: median of ${CFG.repeats}; held ${CFG.holdSeconds} s`,
+    `paths: ${paths.join(', ')}; ratios are to ssh -L (same sshd), the DNS rows' to direct; ` +
+      `iperf3 -t ${CFG.iperfSeconds}${CFG.iperfOmit ? ` -O ${CFG.iperfOmit}` : ''}; conns/s: ${CFG.rateN} or ${CFG.rateSeconds} s; rtt: ${CFG.rttN} or ${CFG.rttSeconds} s; ` +
+      `DNS: ${CFG.dnsN} queries or ${CFG.dnsSeconds} s, ${DNS.conc} in flight, ${DNS.timeoutMs} ms timeout; conns/s, idle rtt and DNS: median of ${CFG.repeats}; held ${CFG.holdSeconds} s`,
   ];
   process.stdout.write(`${head.join('\n')}\n\n`);
   const missing = ensureCommand('iperf3', 'iperf3');
+  const dnsMissing = ensureCommand('dnsmasq', 'dnsmasq');
   const cells = Object.fromEntries(ROWS.map((r) => [r.id, {}]));
   const notes = [];
   if (missing) notes.push(missing);
+  if (dnsMissing) notes.push(`${dnsMissing}: no DNS rows, and the rxshuttle paths run without --dns`);
   if (nofile && nofile.hard < 10_100 && CFG.holds.includes(10_000)) {
     notes.push(`open-file hard limit is ${nofile.hard}: 10 000 held connections may fail for lack of descriptors`);
   }
   let labError;
   try {
-    await startLab();
+    await startLab(dnsMissing);
     for (const name of paths) {
       if (interrupted) break;
       log(`[${name}] ---`);
@@ -958,7 +1029,8 @@ async function main() {
   const table = renderTable(paths, cells, failRefs);
   const finished = new Date();
   process.stdout.write(`${table}\n`);
-  process.stdout.write('\nratio = path ÷ ssh -L in the same run (throughput, conns/s, alive: higher is better; rtt, RSS: lower is better).\n');
+  process.stdout.write('\nratio = path ÷ ssh -L in the same run (throughput, conns/s, alive: higher is better; rtt, RSS: lower is better);\n' +
+    'DNS rows: path ÷ direct (ssh -L carries no UDP; only direct and the rxshuttle paths, started with --dns, have DNS cells).\n');
   process.stdout.write('RSS = peak VmHWM (MiB, summed over the processes of a role): client = rxshuttle node / sshuttle python / ssh -L client;\n' +
     'server = remote rxshuttle node / remote sshuttle python / sshd session; +ssh/sshd = the ssh transport under rxshuttle/sshuttle.\n');
   if (failRefs.length > 0) {
