@@ -8,6 +8,8 @@
  * asks again over TCP, which arrives here too and gets the whole answer. When the server
  * reports that no nameserver answered, the program gets SERVFAIL; when the tunnel gives no
  * reply in time, it gets nothing (its own timeout and retry apply, as with a dead nameserver).
+ * Answers are checked first (checkAnswer): one with another id or question gets the program
+ * SERVFAIL, and records about names the question does not lead to are dropped.
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, isIPv4, isIPv6, type Server, type Socket } from 'node:net';
@@ -15,7 +17,7 @@ import createDebug from 'debug';
 import { finalize, Observable, Subscription } from 'rxjs';
 import { DnsError, errorMessage, ListenError } from './errors.js';
 import type { TunnelEvent } from './events.js';
-import { fitForUdp, inspectQuery, rcodeName, rcodeOf, servfail } from './dns-message.js';
+import { checkAnswer, fitForUdp, inspectQuery, rcodeName, rcodeOf, servfail } from './dns-message.js';
 import { parseSubnet } from './options.js';
 import { formatPeer } from './streams/destination.js';
 import { MAX_DNS_QUERY } from './streams/dns.js';
@@ -167,11 +169,22 @@ export function dnsCapture$(sockets: DnsSockets, ask: AskDns, maxInFlight = MAX_
             }),
           )
           .subscribe({
-            next: (answer) => {
+            next: (raw) => {
+              // The remote is not trusted: an answer to another query is refused, records about
+              // names the question does not lead to are taken out (dns-message checkAnswer).
+              const checked = checkAnswer(message, raw);
+              if (checked.kind === 'rejected') {
+                debug('refusing an answer to %s from the tunnel: %s', info.question, checked.reason);
+                reply(servfail(message));
+                report('failed', checked.reason);
+                return;
+              }
+              const { answer, dropped } = checked;
               const sent = transport === 'udp' ? fitForUdp(answer, info.udpLimit) : answer;
               reply(sent);
+              const filtered = dropped === 0 ? '' : `, ${dropped} record${dropped === 1 ? '' : 's'} dropped`;
               const cut = sent === answer ? '' : `, cut to ${sent.length} for UDP (TC)`;
-              report('answered', `${rcodeName(rcodeOf(answer))}, ${answer.length} bytes${cut}`);
+              report('answered', `${rcodeName(rcodeOf(answer))}, ${answer.length} bytes${filtered}${cut}`);
             },
             error: (err: unknown) => {
               if (err instanceof DnsError && err.code === 'RXS_ERR_DNS_FAILED') {

@@ -141,6 +141,54 @@ describe('dnsCapture$', () => {
     expect(events[0]).toMatchObject({ outcome: 'failed', detail: 'ETIMEDOUT from 10.98.0.9:53' });
   });
 
+  // Issue 17, finding 10: the remote is not trusted with names nobody asked about.
+  const malicious = (message: Buffer) => {
+    const q = dnsPacket.decode(message);
+    return dnsPacket.encode({
+      type: 'response',
+      id: q.id,
+      flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
+      questions: q.questions,
+      answers: [{ type: 'A', name: 'www.bank.lab', data: '6.6.6.6' }],
+      additionals: [{ type: 'A', name: 'mail.bank.lab', data: '6.6.6.7' }],
+    });
+  };
+
+  it('an answer about names not asked for reaches the asker without them, over UDP and TCP', async () => {
+    const { port, events } = await start((message) => timer(5).pipe(map(() => malicious(message))));
+    const answer = await udpAsk(port, query(0x2222, 'foo.lab'));
+    expect(answer && dnsPacket.decode(answer)).toMatchObject({ id: 0x2222, rcode: 'NOERROR', questions: [{ name: 'foo.lab' }], answers: [], additionals: [] });
+    expect(events[0]).toMatchObject({ outcome: 'answered', detail: expect.stringMatching(/^NOERROR, \d+ bytes, 2 records dropped$/) });
+
+    const socket = connect(port, '127.0.0.1');
+    await once(socket, 'connect');
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    const q = query(0x3333, 'foo.lab');
+    socket.end(Buffer.concat([Buffer.from([q.length >> 8, q.length & 0xff]), q]));
+    await once(socket, 'close');
+    const all = Buffer.concat(chunks);
+    expect(dnsPacket.decode(all.subarray(2, 2 + all.readUInt16BE(0)))).toMatchObject({ id: 0x3333, answers: [], additionals: [] });
+  });
+
+  it('an answer with another id or for another question: the asker gets SERVFAIL, the event says why', async () => {
+    const { port, events } = await start((message) => {
+      const name = dnsPacket.decode(message).questions?.[0]?.name;
+      const answer = answerFor(name === 'other-id.lab' ? message : query(7, 'www.bank.lab'));
+      if (name === 'other-id.lab') answer.writeUInt16BE(answer.readUInt16BE(0) ^ 0xffff, 0);
+      else answer.writeUInt16BE(message.readUInt16BE(0), 0);
+      return timer(5).pipe(map(() => answer));
+    });
+    const a = await udpAsk(port, query(0x4444, 'other-id.lab'));
+    expect(a && dnsPacket.decode(a)).toMatchObject({ id: 0x4444, rcode: 'SERVFAIL', questions: [{ name: 'other-id.lab' }], answers: [] });
+    const b = await udpAsk(port, query(0x5555, 'foo.lab'));
+    expect(b && dnsPacket.decode(b)).toMatchObject({ id: 0x5555, rcode: 'SERVFAIL', questions: [{ name: 'foo.lab' }], answers: [] });
+    expect(events).toEqual([
+      expect.objectContaining({ question: 'other-id.lab A', outcome: 'failed', detail: 'answer with another id' }),
+      expect.objectContaining({ question: 'foo.lab A', outcome: 'failed', detail: 'answer for another question' }),
+    ]);
+  });
+
   it('no reply from the tunnel in time: the asker gets nothing (its own timeout applies)', async () => {
     const { port, events } = await start(() => throwError(() => new DnsError('RXS_ERR_DNS_TIMEOUT', 'no answer within 15000 ms')));
     expect(await udpAsk(port, query(9), 300)).toBeNull();
