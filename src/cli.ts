@@ -59,6 +59,7 @@ interface CliFlags {
   nsHosts?: string;
   toNs?: string;
   autoNets?: boolean;
+  autoNetsWide?: boolean;
   autoHosts?: boolean;
   seedHosts?: string;
   hostwatch?: boolean;
@@ -108,6 +109,7 @@ function program(): Command {
     .option('--ns-hosts <ip,...>', 'capture DNS queries to these nameservers instead (implies --dns)')
     .option('--to-ns <ip[:port]>', 'the remote nameserver that answers them (default: the remote /etc/resolv.conf)')
     .option('-N, --auto-nets', "also tunnel the networks in the server's routing table")
+    .option('--auto-nets-wide', 'with -N: also tunnel routes wider than /8 (IPv4) or /16 (IPv6) that the server names')
     .option('-H, --auto-hosts', "add the names of the server's hosts to /etc/hosts while the tunnel runs")
     .option('--seed-hosts <name,...>', 'with -H: host names to start discovery from')
     .option('--hostwatch', 'internal, for debugging -H: discover host names here and print them')
@@ -148,6 +150,7 @@ function toOptions(subnets: string[], flags: CliFlags): TunnelOptions {
       ...(flags.nsHosts === undefined ? {} : { nsHosts: flags.nsHosts }),
       ...(flags.toNs === undefined ? {} : { toNs: flags.toNs }),
       ...(flags.autoNets ? { autoNets: true } : {}),
+      ...(flags.autoNetsWide ? { autoNetsWide: true } : {}),
       ...(flags.autoHosts ? { autoHosts: true } : {}),
       ...(flags.seedHosts === undefined ? {} : { seedHosts: flags.seedHosts }),
       // With syslog the helper's stderr must come through us: the terminal is gone (daemon), or

@@ -29,6 +29,7 @@ import { asAccepted, type Listener, listener$, type Redirected, redirected$ } fr
 import { fileURLToPath } from 'node:url';
 import { helperCommand } from './firewall/client.js';
 import { type ConnectOptions, KEEPALIVE_MISSES, resolveOptions, type TunnelOptions } from './options.js';
+import { printable, printableLines } from './printable.js';
 import { descriptorBudget, guardDescriptors, openFileLimit } from './descriptor-guard.js';
 import { keepalive } from './streams/keepalive.js';
 import { DEFAULT_WINDOW, FLAG_NO_LATENCY_CONTROL } from './streams/defaults.js';
@@ -156,7 +157,8 @@ function nodeTunnel(
   // -N, -H, --dns: the control-channel conversations and what the firewall needs for them.
   const conversation = sessionDiscovery(options);
   const discovery = discoveryClient(options, listener, conversation.source);
-  const remoteOutput$ = server.stderr$.pipe(map((line): TunnelEvent => ({ kind: 'remote-output', line })));
+  // Remote text is made printable where it comes in (stderrLines does it too; twice changes nothing).
+  const remoteOutput$ = server.stderr$.pipe(map((line): TunnelEvent => ({ kind: 'remote-output', line: printable(line) })));
   // A server that went silent (network gone, host suspended) ends the tunnel instead of hanging it.
   const alive =
     options.keepalive > 0
@@ -180,7 +182,7 @@ function nodeTunnel(
     mergeMap((event): Observable<TunnelEvent> => {
       switch (event.kind) {
         case 'noise':
-          return of({ kind: 'remote-output', line: event.text.trimEnd() });
+          return from(printableLines(event.text).map((line): TunnelEvent => ({ kind: 'remote-output', line })));
         case 'hello':
           onGreeted();
           return concat(
@@ -195,10 +197,7 @@ function nodeTunnel(
         case 'close':
           return of({ ...event, kind: 'close' });
         case 'exit':
-          return concat(
-            of<TunnelEvent>({ kind: 'remote-exit', reason: event.reason }),
-            throwError(() => new TransportError('RXS_ERR_REMOTE_EXIT', `server on ${where} stopped: ${event.reason}`)),
-          );
+          return serverStopped(event.reason, where);
         case 'pong':
           return EMPTY;
         default:
@@ -230,10 +229,23 @@ function stockTunnel(options: TunnelOptions, listener: Listener, remote: StockRe
   });
 }
 
+/** The server said EXIT: its reason (remote text, so made printable) as an event, then as the error that ends the tunnel. */
+export function serverStopped(reason: string, where: string): Observable<TunnelEvent> {
+  const said = printable(reason);
+  return concat(
+    of<TunnelEvent>({ kind: 'remote-exit', reason: said }),
+    throwError(() => new TransportError('RXS_ERR_REMOTE_EXIT', `server on ${where} stopped: ${said}`)),
+  );
+}
+
 const isLoopback = (host: string) => host.startsWith('127.') || host === '::1' || host === 'localhost';
 
-/** Turns how the server process ended into a message that says what to do. */
-function explainFailure(err: unknown, greeted: boolean, where: string, options: TunnelOptions, local = false): unknown {
+/**
+ * Turns how the server process ended into a message that says what to do. The stderr lines it
+ * quotes are the remote's: printable already (stderrLines), and made so again for any other maker
+ * of a ServerExit.
+ */
+export function explainFailure(err: unknown, greeted: boolean, where: string, options: TunnelOptions, local = false): unknown {
   if (!(err instanceof ServerExit)) return err;
   const { remoteNode } = options;
   // ssh's ServerAlive gave up ("Timeout, server … not responding."): the same words as everywhere.
@@ -241,7 +253,7 @@ function explainFailure(err: unknown, greeted: boolean, where: string, options: 
     return new TransportError('RXS_ERR_TRANSPORT_CLOSED', keepaliveLost(where, options.keepalive));
   }
   const telling = [...err.stderrTail].reverse().find((line) => /error|denied|not found|refused|timed out|resolve|no route|too old/i.test(line));
-  const last = telling ?? err.stderrTail.at(-1) ?? '';
+  const last = printable(telling ?? err.stderrTail.at(-1) ?? '');
   const said = last ? `: ${last}` : '';
   if (greeted) {
     // Nothing said why (kill -9 of ssh or of the remote server): say how the process ended.

@@ -4,7 +4,8 @@
  *
  *   -N     ROUTES_REQUEST goes out right after the hello; the firewall waits for the server's
  *          routes and tunnels them as if they had been given on the command line (without the
- *          default route, without what -x or the ssh server's address exclude).
+ *          default route, without what -x or the ssh server's address exclude, and without
+ *          routes wider than /8 or /16 unless --auto-nets-wide: those are reported).
  *   --dns  DNS sockets are bound before the firewall starts (their port goes into its setup);
  *          once the rules are in place, each captured query becomes a DNS_REQUEST.
  *   -H     once the rules are in place, HOSTS_REQUEST (with the seed hosts) goes out; every HOST
@@ -53,15 +54,28 @@ const ruleContains = (outer: SubnetRule, route: Route): boolean => {
 };
 
 /**
- * The routes -N tunnels: every route the server named, except default routes, IPv6 ones when
- * we do not listen on IPv6, those inside an exclude (-x, or the ssh server's own address), and
- * those already tunneled.
+ * The narrowest prefix of a server's route that -N takes without --auto-nets-wide: a server that
+ * names 0.0.0.0/1 and 128.0.0.0/1 must not capture all of the machine's traffic.
  */
-export function autoNetRules(routes: readonly Route[], rules: readonly SubnetRule[], ipv6: boolean): SubnetRule[] {
+export const AUTO_NET_MIN_PREFIX: { readonly [F in 4 | 6]: number } = { 4: 8, 6: 16 };
+
+/** A route wider than -N takes without --auto-nets-wide (shorter than /8 for IPv4, /16 for IPv6). */
+export const isWideRoute = (route: Route | SubnetRule): boolean => route.prefix < AUTO_NET_MIN_PREFIX[route.family];
+
+/** Routes listed in the warning about wide routes, at most; the rest are counted. */
+const MAX_LISTED_WIDE = 16;
+
+/**
+ * The routes -N tunnels: every route the server named, except default routes, IPv6 ones when
+ * we do not listen on IPv6, those inside an exclude (-x, or the ssh server's own address),
+ * those already tunneled, and, unless `wide` (--auto-nets-wide), those wider than /8 (IPv4) or
+ * /16 (IPv6).
+ */
+export function autoNetRules(routes: readonly Route[], rules: readonly SubnetRule[], ipv6: boolean, wide = false): SubnetRule[] {
   const out: SubnetRule[] = [];
   const same = (r: SubnetRule) => (route: Route) => r.family === route.family && r.address === route.address && r.prefix === route.prefix;
   for (const route of routes) {
-    if (route.prefix === 0 || (route.family === 6 && !ipv6)) continue;
+    if (route.prefix === 0 || (route.family === 6 && !ipv6) || (!wide && isWideRoute(route))) continue;
     const allPorts = (r: SubnetRule) => r.portLow === 0 && r.portHigh === 0;
     if (rules.some((r) => r.exclude && allPorts(r) && ruleContains(r, route))) continue;
     if (rules.some((r) => !r.exclude && allPorts(r) && same(r)(route)) || out.some((r) => same(r)(route))) continue;
@@ -196,16 +210,23 @@ export function discoveryClient(options: TunnelOptions, listener: Listener, sour
 
   return {
     firewall$(base, start) {
-      const auto$: Observable<{ list: readonly Route[]; chosen: SubnetRule[] } | null> = options.autoNets
+      const auto$: Observable<{ list: readonly Route[]; chosen: SubnetRule[]; ignored: SubnetRule[] } | null> = options.autoNets
         ? source.routes$.pipe(
             take(1),
-            map((list) => ({ list, chosen: autoNetRules(list, base.rules, listensOnIpv6(listener)) })),
+            map((list) => {
+              // What -N would take with --auto-nets-wide; without it, the wide ones are left out and named.
+              const all = autoNetRules(list, base.rules, listensOnIpv6(listener), true);
+              return options.autoNetsWide
+                ? { list, chosen: all, ignored: [] }
+                : { list, chosen: all.filter((r) => !isWideRoute(r)), ignored: all.filter(isWideRoute) };
+            }),
           )
         : of(null);
       return auto$.pipe(
         switchMap((auto) => {
           const rules = [...base.rules, ...(auto?.chosen ?? [])];
           const reported: TunnelEvent[] = auto ? [{ kind: 'routes', routes: auto.list, tunneled: auto.chosen.length }] : [];
+          if (auto && auto.ignored.length > 0) reported.push({ kind: 'warning', message: wideRoutesIgnored(auto.ignored) });
           if (auto && !rules.some((r) => !r.exclude) && !dns) {
             reported.push({ kind: 'warning', message: '-N: the server named no route to tunnel' });
           }
@@ -248,6 +269,13 @@ export function discoveryClient(options: TunnelOptions, listener: Listener, sour
       );
     },
   };
+}
+
+/** The warning that names the routes -N left out for being wider than /8 or /16. */
+export function wideRoutesIgnored(ignored: readonly SubnetRule[]): string {
+  const listed = ignored.slice(0, MAX_LISTED_WIDE).map((r) => `${r.address}/${r.prefix}`);
+  const more = ignored.length > MAX_LISTED_WIDE ? ` and ${ignored.length - MAX_LISTED_WIDE} more` : '';
+  return `-N: ignored routes wider than /8 (IPv4) or /16 (IPv6) from the server: ${listed.join(', ')}${more} (--auto-nets-wide takes them)`;
 }
 
 function readLocalResolvConf(): string {

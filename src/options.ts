@@ -47,6 +47,8 @@ export interface TunnelOptions {
   readonly dns?: DnsOptions;
   /** -N: also tunnel the networks the server's routing table names. */
   readonly autoNets: boolean;
+  /** --auto-nets-wide: with -N, also routes wider than /8 (IPv4) or /16 (IPv6); without it they are ignored (and named in a warning). */
+  readonly autoNetsWide: boolean;
   /** -H: put the host names the server finds into /etc/hosts while the tunnel runs. */
   readonly autoHosts?: { readonly seeds: readonly string[] };
   /** Seconds between keepalive pings; the session is declared dead after KEEPALIVE_MISSES silent ones. 0: off. */
@@ -94,6 +96,8 @@ export interface ConnectOptions {
   readonly toNs?: string | Destination;
   /** Also tunnel the server's routes (-N). */
   readonly autoNets?: boolean;
+  /** With autoNets: also the server's routes wider than /8 (IPv4) or /16 (IPv6) (--auto-nets-wide); default false. */
+  readonly autoNetsWide?: boolean;
   /** Host names into /etc/hosts (-H). */
   readonly autoHosts?: boolean | { readonly seeds: readonly string[] };
   /** Names to start -H with: `a,b,c` or a list (--seed-hosts). */
@@ -111,6 +115,8 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
   const subnets = [...options.subnets.map((s) => rule(s, false)), ...(options.exclude ?? []).map((s) => rule(s, true))];
   const dns = resolveDns(options);
   const autoNets = options.autoNets ?? false;
+  const autoNetsWide = options.autoNetsWide ?? false;
+  if (autoNetsWide && !autoNets) throw new UsageError('--auto-nets-wide needs -N/--auto-nets');
   if (!subnets.some((s) => !s.exclude) && !autoNets && !dns) {
     throw new UsageError('no subnets given: say which to tunnel, e.g. 10.0.0.0/8 or 0/0 (or -N, or --dns)');
   }
@@ -138,6 +144,7 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
     firewallCommand: options.firewallCommand ?? defaultFirewallCommand(),
     ...(dns ? { dns } : {}),
     autoNets,
+    autoNetsWide,
     ...(options.autoHosts ? { autoHosts: { seeds } } : {}),
     keepalive: parseKeepalive(options.keepalive ?? DEFAULT_KEEPALIVE),
     ...(options.firewallStderr ? { firewallStderr: options.firewallStderr } : {}),

@@ -1,10 +1,14 @@
 import type { TunnelEvent } from './events.js';
+import { printable } from './printable.js';
 import { formatDestination } from './streams/destination.js';
 
-/** How each event reads on the terminal, and from which -v level it shows (0: always). */
+/**
+ * How each event reads on the terminal, and from which -v level it shows (0: always). `text` gives
+ * one line, or several as a list: a newline inside a field never starts a line of its own.
+ */
 type Renderer<K extends TunnelEvent['kind']> = {
   readonly level: number;
-  readonly text: (event: Extract<TunnelEvent, { kind: K }>) => string;
+  readonly text: (event: Extract<TunnelEvent, { kind: K }>) => string | readonly string[];
 };
 
 const renderers: { readonly [K in TunnelEvent['kind']]: Renderer<K> } = {
@@ -38,7 +42,7 @@ const renderers: { readonly [K in TunnelEvent['kind']]: Renderer<K> } = {
   routes: {
     level: 1,
     text: (e) =>
-      ['available routes:', ...e.routes.map((r) => `  ${r.address}/${r.prefix}`), `${e.tunneled} of them tunneled (-N).`].join('\n'),
+      ['available routes:', ...e.routes.map((r) => `  ${r.address}/${r.prefix}`), `${e.tunneled} of them tunneled (-N).`],
   },
   dns: {
     level: 1,
@@ -47,8 +51,16 @@ const renderers: { readonly [K in TunnelEvent['kind']]: Renderer<K> } = {
   host: { level: 1, text: (e) => `hostwatch: Found: ${e.name}: ${e.address}` },
 };
 
-/** The line to print for an event at this verbosity, or null. */
+/**
+ * The line (or lines, joined by newlines) to print for an event at this verbosity, or null.
+ * Whatever a field holds, each line comes out printable (printable.ts): remote output and an EXIT
+ * reason are escaped where they come in, and every line is once more here, for remote text that
+ * is not (a channel refusal's reason from sshd, in a close event's detail) and events made
+ * elsewhere. Escaping twice changes nothing.
+ */
 export function render(event: TunnelEvent, verbosity: number): string | null {
   const renderer = renderers[event.kind] as Renderer<typeof event.kind>;
-  return verbosity >= renderer.level ? renderer.text(event as never) : null;
+  if (verbosity < renderer.level) return null;
+  const text = renderer.text(event as never);
+  return (typeof text === 'string' ? [text] : text).map(printable).join('\n');
 }

@@ -1,12 +1,13 @@
 import { createSocket } from 'node:dgram';
 import { type Observable, of, Subject } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { autoNetRules, discoveryClient, sessionDiscovery } from '../src/discovery-client.js';
+import { autoNetRules, discoveryClient, isWideRoute, sessionDiscovery, wideRoutesIgnored } from '../src/discovery-client.js';
 import type { TunnelEvent } from '../src/events.js';
 import type { FirewallEvent } from '../src/firewall/client.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from '../src/firewall/types.js';
 import type { Listener } from '../src/listener.js';
 import { resolveOptions } from '../src/options.js';
+import { render } from '../src/render.js';
 import { encodeHostsRequest, type Route } from '../src/streams/discovery.js';
 import { decodeDnsRequest } from '../src/streams/dns.js';
 import { Command, CONTROL_CHANNEL, type Frame, frame } from '../src/streams/frame.js';
@@ -45,6 +46,37 @@ describe('autoNetRules (-N)', () => {
   it('an exclude of some ports only does not remove a route', () => {
     const portsOnly: SubnetRule = { ...rule('10.98.0.0', 24, true), portLow: 22, portHigh: 22 };
     expect(autoNetRules([route('10.98.0.0', 24)], [portsOnly], false)).toEqual([rule('10.98.0.0', 24, false)]);
+  });
+
+  it('leaves out routes wider than /8 (IPv4) or /16 (IPv6): 0.0.0.0/1 + 128.0.0.0/1 must not take all TCP', () => {
+    const routes = [
+      route('0.0.0.0', 1),
+      route('128.0.0.0', 1),
+      route('64.0.0.0', 7),
+      route('10.0.0.0', 8),
+      route('2000::', 3, 6),
+      route('fd00::', 15, 6),
+      route('fd00::', 16, 6),
+    ];
+    expect(autoNetRules(routes, [], true)).toEqual([rule('10.0.0.0', 8, false), rule('fd00::', 16, false, 6)]);
+  });
+
+  it('with wide (--auto-nets-wide) takes them, but still never a default route', () => {
+    const routes = [route('0.0.0.0', 0), route('::', 0, 6), route('0.0.0.0', 1), route('128.0.0.0', 1), route('2000::', 3, 6)];
+    expect(autoNetRules(routes, [], true, true)).toEqual([rule('0.0.0.0', 1, false), rule('128.0.0.0', 1, false), rule('2000::', 3, false, 6)]);
+  });
+
+  it('isWideRoute: shorter than /8 for IPv4, /16 for IPv6', () => {
+    expect([7, 8].map((prefix) => isWideRoute(route('10.0.0.0', prefix)))).toEqual([true, false]);
+    expect([15, 16].map((prefix) => isWideRoute(route('fd00::', prefix, 6)))).toEqual([true, false]);
+  });
+
+  it('the warning names the ignored routes, at most 16 of them', () => {
+    expect(wideRoutesIgnored([rule('0.0.0.0', 1, false), rule('128.0.0.0', 1, false)])).toBe(
+      '-N: ignored routes wider than /8 (IPv4) or /16 (IPv6) from the server: 0.0.0.0/1, 128.0.0.0/1 (--auto-nets-wide takes them)',
+    );
+    const many = Array.from({ length: 20 }, (_, i) => rule(`${i * 8}.0.0.0`, 5, false));
+    expect(wideRoutesIgnored(many)).toMatch(/: 0\.0\.0\.0\/5, .*, 120\.0\.0\.0\/5 and 4 more \(--auto-nets-wide takes them\)$/);
   });
 });
 
@@ -103,6 +135,50 @@ describe('discoveryClient', () => {
     ready.next({ kind: 'warning', message: 'firewall helper: cannot write the hosts file: EROFS' });
     ready.next({ kind: 'warning', message: 'firewall helper: cannot write the hosts file: EROFS' });
     expect(events.filter((e) => e.kind === 'warning')).toHaveLength(1);
+  });
+
+  /** -N against a server that names these routes: the events until the helper starts, and the rules it gets. */
+  const withRoutes = (routes: Route[], autoNetsWide: boolean) => {
+    const options = resolveOptions({ subnets: [], autoNets: true, autoNetsWide }, () => ['fw']);
+    const s = sessionDiscovery(options);
+    const d = discoveryClient(options, listener(12300), s.source);
+    const started: FirewallSetup[] = [];
+    const events: TunnelEvent[] = [];
+    d.firewall$(base(12300), (setup) => {
+      started.push(setup);
+      return new Subject<FirewallEvent>();
+    }).subscribe((e) => events.push(e));
+    session(s, { kind: 'routes', routes });
+    return { events, rules: started[0]?.rules };
+  };
+  const halves = [route('0.0.0.0', 1), route('128.0.0.0', 1), route('10.98.0.0', 24)];
+
+  it('-N: routes wider than /8 are not tunneled and are named in one warning, shown at the default verbosity', () => {
+    const { events, rules } = withRoutes(halves, false);
+    expect(rules).toEqual([rule('10.99.0.2', 32, true), rule('10.98.0.0', 24, false)]);
+    expect(events).toEqual([
+      { kind: 'routes', routes: halves, tunneled: 1 },
+      {
+        kind: 'warning',
+        message: '-N: ignored routes wider than /8 (IPv4) or /16 (IPv6) from the server: 0.0.0.0/1, 128.0.0.0/1 (--auto-nets-wide takes them)',
+      },
+    ]);
+    expect(render(events[1] as TunnelEvent, 0)).toMatch(/^warning: -N: ignored routes wider than/);
+  });
+
+  it('-N: with nothing narrow left, the wide routes are named and nothing is tunneled', () => {
+    const { events, rules } = withRoutes(halves.slice(0, 2), false);
+    expect(rules).toEqual([rule('10.99.0.2', 32, true)]);
+    expect(events.filter((e) => e.kind === 'warning').map((e) => e.kind === 'warning' && e.message)).toEqual([
+      expect.stringMatching(/0\.0\.0\.0\/1, 128\.0\.0\.0\/1/),
+      '-N: the server named no route to tunnel',
+    ]);
+  });
+
+  it('-N --auto-nets-wide: the wide routes are tunneled, without a warning', () => {
+    const { events, rules } = withRoutes(halves, true);
+    expect(rules).toEqual([rule('10.99.0.2', 32, true), rule('0.0.0.0', 1, false), rule('128.0.0.0', 1, false), rule('10.98.0.0', 24, false)]);
+    expect(events).toEqual([{ kind: 'routes', routes: halves, tunneled: 3 }]);
   });
 
   it('--dns: binds the DNS sockets on the next free port, puts them in the setup, and answers captured queries through DNS_REQUEST', async () => {

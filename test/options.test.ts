@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { UsageError } from '../src/errors.js';
 import type { SubnetRule } from '../src/firewall/types.js';
 import { hasHostBits, isCanonicalIp, parseIp } from '../src/ip.js';
-import { parseListen, parseRemote, parseSubnet, readSubnetFile, splitCommand } from '../src/options.js';
+import { parseListen, parseRemote, parseSubnet, readSubnetFile, resolveOptions, splitCommand } from '../src/options.js';
 
 const rule = (family: 4 | 6, address: string, prefix: number, portLow = 0, portHigh = 0, exclude = false): SubnetRule => ({
   family,
@@ -220,5 +220,20 @@ describe('--keepalive', () => {
     for (const bad of ['-1', '1.5', 'x', '', '86401', '1e3']) expect(() => parseKeepalive(bad), bad).toThrow(/invalid --keepalive/);
     expect(resolveOptions({ subnets: ['10/8'] }, () => ['fw']).keepalive).toBe(15);
     expect(resolveOptions({ subnets: ['10/8'], keepalive: '5' }, () => ['fw']).keepalive).toBe(5);
+  });
+});
+
+describe('--auto-nets-wide', () => {
+  it('is off by default, on with -N; without -N it is a usage error', () => {
+    expect(resolveOptions({ subnets: [], autoNets: true }, () => ['fw']).autoNetsWide).toBe(false);
+    expect(resolveOptions({ subnets: ['10/8'] }, () => ['fw']).autoNetsWide).toBe(false);
+    expect(resolveOptions({ subnets: [], autoNets: true, autoNetsWide: true }, () => ['fw'])).toMatchObject({ autoNets: true, autoNetsWide: true });
+    expect(() => resolveOptions({ subnets: ['10/8'], autoNetsWide: true }, () => ['fw'])).toThrow(UsageError);
+    expect(() => resolveOptions({ subnets: ['10/8'], autoNetsWide: true }, () => ['fw'])).toThrow(/--auto-nets-wide needs -N/);
+  });
+
+  it('resolved options pass through resolveOptions unchanged', () => {
+    const once = resolveOptions({ subnets: [], autoNets: true, autoNetsWide: true }, () => ['fw']);
+    expect(resolveOptions(once, () => ['other'])).toEqual(once);
   });
 });

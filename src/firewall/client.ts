@@ -30,11 +30,64 @@ export interface FirewallClientOptions {
 /** 'ready' once the rules are in place; a warning when the helper refuses a later command (a HOST line). */
 export type FirewallEvent = 'ready' | { readonly kind: 'warning'; readonly message: string };
 
-/** HOST lines held back until READY, at most. */
-const MAX_WAITING_HOSTS = 10_000;
+/** Hosts entries waiting for the helper (before READY, or while its stdin is full), at most. */
+export const MAX_WAITING_HOSTS = 10_000;
 
 /** How many of the helper's last stderr lines are kept to explain a failure. */
 const STDERR_TAIL = 5;
+
+export interface HostsSender {
+  /** Queues an entry for the helper; false when it was dropped because `max` entries already wait. */
+  add(entry: HostsEntry): boolean;
+  /** The helper is ready: write what waits, and from then on as fast as its stdin takes it. */
+  start(): void;
+  /** Entries not yet handed to the stdin. */
+  readonly waiting: number;
+}
+
+/**
+ * HOST lines to the helper's stdin with backpressure: a line is written only while write() says
+ * the stream takes more, the rest waits for 'drain'. What waits is one entry per name (a later
+ * address replaces a waiting one: only the last counts in the hosts file), at most `max` names;
+ * beyond that a new name is dropped. So a server that floods HOST frames, new names or one name
+ * flipping between addresses, holds at most `max` entries and the stream's high-water mark here.
+ */
+export function hostsSender(stdin: Writable, max = MAX_WAITING_HOSTS): HostsSender {
+  const waiting = new Map<string, string>();
+  let started = false;
+  let full = false;
+  const onDrain = () => {
+    full = false;
+    send();
+  };
+  const send = () => {
+    if (!started || full) return;
+    for (const [name, address] of waiting) {
+      waiting.delete(name);
+      if (stdin.destroyed || stdin.writableEnded) return waiting.clear();
+      if (!stdin.write(`HOST ${address} ${name}\n`)) {
+        full = true;
+        stdin.once('drain', onDrain);
+        return;
+      }
+    }
+  };
+  return {
+    add({ address, name }) {
+      if (!waiting.has(name) && waiting.size >= max) return false;
+      waiting.set(name, address);
+      send();
+      return true;
+    },
+    start() {
+      started = true;
+      send();
+    },
+    get waiting() {
+      return waiting.size;
+    },
+  };
+}
 
 /**
  * argv that starts `rxshuttle --firewall` with this Node and CLI script: as is when we are
@@ -116,19 +169,23 @@ export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Ob
         if (item !== READY_LINE) return fail(`unexpected reply from the firewall helper: ${oneLine(item, 100)}`);
         state = 'ready';
         subscriber.next('ready');
-        for (const line of waitingHosts.splice(0)) child.stdin.write(line);
+        hosts.start();
       } else if (item === OK_LINE) {
         // a HOST line was written to the hosts file
       } else {
         log('ignoring unexpected line from the firewall helper');
       }
     };
-    const waitingHosts: string[] = [];
+    const hosts = hostsSender(child.stdin);
+    let dropping = false;
     const hostsSubscription = opts.hosts$?.subscribe({
       next: (entry) => {
-        const line = `HOST ${entry.address} ${entry.name}\n`;
-        if (state === 'ready') child.stdin.write(line);
-        else if (waitingHosts.length < MAX_WAITING_HOSTS) waitingHosts.push(line);
+        if (hosts.add(entry) || dropping || subscriber.closed) return;
+        dropping = true;
+        subscriber.next({
+          kind: 'warning',
+          message: `-H: ${MAX_WAITING_HOSTS} hosts entries are waiting for the firewall helper; new names are dropped`,
+        });
       },
       error: (e: unknown) => log('hosts entries: %s', e instanceof Error ? e.message : String(e)),
     });

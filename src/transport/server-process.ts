@@ -5,6 +5,7 @@ import { TransportError } from '../errors.js';
 import { type FrameWriter, frameWriter } from '../streams/frame-writer.js';
 import { fdSocket } from '../streams/fd-socket.js';
 import { fromReadable } from '../streams/from-readable.js';
+import { printable } from '../printable.js';
 import { serverUpload } from './bundle.js';
 import { socketPair } from './socketpair.js';
 
@@ -38,10 +39,17 @@ export interface SpawnOptions {
 }
 
 const STDERR_TAIL_LINES = 20;
+/**
+ * The longest stderr line kept whole (UTF-16 units): a longer one, or text that never ends its
+ * line, goes out in pieces of this size as it arrives.
+ */
+const MAX_STDERR_LINE = 8 * 1024;
 
 /**
  * A stderr stream as non-empty lines, keeping the last few to explain an exit with. `finish()`
- * adds an unterminated last line and returns that tail.
+ * adds an unterminated last line and returns that tail. The stream is the remote's (or ssh's, which
+ * passes on banners and the remote's messages): every line comes out printable, its terminal
+ * escapes and other control characters written out (printable.ts).
  */
 export function stderrLines(stream: NodeJS.ReadableStream & { setEncoding(encoding: BufferEncoding): unknown }): {
   readonly lines$: Observable<string>;
@@ -50,19 +58,44 @@ export function stderrLines(stream: NodeJS.ReadableStream & { setEncoding(encodi
   const tail: string[] = [];
   const lines = new Subject<string>();
   let partial = '';
-  const add = (line: string) => {
+  const add = (text: string) => {
+    const line = printable(text);
     tail.push(line);
     if (tail.length > STDERR_TAIL_LINES) tail.shift();
     lines.next(line);
   };
-  stream.setEncoding('utf8');
-  stream.on('data', (text: string) => {
-    const parts = (partial + text).split('\n');
-    partial = parts.pop() ?? '';
-    for (const line of parts) {
-      const clean = line.replace(/\r$/, '');
+  /**
+   * `partial + text` is a line (`ended`) or the start of one: sends it in pieces of at most
+   * MAX_STDERR_LINE and keeps less than that as `partial`, so the unfinished line stays bounded.
+   */
+  const take = (text: string, ended: boolean) => {
+    const line = partial + text;
+    partial = '';
+    const limit = ended ? MAX_STDERR_LINE + 1 : MAX_STDERR_LINE;
+    let at = 0;
+    while (line.length - at >= limit) {
+      let end = at + MAX_STDERR_LINE;
+      const last = line.charCodeAt(end - 1);
+      if (last >= 0xd800 && last <= 0xdbff) end--; // not between the halves of a surrogate pair
+      add(line.slice(at, end));
+      at = end;
+    }
+    const rest = at === 0 ? line : line.slice(at);
+    if (!ended) partial = rest;
+    else {
+      const clean = rest.replace(/\r$/, '');
       if (clean !== '') add(clean);
     }
+  };
+  stream.setEncoding('utf8');
+  // Only the new text is searched for newlines: a line that never ends costs no more than one that does.
+  stream.on('data', (text: string) => {
+    let start = 0;
+    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+      take(text.slice(start, nl), true);
+      start = nl + 1;
+    }
+    take(start === 0 ? text : text.slice(start), false);
   });
   return {
     lines$: lines.asObservable(),

@@ -1,7 +1,7 @@
-import { of, Subject } from 'rxjs';
+import { BehaviorSubject, of, Subject } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import type { Frame } from '../../src/streams/frame.js';
-import { type SchedulerConfig, type SchedulerOutput, schedule } from '../../src/streams/scheduler.js';
+import { Command, CONTROL_CHANNEL, type Frame, frame } from '../../src/streams/frame.js';
+import { CONGESTED_CREDIT_FRAMES, type SchedulerConfig, type SchedulerOutput, schedule } from '../../src/streams/scheduler.js';
 import { f, pattern, testScheduler } from './marbles.js';
 
 const sent = (fr: Frame): SchedulerOutput => ({ kind: 'frame', frame: fr });
@@ -94,6 +94,93 @@ describe('schedule (fair scheduler)', () => {
           x: sent(f.data(2, 'x')),
         },
       );
+    });
+  });
+
+  // Issue 17, finding 7: a peer that sends without reading must not make us queue without limit.
+  describe('a peer that does not read', () => {
+    const stingy: SchedulerConfig = { ...roomy, congestedCreditFrames: 0 };
+
+    it('drops a PONG while the transport is not writable, instead of queueing it; answers again once it is', () => {
+      testScheduler().run(({ cold, hot, expectObservable }) => {
+        const frames$ = hot<Frame>('-a-bc---d', { a: f.pong('1'), b: f.pong('2'), c: f.pong('3'), d: f.pong('4') });
+        const writable$ = cold('t-f----t', { f: false, t: true });
+        expectObservable(schedule(roomy, { frames$, writable$, credit$: cold<number>('-') })).toBe('-a------d', {
+          a: sent(f.pong('1')),
+          d: sent(f.pong('4')),
+        });
+      });
+    });
+
+    it('sends the first CREDIT frames of a congested spell as they come, then holds the rest back', () => {
+      testScheduler().run(({ cold, hot, expectObservable }) => {
+        const frames$ = hot<Frame>('-ab-c---d', { a: f.credit(1, 5), b: f.credit(1, 6), c: f.credit(1, 7), d: f.credit(1, 8) });
+        const writable$ = cold('f-----t-f', { f: false, t: true });
+        const config = { ...roomy, congestedCreditFrames: 1 };
+        // The allowance starts again with each congested spell.
+        expectObservable(schedule(config, { frames$, writable$, credit$: cold<number>('-') })).toBe('-a----B-d', {
+          a: sent(f.credit(1, 5)),
+          B: sent(f.credit(1, 13)),
+          d: sent(f.credit(1, 8)),
+        });
+      });
+    });
+
+    it('sums CREDIT per channel while the transport is not writable: one frame per channel when it is, before DATA', () => {
+      testScheduler().run(({ cold, hot, expectObservable }) => {
+        const frames$ = hot<Frame>('-abcde', {
+          a: f.credit(1, 5),
+          b: f.data(2, 'x'),
+          c: f.credit(0, 65536),
+          d: f.credit(1, 7),
+          e: f.credit(0, 65536),
+        });
+        const writable$ = cold('f-------t', { f: false, t: true });
+        expectObservable(schedule(stingy, { frames$, writable$, credit$: cold<number>('-') })).toBe('--------(ABx)', {
+          A: sent(f.credit(1, 12)),
+          B: sent(f.credit(0, 131072)),
+          x: sent(f.data(2, 'x')),
+        });
+      });
+    });
+
+    it('a CLOSE discards the CREDIT its channel had held back', () => {
+      testScheduler().run(({ cold, hot, expectObservable }) => {
+        const frames$ = hot<Frame>('-ab', { a: f.credit(1, 5), b: f.close(1, 'ECONNRESET') });
+        const writable$ = cold('f----t', { f: false, t: true });
+        expectObservable(schedule(stingy, { frames$, writable$, credit$: cold<number>('-') })).toBe('--b', {
+          b: sent(f.close(1, 'ECONNRESET')),
+        });
+      });
+    });
+
+    it('never sums CREDIT beyond what a u32 carries', () => {
+      testScheduler().run(({ cold, hot, expectObservable }) => {
+        const frames$ = hot<Frame>('-abc', { a: f.credit(0, 0xffff_0000), b: f.credit(0, 0x2_0000), c: f.credit(0, 1) });
+        const writable$ = cold('f----t', { f: false, t: true });
+        expectObservable(schedule(stingy, { frames$, writable$, credit$: cold<number>('-') })).toBe('--a--b', {
+          a: sent(f.credit(0, 0xffff_0000)),
+          b: sent(f.credit(0, 0x2_0001)),
+        });
+      });
+    });
+
+    it('100 000 PONGs and CREDITs while the transport never becomes writable leave nothing queued beyond the allowance but one CREDIT per channel', () => {
+      const frames$ = new Subject<Frame>();
+      const writable$ = new BehaviorSubject(true);
+      const seen: SchedulerOutput[] = [];
+      schedule(roomy, { frames$, writable$, credit$: new Subject<number>() }).subscribe((o) => seen.push(o));
+      writable$.next(false);
+      for (let i = 0; i < CONGESTED_CREDIT_FRAMES; i++) frames$.next(f.credit(3, 1));
+      expect(seen.length).toBe(CONGESTED_CREDIT_FRAMES);
+      seen.length = 0;
+      for (let i = 0; i < 100_000; i++) {
+        frames$.next(frame(CONTROL_CHANNEL, Command.PONG, pattern(64, i)));
+        frames$.next(f.credit(i % 3, 1));
+      }
+      expect(seen.length).toBe(0);
+      writable$.next(true);
+      expect(seen).toEqual([sent(f.credit(0, 33_334)), sent(f.credit(1, 33_333)), sent(f.credit(2, 33_333))]);
     });
   });
 });

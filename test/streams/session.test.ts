@@ -1,9 +1,11 @@
 import { createServer, type Server, type Socket, connect as netConnect } from 'node:net';
+import { Writable } from 'node:stream';
+import { setImmediate as tick } from 'node:timers/promises';
 import { BehaviorSubject, Subject, type Subscription } from 'rxjs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ProtocolError } from '../../src/errors.js';
 import type { LocalAction, LocalEvent } from '../../src/streams/channel.js';
-import { Command, type Destination, encodeFrame, type Frame } from '../../src/streams/frame.js';
+import { Command, CONTROL_CHANNEL, type Destination, encodeFrame, type Frame, frame } from '../../src/streams/frame.js';
 import { type FrameWriter, frameWriter } from '../../src/streams/frame-writer.js';
 import { fromReadable } from '../../src/streams/from-readable.js';
 import { encodeHello, PROTOCOL_VERSION } from '../../src/streams/handshake.js';
@@ -291,3 +293,61 @@ describe('session: client and server over a real loopback socket', () => {
     expect((cli.state.error as Error).message).toMatch(/unknown channel 9/);
   });
 });
+
+// Issue 17, finding 7: a server that sends PINGs and never reads must not grow the client.
+describe('session: a peer that floods PINGs without reading', () => {
+  /** A writable whose writes complete only when told to; the session's writer is a real frameWriter on it. */
+  function stuckTransport() {
+    let release: Array<() => void> = [];
+    const writable = new Writable({
+      highWaterMark: 64 * 1024,
+      write: (_chunk, _encoding, callback) => release.push(() => callback()),
+      writev: (_chunks, callback) => release.push(() => callback()),
+    });
+    const drain = () => {
+      const pending = release;
+      release = [];
+      for (const done of pending) done();
+    };
+    const inner = frameWriter(writable);
+    const pongs = { count: 0 };
+    const writer: FrameWriter = {
+      ...inner,
+      write: (fr) => {
+        if (fr.command === Command.PONG) pongs.count++;
+        inner.write(fr);
+      },
+    };
+    return { writable, writer, drain, pongs };
+  }
+
+  it('10 000 PINGs of 64 KiB while the writer never drains leave a bounded number of PONG bytes queued', () => {
+    const t = stuckTransport();
+    const h = harness({ role: 'client', writer: t.writer, sendRaw: (x) => t.writable.write(x) });
+    h.bytes$.next(hello(100));
+    const ping = encodeFrame(frame(CONTROL_CHANNEL, Command.PING, pattern(65536)));
+    for (let i = 0; i < 10_000; i++) h.bytes$.next(ping);
+    expect(h.result.error).toBeUndefined();
+    // The writer stops answering once its buffer is over the high-water mark: one PONG beyond it at most.
+    expect(t.writable.writableLength).toBeLessThan(64 * 1024 + 2 * (65536 + 8) + 16);
+    expect(t.pongs.count).toBeLessThanOrEqual(2);
+  });
+
+  it('answers PINGs again once the transport has drained', async () => {
+    const t = stuckTransport();
+    const h = harness({ role: 'client', writer: t.writer, sendRaw: (x) => t.writable.write(x) });
+    h.bytes$.next(hello(100));
+    const ping = encodeFrame(frame(CONTROL_CHANNEL, Command.PING, pattern(65536)));
+    for (let i = 0; i < 100; i++) h.bytes$.next(ping);
+    const answered = t.pongs.count;
+    while (t.writable.writableLength > 0) {
+      await tick(); // the writer uncorks; each completed write lets the next batch start
+      t.drain();
+    }
+    await tick();
+    h.bytes$.next(encodeFrame(f.ping('again')));
+    expect(t.pongs.count).toBe(answered + 1);
+    expect(h.result.error).toBeUndefined();
+  });
+});
+
