@@ -7,6 +7,7 @@ import createDebug from 'debug';
 import { config as rxConfig, type Subscription } from 'rxjs';
 import { connect } from './connect.js';
 import { errorMessage, exitCodeFor, RxshuttleError, UsageError } from './errors.js';
+import { printable } from './printable.js';
 import { helperCommand } from './firewall/client.js';
 import { runFirewallHelper } from './firewall/helper.js';
 import { parseSeedHosts, readSubnetFile, resolveOptions, type Transport, TRANSPORTS, type TunnelOptions } from './options.js';
@@ -28,7 +29,7 @@ const output = cliOutput();
 const say = (line: string, severity: Severity = 'info') => output.say(line, severity);
 
 function fail(error: unknown): never {
-  say(errorMessage(error), 'err');
+  say(printable(errorMessage(error)), 'err');
   process.exit(exitCodeFor(error));
 }
 
@@ -187,7 +188,7 @@ function runTunnel(options: TunnelOptions, mode: RunMode): void {
           tunnelUp(mode);
         } catch (error) {
           stopping = true;
-          say(errorMessage(error), 'err');
+          say(printable(errorMessage(error)), 'err');
           process.exitCode = exitCodeFor(error);
           subscription?.unsubscribe();
           setTimeout(() => process.exit(), 1000).unref();
@@ -200,7 +201,7 @@ function runTunnel(options: TunnelOptions, mode: RunMode): void {
       setTimeout(() => {
         if (stopping) return;
         stopping = true;
-        say(errorMessage(error), 'err');
+        say(printable(errorMessage(error)), 'err');
         process.exitCode = exitCodeFor(error);
         setTimeout(() => process.exit(), 1000).unref();
       }, SIGNAL_GRACE_MS);

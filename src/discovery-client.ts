@@ -9,16 +9,21 @@
  *   --dns  DNS sockets are bound before the firewall starts (their port goes into its setup);
  *          once the rules are in place, each captured query becomes a DNS_REQUEST.
  *   -H     once the rules are in place, HOSTS_REQUEST (with the seed hosts) goes out; every HOST
- *          that comes back goes to the firewall helper for /etc/hosts.
+ *          that comes back goes to the firewall helper for /etc/hosts, if the rules given to the
+ *          firewall tunnel its address (firewall/host-address.ts): the server must not point
+ *          names at hosts outside the tunnel, nor at this machine. Refused names are debug lines
+ *          and one warning that counts them.
  */
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { isIPv4, isIPv6 } from 'node:net';
-import { catchError, concat, defer, EMPTY, finalize, map, merge, mergeMap, type Observable, of, ReplaySubject, Subject, switchMap, take, throwError } from 'rxjs';
+import createDebug from 'debug';
+import { catchError, concat, defer, EMPTY, finalize, map, merge, mergeMap, type Observable, of, ReplaySubject, Subject, switchMap, take, throwError, timer } from 'rxjs';
 import { dnsCapture$, type DnsSockets, dnsSockets$, resolvConfNameservers } from './dns-capture.js';
 import { errorMessage, UsageError } from './errors.js';
 import type { TunnelEvent } from './events.js';
 import type { FirewallEvent } from './firewall/client.js';
+import { type HostAddressRefusal, TunneledSubnets } from './firewall/host-address.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from './firewall/types.js';
 import { parseIp } from './ip.js';
 import type { Listener } from './listener.js';
@@ -32,6 +37,18 @@ import type { SessionEvent } from './streams/session.js';
 export const DNS_QUERY_TIMEOUT_MS = 15_000;
 /** Host names the client passes on to the helper, at most. */
 const MAX_HOSTS = 10_000;
+/**
+ * -H: the warning about names refused for their address comes this long after the first one, and
+ * counts the names refused until then (a scan of the server sends its names in a burst).
+ */
+export const REFUSED_HOSTS_WARNING_MS = 2_000;
+
+const debug = createDebug('rxshuttle:hosts');
+const REFUSAL_REASON: { readonly [R in HostAddressRefusal]: string } = {
+  invalid: 'not an IP address',
+  local: 'loopback, unspecified, link-local or multicast, after normalising',
+  outside: 'outside the tunneled subnets',
+};
 
 /** Starts the firewall helper with a setup (and, for -H, the hosts entries to send it). */
 export type StartFirewall = (setup: FirewallSetup, hosts$?: Observable<HostsEntry>) => Observable<FirewallEvent>;
@@ -167,6 +184,8 @@ export function sessionDiscovery(options: TunnelOptions): {
 export function discoveryClient(options: TunnelOptions, listener: Listener, source: DiscoverySource): Discovery {
   const hosts = new Subject<HostsEntry>();
   const known = new Map<string, string>();
+  /** `name address` of the names refused for their address (each counted and logged once). */
+  const refused = new Set<string>();
   const dns = options.dns;
 
   /** The DNS sockets and the nameservers they serve; v6 ones are left out (with a warning) where IPv6 cannot be bound. */
@@ -194,19 +213,35 @@ export function discoveryClient(options: TunnelOptions, listener: Listener, sour
     });
   };
 
-  /** A found host goes to the helper (once per name and address, bounded) and is reported. */
-  const foundHost = ({ name, address }: HostEntry): Observable<TunnelEvent> => {
+  /**
+   * A found host goes to the helper (once per name and address, bounded) and is reported, if the
+   * firewall's rules tunnel its address; otherwise it is a debug line, and the first such name
+   * starts the one warning that says how many were refused.
+   */
+  const foundHost = (tunneled: TunneledSubnets, { name, address }: HostEntry): Observable<TunnelEvent> => {
     if (known.get(name) === address || (!known.has(name) && known.size >= MAX_HOSTS)) return EMPTY;
+    const refusal = tunneled.refusal(address);
+    if (refusal !== null) {
+      const key = `${name} ${address}`;
+      if (refused.has(key) || refused.size >= MAX_HOSTS) return EMPTY;
+      refused.add(key);
+      debug('-H: refused %s: %s (%s)', name, address, REFUSAL_REASON[refusal]);
+      if (refused.size > 1) return EMPTY;
+      return timer(REFUSED_HOSTS_WARNING_MS).pipe(map((): TunnelEvent => ({ kind: 'warning', message: refusedHostsWarning(refused.size) })));
+    }
     known.set(name, address);
     hosts.next({ address, name });
     return of<TunnelEvent>({ kind: 'host', name, address });
   };
 
-  const afterReady$ = (sockets: DnsSockets | null): Observable<TunnelEvent> =>
-    merge(
-      options.autoHosts ? source.hosts$(options.autoHosts.seeds).pipe(mergeMap(foundHost)) : EMPTY,
+  /** What starts once the rules are in place; `rules` are those the firewall got (with -N's routes). */
+  const afterReady$ = (sockets: DnsSockets | null, rules: readonly SubnetRule[]): Observable<TunnelEvent> => {
+    const tunneled = new TunneledSubnets(rules);
+    return merge(
+      options.autoHosts ? source.hosts$(options.autoHosts.seeds).pipe(mergeMap((host) => foundHost(tunneled, host))) : EMPTY,
       sockets ? dnsCapture$(sockets, (message) => source.ask(message)) : EMPTY,
     );
+  };
 
   return {
     firewall$(base, start) {
@@ -258,7 +293,7 @@ export function discoveryClient(options: TunnelOptions, listener: Listener, sour
                   of(...warning),
                   start(setup, options.autoHosts ? hosts : undefined).pipe(
                     mergeMap((event) =>
-                      event === 'ready' ? concat(of(ready), afterReady$(captured?.sockets ?? null)) : warnOnce(event.message),
+                      event === 'ready' ? concat(of(ready), afterReady$(captured?.sockets ?? null, setup.rules)) : warnOnce(event.message),
                     ),
                   ),
                 );
@@ -269,6 +304,13 @@ export function discoveryClient(options: TunnelOptions, listener: Listener, sour
       );
     },
   };
+}
+
+/** -H: the warning that says how many names from the server were refused for their address. */
+export function refusedHostsWarning(count: number): string {
+  return count === 1
+    ? '-H: 1 name from the server was refused (its address is outside the tunneled subnets)'
+    : `-H: ${count} names from the server were refused (addresses outside the tunneled subnets)`;
 }
 
 /** The warning that names the routes -N left out for being wider than /8 or /16. */

@@ -116,3 +116,53 @@ export function hasHostBits(bytes: Uint8Array, prefix: number): boolean {
   }
   return false;
 }
+
+/**
+ * The IPv4 address an IPv6 address stands for, when it is one of the forms that carry one: the
+ * kernel, a translator or a relay then ends up talking to that IPv4 address, so a check of "where
+ * does this go" must look at it (`::ffff:7f00:1` is 127.0.0.1 to any dual-stack socket).
+ *
+ *   ::ffff:a.b.c.d          IPv4-mapped (RFC 4291)
+ *   ::ffff:0:a.b.c.d        IPv4-translated (RFC 2765, SIIT)
+ *   ::a.b.c.d               IPv4-compatible (deprecated; not :: and ::1, which are IPv6's own)
+ *   64:ff9b::a.b.c.d        NAT64 well-known prefix /96 (RFC 6052)
+ *   64:ff9b:1:…:a.b.c.d     NAT64 local-use prefix 64:ff9b:1::/48 (RFC 8215), read as a /96 prefix
+ *                           (the usual deployment: the IPv4 address in the last 32 bits)
+ *   2002:aabb:ccdd::/48     6to4 (RFC 3056): the IPv4 address in bits 16..47
+ *   2001:0:…                Teredo (RFC 4380): the client's address, inverted, in the last 32 bits
+ *
+ * Null for IPv4 and for every other IPv6 address.
+ */
+export function embeddedIpv4(bytes: Uint8Array): Uint8Array | null {
+  if (bytes.length !== 16) return null;
+  const b = (i: number) => bytes[i] ?? 0;
+  const zero = (from: number, to: number) => bytes.subarray(from, to).every((x) => x === 0);
+  const last32 = () => bytes.slice(12, 16);
+  if (zero(0, 10) && b(10) === 0xff && b(11) === 0xff) return last32();
+  if (zero(0, 8) && b(8) === 0xff && b(9) === 0xff && zero(10, 12)) return last32();
+  if (zero(0, 12) && !(zero(12, 15) && b(15) <= 1)) return last32();
+  if (b(0) === 0x00 && b(1) === 0x64 && b(2) === 0xff && b(3) === 0x9b) {
+    if (zero(4, 12)) return last32();
+    if (b(4) === 0x00 && b(5) === 0x01) return last32();
+  }
+  if (b(0) === 0x20 && b(1) === 0x02) return bytes.slice(2, 6);
+  if (b(0) === 0x20 && b(1) === 0x01 && b(2) === 0x00 && b(3) === 0x00) return last32().map((x) => x ^ 0xff);
+  return null;
+}
+
+/** The address as it is finally reached: the embedded IPv4 address of an IPv6 form that has one (`embeddedIpv4`), else itself. */
+export function normaliseIp(ip: ParsedIp): ParsedIp {
+  const v4 = ip.family === 6 ? embeddedIpv4(ip.bytes) : null;
+  return v4 ? { family: 4, bytes: v4 } : ip;
+}
+
+/** True when the first `prefix` bits of `bytes` and `network` are equal (both of the same family). */
+export function inPrefix(bytes: Uint8Array, network: Uint8Array, prefix: number): boolean {
+  if (bytes.length !== network.length || prefix < 0 || prefix > bytes.length * 8) return false;
+  const whole = prefix >> 3;
+  for (let i = 0; i < whole; i++) if (bytes[i] !== network[i]) return false;
+  const rest = prefix & 7;
+  if (rest === 0) return true;
+  const mask = (0xff << (8 - rest)) & 0xff;
+  return ((bytes[whole] ?? 0) & mask) === ((network[whole] ?? 0) & mask);
+}

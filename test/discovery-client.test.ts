@@ -1,7 +1,15 @@
 import { createSocket } from 'node:dgram';
 import { type Observable, of, Subject } from 'rxjs';
-import { describe, expect, it } from 'vitest';
-import { autoNetRules, discoveryClient, isWideRoute, sessionDiscovery, wideRoutesIgnored } from '../src/discovery-client.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import {
+  autoNetRules,
+  discoveryClient,
+  isWideRoute,
+  REFUSED_HOSTS_WARNING_MS,
+  refusedHostsWarning,
+  sessionDiscovery,
+  wideRoutesIgnored,
+} from '../src/discovery-client.js';
 import type { TunnelEvent } from '../src/events.js';
 import type { FirewallEvent } from '../src/firewall/client.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from '../src/firewall/types.js';
@@ -179,6 +187,94 @@ describe('discoveryClient', () => {
     const { events, rules } = withRoutes(halves, true);
     expect(rules).toEqual([rule('10.99.0.2', 32, true), rule('0.0.0.0', 1, false), rule('128.0.0.0', 1, false), rule('10.98.0.0', 24, false)]);
     expect(events).toEqual([{ kind: 'routes', routes: halves, tunneled: 3 }]);
+  });
+
+  describe('-H: only names whose address the firewall tunnels go to the helper (issue 17, finding 5)', () => {
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    /** -H (and -N when routes are given) up to READY; `host()` plays a HOST from the server. */
+    const hostsTunnel = (setupRules: SubnetRule[], routes?: Route[]) => {
+      vi.useFakeTimers();
+      const options = resolveOptions({ subnets: routes ? [] : ['10.98.0.0/24'], autoHosts: true, ...(routes ? { autoNets: true } : {}) }, () => ['fw']);
+      const s = sessionDiscovery(options);
+      const d = discoveryClient(options, listener(12300), s.source);
+      const ready = new Subject<FirewallEvent>();
+      const entries: HostsEntry[] = [];
+      const events: TunnelEvent[] = [];
+      const setups: FirewallSetup[] = [];
+      const sub = d
+        .firewall$({ ...base(12300), rules: setupRules }, (setup, h) => {
+          setups.push(setup);
+          h?.subscribe((e) => entries.push(e));
+          return ready;
+        })
+        .subscribe((e) => events.push(e));
+      if (routes) session(s, { kind: 'routes', routes });
+      ready.next('ready');
+      const host = (address: string, name: string) => session(s, { kind: 'host', host: { family: address.includes(':') ? 6 : 4, address, name } });
+      const warnings = () => events.filter((e) => e.kind === 'warning').map((e) => e.kind === 'warning' && e.message);
+      return { entries, events, setups, host, warnings, sub };
+    };
+
+    it('deb.debian.org → 6.6.6.6 with only 10.98.0.0/24 tunneled is not passed to the helper, and one warning says so', () => {
+      const t = hostsTunnel([rule('10.98.0.0', 24, false)]);
+      t.host('6.6.6.6', 'deb.debian.org');
+      t.host('10.98.0.3', 'target');
+      t.host('6.6.6.6', 'github.com');
+      t.host('::ffff:7f00:1', 'evil');
+      t.host('::ffff:a62:3', 'mapped');
+      t.host('64:ff9b::a62:3', 'nat64'); // travels as IPv6, which is not tunneled
+      t.host('6.6.6.6', 'deb.debian.org'); // again: counted once
+      expect(t.entries).toEqual([
+        { address: '10.98.0.3', name: 'target' },
+        { address: '::ffff:a62:3', name: 'mapped' },
+      ]);
+      expect(t.events.filter((e) => e.kind === 'host').map((e) => e.kind === 'host' && e.name)).toEqual(['target', 'mapped']);
+      expect(t.warnings()).toEqual([]);
+      vi.advanceTimersByTime(REFUSED_HOSTS_WARNING_MS);
+      expect(t.warnings()).toEqual(['-H: 4 names from the server were refused (addresses outside the tunneled subnets)']);
+      expect(render(t.events.at(-1) as TunnelEvent, 0)).toBe('warning: -H: 4 names from the server were refused (addresses outside the tunneled subnets)');
+      // Later refusals are debug lines only: at most one warning per tunnel.
+      t.host('6.6.6.7', 'later');
+      vi.advanceTimersByTime(10 * REFUSED_HOSTS_WARNING_MS);
+      expect(t.warnings()).toHaveLength(1);
+      expect(t.entries).toHaveLength(2);
+      t.sub.unsubscribe();
+    });
+
+    it('an exclude more specific than the include wins (the ssh server, -x)', () => {
+      const t = hostsTunnel([rule('10.98.0.0', 24, false), rule('10.98.0.2', 32, true)]);
+      t.host('10.98.0.2', 'ssh-server');
+      t.host('10.98.0.3', 'target');
+      expect(t.entries).toEqual([{ address: '10.98.0.3', name: 'target' }]);
+      vi.advanceTimersByTime(REFUSED_HOSTS_WARNING_MS);
+      expect(t.warnings()).toEqual([refusedHostsWarning(1)]);
+      expect(refusedHostsWarning(1)).toBe('-H: 1 name from the server was refused (its address is outside the tunneled subnets)');
+      t.sub.unsubscribe();
+    });
+
+    it('-N: the subnets are those given to the firewall, with the routes that came from the server', () => {
+      const t = hostsTunnel([rule('10.99.0.2', 32, true)], [route('10.98.0.0', 24)]);
+      expect(t.setups[0]?.rules).toEqual([rule('10.99.0.2', 32, true), rule('10.98.0.0', 24, false)]);
+      t.host('10.98.0.3', 'target');
+      t.host('10.99.0.2', 'srv');
+      t.host('6.6.6.6', 'deb.debian.org');
+      expect(t.entries).toEqual([{ address: '10.98.0.3', name: 'target' }]);
+      vi.advanceTimersByTime(REFUSED_HOSTS_WARNING_MS);
+      expect(t.warnings()).toEqual([refusedHostsWarning(2)]);
+      t.sub.unsubscribe();
+    });
+
+    it('no warning when the tunnel ends before it is due', () => {
+      const t = hostsTunnel([rule('10.98.0.0', 24, false)]);
+      t.host('6.6.6.6', 'deb.debian.org');
+      t.sub.unsubscribe();
+      vi.advanceTimersByTime(REFUSED_HOSTS_WARNING_MS);
+      expect(t.warnings()).toEqual([]);
+      expect(vi.getTimerCount()).toBe(0);
+    });
   });
 
   it('--dns: binds the DNS sockets on the next free port, puts them in the setup, and answers captured queries through DNS_REQUEST', async () => {

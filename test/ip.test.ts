@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { formatIp, hasHostBits, isCanonicalIp, parseIp } from '../src/ip.js';
+import { embeddedIpv4, formatIp, hasHostBits, inPrefix, isCanonicalIp, normaliseIp, parseIp } from '../src/ip.js';
 
 /** WHATWG URL serialises IPv6 hosts in RFC 5952 form: an independent canonicaliser. */
 function urlCanonical(v6: string): string {
@@ -133,5 +133,75 @@ describe('hasHostBits', () => {
     ['fd00::1', 128, false],
   ] as const)('%s/%d → %s', (address, prefix, expected) => {
     expect(hasHostBits(parseIp(address)!.bytes, prefix)).toBe(expected);
+  });
+});
+
+describe('embeddedIpv4 / normaliseIp (issue 17, finding 5)', () => {
+  const normalised = (text: string) => {
+    const ip = normaliseIp(parseIp(text)!);
+    return `${ip.family} ${formatIp(ip.bytes)}`;
+  };
+
+  it.each([
+    ['::ffff:7f00:1', '127.0.0.1'], // IPv4-mapped
+    ['::ffff:a9fe:a9fe', '169.254.169.254'],
+    ['::ffff:10.98.0.3', '10.98.0.3'],
+    ['::ffff:0:7f00:1', '127.0.0.1'], // IPv4-translated (SIIT)
+    ['::7f00:1', '127.0.0.1'], // IPv4-compatible
+    ['::a62:3', '10.98.0.3'],
+    ['::2', '0.0.0.2'],
+    ['64:ff9b::7f00:1', '127.0.0.1'], // NAT64 well-known prefix
+    ['64:ff9b::a62:3', '10.98.0.3'],
+    ['64:ff9b:1:ab:cd:ef:a62:3', '10.98.0.3'], // NAT64 local-use prefix, as a /96
+    ['2002:7f00:1::', '127.0.0.1'], // 6to4
+    ['2002:a62:3:1::5', '10.98.0.3'],
+    ['2001:0:4136:e378:8000:63bf:80ff:fffe', '127.0.0.1'], // Teredo: the client address inverted
+    ['2001:0:4136:e378:8000:63bf:f59d:fffc', '10.98.0.3'],
+  ])('%s is %s', (text, v4) => {
+    expect(normalised(text)).toBe(`4 ${v4}`);
+    expect(embeddedIpv4(parseIp(text)!.bytes)).toEqual(parseIp(v4)!.bytes);
+  });
+
+  it.each([
+    '::', // IPv6's own unspecified and loopback addresses stay IPv6
+    '::1',
+    'fd00:98::3',
+    'fe80::1',
+    '2001:db8::a62:3', // 2001:db8::/32 is not Teredo (2001:0::/32)
+    '64:ff9b:2::a62:3', // neither NAT64 prefix
+    '64:ff9c::a62:3',
+    '::fffe:a62:3',
+    '::1:ffff:a62:3',
+  ])('%s stays itself', (text) => {
+    expect(embeddedIpv4(parseIp(text)!.bytes)).toBeNull();
+    expect(normalised(text)).toBe(`6 ${text}`);
+  });
+
+  it('an IPv4 address stays itself', () => {
+    expect(normalised('10.98.0.3')).toBe('4 10.98.0.3');
+    expect(embeddedIpv4(parseIp('10.98.0.3')!.bytes)).toBeNull();
+  });
+});
+
+describe('inPrefix', () => {
+  it.each([
+    ['10.98.0.3', '10.98.0.0', 24, true],
+    ['10.98.1.3', '10.98.0.0', 24, false],
+    ['10.98.0.3', '10.98.0.0', 23, true],
+    ['10.99.0.3', '10.98.0.0', 15, true],
+    ['10.100.0.3', '10.98.0.0', 15, false],
+    ['200.1.2.3', '0.0.0.0', 0, true],
+    ['10.98.0.3', '10.98.0.3', 32, true],
+    ['10.98.0.2', '10.98.0.3', 32, false],
+    ['fd00:98::3', 'fd00:98::', 64, true],
+    ['fd00:99::3', 'fd00:98::', 64, false],
+    ['fd00::1', 'fd00::', 127, true],
+    ['fd00::2', 'fd00::', 127, false],
+  ] as const)('%s in %s/%d: %s', (address, network, prefix, expected) => {
+    expect(inPrefix(parseIp(address)!.bytes, parseIp(network)!.bytes, prefix)).toBe(expected);
+  });
+
+  it('never across families', () => {
+    expect(inPrefix(parseIp('10.98.0.3')!.bytes, parseIp('::')!.bytes, 0)).toBe(false);
   });
 });

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { exitCodeFor, UsageError } from '../src/errors.js';
 import {
   checkWithVisudo,
   installSudoers,
@@ -32,11 +33,49 @@ describe('sudoersSnippet', () => {
 
   it('refuses users and paths that sudoers would read as syntax or wildcards', () => {
     for (const user of ['a b', 'a,b', 'root:x', '', '-x', 'x\ny', '%', 'a(b)', 'a!b']) {
-      expect(() => sudoersSnippet({ ...rule, user }), user).toThrow(SudoersError);
+      expect(() => sudoersSnippet({ ...rule, user }), user).toThrow(UsageError);
     }
     for (const p of ['/usr/bin/no de', '/opt/*/cli.js', '/a,b', 'relative/cli.js', '/x\ny', '/a:b', '/a=b', '/a\\b', '/a!b']) {
       expect(() => sudoersSnippet({ ...rule, cliPath: p }), p).toThrow(SudoersError);
       expect(() => sudoersSnippet({ ...rule, nodePath: p }), p).toThrow(SudoersError);
+    }
+  });
+
+  // Issue 17, finding 11: `--sudoers-user ALL` was accepted, a passwordless rule for every user.
+  it.each([
+    ['ALL', /ALL is sudoers' word for everybody/],
+    ['%ALL', /ALL is sudoers' word for everybody/],
+    ['all', /ALL is sudoers' word for everybody/],
+    ['ADMINS', /sudoers reads an all-capitals name as an alias/],
+    ['', /expected a user name or %group/],
+    ['%', /expected a user name or %group/],
+    ['#0', /expected a user name or %group/],
+    ['%#0', /expected a user name or %group/],
+    ['+netgroup', /expected a user name or %group/],
+    ['%:nonunix', /expected a user name or %group/],
+    ['!alice', /expected a user name or %group/],
+    ['alice,bob', /expected a user name or %group/],
+    ['"alice"', /expected a user name or %group/],
+    ['alice\\', /expected a user name or %group/],
+    ['a=b', /expected a user name or %group/],
+  ])('--sudoers-user %j is a usage error (exit 2), and nothing is printed or run', (user, reason) => {
+    const said: string[] = [];
+    let thrown: unknown;
+    try {
+      runSudoersCommand({ install: false, user, nodePath: '/usr/bin/node', cliPath: '/opt/x/dist/cli.js' }, { stdout: (t) => said.push(t), stderr: (t) => said.push(t) });
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBeInstanceOf(UsageError);
+    expect((thrown as UsageError).code).toBe('RXS_ERR_USAGE');
+    expect((thrown as Error).message).toMatch(reason);
+    expect(exitCodeFor(thrown)).toBe(2);
+    expect(said).toEqual([]);
+  });
+
+  it('still takes ordinary users and groups', () => {
+    for (const user of ['alice', 'bob.smith', 'svc-vpn', '_rxs', 'Alice', 'host$', '%vpn', '%VPN_Users', '%sudo']) {
+      expect(sudoersSnippet({ ...rule, user }), user).toContain(`${user} ALL=(root) NOPASSWD:`);
     }
   });
 

@@ -24,12 +24,14 @@
  * refused before it touches anything.
  */
 import createDebug from 'debug';
-import { type RunCommand, runCommand } from './iptables.js';
+import type { RunCommand } from './iptables.js';
 import { LINE_TOO_LONG, type LineItem, LineSplitter } from './lines.js';
 import { type InstalledNat, installNat } from './nat.js';
 import { LOCK_DIRS, type PortLock, lockPort } from './port-lock.js';
+import { HELPER_PROGRAMS, findPrograms, programRunner } from './programs.js';
 import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, oneLine } from './protocol.js';
-import { HostsBlock, MAX_HOSTS } from './hosts-file.js';
+import { TunneledSubnets } from './host-address.js';
+import { HostsBlock, MAX_BLOCK_BYTES, MAX_HOSTS } from './hosts-file.js';
 import { flushResolvedCache } from './resolved.js';
 import type { FirewallSetup } from './types.js';
 import { parseHostLine, parseSetupLine } from './validate.js';
@@ -37,7 +39,10 @@ import { parseHostLine, parseSetupLine } from './validate.js';
 const log = createDebug('rxshuttle:fw');
 
 export interface FirewallHelperOptions {
-  /** Runs iptables programs (default: the real ones via execFile). Tests inject a fake. */
+  /**
+   * Runs iptables programs (default: the real ones, found at start in the system directories only
+   * and run by absolute path with a fixed environment: programs.ts). Tests inject a fake.
+   */
   run?: RunCommand;
   /** End on SIGINT/SIGTERM/SIGHUP (default true). In-process tests turn this off. */
   handleSignals?: boolean;
@@ -52,13 +57,16 @@ export interface FirewallHelperOptions {
   /** Whether systemd-resolved runs (its cache is flushed for --dns). Default: its /run directory exists. */
   resolvedRunning?: () => boolean;
   /**
-   * Directory of the per-port lock file (default: /run, or /tmp when /run is not writable). With
-   * an injected `run` and no `lockDir` there is no lock: the tables are the caller's fake then.
+   * Directory of the per-port lock file and of the hosts file's lock (default: /run/rxshuttle, or
+   * /tmp/rxshuttle when /run is not writable). With an injected `run` and no `lockDir` there is no
+   * lock: the tables are the caller's fake then.
    */
   lockDir?: string;
 }
 
 const STOP = Symbol('stop');
+/** The answer to a HOST line beyond the instance's share of the hosts file (the same words every time: the client says it once). */
+const HOSTS_CAP = `too many hosts entries (at most ${MAX_HOSTS} names and ${MAX_BLOCK_BYTES / (1024 * 1024)} MiB per instance)`;
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 /** Lines read ahead before the input is paused, so a flooding client cannot grow our memory. */
 const MAX_QUEUED_LINES = 64;
@@ -68,7 +76,8 @@ export async function runFirewallHelper(
   output: NodeJS.WritableStream,
   opts: FirewallHelperOptions = {},
 ): Promise<number> {
-  const run = opts.run ?? runCommand;
+  // Found now, never in the caller's PATH: the helper runs as root with the caller's environment.
+  const run = opts.run ?? programRunner(findPrograms(HELPER_PROGRAMS));
   const warn = opts.warn ?? ((m: string) => process.stderr.write(`rxshuttle --firewall: ${m}\n`));
   const notice = opts.notice ?? ((m: string) => process.stderr.write(`rxshuttle --firewall: ${m}\n`));
   // Permanent: the client may be gone when we write (EPIPE must not crash the cleanup).
@@ -96,6 +105,8 @@ export async function runFirewallHelper(
     let installed: InstalledNat;
     let port = 0;
     let hosts: HostsBlock | null = null;
+    // -H: the subnets of this setup, the only addresses a HOST line may give a name (host-address.ts).
+    let tunneled = new TunneledSubnets([]);
     let dns = false;
     try {
       const setup: FirewallSetup = parseSetupLine(first);
@@ -106,7 +117,8 @@ export async function runFirewallHelper(
       installed = await installNat(setup, run);
       dns = setup.dnsPort !== undefined;
       if (setup.hosts) {
-        hosts = await HostsBlock.open(setup.port, opts.hostsPath).catch(async (e: unknown) => {
+        tunneled = new TunneledSubnets(setup.rules);
+        hosts = await HostsBlock.open(setup.port, opts.hostsPath, { lockDirs }).catch(async (e: unknown) => {
           await installed.remove().catch((u: Error) => log('undo failed: %s', u.message));
           throw new Error(`cannot edit the hosts file: ${(e as Error).message}`);
         });
@@ -128,7 +140,7 @@ export async function runFirewallHelper(
       }
       if (item === QUIT_LINE) break;
       if (hosts && typeof item === 'string' && item.startsWith('HOST ')) {
-        await hostLine(hosts, item, lines.queued > 0, send);
+        await hostLine(hosts, tunneled, item, lines.queued > 0, send);
         continue;
       }
       send(`${ERROR_PREFIX}${item === LINE_TOO_LONG ? 'line too long' : 'unknown command'} (rules stay in place)`);
@@ -161,13 +173,20 @@ export async function runFirewallHelper(
 }
 
 /**
- * -H: one `HOST <address> <name>` line. Refused lines are answered with ERROR at once; accepted
+ * -H: one `HOST <address> <name>` line. Refused lines (validate.ts: among them every address the
+ * setup's subnets do not tunnel, host-address.ts) are answered with ERROR at once; accepted
  * ones when the file is written, which happens once no further line is waiting, so a burst of
  * names costs one rewrite.
  */
-async function hostLine(hosts: HostsBlock, line: string, moreWaiting: boolean, send: (line: string) => void): Promise<void> {
+async function hostLine(
+  hosts: HostsBlock,
+  tunneled: TunneledSubnets,
+  line: string,
+  moreWaiting: boolean,
+  send: (line: string) => void,
+): Promise<void> {
   try {
-    if (!hosts.add(parseHostLine(line))) send(`${ERROR_PREFIX}too many hosts entries (at most ${MAX_HOSTS})`);
+    if (!hosts.add(parseHostLine(line, tunneled))) send(`${ERROR_PREFIX}${HOSTS_CAP}`);
   } catch (e) {
     send(ERROR_PREFIX + oneLine((e as Error).message));
   }

@@ -4,7 +4,7 @@
  * installed, so it also clears what a crashed earlier instance with the same port left behind.
  */
 import createDebug from 'debug';
-import { type NatTable, type RunCommand, natTable, runCommand } from './iptables.js';
+import { type NatTable, type RunCommand, natTable } from './iptables.js';
 import { natCleanupScript, natRules } from './rules.js';
 import type { FirewallSetup } from './types.js';
 
@@ -19,7 +19,7 @@ export interface InstalledNat {
  * Removes leftovers of an earlier instance with the same port, then installs the rules.
  * On failure nothing of this instance stays installed and the error is thrown.
  */
-export async function installNat(setup: FirewallSetup, run: RunCommand = runCommand): Promise<InstalledNat> {
+export async function installNat(setup: FirewallSetup, run: RunCommand): Promise<InstalledNat> {
   const scripts = natRules(setup);
   const v4 = natTable(4, run);
   const v6 = natTable(6, run);

@@ -1,31 +1,38 @@
 /**
  * One helper per port and network namespace. Before it clears leftovers of its port (chain
- * `rxshuttle-P`, hosts block `rxshuttle-P`) the helper takes an exclusive flock(2) on
- * `/run/rxshuttle-P-net<N>.lock` (`/tmp` when /run is not writable; N is the inode of the
- * network namespace, whose nat table holds the chain: instances in other namespaces do not meet)
- * and holds it while it lives. A second helper for the same port would otherwise take the
- * first one's live rules for a crash's leftovers and remove them; it is refused instead, with
- * the pid the holder wrote into the file. The kernel drops a flock when its holder dies, SIGKILL
- * included, so a crashed helper never blocks the next one, whose cleanup then removes the
+ * `rxshuttle-P`, hosts block `rxshuttle-P-net<N>`) the helper takes an exclusive flock(2) on
+ * `/run/rxshuttle/rxshuttle-P-net<N>.lock` (`/tmp/rxshuttle` when /run is not writable; N is the
+ * inode of the network namespace, whose nat table holds the chain: instances in other namespaces
+ * do not meet) and holds it while it lives. A second helper for the same port would otherwise
+ * take the first one's live rules for a crash's leftovers and remove them; it is refused instead,
+ * with the pid the holder wrote into the file. The kernel drops a flock when its holder dies,
+ * SIGKILL included, so a crashed helper never blocks the next one, whose cleanup then removes the
  * crashed one's rules.
+ *
+ * Nobody else may hold the lock either: flock(2) needs no more than a read-only open, so a file
+ * another user can open (a 0644 file in /run, left by a killed helper) could be locked by that
+ * user, and every later helper for the port would refuse while the leftover rules stay (issue 17,
+ * finding 11). So the files live in a directory of root's (mode 0700; created if missing, refused
+ * if it is anything else), and are 0600.
  *
  * The holder removes the file when it ends, while still holding the lock. A helper that opened
  * the old file just before may then win the lock on a file that no longer has a name: after
  * locking, the file must still be the one at the path, or the helper starts over.
  *
- * In /tmp anybody can create the file first: it is opened without following a symbolic link,
- * and only a regular file of our own user with a single link is written to.
+ * The file is opened without following a symbolic link, and only a regular file of our own user
+ * with a single link is used.
  */
-import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, openSync, readSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fchmodSync, fstatSync, ftruncateSync, lstatSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import createDebug from 'debug';
 import { tryLock } from './flock.js';
+import { netnsTag } from './netns.js';
 
 const log = createDebug('rxshuttle:fw');
 
-/** Where lock files go: the first of these in which one can be created. */
-export const LOCK_DIRS: readonly string[] = ['/run', '/tmp'];
-/** Errors of open(2) that mean "not this directory, try the next". */
+/** Where lock files go: the first of these that can be created or is there (root's, 0700). */
+export const LOCK_DIRS: readonly string[] = ['/run/rxshuttle', '/tmp/rxshuttle'];
+/** Errors of mkdir(2)/open(2) that mean "not this directory, try the next". */
 const UNUSABLE_DIR = new Set(['EACCES', 'EPERM', 'EROFS', 'ENOENT']);
 const ATTEMPTS = 5;
 /** How long to wait for the holder's pid when it has just taken the lock and not written it yet. */
@@ -48,13 +55,9 @@ export interface PortLock {
   release(): void;
 }
 
-/** `rxshuttle-P-net<N>.lock`, N the inode of our network namespace (`rxshuttle-P.lock` without /proc). */
+/** `rxshuttle-P-net<N>.lock`, N the inode of our network namespace (netns.ts). */
 export function lockFileName(port: number): string {
-  try {
-    return `rxshuttle-${port}-net${statSync('/proc/self/ns/net').ino}.lock`;
-  } catch {
-    return `rxshuttle-${port}.lock`;
-  }
+  return `rxshuttle-${port}-${netnsTag()}.lock`;
 }
 
 /**
@@ -62,33 +65,68 @@ export function lockFileName(port: number): string {
  * lock file can be used; null when flock(2) is not available here (then there is no lock).
  */
 export async function lockPort(port: number, dirs: readonly string[] = LOCK_DIRS): Promise<PortLock | null> {
-  const name = lockFileName(port);
+  const { fd, path } = openLockFileIn(dirs, lockFileName(port), `the lock file of port ${port}`);
+  return lockAt(fd, path, port);
+}
+
+/**
+ * Opens (creating it, 0600) the lock file `name` in the first of `dirs` that can be used, a
+ * directory of root's that nobody else can enter (see lockDirectory). Also the lock of the hosts
+ * file (hosts-file.ts), which must be out of other users' reach for the same reason. `what`
+ * names the file in errors.
+ */
+export function openLockFileIn(dirs: readonly string[], name: string, what: string): { fd: number; path: string } {
   const problems: string[] = [];
   for (const dir of dirs) {
     const path = join(dir, name);
-    let fd: number;
     try {
-      fd = openLockFile(path);
+      lockDirectory(dir);
+      return { fd: openLockFile(path), path };
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === undefined) throw e; // ours: the file is not fit
-      if (!UNUSABLE_DIR.has(code)) throw new Error(`cannot open the lock file of port ${port}: ${(e as Error).message}`);
+      if (code === undefined) throw e; // ours: the directory or the file is not fit
+      if (!UNUSABLE_DIR.has(code)) throw new Error(`cannot open ${what}: ${(e as Error).message}`);
       problems.push(`${path}: ${(e as Error).message}`);
-      continue;
     }
-    return lockAt(fd, path, port);
   }
-  throw new Error(`cannot create the lock file of port ${port}: ${problems.join('; ')}`);
+  throw new Error(`cannot create ${what}: ${problems.join('; ')}`);
+}
+
+/**
+ * Creates `dir` (0700) if it is missing; then it must be a directory (not a link to one) of our
+ * user (root) that nobody else can enter. Errors with a `code` are the system's (for some, the
+ * next directory is tried); one without is ours: the directory is there but unfit.
+ */
+function lockDirectory(dir: string): void {
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+    chmodSync(dir, 0o700); // whatever the umask
+    log('created %s', dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  const st = lstatSync(dir);
+  const uid = process.geteuid?.();
+  if (!st.isDirectory() || (uid !== undefined && st.uid !== uid) || (st.mode & 0o777) !== 0o700) {
+    const what = st.isSymbolicLink() ? 'a symbolic link' : st.isDirectory() ? `owned by uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}` : 'not a directory';
+    throw new Error(`${dir} must be a directory of ${uid === 0 ? 'root' : `uid ${uid}`} with mode 0700 (it is ${what}); remove it`);
+  }
 }
 
 function openLockFile(path: string): number {
   // Node opens with O_CLOEXEC: the iptables programs we start never inherit (and keep) the lock.
-  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
+  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
   const st = fstatSync(fd);
   const uid = process.geteuid?.();
   if (!st.isFile() || st.nlink !== 1 || (uid !== undefined && st.uid !== uid)) {
     closeSync(fd);
     throw new Error(`${path} is not a lock file of rxshuttle (not a regular file of this user with one link); remove it`);
+  }
+  try {
+    if ((st.mode & 0o077) !== 0) fchmodSync(fd, 0o600); // a file of an older version, or an odd umask
+  } catch (e) {
+    closeSync(fd);
+    throw e;
   }
   return fd;
 }

@@ -12,7 +12,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { RxshuttleError } from '../errors.js';
+import { RxshuttleError, UsageError } from '../errors.js';
 
 export const SUDOERS_DIR = '/etc/sudoers.d';
 export const DEFAULT_SUDOERS_FILENAME = 'rxshuttle_auto';
@@ -33,6 +33,8 @@ export interface SudoersRule {
 }
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/;
+/** What sudoers reads as an alias (User_Alias), not a name: upper case, digits and _, ALL among them. */
+const ALIAS = /^[A-Z][A-Z0-9_]*$/;
 /** Characters a path may have in the rule: nothing sudoers would read as syntax or a wildcard. */
 const SAFE_PATH = /^\/[A-Za-z0-9/._+@-]*$/;
 /** sudo skips files in sudoers.d whose names contain a '.' or end in '~'. */
@@ -45,10 +47,21 @@ export function defaultSudoersUser(env: NodeJS.ProcessEnv = process.env): string
   return os.userInfo().username;
 }
 
+/**
+ * The user (or %group) of the rule must be one user or one group, in words sudoers reads as such:
+ * not empty, no character of its syntax (`, : = ! # + \ ( )`, spaces, quotes…), not `ALL` or
+ * `%ALL` (in any case: ALL is sudoers' word for everybody), and no other all-capitals user name,
+ * which sudoers takes for an alias that may stand for anybody. Otherwise a usage error (exit 2).
+ */
 export function checkSudoersUser(user: string): void {
-  const name = user.startsWith('%') ? user.slice(1) : user;
+  const group = user.startsWith('%');
+  const name = group ? user.slice(1) : user;
   if (!NAME.test(name)) {
-    throw new SudoersError(`--sudoers-user "${user}": expected a user name or %group (letters, digits, _ . -)`);
+    throw new UsageError(`--sudoers-user ${JSON.stringify(user)}: expected a user name or %group (letters, digits, _ . -)`);
+  }
+  if (name.toUpperCase() === 'ALL' || (!group && ALIAS.test(name))) {
+    const why = name.toUpperCase() === 'ALL' ? "ALL is sudoers' word for everybody" : 'sudoers reads an all-capitals name as an alias';
+    throw new UsageError(`--sudoers-user ${JSON.stringify(user)}: ${why}; name the one user (or %group) the rule is for`);
   }
 }
 
@@ -58,7 +71,7 @@ export function checkSudoersFilename(name: string): void {
   }
 }
 
-/** The rule file's text. Throws SudoersError for a user or path that cannot be written safely. */
+/** The rule file's text. Throws UsageError for a user, SudoersError for a path, that cannot be written safely. */
 export function sudoersSnippet(rule: SudoersRule): string {
   checkSudoersUser(rule.user);
   for (const [what, p] of [
@@ -182,7 +195,8 @@ export interface SudoersCommand {
 /**
  * The `--sudoers` and `--sudoers-no-modify` commands. Without root, `--sudoers` runs itself again
  * through sudo (which asks for the password once), with the same node, CLI and user, so the rule
- * names the node this user really runs. Returns the exit status; throws SudoersError.
+ * names the node this user really runs. Returns the exit status; throws SudoersError (UsageError
+ * for a user the rule cannot name, before anything is run or written).
  */
 export function runSudoersCommand(
   command: SudoersCommand,

@@ -7,6 +7,7 @@
  */
 import { isIP } from 'node:net';
 import { hasHostBits, isCanonicalIp, parseIp } from '../ip.js';
+import type { HostAddressRefusal, TunneledSubnets } from './host-address.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from './types.js';
 
 /** Far beyond any real command line; bounds the work a hostile client can cause. */
@@ -103,19 +104,32 @@ function canonicalAddress(value: unknown, path: string): string {
 
 const HOST_LINE = /^HOST ([0-9a-f.:]{2,39}) ([A-Za-z0-9._-]{1,253})$/;
 const HOST_LABEL = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
-/** Names a tunnel must never take over, whatever the server says. */
-const RESERVED_NAME = /^(localhost|localhost\..*|.*\.localhost|ip6-.*|broadcasthost)$/i;
+/**
+ * Names a tunnel must never take over, whatever the server says: localhost and its subdomains,
+ * the names systemd's nss-myhostname and resolved answer locally (`_gateway`, `_outbound`,
+ * `_localdnsstub`, `_localdnsproxy`), and the usual IPv6 and BSD loopback aliases.
+ */
+const RESERVED_NAME = /^(localhost|localhost\..*|.*\.localhost|ip6-.*|broadcasthost|_gateway|_outbound|_localdnsstub|_localdnsproxy)$/i;
+
+const ADDRESS_REFUSED: { readonly [R in HostAddressRefusal]: string } = {
+  invalid: 'the address is not a canonical IP address',
+  local: 'the address is loopback, unspecified, link-local or multicast',
+  outside: 'the address is outside the tunneled subnets',
+};
 
 export class HostLineError extends Error {
   override name = 'HostLineError';
 }
 
 /**
- * Parses `HOST <address> <name>`: a canonical address that means something beyond this host (not
- * loopback, unspecified, link-local or multicast) and a plain host name (letters, digits, '-',
- * '_' in dot-separated labels; no address look-alike, no localhost). Throws HostLineError.
+ * Parses `HOST <address> <name>`: a canonical address that the tunnel carries (`tunneled`, from
+ * the setup's rules: inside an included subnet, not in a more specific exclude, and, after
+ * normalising IPv4-mapped, compatible, NAT64, 6to4 and Teredo forms, not loopback, unspecified,
+ * link-local or multicast: host-address.ts) and a plain host name (letters, digits, '-', '_' in
+ * dot-separated labels; no address look-alike, no localhost or other locally answered name).
+ * Throws HostLineError.
  */
-export function parseHostLine(line: string): HostsEntry {
+export function parseHostLine(line: string, tunneled: TunneledSubnets): HostsEntry {
   const m = HOST_LINE.exec(line);
   if (!m) throw new HostLineError('invalid HOST line: expected HOST <address> <name>');
   const address = m[1] as string;
@@ -124,13 +138,8 @@ export function parseHostLine(line: string): HostsEntry {
   if ((family !== 4 && family !== 6) || !isCanonicalIp(address, family)) {
     throw new HostLineError('invalid HOST line: the address is not a canonical IP address');
   }
-  const bytes = parseIp(address)?.bytes ?? new Uint8Array(0);
-  const first = bytes[0] ?? 0;
-  const localOnly =
-    family === 4
-      ? first === 0 || first === 127 || first >= 224 || (first === 169 && bytes[1] === 254)
-      : bytes.every((b, i) => b === 0 || (i === 15 && b === 1)) || first === 0xff || (first === 0xfe && ((bytes[1] ?? 0) & 0xc0) === 0x80);
-  if (localOnly) throw new HostLineError('invalid HOST line: the address is loopback, unspecified, link-local or multicast');
+  const refusal = tunneled.refusal(address);
+  if (refusal !== null) throw new HostLineError(`invalid HOST line: ${ADDRESS_REFUSED[refusal]}`);
   if (/^[\d.]+$/.test(name) || RESERVED_NAME.test(name) || !name.split('.').every((label) => HOST_LABEL.test(label))) {
     throw new HostLineError('invalid HOST line: not an acceptable host name');
   }

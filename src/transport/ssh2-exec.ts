@@ -3,6 +3,7 @@ import createDebug from 'debug';
 import { Observable } from 'rxjs';
 import type { Client, ClientChannel } from 'ssh2';
 import { errorMessage, TransportError } from '../errors.js';
+import { printable } from '../printable.js';
 import type { Ssh2Inbound } from './ssh2-inbound.js';
 
 const debug = createDebug('rxshuttle:ssh2');
@@ -36,7 +37,7 @@ export function ssh2Exec(
     client.exec(command, (err, opened) => {
       if (err) {
         clearTimeout(timer);
-        reject(new TransportError('RXS_ERR_SSH', `cannot run a command on the remote host: ${err.message}`));
+        reject(new TransportError('RXS_ERR_SSH', `cannot run a command on the remote host: ${printable(err.message)}`));
         return;
       }
       channel = opened;
@@ -115,7 +116,7 @@ export function ssh2Channel$(
           return;
         }
         if (err) {
-          subscriber.error(new TransportError('RXS_ERR_SSH', `${destination.address}:${destination.port}: ${err.message}`));
+          subscriber.error(new TransportError('RXS_ERR_SSH', `${destination.address}:${destination.port}: ${printable(err.message)}`));
           return;
         }
         channel = opened;

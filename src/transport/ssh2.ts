@@ -5,6 +5,7 @@ import createDebug from 'debug';
 import { catchError, concat, defer, EMPTY, Observable } from 'rxjs';
 import type { AnyAuthMethod, Client, ClientChannel, ConnectConfig, NextAuthHandler } from 'ssh2';
 import { errorMessage, TransportError } from '../errors.js';
+import { printable } from '../printable.js';
 import { corkForThisTick, corkForThisTurn } from '../streams/cork.js';
 import { frameWriter } from '../streams/frame-writer.js';
 import type { Destination } from '../streams/frame.js';
@@ -231,7 +232,7 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string, keepal
     client.on('error', (err: Error & { level?: string }) => {
       debug('ssh2 error (%s): %s', err.level, err.message);
       if (ready) {
-        const why = keepalive && err.message === KEEPALIVE_TIMEOUT ? keepalive.lost : `connection to ${where} lost: ${err.message}`;
+        const why = keepalive && err.message === KEEPALIVE_TIMEOUT ? keepalive.lost : `connection to ${where} lost: ${printable(err.message)}`;
         subscriber.error(new TransportError('RXS_ERR_TRANSPORT_CLOSED', why));
         return;
       }
@@ -248,12 +249,12 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string, keepal
         subscriber.error(new Ssh2Unsuitable(where, `${why}; ssh2 cannot ask for passwords or passphrases`));
       } else if (UNREACHABLE_LEVELS.has(err.level ?? '')) {
         // A host that does not answer would not answer the ssh binary either.
-        const why = err.level === 'client-timeout' ? 'timed out during the ssh handshake' : err.message;
+        const why = err.level === 'client-timeout' ? 'timed out during the ssh handshake' : printable(err.message);
         subscriber.error(new TransportError('RXS_ERR_SSH', `ssh to ${where} failed: ${why}`));
       } else {
         // Algorithms, a disconnect ("too many authentication failures"), a protocol quirk: the
         // ssh binary may still manage.
-        subscriber.error(new Ssh2Unsuitable(where, err.message));
+        subscriber.error(new Ssh2Unsuitable(where, printable(err.message)));
       }
     });
     client.on('close', () => {
@@ -355,7 +356,7 @@ export function ssh2Server$(client: Client, command: string, inbound?: Pick<Ssh2
     let closed = false;
     client.exec(command, (err, opened) => {
       if (err) {
-        subscriber.error(new TransportError('RXS_ERR_SSH', `cannot start the server: ${err.message}`));
+        subscriber.error(new TransportError('RXS_ERR_SSH', `cannot start the server: ${printable(err.message)}`));
         return;
       }
       if (closed) {
@@ -429,7 +430,7 @@ export function ssh2Forward$(
         if (err) {
           // Done first: the socket now belongs to the mux, and the teardown must leave it alone.
           done = true;
-          subscriber.next({ kind: 'refused', reason: err.message });
+          subscriber.next({ kind: 'refused', reason: printable(err.message) });
           subscriber.complete();
           return;
         }

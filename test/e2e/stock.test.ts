@@ -178,10 +178,12 @@ describe.each([
 
   it("-H: the remote's /etc/hosts, seeds and reverse names go into /etc/hosts and out again; after SIGKILL nothing is left", async () => {
     const rx = await stockTunnel(['-H', '--seed-hosts', 'target.lab', LAB.targetSubnet]);
+    // The block is named after the port and cli's network namespace (the inode ip netns pins).
+    const name = `rxshuttle-${rx.port}-net${fs.statSync(`/run/netns/${lab.ns.cli}`).ino}`;
     const block = () => {
       const lines = fs.readFileSync(hostsPath, 'utf8').split('\n');
-      const start = lines.findIndex((l) => l.startsWith(`# BEGIN rxshuttle-${rx.port} `));
-      const end = lines.indexOf(`# END rxshuttle-${rx.port}`);
+      const start = lines.findIndex((l) => l.startsWith(`# BEGIN ${name} `));
+      const end = lines.indexOf(`# END ${name}`);
       return start < 0 || end < start ? [] : lines.slice(start + 1, end);
     };
     const wanted = ['10.98.0.4\techo4-srv', '10.98.0.5\tbox5.corp.lab', '10.98.0.5\tbox5', '10.98.0.3\ttarget.lab', '10.98.0.3\ttarget'];

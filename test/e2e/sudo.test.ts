@@ -3,7 +3,7 @@
 // `rxshuttle --sudoers` installs; the tunnel then works while the main process stays that user.
 // The user, its home and the sudoers file are removed afterwards, even when a test fails.
 import { randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -102,6 +102,23 @@ describe.skipIf(missing.length > 0 && process.env['CI'] !== 'true')('as an unpri
     expect(rx.output).toMatch(/sudo: a (terminal|password) is required/);
     expect(await rxshuttleRules(lab)).toEqual([]);
     await waitFast(async () => (await rxshuttleProcessesIn(lab, 'cli')).length === 0, 5_000, 'no rxshuttle process in cli');
+  });
+
+  it('--sudoers-user ALL (or %ALL, or an alias-like name) is a usage error: exit 2, one line, no rule (issue 17, finding 11)', () => {
+    for (const who of ['ALL', '%ALL', 'ADMINS']) {
+      for (const mode of [['--sudoers-no-modify'], ['--sudoers', '--sudoers-filename', sudoersName]]) {
+        try {
+          const run = spawnSync(process.execPath, [CLI_JS, ...mode, '--sudoers-user', who], { encoding: 'utf8' });
+          expect(run.status, `${mode[0]} --sudoers-user ${who}: ${run.stdout}${run.stderr}`).toBe(2);
+          expect(run.stdout).toBe('');
+          expect(run.stderr).toMatch(new RegExp(`^rxshuttle: --sudoers-user "${who}": .*\\n$`));
+          expect(run.stderr.trim().split('\n')).toHaveLength(1);
+          expect(fs.existsSync(sudoersFile)).toBe(false);
+        } finally {
+          fs.rmSync(sudoersFile, { force: true });
+        }
+      }
+    }
   });
 
   it('rxshuttle --sudoers installs a rule that visudo accepts, allowing exactly the firewall helper', () => {

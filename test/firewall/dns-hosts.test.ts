@@ -10,12 +10,13 @@ import { PassThrough } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runFirewallHelper } from '../../src/firewall/helper.js';
-import { withBlock } from '../../src/firewall/hosts-file.js';
+import { hostsBlockName, withBlock } from '../../src/firewall/hosts-file.js';
 import type { RunCommand } from '../../src/firewall/iptables.js';
 import { flushResolvedCache } from '../../src/firewall/resolved.js';
 import { natRules } from '../../src/firewall/rules.js';
 import type { FirewallSetup } from '../../src/firewall/types.js';
 import { HostLineError, parseHostLine, validateSetup } from '../../src/firewall/validate.js';
+import { TunneledSubnets } from '../../src/firewall/host-address.js';
 import { formatIp } from '../../src/ip.js';
 import { FakeIptables } from './support/fake-iptables.js';
 
@@ -120,9 +121,13 @@ describe('DNS rules from any valid setup', () => {
 });
 
 describe('HOST lines', () => {
+  const tunneled = new TunneledSubnets([
+    { family: 4, address: '0.0.0.0', prefix: 0, portLow: 0, portHigh: 0, exclude: false },
+    { family: 6, address: '::', prefix: 0, portLow: 0, portHigh: 0, exclude: false },
+  ]);
   it('accepts a canonical address and a plain host name', () => {
-    expect(parseHostLine('HOST 10.98.0.3 target')).toEqual({ address: '10.98.0.3', name: 'target' });
-    expect(parseHostLine('HOST fd00:98::3 db_1.corp-x.lab')).toEqual({ address: 'fd00:98::3', name: 'db_1.corp-x.lab' });
+    expect(parseHostLine('HOST 10.98.0.3 target', tunneled)).toEqual({ address: '10.98.0.3', name: 'target' });
+    expect(parseHostLine('HOST fd00:98::3 db_1.corp-x.lab', tunneled)).toEqual({ address: 'fd00:98::3', name: 'db_1.corp-x.lab' });
   });
 
   it.each([
@@ -151,7 +156,7 @@ describe('HOST lines', () => {
     `HOST 10.98.0.3 ${'a'.repeat(64)}`,
     'host 10.98.0.3 a',
   ])('refuses %j', (line) => {
-    expect(() => parseHostLine(line)).toThrow(HostLineError);
+    expect(() => parseHostLine(line, tunneled)).toThrow(HostLineError);
   });
 });
 
@@ -209,7 +214,7 @@ describe('the helper with -H and --dns', () => {
     ]);
     // "cli" is the machine's own entry: accepted, but never written.
     expect(readFileSync(path, 'utf8')).toBe(
-      withBlock(ORIGINAL, 12300, [
+      withBlock(ORIGINAL, hostsBlockName(12300), [
         { address: '10.98.0.3', name: 'target' },
         { address: '10.98.0.4', name: 'echo4' },
       ]),
@@ -236,7 +241,7 @@ describe('the helper with -H and --dns', () => {
 
   it('clears leftovers of a crashed helper with the same port when it starts', async () => {
     const path = join(dir, 'hosts-c');
-    const leftover = withBlock(ORIGINAL, 12300, [{ address: '10.1.1.1', name: 'stale' }]);
+    const leftover = withBlock(ORIGINAL, hostsBlockName(12300), [{ address: '10.1.1.1', name: 'stale' }]);
     writeFileSync(path, leftover);
     const h = startHelper(path);
     await h.nextLine();

@@ -4,8 +4,11 @@
  * (10.123.0.1, 10.123.1.1, fd00:123::1) answers "direct …" on ports 80 and 81, so a reply
  * tells whether a connection was redirected or went where it was addressed.
  */
-import type { ChildProcess } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { firstValueFrom } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { firewall$ } from '../../src/firewall/client.js';
@@ -36,6 +39,16 @@ function labSetup(port: number, extra: Partial<FirewallSetup> = {}): FirewallSet
     ],
     ...extra,
   };
+}
+
+/** The lock files of `port` (in /run/rxshuttle; before issue 17, in /run itself). */
+function lockFilesOf(port: number): string[] {
+  const found: string[] = [];
+  for (const dir of ['/run/rxshuttle', '/run']) {
+    if (!existsSync(dir)) continue;
+    for (const name of readdirSync(dir)) if (name.startsWith(`rxshuttle-${port}-net`)) found.push(join(dir, name));
+  }
+  return found;
 }
 
 describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
@@ -158,7 +171,7 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
 
   it('refuses a second helper for a port in use (a listener on another address), leaving the first one working', async () => {
     const port = freshPort();
-    const lockFiles = () => readdirSync('/run').filter((n) => n.startsWith(`rxshuttle-${port}-net`));
+    const lockFiles = () => lockFilesOf(port);
     const first = new HelperProcess(client, helperBundle!);
     expect(await first.setup(labSetup(port, { rules: [subnet('10.123.0.0', 16)] }))).toBe('READY');
     expect(lockFiles()).toHaveLength(1);
@@ -184,6 +197,152 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     await within(2000, async () => (await rxshuttleLines()).length === 0);
     expect((await third.exited).code).toBe(0);
     expect(lockFiles()).toEqual([]);
+  });
+
+  it('runs iptables from the system directories only: programs planted earlier on PATH never run (issue 17, finding 2)', async () => {
+    // A sudoers policy without secure_path leaves the caller's PATH to the helper.
+    const plant = mkdtempSync(join(tmpdir(), 'rxs-plant-'));
+    chmodSync(plant, 0o755);
+    const marker = join(plant, 'ran');
+    try {
+      for (const name of ['iptables-save', 'iptables-restore', 'ip6tables-save', 'ip6tables-restore', 'resolvectl', 'systemd-resolve']) {
+        writeFileSync(join(plant, name), `#!/bin/sh\necho "$0 $*" >> ${marker}\nexit 1\n`, { mode: 0o755 });
+      }
+      const planted = { ...helperBundle!, env: { ...helperBundle!.env, PATH: `${plant}:${process.env.PATH ?? '/usr/bin:/bin'}` } };
+      const port = freshPort();
+      const helper = new HelperProcess(client, planted);
+      expect(await helper.setup(labSetup(port, { rules: [subnet('10.123.0.0', 16)] }))).toBe('READY');
+      expect(await client.natSave(4)).toContain(`-A rxshuttle-${port} -d 10.123.0.0/16 -p tcp -j REDIRECT --to-ports ${port}`);
+      helper.closeInput();
+      await within(2000, async () => (await rxshuttleLines()).length === 0);
+      expect(await helper.exited).toEqual({ code: 0, signal: null });
+      expect(existsSync(marker) ? readFileSync(marker, 'utf8') : 'nothing planted ran').toBe('nothing planted ran');
+    } finally {
+      rmSync(plant, { recursive: true, force: true });
+    }
+  });
+
+  it("a SIGKILLed helper's lock file is out of other users' reach: the next helper for that port starts and clears up (issue 17, finding 11)", async () => {
+    const port = freshPort();
+    const crashed = new HelperProcess(client, helperBundle!);
+    expect(await crashed.setup(labSetup(port, { rules: [subnet('10.99.0.0', 16)] }))).toBe('READY');
+    crashed.child.kill('SIGKILL');
+    await crashed.exited;
+    const [file, ...more] = lockFilesOf(port);
+    expect(file, 'the lock file the crashed helper left').toBeDefined();
+    expect(more).toEqual([]);
+    expect(statSync(file!).mode & 0o777).toBe(0o600);
+    expect(statSync(dirname(file!)).mode & 0o777).toBe(0o700);
+    expect(statSync(dirname(file!)).uid).toBe(0);
+
+    // Another user tries to hold it, as a stale 0644 file in /run allowed (flock needs only a read-only open).
+    const holder = spawn('flock', ['--nonblock', file!, '-c', 'echo held; exec sleep 60'], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = once(holder, 'exit');
+    let stderr = '';
+    holder.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    await Promise.race([once(holder.stdout, 'data'), exited]);
+    try {
+      expect(holder.exitCode, 'another user could lock the file').not.toBeNull();
+      expect(stderr).toMatch(/Permission denied/);
+      const helper = new HelperProcess(client, helperBundle!);
+      expect(await helper.setup(labSetup(port))).toBe('READY');
+      expect((await rxshuttleLines()).some((l) => l.includes('10.99.0.0/16'))).toBe(false);
+      helper.closeInput();
+      await within(2000, async () => (await rxshuttleLines()).length === 0);
+      expect((await helper.exited).code).toBe(0);
+      expect(lockFilesOf(port)).toEqual([]);
+    } finally {
+      holder.kill('SIGKILL');
+    }
+  });
+
+  it('instances with the same port in different network namespaces keep their own hosts blocks (issue 17, finding 11)', async () => {
+    // One hosts file for both, as two namespaces without /etc/netns/<ns>/hosts share /etc/hosts.
+    const dir = mkdtempSync(join(tmpdir(), 'rxs-nshosts-'));
+    const hostsFile = join(dir, 'hosts');
+    const original = '127.0.0.1\tlocalhost\n';
+    writeFileSync(hostsFile, original);
+    const shared = { ...helperBundle!, env: { ...helperBundle!.env, RXS_TEST_HOSTS_FILE: hostsFile } };
+    const port = freshPort();
+    const hosts = () => readFileSync(hostsFile, 'utf8');
+    try {
+      const a = new HelperProcess(client, shared);
+      expect(await a.setup(labSetup(port, { hosts: true }))).toBe('READY');
+      a.send('HOST 10.123.0.5 alpha.lab');
+      expect(await a.nextLine()).toBe('OK');
+      expect(hosts()).toContain('10.123.0.5\talpha.lab\n');
+
+      const b = new HelperProcess(lab!.target, shared);
+      expect(await b.setup(labSetup(port, { hosts: true }))).toBe('READY');
+      expect(hosts(), "the other namespace's helper took a's block for leftovers").toContain('10.123.0.5\talpha.lab\n');
+      b.send('HOST 10.123.0.6 beta.lab');
+      expect(await b.nextLine()).toBe('OK');
+      expect(hosts()).toContain('10.123.0.6\tbeta.lab\n');
+      expect(hosts().match(/^# BEGIN rxshuttle-\S+/gm)).toHaveLength(2);
+
+      b.closeInput();
+      expect((await b.exited).code).toBe(0);
+      expect(hosts()).toContain('10.123.0.5\talpha.lab\n');
+      expect(hosts()).not.toContain('beta.lab');
+      a.closeInput();
+      expect((await a.exited).code).toBe(0);
+      expect(hosts()).toBe(original);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("another user's flock on the hosts file neither stops -H nor keeps a block; rxshuttle's own lock is out of that user's reach (issue 17, finding 4)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rxs-nshostslock-'));
+    chmodSync(dir, 0o755); // the user may read the hosts file, as /etc/hosts
+    const hostsFile = join(dir, 'hosts');
+    const original = '127.0.0.1\tlocalhost\n';
+    writeFileSync(hostsFile, original, { mode: 0o644 });
+    const shared = { ...helperBundle!, env: { ...helperBundle!.env, RXS_TEST_HOSTS_FILE: hostsFile } };
+    const hosts = () => readFileSync(hostsFile, 'utf8');
+    // As uid 65534: a read-only open suffices for flock(2). Before, the block stayed, and every -H helper failed.
+    const asNobody = (file: string) =>
+      spawn('flock', ['--shared', '--nonblock', file, '-c', 'echo held; exec sleep 60'], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const holder = asNobody(hostsFile);
+    await once(holder.stdout!, 'data');
+    try {
+      const [portA, portB] = [freshPort(), freshPort()];
+      const a = new HelperProcess(client, shared);
+      expect(await a.setup(labSetup(portA, { hosts: true }))).toBe('READY');
+      a.send('HOST 10.123.0.5 alpha.lab');
+      expect(await a.nextLine(3000)).toBe('OK');
+      const b = new HelperProcess(client, shared);
+      expect(await b.setup(labSetup(portB, { hosts: true }))).toBe('READY');
+      b.send('HOST 10.123.0.6 beta.lab');
+      expect(await b.nextLine(3000)).toBe('OK');
+      expect(hosts()).toContain('10.123.0.5\talpha.lab\n');
+      expect(hosts()).toContain('10.123.0.6\tbeta.lab\n');
+
+      // rxshuttle's own lock: root's, where that user cannot open it, so cannot hold it.
+      const lockFile = '/run/rxshuttle/hosts.lock';
+      expect(statSync(lockFile).mode & 0o777).toBe(0o600);
+      expect(statSync(dirname(lockFile)).mode & 0o777).toBe(0o700);
+      const denied = asNobody(lockFile);
+      let stderr = '';
+      denied.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+      expect((await once(denied, 'exit'))[0]).not.toBe(0);
+      expect(stderr).toMatch(/Permission denied/);
+
+      a.send('QUIT');
+      expect((await a.exited).code).toBe(0);
+      expect(hosts()).not.toContain('alpha.lab');
+      expect(hosts()).toContain('beta.lab');
+      b.closeInput();
+      expect((await b.exited).code).toBe(0);
+      expect(hosts()).toBe(original);
+    } finally {
+      try {
+        process.kill(-holder.pid!, 'SIGKILL');
+      } catch {
+        // gone
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("never removes another tool's rule that only mentions the chain's name in a comment", async () => {

@@ -2,13 +2,16 @@
  * The helper's protocol, in-process, against a fake iptables (no root, no real tables).
  * The same helper against the real iptables in a namespace: helper.netns.test.ts.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type FirewallHelperOptions, runFirewallHelper } from '../../src/firewall/helper.js';
-import { lockFileName } from '../../src/firewall/port-lock.js';
+import { hostsBlockName, withBlock } from '../../src/firewall/hosts-file.js';
+import { LOCK_DIRS, lockFileName } from '../../src/firewall/port-lock.js';
 import { MAX_LINE_BYTES } from '../../src/firewall/protocol.js';
 import type { FirewallSetup } from '../../src/firewall/types.js';
 import { FakeIptables } from './support/fake-iptables.js';
@@ -378,14 +381,84 @@ describe('runFirewallHelper: one helper per port', () => {
     expect(readdirSync(lockDir)).toEqual([]);
   });
 
-  it('takes over the file a dead helper left behind', async () => {
-    writeFileSync(lockPath, '999999999\n');
+  it('takes over the file a dead helper left behind (and makes it 0600 if it was not)', async () => {
+    writeFileSync(lockPath, '999999999\n', { mode: 0o644 });
+    chmodSync(lockPath, 0o644);
     const fake = new FakeIptables();
     const { h, reply } = await ready(fake);
     expect(reply).toBe('READY');
     expect(readFileSync(lockPath, 'utf8')).toBe(`${process.pid}\n`);
+    expect(statSync(lockPath).mode & 0o777).toBe(0o600);
     h.input.end();
     expect(await h.done).toBe(0);
+  });
+
+  // Issue 17, finding 11: a lock file others could open (0644 in /run) could be locked by any
+  // user (flock needs only a read-only open): every later helper for the port refused.
+  it('keeps its lock files where no other user can open them: /run/rxshuttle, 0700, created if missing; files 0600', async () => {
+    expect(LOCK_DIRS).toEqual(['/run/rxshuttle', '/tmp/rxshuttle']);
+    const base = mkdtempSync(join(tmpdir(), 'rxs-fwlockdir-'));
+    chmodSync(base, 0o755);
+    try {
+      const dir = join(base, 'rxshuttle');
+      const fake = new FakeIptables();
+      const h = startHelper(fake, { lockDir: dir });
+      await h.nextLine();
+      h.input.write(`${JSON.stringify(SETUP)}\n`);
+      expect(await h.nextLine()).toBe('READY');
+      expect(statSync(dir).mode & 0o7777).toBe(0o700);
+      expect(statSync(dir).uid).toBe(process.geteuid?.());
+      expect(statSync(join(dir, lockFileName(12300))).mode & 0o777).toBe(0o600);
+      h.input.end();
+      expect(await h.done).toBe(0);
+      expect(readdirSync(dir)).toEqual([]);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
+
+  const spoiled: Array<[string, (dir: string) => void, RegExp]> = [
+    ['others may enter it (0755)', (dir) => chmodSync(dir, 0o755), /it is owned by uid \d+, mode 0755/],
+    ['it is sticky and world-writable, as /tmp', (dir) => chmodSync(dir, 0o1777), /mode 1777/],
+  ];
+  if (process.geteuid?.() === 0) spoiled.push(['another user owns it', (dir) => chownSync(dir, 65534, 65534), /it is owned by uid 65534, mode 0700/]);
+  it.each(spoiled)('refuses a lock directory when %s, touching nothing', async (_what, spoil, detail) => {
+    const base = mkdtempSync(join(tmpdir(), 'rxs-fwlockdir-'));
+    try {
+      const dir = join(base, 'rxshuttle');
+      mkdirSync(dir, { mode: 0o700 });
+      spoil(dir);
+      const fake = new FakeIptables();
+      const h = startHelper(fake, { lockDir: dir });
+      await h.nextLine();
+      h.input.write(`${JSON.stringify(SETUP)}\n`);
+      const reply = await h.nextLine();
+      expect(reply).toMatch(new RegExp(`^ERROR ${dir} must be a directory of (root|uid \\d+) with mode 0700 \\(`));
+      expect(reply).toMatch(detail);
+      expect(await h.done).toBe(1);
+      expect(fake.calls).toEqual([]);
+      expect(readdirSync(dir)).toEqual([]);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a lock directory that is a symbolic link (even to a fit one)', async () => {
+    const base = mkdtempSync(join(tmpdir(), 'rxs-fwlockdir-'));
+    try {
+      const real = join(base, 'real');
+      mkdirSync(real, { mode: 0o700 });
+      symlinkSync(real, join(base, 'rxshuttle'));
+      const fake = new FakeIptables();
+      const h = startHelper(fake, { lockDir: join(base, 'rxshuttle') });
+      await h.nextLine();
+      h.input.write(`${JSON.stringify(SETUP)}\n`);
+      expect(await h.nextLine()).toMatch(/^ERROR .*rxshuttle must be a directory of .* \(it is a symbolic link\); remove it$/);
+      expect(await h.done).toBe(1);
+      expect(fake.calls).toEqual([]);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
   });
 
   it('refuses a lock file that is a symbolic link, touching nothing', async () => {
@@ -403,5 +476,91 @@ describe('runFirewallHelper: one helper per port', () => {
       rmSync(lockPath);
       rmSync(target);
     }
+  });
+});
+
+describe('runFirewallHelper -H: nothing another user does keeps its hosts block (issue 17, finding 4)', () => {
+  const base = mkdtempSync(join(tmpdir(), 'rxs-fwhostsblock-'));
+  afterAll(() => rmSync(base, { recursive: true, force: true }));
+  const lockDir = join(base, 'rxshuttle');
+  const ORIGINAL = '127.0.0.1\tlocalhost\n10.99.0.1\tcli\n';
+  let n = 0;
+  const hostsFile = () => {
+    const path = join(base, `hosts${n++}`);
+    writeFileSync(path, ORIGINAL);
+    return path;
+  };
+
+  async function ready(hostsPath: string, port = 12300) {
+    const h = startHelper(new FakeIptables(), { lockDir, hostsPath });
+    await h.nextLine();
+    h.input.write(`${JSON.stringify({ ...SETUP, port, hosts: true })}\n`);
+    expect(await h.nextLine()).toBe('READY');
+    return h;
+  }
+
+  it("a user's flock on the hosts file: HOST lines are answered OK and QUIT removes the block, for every instance", async () => {
+    const path = hostsFile();
+    // Any user who can read /etc/hosts can do this; before, every -H helper waited 10 s, then failed.
+    const holder = spawn('flock', ['-s', path, '-c', 'echo locked; exec sleep 60'], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+    await once(holder.stdout, 'data');
+    try {
+      const a = await ready(path);
+      const b = await ready(path, 12301);
+      a.input.write('HOST 10.0.0.5 a.example\n');
+      expect(await a.nextLine()).toBe('OK');
+      b.input.write('HOST 10.0.0.6 b.example\n');
+      expect(await b.nextLine()).toBe('OK');
+      expect(readFileSync(path, 'utf8')).toBe(
+        withBlock(withBlock(ORIGINAL, hostsBlockName(12300), [{ address: '10.0.0.5', name: 'a.example' }]), hostsBlockName(12301), [
+          { address: '10.0.0.6', name: 'b.example' },
+        ]),
+      );
+      a.input.end('QUIT\n');
+      expect(await a.done).toBe(0);
+      b.input.end('QUIT\n');
+      expect(await b.done).toBe(0);
+      expect(readFileSync(path, 'utf8')).toBe(ORIGINAL);
+      expect([...a.warnings, ...b.warnings]).toEqual([]);
+    } finally {
+      process.kill(-holder.pid!, 'SIGKILL');
+    }
+  });
+
+  it('HOST lines beyond the cap (1 MiB of entries) are all refused with the same ERROR; the block stays within it', async () => {
+    const path = hostsFile();
+    const h = await ready(path);
+    const count = 4200;
+    // Names of 253 characters, the most a HOST line may carry (labels of at most 63).
+    const name = (i: number) => `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.n${String(i).padStart(60, '0')}`;
+    expect(name(0)).toHaveLength(253);
+    for (let i = 0; i < count; i++) h.input.write(`HOST 10.0.0.5 ${name(i)}\n`);
+    const replies: string[] = [];
+    for (let i = 0; i < count; i++) replies.push(await h.nextLine());
+    expect(replies.filter((r) => r === 'OK')).toHaveLength(Math.floor((1024 * 1024) / ('10.0.0.5'.length + 253 + 2)));
+    expect(new Set(replies.filter((r) => r !== 'OK'))).toEqual(new Set(['ERROR too many hosts entries (at most 10000 names and 1 MiB per instance)']));
+    expect(statSync(path).size).toBeLessThan(ORIGINAL.length + 1024 * 1024 + 200);
+    h.input.end('QUIT\n');
+    expect(await h.done).toBe(0);
+    expect(readFileSync(path, 'utf8')).toBe(ORIGINAL);
+  });
+
+  it('a hosts file over 16 MiB: HOST lines are refused, and the block still goes at the end', async () => {
+    const path = hostsFile();
+    const h = await ready(path);
+    h.input.write('HOST 10.0.0.5 a.example\n');
+    expect(await h.nextLine()).toBe('OK');
+    // Another instance (or the user) grows the file past 16 MiB: 8 helpers × 10 000 names of 253 characters did.
+    const entries: string[] = [];
+    for (let i = 0; i < 68_000; i++) entries.push(`10.0.0.7\tu${String(i).padStart(252, '0')}\n`);
+    const big = `# BEGIN rxshuttle-12301-net1 (added by rxshuttle -H; removed when its tunnel stops)\n${entries.join('')}# END rxshuttle-12301-net1\n`;
+    appendFileSync(path, big);
+    expect(statSync(path).size).toBeGreaterThan(16 * 1024 * 1024);
+    h.input.write('HOST 10.0.0.6 b.example\n');
+    expect(await h.nextLine()).toMatch(/^ERROR cannot write the hosts file: .* is larger than 16 MiB: nothing more is added to it$/);
+    h.input.end('QUIT\n');
+    expect(await h.done).toBe(0);
+    expect(h.warnings).toEqual([]);
+    expect(readFileSync(path).equals(Buffer.from(ORIGINAL + big, 'latin1'))).toBe(true);
   });
 });

@@ -150,8 +150,14 @@ function configFor(port: number, overrides: Partial<ResolvedSshConfig> = {}): Re
   };
 }
 
+/**
+ * Fails `source` if its first value takes longer than `ms`. Only the first: with `each`, the
+ * timer starts again after every value, and a connection (one value, then nothing) was torn down
+ * `ms` after it connected, silently (the promise had resolved): an upload still running then
+ * arrived cut short, which looked like corruption on a loaded machine.
+ */
 const bounded = <T>(source: Observable<T>, ms: number, what: string): Observable<T> =>
-  source.pipe(timeout({ each: ms, with: () => throwError(() => new Error(`${what}: nothing within ${ms} ms`)) }));
+  source.pipe(timeout({ first: ms, with: () => throwError(() => new Error(`${what}: nothing within ${ms} ms`)) }));
 
 /** Connects and stays connected until the test's cleanup. */
 async function connect(config: ResolvedSshConfig): Promise<Ssh2Connection> {
