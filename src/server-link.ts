@@ -14,7 +14,8 @@ import { runCollecting, type SshHostInfo, sshMuxArgv, sshServerArgv } from './tr
 import { LATENCY_CONTROL_WINDOW } from './transport/ssh2-credit.js';
 import { Ssh2Unsuitable, ssh2Connection$, ssh2Forward$, ssh2Server$, ssh2Unsuitable } from './transport/ssh2.js';
 import { parseProbe, type ProbeResult, probeScript, probeThenServerScript, splitProbe } from './transport/remote-probe.js';
-import { checkForwarding, type ExecResult, ssh2Channel$, ssh2Exec } from './transport/ssh2-exec.js';
+import type { ExecResult } from './transport/exec-output.js';
+import { checkForwarding, ssh2Channel$, ssh2Exec } from './transport/ssh2-exec.js';
 import { MIN_REMOTE_NODE_MAJOR, remoteCommand, stubSource } from './transport/stub.js';
 
 const debug = createDebug('rxshuttle:connect');

@@ -101,9 +101,13 @@ const read = (path: string): string => {
 
 /** This host's routes, IPv4 then IPv6, without duplicates. Empty where /proc has no routing table. */
 export function listRoutes(readFile: (path: string) => string = read): Route[] {
-  const all = [...parseProcRoute(readFile('/proc/net/route')), ...parseProcIpv6Route(readFile('/proc/net/ipv6_route'))];
+  return uniqueRoutes([...parseProcRoute(readFile('/proc/net/route')), ...parseProcIpv6Route(readFile('/proc/net/ipv6_route'))]);
+}
+
+/** Each network once (a table may name it on several interfaces), in the order first seen. */
+export function uniqueRoutes(routes: readonly Route[]): Route[] {
   const seen = new Set<string>();
-  return all.filter((route) => {
+  return routes.filter((route) => {
     const key = `${route.address}/${route.prefix}`;
     if (seen.has(key)) return false;
     seen.add(key);

@@ -18,7 +18,7 @@ import type { TunnelEvent } from '../events.js';
 import type { TunnelOptions } from '../options.js';
 import { parseResolvConf } from '../remote/dns-server.js';
 import { type HostwatchSources, hostwatch$, parseHostsFile, parseIpNeigh, parseProcArp, parseProcTcp } from '../remote/hostwatch.js';
-import { parseProcIpv6Route, parseProcRoute } from '../remote/routes.js';
+import { parseProcIpv6Route, parseProcRoute, uniqueRoutes } from '../remote/routes.js';
 import type { StockRemote } from '../server-link.js';
 import type { Route } from '../streams/discovery.js';
 import { hostsScanScript, type ProbeResult, type Sections } from '../transport/remote-probe.js';
@@ -85,16 +85,7 @@ export function remoteRoutes(probe: Pick<ProbeResult, 'sections' | 'hostOrder'>)
     routes = parseNetstatRoutes(sections.get('netstat') ?? '');
     from = 'netstat -rn';
   } else return { routes: [], from: null };
-  const seen = new Set<string>();
-  return {
-    routes: routes.filter((route) => {
-      const key = `${route.address}/${route.prefix}`;
-      if (seen.has(key)) return false;
-      seen.add(key);
-      return true;
-    }),
-    from,
-  };
+  return { routes: uniqueRoutes(routes), from };
 }
 
 /** Addresses of `ip -o addr show` lines (`2: eth0    inet 10.99.0.2/24 brd … scope global eth0`). */

@@ -12,7 +12,7 @@
  * canonical (RFC 5952 for IPv6) with no bits set after the prefix.
  */
 import { formatIp, parseIp } from '../ip.js';
-import { worthTunneling } from '../remote/routes.js';
+import { uniqueRoutes, worthTunneling } from '../remote/routes.js';
 import type { Route } from '../streams/discovery.js';
 
 /** Real lines reach every column read here (destination to interface) well within this. */
@@ -52,17 +52,7 @@ function parseNetwork(text: string, family?: 4 | 6): Route | null {
 }
 
 /** Each worthwhile network once, in order. */
-function keep(candidates: Iterable<Route>): Route[] {
-  const seen = new Set<string>();
-  const routes: Route[] = [];
-  for (const route of candidates) {
-    const key = `${route.family} ${route.address}/${route.prefix}`;
-    if (seen.has(key) || !worthTunneling(route)) continue;
-    seen.add(key);
-    routes.push(route);
-  }
-  return routes;
-}
+const keep = (candidates: Iterable<Route>): Route[] => uniqueRoutes([...candidates].filter(worthTunneling));
 
 /**
  * `ip route` lines: `[type] destination [attribute value]…`, where the destination is `default`,

@@ -176,17 +176,37 @@ export function splitProbe(
   script: Pick<RemoteScript, 'parse'> & { readonly endPrefix: string },
 ): Observable<{ readonly sections: Sections; readonly mode: 'node' | 'stock'; readonly rest$: Observable<Buffer> }> {
   return defer(() => {
-    let seen = Buffer.alloc(0);
     const end = Buffer.from(`\n${script.endPrefix}`);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    /** Where the end line starts, once found. */
+    let at = -1;
+    /** The last bytes before this chunk, for an end line split across chunks: each byte is searched once. */
+    let tail: Buffer = Buffer.alloc(0);
     return bytes$.pipe(
       map((chunk) => {
-        seen = Buffer.concat([seen, chunk]);
-        const at = seen.indexOf(end);
-        const eol = at < 0 ? -1 : seen.indexOf(0x0a, at + end.length);
+        const base = size;
+        chunks.push(chunk);
+        size += chunk.length;
+        let eol = -1;
+        if (at < 0) {
+          const joined = tail.length > 0 ? Buffer.concat([tail, chunk]) : chunk;
+          const offset = base - tail.length;
+          const found = joined.indexOf(end);
+          if (found >= 0) {
+            at = offset + found;
+            const nl = joined.indexOf(0x0a, found + end.length);
+            if (nl >= 0) eol = offset + nl;
+          } else tail = Buffer.from(joined.subarray(Math.max(0, joined.length - (end.length - 1))));
+        } else {
+          const nl = chunk.indexOf(0x0a);
+          if (nl >= 0) eol = base + nl;
+        }
         if (eol < 0) {
-          if (seen.length > MAX_PROBE_OUTPUT) throw new TransportError('RXS_ERR_SSH', 'the remote printed too much before starting');
+          if (size > MAX_PROBE_OUTPUT) throw new TransportError('RXS_ERR_SSH', 'the remote printed too much before starting');
           return null;
         }
+        const seen = Buffer.concat(chunks, size);
         const mode = seen.subarray(at + end.length, eol).toString('utf8').trim() === 'node' ? 'node' : 'stock';
         const leftover = Buffer.from(seen.subarray(eol + 1));
         const sections = script.parse(seen.subarray(0, at).toString('utf8'));

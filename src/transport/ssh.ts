@@ -5,7 +5,7 @@ import { homedir, userInfo } from 'node:os';
 import { promisify } from 'node:util';
 import { parseRemote, type RemoteSpec } from '../options.js';
 import { parseSshG, type ResolvedSshConfig } from './ssh-config.js';
-import { type ExecResult, MAX_EXEC_OUTPUT } from './ssh2-exec.js';
+import { ExecOutput, type ExecResult } from './exec-output.js';
 import { remoteCommand } from './stub.js';
 
 const execFileAsync = promisify(execFile);
@@ -92,29 +92,22 @@ export function sshMuxArgv(sshCommand: readonly string[], remote: RemoteSpec, co
   return [...sshCommand, '-S', controlPath, '-o', 'ControlMaster=no', ...portArgs(remote), '--', destination(remote), command];
 }
 
-/** Runs a command and collects its stdout, at most MAX_EXEC_OUTPUT bytes, within a time limit. */
+/** Runs a command and collects its stdout (bounded: ExecOutput) within a time limit. */
 export function runCollecting(argv: readonly string[], timeoutMs = 20_000): Promise<ExecResult> {
   return new Promise((resolve) => {
     const [command, ...args] = argv;
     if (command === undefined) throw new TypeError('empty command');
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'ignore'] });
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let cut = false;
+    const output = new ExecOutput();
     const timer = setTimeout(() => child.kill('SIGTERM'), timeoutMs);
-    child.stdout.on('data', (chunk: Buffer) => {
-      const kept = chunk.subarray(0, Math.max(0, MAX_EXEC_OUTPUT - size));
-      cut ||= kept.length < chunk.length;
-      if (kept.length > 0) chunks.push(kept);
-      size += kept.length;
-    });
+    child.stdout.on('data', (chunk: Buffer) => output.add(chunk));
     child.once('error', () => {
       clearTimeout(timer);
-      resolve({ stdout: '', code: null, cut });
+      resolve({ stdout: '', code: null, cut: false });
     });
     child.once('close', (code) => {
       clearTimeout(timer);
-      resolve({ stdout: Buffer.concat(chunks, size).toString('utf8'), code, cut });
+      resolve(output.result(code));
     });
   });
 }

@@ -4,22 +4,14 @@ import { Observable } from 'rxjs';
 import type { Client, ClientChannel } from 'ssh2';
 import { errorMessage, TransportError } from '../errors.js';
 import { printable } from '../printable.js';
+import { ExecOutput, type ExecResult } from './exec-output.js';
 import type { Ssh2Inbound } from './ssh2-inbound.js';
 
 const debug = createDebug('rxshuttle:ssh2');
 const ignore = () => {};
 
-/** Output of one remote command that we read at most (a hostile server may send without end). */
-export const MAX_EXEC_OUTPUT = 4 * 1024 * 1024;
 /** A plain command (cat, uname, ip) that has not finished by then will not. */
 const EXEC_TIMEOUT_MS = 20_000;
-
-export interface ExecResult {
-  readonly stdout: string;
-  readonly code: number | null;
-  /** Output beyond MAX_EXEC_OUTPUT was dropped. */
-  readonly cut: boolean;
-}
 
 /** Runs a command in an exec channel and collects its stdout (bounded); stderr is ignored. */
 export function ssh2Exec(
@@ -42,20 +34,9 @@ export function ssh2Exec(
       }
       channel = opened;
       inbound?.copyChunks(opened);
-      const chunks: Buffer[] = [];
-      let size = 0;
-      let cut = false;
+      const output = new ExecOutput();
       let code: number | null = null;
-      opened.on('data', (chunk: Buffer) => {
-        if (size >= MAX_EXEC_OUTPUT) {
-          cut = true;
-          return;
-        }
-        const kept = chunk.subarray(0, MAX_EXEC_OUTPUT - size);
-        cut ||= kept.length < chunk.length;
-        chunks.push(Buffer.from(kept));
-        size += kept.length;
-      });
+      opened.on('data', (chunk: Buffer) => output.add(chunk));
       opened.stderr.on('data', ignore);
       opened.on('error', (e: unknown) => debug('exec channel: %s', errorMessage(e)));
       opened.on('exit', (exitCode: number | null) => {
@@ -63,7 +44,7 @@ export function ssh2Exec(
       });
       opened.on('close', () => {
         clearTimeout(timer);
-        resolve({ stdout: Buffer.concat(chunks, size).toString('utf8'), code, cut });
+        resolve(output.result(code));
       });
     });
   });

@@ -19,6 +19,7 @@ import { HostLineError, parseHostLine, validateSetup } from '../../src/firewall/
 import { TunneledSubnets } from '../../src/firewall/host-address.js';
 import { formatIp } from '../../src/ip.js';
 import { FakeIptables } from './support/fake-iptables.js';
+import { outputLines } from './support/output-lines.js';
 
 const BASE: FirewallSetup = {
   version: 1,
@@ -176,25 +177,9 @@ function startHelper(hostsPath: string, resolved = false) {
   };
   const input = new PassThrough();
   const output = new PassThrough();
-  const received: string[] = [];
-  const waiters: Array<() => void> = [];
-  let buffered = '';
-  output.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      received.push(buffered.slice(0, nl));
-      buffered = buffered.slice(nl + 1);
-      waiters.splice(0).forEach((w) => w());
-    }
-  });
+  const { nextLine } = outputLines(output);
   const warnings: string[] = [];
   const done = runFirewallHelper(input, output, { run, handleSignals: false, warn: (m) => warnings.push(m), hostsPath, resolvedRunning: () => resolved });
-  let read = 0;
-  const nextLine = async () => {
-    while (read >= received.length) await new Promise<void>((r) => waiters.push(r));
-    return received[read++] as string;
-  };
   return { fake, input, done, nextLine, flushed, warnings };
 }
 

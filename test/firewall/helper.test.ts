@@ -15,6 +15,7 @@ import { LOCK_DIRS, lockFileName } from '../../src/firewall/port-lock.js';
 import { MAX_LINE_BYTES } from '../../src/firewall/protocol.js';
 import type { FirewallSetup } from '../../src/firewall/types.js';
 import { FakeIptables } from './support/fake-iptables.js';
+import { outputLines } from './support/output-lines.js';
 
 const SETUP: FirewallSetup = {
   version: 1,
@@ -37,18 +38,7 @@ function startHelper(fake: FakeIptables, opts: FirewallHelperOptions = {}) {
   const input = new PassThrough();
   const output = new PassThrough();
   const warnings: string[] = [];
-  const received: string[] = [];
-  const waiters: Array<() => void> = [];
-  let buffered = '';
-  output.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      received.push(buffered.slice(0, nl));
-      buffered = buffered.slice(nl + 1);
-      waiters.splice(0).forEach((w) => w());
-    }
-  });
+  const { received, nextLine } = outputLines(output);
   const done = runFirewallHelper(input, output, {
     run: fake.run,
     handleSignals: false,
@@ -56,11 +46,6 @@ function startHelper(fake: FakeIptables, opts: FirewallHelperOptions = {}) {
     notice: () => {},
     ...opts,
   });
-  let read = 0;
-  const nextLine = async (): Promise<string> => {
-    while (read >= received.length) await new Promise<void>((r) => waiters.push(r));
-    return received[read++]!;
-  };
   return { input, output, done, nextLine, warnings, received };
 }
 

@@ -18,6 +18,7 @@ import type { FirewallSetup, SubnetRule } from '../../src/firewall/types.js';
 import { HostLineError, parseHostLine } from '../../src/firewall/validate.js';
 import { inPrefix, parseIp } from '../../src/ip.js';
 import { FakeIptables } from './support/fake-iptables.js';
+import { outputLines } from './support/output-lines.js';
 
 const rule = (cidr: string, exclude = false, ports: [number, number] = [0, 0]): SubnetRule => {
   const [address = '', prefix = ''] = cidr.split('/');
@@ -145,24 +146,8 @@ function startHelper(hostsPath: string) {
   const fake = new FakeIptables();
   const input = new PassThrough();
   const output = new PassThrough();
-  const received: string[] = [];
-  const waiters: Array<() => void> = [];
-  let buffered = '';
-  output.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      received.push(buffered.slice(0, nl));
-      buffered = buffered.slice(nl + 1);
-      waiters.splice(0).forEach((w) => w());
-    }
-  });
+  const { nextLine } = outputLines(output);
   const done = runFirewallHelper(input, output, { run: fake.run, handleSignals: false, warn: () => {}, notice: () => {}, hostsPath });
-  let read = 0;
-  const nextLine = async () => {
-    while (read >= received.length) await new Promise<void>((r) => waiters.push(r));
-    return received[read++] as string;
-  };
   return { fake, input, done, nextLine };
 }
 

@@ -125,6 +125,24 @@ describe('splitProbe', () => {
     await expect(firstValueFrom(splitProbe(endless, script))).rejects.toThrow(/printed too much/);
   });
 
+  it('finds the end line split across one-byte chunks, and reads a trickle of output in linear time', async () => {
+    const text = `${script.marker} os\nLinux\n\n${end}stock`;
+    const bytes = [...[...Buffer.from(text)].map((byte) => Buffer.from([byte])), Buffer.from('\nREST')];
+    const split = await firstValueFrom(splitProbe(of(...bytes), script).pipe(switchMap(({ sections, mode, rest$ }) => of({ os: sections.get('os'), mode, rest$ }))));
+    expect(split.os).toBe('Linux');
+    expect(split.mode).toBe('stock');
+    // What came after the end line in its chunk is the first of the rest.
+    expect((await firstValueFrom(split.rest$)).toString()).toBe('REST');
+    // 4 MiB in 64-byte pieces without an end line: 65 536 chunks, refused in well under a second.
+    const trickle = new Observable<Buffer>((subscriber) => {
+      const piece = Buffer.alloc(64, 0x61);
+      for (let i = 0; i < 70_000 && !subscriber.closed; i++) subscriber.next(piece);
+    });
+    const t0 = performance.now();
+    await expect(firstValueFrom(splitProbe(trickle, script))).rejects.toThrow(/printed too much/);
+    expect(performance.now() - t0).toBeLessThan(1_000);
+  });
+
   it('the ssh binary script: node decides on the remote, none means stock without asking node', () => {
     expect(script.command).toMatch(/exec node -e /);
     expect(script.command).toMatch(/exec cat >\/dev\/null$/);
