@@ -9,7 +9,6 @@ import { connect } from './connect.js';
 import { errorMessage, exitCodeFor, RxshuttleError, UsageError } from './errors.js';
 import { printable } from './printable.js';
 import { helperCommand } from './firewall/client.js';
-import { runFirewallHelper } from './firewall/helper.js';
 import { parseSeedHosts, readSubnetFile, resolveOptions, type Transport, TRANSPORTS, type TunnelOptions } from './options.js';
 import { hostwatch$ } from './remote/hostwatch.js';
 import { runServer } from './remote/server.js';
@@ -17,7 +16,6 @@ import { render } from './render.js';
 import { raiseFileLimit } from './rlimit.js';
 import { cliOutput, type Severity } from './cli-output.js';
 import { DAEMON_CHILD_FLAG, detachDaemon, runDaemonParent } from './daemon.js';
-import { leaveProcessGroup } from './firewall/process-group.js';
 import { runSudoersCommand } from './firewall/sudoers.js';
 import { checkPidfile, DEFAULT_PIDFILE, removePidfile, writePidfile } from './pidfile.js';
 
@@ -46,7 +44,6 @@ interface CliFlags {
   sshForward: boolean;
   transport: Transport;
   server?: boolean;
-  firewall?: boolean;
   daemon?: boolean;
   syslog?: boolean;
   pidfile?: string;
@@ -124,7 +121,6 @@ function program(): Command {
     .option('--sudoers-filename <name>', 'with --sudoers: the file in /etc/sudoers.d (default rxshuttle_auto)')
     .addOption(new Option(DAEMON_CHILD_FLAG, 'internal: the re-spawned daemon').hideHelp())
     .addOption(new Option('--server', 'internal: run the server on stdin/stdout').hideHelp())
-    .addOption(new Option('--firewall', 'internal: run the firewall helper (root)').hideHelp())
     .showHelpAfterError(false)
     // Usage errors read like every other error: one line, `rxshuttle: …`.
     .configureOutput({ outputError: (text, write) => write(`rxshuttle: ${text.replace(/^error: /, '')}`) })
@@ -223,13 +219,6 @@ async function main(argv: string[]): Promise<void> {
   }
   const flags = cli.opts<CliFlags>();
   if (flags.verbose >= 3) createDebug.enable('rxshuttle:*');
-  if (flags.firewall) {
-    // The client may be gone (kill -9) while we still report on stderr: EPIPE must not stop the cleanup.
-    process.stderr.on('error', () => {});
-    leaveProcessGroup();
-    process.exitCode = await runFirewallHelper(process.stdin, process.stdout);
-    return;
-  }
   if (flags.server) {
     runServer();
     return;

@@ -41,7 +41,7 @@ export interface TunnelOptions {
    * configuration asks, else the binary.
    */
   readonly transport: Transport;
-  /** argv that starts the firewall helper (`rxshuttle --firewall`), sudo already prepended if needed. */
+  /** argv that starts the firewall helper (dist/firewall-helper.cjs), sudo already prepended if needed. */
   readonly firewallCommand: readonly string[];
   /** --dns, --ns-hosts, --to-ns: capture DNS queries and answer them through the tunnel. */
   readonly dns?: DnsOptions;
@@ -86,7 +86,7 @@ export interface ConnectOptions {
   readonly sshForward?: boolean;
   /** `auto` (default), `ssh` (the ssh binary) or `ssh2` (in-process, TCP in direct-tcpip channels; see README). */
   readonly transport?: Transport;
-  /** How to start the firewall helper; default: this package's CLI with --firewall (through sudo unless root). */
+  /** How to start the firewall helper; default: this package's dist/firewall-helper.cjs (through sudo unless root: client.ts helperCommand). */
   readonly firewallCommand?: readonly string[];
   /** Capture DNS queries to the nameservers of /etc/resolv.conf and answer them remotely (--dns). */
   readonly dns?: boolean | DnsOptions;

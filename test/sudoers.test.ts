@@ -14,7 +14,7 @@ import {
 } from '../src/firewall/sudoers.js';
 
 const haveVisudo = ['/usr/sbin/visudo', '/usr/bin/visudo', '/sbin/visudo'].some((p) => fs.existsSync(p));
-const rule = { user: 'alice', nodePath: '/usr/bin/node', cliPath: '/opt/rxshuttle/dist/cli.js' };
+const rule = { user: 'alice', nodePath: '/usr/bin/node', helperPath: '/opt/rxshuttle/dist/firewall-helper.cjs' };
 
 let dir: string;
 beforeEach(() => {
@@ -23,10 +23,10 @@ beforeEach(() => {
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 describe('sudoersSnippet', () => {
-  it('allows exactly node + cli + --firewall, as root, without a password', () => {
+  it("allows exactly node + the helper's program + --restricted, as root, without a password", () => {
     const text = sudoersSnippet(rule);
     const rules = text.split('\n').filter((l) => l && !l.startsWith('#'));
-    expect(rules).toEqual(['alice ALL=(root) NOPASSWD: /usr/bin/node /opt/rxshuttle/dist/cli.js --firewall']);
+    expect(rules).toEqual(['alice ALL=(root) NOPASSWD: /usr/bin/node /opt/rxshuttle/dist/firewall-helper.cjs --restricted']);
     expect(text.endsWith('\n')).toBe(true);
     expect(sudoersSnippet({ ...rule, user: '%vpn' })).toContain('%vpn ALL=(root) NOPASSWD:');
   });
@@ -36,7 +36,7 @@ describe('sudoersSnippet', () => {
       expect(() => sudoersSnippet({ ...rule, user }), user).toThrow(UsageError);
     }
     for (const p of ['/usr/bin/no de', '/opt/*/cli.js', '/a,b', 'relative/cli.js', '/x\ny', '/a:b', '/a=b', '/a\\b', '/a!b']) {
-      expect(() => sudoersSnippet({ ...rule, cliPath: p }), p).toThrow(SudoersError);
+      expect(() => sudoersSnippet({ ...rule, helperPath: p }), p).toThrow(SudoersError);
       expect(() => sudoersSnippet({ ...rule, nodePath: p }), p).toThrow(SudoersError);
     }
   });
@@ -111,17 +111,85 @@ describe('runSudoersCommand', () => {
       { stdout: (t) => (stdout += t), stderr: () => {} },
     );
     expect(status).toBe(0);
-    expect(stdout).toContain('bob ALL=(root) NOPASSWD: /usr/bin/node /opt/x/dist/cli.js --firewall\n');
+    expect(stdout).toContain('bob ALL=(root) NOPASSWD: /usr/bin/node /opt/x/dist/firewall-helper.cjs --restricted\n');
   });
 
-  it('warns about paths others than root could change', () => {
-    const cli = path.join(dir, 'pkg', 'dist', 'cli.js');
-    fs.mkdirSync(path.dirname(cli), { recursive: true });
-    fs.writeFileSync(cli, '');
-    fs.chmodSync(path.dirname(cli), 0o777);
-    expect(unsafeSudoersPaths({ nodePath: process.execPath, cliPath: cli })).toContain(path.dirname(cli));
-    let stderr = '';
-    runSudoersCommand({ install: false, user: 'bob', nodePath: process.execPath, cliPath: cli }, { stdout: () => {}, stderr: (t) => (stderr += t) });
-    expect(stderr).toMatch(/warning: .*dist is not owned by root or is writable by others/);
+});
+
+// Issue 17, finding 6: a user-owned package, or one under /tmp, had the rule installed with a
+// warning; replacing a file then ran code as root. The rule is refused unless every path it trusts
+// is root's and writable by nobody else.
+describe('unsafeSudoersPaths (issue 17, finding 6)', () => {
+  const isRoot = process.getuid?.() === 0;
+  let roots: string[] = [];
+  afterEach(() => {
+    for (const r of roots) fs.rmSync(r, { recursive: true, force: true });
+    roots = [];
+  });
+
+  /** A package as npm installs it: pkg/dist/firewall-helper.cjs and pkg/node_modules/koffi/…, 0755/0644. */
+  function packageIn(parent: string): { helperPath: string; koffi: string } {
+    const root = fs.mkdtempSync(path.join(parent, 'rxs-sudoers-pkg-'));
+    fs.chmodSync(root, 0o755);
+    roots.push(root);
+    const helperPath = path.join(root, 'pkg', 'dist', 'firewall-helper.cjs');
+    const koffi = path.join(root, 'pkg', 'node_modules', 'koffi');
+    fs.mkdirSync(path.dirname(helperPath), { recursive: true });
+    fs.mkdirSync(path.join(koffi, 'build'), { recursive: true });
+    fs.writeFileSync(helperPath, '');
+    fs.writeFileSync(path.join(koffi, 'index.js'), '');
+    fs.writeFileSync(path.join(koffi, 'build', 'koffi.node'), '');
+    return { helperPath, koffi };
+  }
+  // /run is root's and not sticky: a place for a package only root can change.
+  const safeParent = () => (isRoot ? '/run' : os.tmpdir());
+
+  it('a package that only root can change, with a node that only root can change: nothing to say', () => {
+    const { helperPath } = packageIn(safeParent());
+    const problems = unsafeSudoersPaths({ nodePath: process.execPath, helperPath });
+    if (isRoot) expect(problems).toEqual([]);
+    else expect(problems.join('\n')).toMatch(/owned by uid/);
+  });
+
+  it('under a sticky directory others may write to (/tmp): refused, naming it', () => {
+    // Like /tmp (1777), but below a directory of root's, so that this one is the first problem.
+    const sticky = fs.mkdtempSync(path.join(safeParent(), 'rxs-sticky-'));
+    roots.push(sticky);
+    fs.chmodSync(sticky, 0o1777);
+    const { helperPath } = packageIn(sticky);
+    expect(unsafeSudoersPaths({ nodePath: process.execPath, helperPath }).join('\n')).toMatch(isRoot ? `${sticky} is writable by others` : /./);
+  });
+
+  it('a file of koffi writable by its group, a link in koffi, koffi missing, a helper that is not a file: refused', () => {
+    const one = packageIn(safeParent());
+    fs.chmodSync(path.join(one.koffi, 'build', 'koffi.node'), 0o664);
+    expect(unsafeSudoersPaths({ nodePath: process.execPath, helperPath: one.helperPath }).join('\n')).toMatch(/koffi\.node is (writable by its group|owned by uid)/);
+
+    const two = packageIn(safeParent());
+    fs.symlinkSync('/tmp', path.join(two.koffi, 'build', 'elsewhere'));
+    expect(unsafeSudoersPaths({ nodePath: process.execPath, helperPath: two.helperPath }).join('\n')).toMatch(/elsewhere is a symbolic link|owned by uid/);
+
+    const three = packageIn(safeParent());
+    fs.rmSync(three.koffi, { recursive: true });
+    expect(unsafeSudoersPaths({ nodePath: process.execPath, helperPath: three.helperPath }).join('\n')).toMatch(/koffi .* is not installed beside it/);
+
+    const four = packageIn(safeParent());
+    fs.rmSync(four.helperPath);
+    fs.mkdirSync(four.helperPath);
+    expect(unsafeSudoersPaths({ nodePath: process.execPath, helperPath: four.helperPath }).join('\n')).toMatch(/is not a regular file|owned by uid/);
+  });
+
+  it('--sudoers refuses to install the rule for an unsafe package, and writes nothing', () => {
+    const { helperPath } = packageIn(fs.mkdtempSync(path.join(os.tmpdir(), 'rxs-sticky-')));
+    const cliPath = path.join(path.dirname(helperPath), 'cli.js');
+    const filename = `rxshuttle_test_unsafe_${process.pid}`;
+    try {
+      expect(() =>
+        runSudoersCommand({ install: true, user: 'bob', filename, nodePath: process.execPath, cliPath }, { stdout: () => {}, stderr: () => {} }),
+      ).toThrow(isRoot ? /^refusing to install the sudoers rule: .*writable by others.*only root can write/ : /./);
+      expect(fs.existsSync(`/etc/sudoers.d/${filename}`)).toBe(false);
+    } finally {
+      fs.rmSync(`/etc/sudoers.d/${filename}`, { force: true });
+    }
   });
 });

@@ -4,13 +4,14 @@
  * place; unsubscribing closes the helper's stdin, which makes it remove them and exit.
  * The helper is never killed: it must be allowed to finish its cleanup.
  */
-import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import { type ChildProcessByStdio, spawn, spawnSync } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import createDebug from 'debug';
 import { Observable } from 'rxjs';
 import { FirewallError } from './errors.js';
 import { LINE_TOO_LONG, type LineItem, LineSplitter } from './lines.js';
-import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, oneLine, setupLine } from './protocol.js';
+import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, helperScriptPath, oneLine, setupLine } from './protocol.js';
+import { RESTRICTED_FLAG } from './restricted.js';
 import type { FirewallSetup, HostsEntry } from './types.js';
 
 const log = createDebug('rxshuttle:fw');
@@ -89,13 +90,28 @@ export function hostsSender(stdin: Writable, max = MAX_WAITING_HOSTS): HostsSend
   };
 }
 
+/** Whether sudo would run `argv` as root without asking for a password (`sudo -n -l argv`). */
+export function sudoAllowsWithoutPassword(argv: readonly string[]): boolean {
+  const result = spawnSync('sudo', ['-n', '-l', ...argv], { stdio: 'ignore', timeout: 10_000 });
+  return result.status === 0;
+}
+
 /**
- * argv that starts `rxshuttle --firewall` with this Node and CLI script: as is when we are
- * root, through `sudo` otherwise (which may ask for a password on the terminal).
+ * argv that starts the firewall helper (dist/firewall-helper.cjs next to `cliPath`) with this
+ * node: as is when we are root; otherwise through sudo, choosing what this user may run:
+ * - the unrestricted helper when sudo allows it without a password (an administrator with
+ *   NOPASSWD, or whose sudo credentials are cached): whole-machine capture;
+ * - else the restricted helper when sudo allows that (the rule of `rxshuttle --sudoers`): only
+ *   this user's own traffic (restricted.ts);
+ * - else the unrestricted helper through a sudo that may ask for a password on the terminal.
  */
-export function helperCommand(cliPath: string): string[] {
-  const argv = [process.execPath, cliPath, '--firewall'];
-  return process.getuid?.() === 0 ? argv : ['sudo', ...argv];
+export function helperCommand(cliPath: string, sudoAllows: (argv: readonly string[]) => boolean = sudoAllowsWithoutPassword): string[] {
+  const argv = [process.execPath, helperScriptPath(cliPath)];
+  if (process.getuid?.() === 0) return argv;
+  if (sudoAllows(argv)) return ['sudo', '-n', ...argv];
+  const restricted = [...argv, RESTRICTED_FLAG];
+  if (sudoAllows(restricted)) return ['sudo', '-n', ...restricted];
+  return ['sudo', ...argv];
 }
 
 /**

@@ -31,7 +31,9 @@ import { LOCK_DIRS, type PortLock, lockPort } from './port-lock.js';
 import { HELPER_PROGRAMS, findPrograms, programRunner } from './programs.js';
 import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, oneLine } from './protocol.js';
 import { TunneledSubnets } from './host-address.js';
-import { HostsBlock, MAX_BLOCK_BYTES, MAX_HOSTS } from './hosts-file.js';
+import { HOSTS_PATH, HostsBlock, MAX_BLOCK_BYTES, MAX_HOSTS } from './hosts-file.js';
+import { boundBy, checkRestrictedSetup } from './restricted.js';
+import { type StartWatchdog, type Watchdog, spawnWatchdog } from './watchdog.js';
 import { flushResolvedCache } from './resolved.js';
 import type { FirewallSetup } from './types.js';
 import { parseHostLine, parseSetupLine } from './validate.js';
@@ -62,14 +64,30 @@ export interface FirewallHelperOptions {
    * lock: the tables are the caller's fake then.
    */
   lockDir?: string;
+  /**
+   * The restricted mode (restricted.ts): capture only this user's traffic, no router mode, only
+   * to ports this user listens on. Default: unrestricted.
+   */
+  ownerUid?: number;
+  /** Whether a port is bound by a user (restricted mode; default: /proc/net). Tests inject one. */
+  boundBy?: typeof boundBy;
+  /**
+   * Starts the watchdog that removes the rules if the helper dies without doing so (watchdog.ts).
+   * Default: `node <this script> --watchdog` when the real programs are run (no `run` injected);
+   * none with an injected `run`, unless given.
+   */
+  startWatchdog?: StartWatchdog | null;
 }
 
 const STOP = Symbol('stop');
 /** The answer to a HOST line beyond the instance's share of the hosts file (the same words every time: the client says it once). */
 const HOSTS_CAP = `too many hosts entries (at most ${MAX_HOSTS} names and ${MAX_BLOCK_BYTES / (1024 * 1024)} MiB per instance)`;
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-/** Lines read ahead before the input is paused, so a flooding client cannot grow our memory. */
+/** Lines, and bytes of them, read ahead before the input is paused, so a flooding client cannot grow our memory. */
 const MAX_QUEUED_LINES = 64;
+const MAX_QUEUED_BYTES = 256 * 1024;
+/** Longest line after the setup: a HOST line is under 300 bytes. */
+const MAX_COMMAND_BYTES = 4096;
 
 export async function runFirewallHelper(
   input: NodeJS.ReadableStream,
@@ -87,12 +105,14 @@ export async function runFirewallHelper(
     output.write(`${line}\n`);
   };
   const lines = new LineQueue(input);
-  const stop = stopTrigger(opts);
+  const stop = stopTrigger(opts, () => lines.stop());
   const lockDirs = opts.lockDir !== undefined ? [opts.lockDir] : opts.run === undefined ? LOCK_DIRS : null;
+  const startWatchdog = opts.startWatchdog !== undefined ? opts.startWatchdog : opts.run === undefined ? spawnWatchdog(ownArgv()) : null;
   let portLock: PortLock | null = null;
+  let watchdog: Watchdog | null = null;
   try {
     send(HELLO_LINE);
-    const first = await Promise.race([lines.next(), stop.promise]);
+    const first = await lines.next();
     if (first === STOP) return 0;
     if (first === null) {
       log('input ended before a setup arrived');
@@ -102,6 +122,8 @@ export async function runFirewallHelper(
       send(`${ERROR_PREFIX}setup line longer than ${MAX_LINE_BYTES} bytes`);
       return 1;
     }
+    // From here on only short commands come: longer lines are refused without being kept.
+    lines.limit(MAX_COMMAND_BYTES);
     let installed: InstalledNat;
     let port = 0;
     let hosts: HostsBlock | null = null;
@@ -112,19 +134,28 @@ export async function runFirewallHelper(
       const setup: FirewallSetup = parseSetupLine(first);
       port = setup.port;
       log('setup: port %d, %d rules, router mode %s', setup.port, setup.rules.length, setup.routerMode);
+      if (opts.ownerUid !== undefined) checkRestrictedSetup(setup, opts.ownerUid, opts.boundBy);
       // Before any cleanup of "leftovers": they may be the live rules of another helper.
       if (lockDirs) portLock = await lockPort(setup.port, lockDirs);
-      installed = await installNat(setup, run);
+      // Before anything is installed: from here on, even a SIGKILL leaves nothing behind.
+      const hostsPath = opts.hostsPath ?? HOSTS_PATH;
+      if (startWatchdog) {
+        watchdog = await startWatchdog({ port: setup.port, hostsPath: setup.hosts ? hostsPath : null, dns: setup.dnsPort !== undefined, lockDirs });
+      }
+      installed = await installNat(setup, run, opts.ownerUid);
       dns = setup.dnsPort !== undefined;
       if (setup.hosts) {
         tunneled = new TunneledSubnets(setup.rules);
-        hosts = await HostsBlock.open(setup.port, opts.hostsPath, { lockDirs }).catch(async (e: unknown) => {
+        hosts = await HostsBlock.open(setup.port, hostsPath, { lockDirs }).catch(async (e: unknown) => {
           await installed.remove().catch((u: Error) => log('undo failed: %s', u.message));
           throw new Error(`cannot edit the hosts file: ${(e as Error).message}`);
         });
       }
     } catch (e) {
       send(ERROR_PREFIX + oneLine((e as Error).message));
+      // Nothing is installed: installNat and the hosts step undo what they did (and the next helper for
+      // the port clears whatever an undo could not). The watchdog may go.
+      watchdog?.release();
       return 1;
     }
     if (dns) await flushResolvedCache(run, opts.resolvedRunning);
@@ -132,7 +163,9 @@ export async function runFirewallHelper(
 
     let gone = false;
     for (;;) {
-      const item = await Promise.race([lines.next(), stop.promise]);
+      // A client that does not read its answers gets no more of them: its lines wait in the pipe.
+      await lines.whileFull(output);
+      const item = await lines.next();
       if (item === null || item === STOP) {
         // The pipe closed without QUIT: the client died (crash, kill -9). Say what became of its rules.
         if (item === null) gone = true;
@@ -159,17 +192,26 @@ export async function runFirewallHelper(
       log('rules removed');
       if (dns) await flushResolvedCache(run, opts.resolvedRunning);
       if (gone) notice(`the client went away; firewall rules of port ${port} removed`);
+      if (!hostsLeft) watchdog?.release();
       return hostsLeft ? 1 : 0;
     } catch (e) {
       warn(`failed to remove firewall rules: ${oneLine((e as Error).message)}`);
       return 1;
     }
   } finally {
-    // After the rules are gone: a new helper for this port may clean up from here on.
+    // After the rules are gone: a new helper for this port may clean up from here on. A watchdog
+    // not released (a removal failed) tries once more when we have exited.
     portLock?.release();
     stop.dispose();
     lines.close();
   }
+}
+
+/** This program as it was started (node and its script), for the watchdog. */
+function ownArgv(): string[] {
+  const script = process.argv[1];
+  if (script === undefined) throw new Error('cannot tell the helper\'s own script for its watchdog');
+  return [process.execPath, script];
 }
 
 /**
@@ -199,12 +241,8 @@ async function hostLine(
   for (let i = 0; i < count; i++) send(reply);
 }
 
-/** A promise that settles with STOP on a signal or `opts.stop`; `dispose` removes the handlers. */
-function stopTrigger(opts: FirewallHelperOptions): { promise: Promise<typeof STOP>; dispose(): void } {
-  let fire!: () => void;
-  const promise = new Promise<typeof STOP>((resolve) => {
-    fire = () => resolve(STOP);
-  });
+/** Calls `fire` on a signal or `opts.stop`; `dispose` removes the handlers. */
+function stopTrigger(opts: FirewallHelperOptions, fire: () => void): { dispose(): void } {
   const onSignal = (signal: NodeJS.Signals) => {
     log('got %s', signal);
     fire();
@@ -215,7 +253,6 @@ function stopTrigger(opts: FirewallHelperOptions): { promise: Promise<typeof STO
   opts.stop?.addEventListener('abort', onAbort);
   if (opts.stop?.aborted) fire();
   return {
-    promise,
     dispose() {
       for (const s of STOP_SIGNALS) process.off(s, onSignal);
       opts.stop?.removeEventListener('abort', onAbort);
@@ -223,19 +260,27 @@ function stopTrigger(opts: FirewallHelperOptions): { promise: Promise<typeof STO
   };
 }
 
-/** The input as a pull-style queue of lines; `next()` gives null once the input has ended. */
+/**
+ * The input as a pull-style queue of lines; `next()` gives null once the input has ended, STOP
+ * once `stop()` was called. What is read ahead is bounded (MAX_QUEUED_LINES, MAX_QUEUED_BYTES):
+ * beyond that the input is paused and the rest waits in the pipe. No promise outlives one wait:
+ * a long-lived one raced against every line kept a reaction per line (issue 17, finding 1).
+ */
 class LineQueue {
   readonly #input: NodeJS.ReadableStream;
   readonly #splitter = new LineSplitter(MAX_LINE_BYTES);
   readonly #items: LineItem[] = [];
+  #bytes = 0;
   #ended = false;
+  #stopped = false;
   #wake: (() => void) | null = null;
 
   readonly #onData = (chunk: Buffer | string) => {
     for (const item of this.#splitter.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)) {
       this.#items.push(item);
+      if (typeof item === 'string') this.#bytes += item.length;
     }
-    if (this.#items.length >= MAX_QUEUED_LINES) this.#input.pause();
+    if (this.#full()) this.#input.pause();
     this.#notify();
   };
   readonly #onEnd = () => {
@@ -260,17 +305,46 @@ class LineQueue {
     return this.#items.length;
   }
 
-  async next(): Promise<LineItem | null> {
+  /** Lines longer than this from now on are LINE_TOO_LONG (and are not kept). */
+  limit(maxBytes: number): void {
+    this.#splitter.maxBytes = maxBytes;
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#notify();
+  }
+
+  async next(): Promise<LineItem | null | typeof STOP> {
     for (;;) {
+      if (this.#stopped) return STOP;
       const item = this.#items.shift();
       if (item !== undefined) {
-        if (this.#items.length < MAX_QUEUED_LINES && !this.#ended) this.#input.resume();
+        if (typeof item === 'string') this.#bytes -= item.length;
+        if (!this.#full() && !this.#ended) this.#input.resume();
         return item;
       }
       if (this.#ended) return null;
-      await new Promise<void>((resolve) => {
-        this.#wake = resolve;
-      });
+      await this.#sleep();
+    }
+  }
+
+  /**
+   * Waits while `output` has more buffered than its high-water mark (the client does not read
+   * our answers), unless the input ends or a stop comes meanwhile.
+   */
+  async whileFull(output: NodeJS.WritableStream): Promise<void> {
+    const writable = output as NodeJS.WritableStream & { writableNeedDrain?: boolean; destroyed?: boolean };
+    while (writable.writableNeedDrain === true && writable.destroyed !== true && !this.#stopped && !this.#ended) {
+      const wake = () => this.#notify();
+      output.once('drain', wake);
+      output.once('close', wake);
+      try {
+        await this.#sleep();
+      } finally {
+        output.off('drain', wake);
+        output.off('close', wake);
+      }
     }
   }
 
@@ -281,6 +355,16 @@ class LineQueue {
     // The error listener stays: a late error on a stream nobody listens to would crash us.
     this.#input.pause();
     this.#notify();
+  }
+
+  #full(): boolean {
+    return this.#items.length >= MAX_QUEUED_LINES || this.#bytes >= MAX_QUEUED_BYTES;
+  }
+
+  #sleep(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#wake = resolve;
+    });
   }
 
   #notify(): void {

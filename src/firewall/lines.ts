@@ -12,7 +12,7 @@ export class LineSplitter {
   #size = 0;
   #skipping = false;
 
-  constructor(readonly maxBytes: number) {}
+  constructor(public maxBytes: number) {}
 
   /** Feeds one chunk; returns the lines it completed (without the '\n'), in order. */
   push(chunk: Buffer): LineItem[] {

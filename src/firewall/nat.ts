@@ -16,11 +16,12 @@ export interface InstalledNat {
 }
 
 /**
- * Removes leftovers of an earlier instance with the same port, then installs the rules.
+ * Removes leftovers of an earlier instance with the same port, then installs the rules (only
+ * `ownerUid`'s traffic, when given: the restricted mode).
  * On failure nothing of this instance stays installed and the error is thrown.
  */
-export async function installNat(setup: FirewallSetup, run: RunCommand): Promise<InstalledNat> {
-  const scripts = natRules(setup);
+export async function installNat(setup: FirewallSetup, run: RunCommand, ownerUid?: number): Promise<InstalledNat> {
+  const scripts = natRules(setup, ownerUid);
   const v4 = natTable(4, run);
   const v6 = natTable(6, run);
   const plan: Array<[NatTable, string | null]> = [
@@ -67,13 +68,14 @@ export async function installNat(setup: FirewallSetup, run: RunCommand): Promise
   };
 }
 
-/** Deletes chain `rxshuttle-<port>` and every jump to it from one family's nat table. */
-export async function removeChain(table: NatTable, port: number): Promise<void> {
+/** Deletes chain `rxshuttle-<port>` and every jump to it from one family's nat table; false when there was none. */
+export async function removeChain(table: NatTable, port: number): Promise<boolean> {
   const script = natCleanupScript(await table.save(), port);
-  if (script === null) return;
+  if (script === null) return false;
   log('%s-restore --noflush (cleanup):\n%s', table.tool, script);
   await table.restore(script);
   if (natCleanupScript(await table.save(), port) !== null) {
     throw new Error(`${table.tool}: rules of port ${port} are still present after removal`);
   }
+  return true;
 }

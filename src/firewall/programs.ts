@@ -15,7 +15,7 @@
  * (xtables-nft-multi) tells what to do from the name it was started by.
  */
 import { spawn } from 'node:child_process';
-import { lstatSync, statSync, readlinkSync, type Stats } from 'node:fs';
+import { lstatSync, readdirSync, readlinkSync, statSync, type Stats } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import createDebug from 'debug';
 import { CommandNotFoundError, type RunCommand } from './iptables.js';
@@ -88,7 +88,7 @@ export function findPrograms(names: readonly string[], dirs: readonly string[] =
  * to it with every symbolic link on the way resolved, must be owned by root and not writable by
  * group or others, and it must be an executable regular file.
  */
-export function untrustedReason(file: string): string | null {
+export function untrustedReason(file: string, what: 'program' | 'file' | 'directory' = 'program'): string | null {
   if (!isAbsolute(file)) return `${file} is not an absolute path`;
   let pending = file.split('/').filter((part) => part !== '' && part !== '.');
   let current = '/'; // resolved so far: no link in it, every directory checked
@@ -118,8 +118,33 @@ export function untrustedReason(file: string): string | null {
   }
   const st = lstat(current);
   if (typeof st === 'string') return st;
+  if (what === 'directory') return st.isDirectory() ? null : `${current} is not a directory`;
   if (!st.isFile()) return `${current} is not a regular file`;
-  if ((st.mode & 0o111) === 0) return `${current} is not executable`;
+  if (what === 'program' && (st.mode & 0o111) === 0) return `${current} is not executable`;
+  return null;
+}
+
+/**
+ * Why some entry below directory `dir` (itself checked with untrustedReason) could be changed by
+ * others than root, or null: every file and directory in it owned by root and not writable by
+ * group or others, and no symbolic link (a link could lead anywhere). At most `limit` entries.
+ */
+export function untrustedTreeReason(dir: string, limit = 20_000): string | null {
+  const top = untrustedReason(dir, 'directory');
+  if (top !== null) return top;
+  const pending = [dir];
+  let seen = 0;
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    for (const entry of readdirSync(next, { withFileTypes: true })) {
+      if (++seen > limit) return `${dir} has more than ${limit} entries`;
+      const path = join(next, entry.name);
+      const st = lstat(path);
+      if (typeof st !== 'string' && st.isSymbolicLink()) return `${path} is a symbolic link`;
+      const problem = problemOf(path, st);
+      if (problem) return problem;
+      if (entry.isDirectory()) pending.push(path);
+    }
+  }
   return null;
 }
 

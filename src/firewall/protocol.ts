@@ -2,7 +2,13 @@
  * The words of the client <-> firewall-helper protocol (docs/firewall-helper.md). Shared by
  * both sides so they cannot drift apart.
  */
+import { dirname, join } from 'node:path';
 import type { FirewallSetup } from './types.js';
+
+/** The helper's program, built next to the CLI (scripts/bundle.mjs; src/firewall/program.ts). */
+export const HELPER_SCRIPT = 'firewall-helper.cjs';
+/** Where the helper's program is for the CLI script at `cliPath` (both in the package's dist/). */
+export const helperScriptPath = (cliPath: string): string => join(dirname(cliPath), HELPER_SCRIPT);
 
 export const HELPER_PROTOCOL_VERSION = 1;
 /** First line the helper writes; the client sends nothing before it. */

@@ -12,9 +12,9 @@
  *   -A rxshuttle-P -d NET/LEN -p tcp [--dport LO:HI] -j RETURN                 (exclude)
  *   -A rxshuttle-P -d NET/LEN -p tcp [--dport LO:HI] -j REDIRECT --to-ports P  (include)
  *   -I PREROUTING 1 -p tcp -j rxshuttle-P                                      (router mode only)
- *   -I OUTPUT 1 -p tcp [-m owner ! --gid-owner G] -j rxshuttle-P
+ *   -I OUTPUT 1 -p tcp [-m owner --uid-owner U] [-m owner ! --gid-owner G] -j rxshuttle-P
  *   -I PREROUTING 1 -p udp --dport 53 -j rxshuttle-P                           (--dns, router mode)
- *   -I OUTPUT 1 -p udp --dport 53 [-m owner ! --gid-owner G] -j rxshuttle-P    (--dns)
+ *   -I OUTPUT 1 -p udp --dport 53 [-m owner --uid-owner U] [-m owner ! --gid-owner G] -j rxshuttle-P    (--dns)
  *   COMMIT
  *
  * DNS comes before the LOCAL RETURN, so a nameserver on this host (127.0.0.53) is captured too,
@@ -26,6 +26,8 @@
  * `owner` match in any chain reachable from PREROUTING ("RULE_INSERT failed (Invalid
  * argument)"), and a RETURN placed directly in OUTPUT would also skip every later OUTPUT rule
  * of other software. Local packets of that group simply never enter the chain.
+ *
+ * The uid match is the restricted mode's (restricted.ts): only user U's own traffic is captured.
  *
  * Jumps are inserted first in their chain (as sshuttle does), so rules that other software
  * appended (docker's DOCKER jump, for instance) cannot catch the traffic before us.
@@ -44,11 +46,12 @@ export interface NatScripts {
   v6: string | null;
 }
 
-export function natRules(setup: FirewallSetup): NatScripts {
-  return { v4: familyScript(setup, 4), v6: familyScript(setup, 6) };
+/** `ownerUid`: capture only that user's traffic (the restricted mode). */
+export function natRules(setup: FirewallSetup, ownerUid?: number): NatScripts {
+  return { v4: familyScript(setup, 4, ownerUid), v6: familyScript(setup, 6, ownerUid) };
 }
 
-function familyScript(setup: FirewallSetup, family: IpFamily): string | null {
+function familyScript(setup: FirewallSetup, family: IpFamily, ownerUid: number | undefined): string | null {
   const rules = setup.rules.filter((r) => r.family === family);
   const nameservers = (setup.dnsServers ?? []).filter((ip) => (ip.includes(':') ? 6 : 4) === family);
   const dns = setup.dnsPort !== undefined && nameservers.length > 0;
@@ -64,7 +67,8 @@ function familyScript(setup: FirewallSetup, family: IpFamily): string | null {
   lines.push(`-A ${chain} -m addrtype --dst-type LOCAL -j RETURN`);
   for (const rule of byPrecedence(rules)) lines.push(subnetLine(chain, rule, setup.port));
   if (setup.routerMode) lines.push(`-I PREROUTING 1 -p tcp -j ${chain}`);
-  const bypass = setup.bypassGid === undefined ? '' : ` -m owner ! --gid-owner ${setup.bypassGid}`;
+  const owner = ownerUid === undefined ? '' : ` -m owner --uid-owner ${ownerUid}`;
+  const bypass = `${owner}${setup.bypassGid === undefined ? '' : ` -m owner ! --gid-owner ${setup.bypassGid}`}`;
   lines.push(`-I OUTPUT 1 -p tcp${bypass} -j ${chain}`);
   if (dns && setup.routerMode) lines.push(`-I PREROUTING 1 -p udp --dport 53 -j ${chain}`);
   if (dns) lines.push(`-I OUTPUT 1 -p udp --dport 53${bypass} -j ${chain}`);

@@ -1,18 +1,27 @@
 /**
  * `rxshuttle --sudoers`: a sudoers rule that lets one user (or %group) start the firewall helper
- * as root without a password, and nothing else. The rule names the exact command the client
- * runs through sudo (`helperCommand()`): this node binary, this CLI script, `--firewall`, no other
- * arguments. Absolute paths, so sudo's env_reset and secure_path do not matter. `--sudoers-no-modify`
- * prints it; `--sudoers` installs it in /etc/sudoers.d after `visudo -c` has accepted it.
+ * in its restricted mode as root without a password, and nothing else. The rule names the exact
+ * command the client runs through sudo (`helperCommand()`): this node binary, the helper's program
+ * (dist/firewall-helper.cjs), `--restricted`, no other arguments. That mode captures only the
+ * user's own traffic, never in router mode, and only to the user's own listener (restricted.ts):
+ * the rule grants less than root. Absolute paths, so sudo's env_reset and secure_path do not
+ * matter. `--sudoers-no-modify` prints it; `--sudoers` installs it in /etc/sudoers.d after
+ * `visudo -c` has accepted it.
  *
- * Whoever can change the node binary or the files the CLI loads can then run code as root: the
- * generator says so when one of them is writable by anyone but root.
+ * Whoever can change the node binary, the helper's program or the koffi it loads could then run
+ * code as root: `--sudoers` refuses to install the rule unless every one of them, and every
+ * directory on the way to them, is root's and writable by nobody else (issue 17, finding 6). The
+ * helper's program is one bundled file, so nothing else is looked up when it starts.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { createRequire } from 'node:module';
 import { RxshuttleError, UsageError } from '../errors.js';
+import { PROGRAM_ENV, findPrograms, untrustedReason, untrustedTreeReason } from './programs.js';
+import { helperScriptPath } from './protocol.js';
+import { RESTRICTED_FLAG } from './restricted.js';
 
 export const SUDOERS_DIR = '/etc/sudoers.d';
 export const DEFAULT_SUDOERS_FILENAME = 'rxshuttle_auto';
@@ -28,8 +37,8 @@ export interface SudoersRule {
   readonly user: string;
   /** Absolute path of the node binary the client runs the helper with. */
   readonly nodePath: string;
-  /** Absolute path of the CLI script (dist/cli.js). */
-  readonly cliPath: string;
+  /** Absolute path of the helper's program (dist/firewall-helper.cjs). */
+  readonly helperPath: string;
 }
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/;
@@ -76,7 +85,7 @@ export function sudoersSnippet(rule: SudoersRule): string {
   checkSudoersUser(rule.user);
   for (const [what, p] of [
     ['node', rule.nodePath],
-    ['CLI', rule.cliPath],
+    ['helper', rule.helperPath],
   ] as const) {
     if (!SAFE_PATH.test(p)) {
       throw new SudoersError(
@@ -86,71 +95,46 @@ export function sudoersSnippet(rule: SudoersRule): string {
   }
   return [
     `# Written by rxshuttle --sudoers: lets ${rule.user} start rxshuttle's firewall helper (the only part`,
-    '# of rxshuttle that needs root) without a password. It allows exactly this command and no other.',
+    '# of rxshuttle that needs root) without a password, in its restricted mode: it redirects only',
+    "# that user's own connections (and DNS) to that user's own rxshuttle, never other users' or",
+    "# other machines' traffic. It allows exactly this command and no other.",
     '# Re-run rxshuttle --sudoers after node or rxshuttle moved or was upgraded elsewhere.',
-    `${rule.user} ALL=(root) NOPASSWD: ${rule.nodePath} ${rule.cliPath} --firewall`,
+    `${rule.user} ALL=(root) NOPASSWD: ${rule.nodePath} ${rule.helperPath} ${RESTRICTED_FLAG}`,
     '',
   ].join('\n');
 }
 
 /**
- * Paths whose owner is not root, or that others may write to: whoever can change them can run
- * code as root through the rule. Checks the node binary, the CLI, the package's dist and
- * node_modules, and every directory above them.
+ * What makes the rule unsafe: each path it trusts (the node binary, the helper's program, the
+ * koffi package that program loads, and every directory on the way to them, links resolved)
+ * that is not root's or that others than root may write to, with the reason. Sticky directories
+ * such as /tmp count as writable: a package under one can be shadowed by what another user puts
+ * beside it. Empty when the rule is safe.
  */
-export function unsafeSudoersPaths(rule: Pick<SudoersRule, 'nodePath' | 'cliPath'>): string[] {
-  const checked = new Set<string>();
-  const unsafe: string[] = [];
-  const check = (p: string) => {
-    if (checked.has(p)) return;
-    checked.add(p);
-    let st: fs.Stats;
-    try {
-      st = fs.statSync(p);
-    } catch {
-      return;
-    }
-    const sticky = st.isDirectory() && (st.mode & 0o1000) !== 0;
-    if (st.uid !== 0 || (!sticky && (st.mode & 0o022) !== 0)) unsafe.push(p);
-  };
-  const withParents = (p: string) => {
-    for (let dir = p; ; dir = path.dirname(dir)) {
-      check(dir);
-      if (dir === path.dirname(dir)) break;
-    }
-  };
-  let node = rule.nodePath;
-  try {
-    node = fs.realpathSync(rule.nodePath);
-  } catch {
-    // checked as given
-  }
-  withParents(node);
-  withParents(rule.cliPath);
-  const packageRoot = path.dirname(path.dirname(rule.cliPath));
-  for (const dir of ['dist', 'node_modules']) check(path.join(packageRoot, dir));
-  return unsafe;
+export function unsafeSudoersPaths(rule: Pick<SudoersRule, 'nodePath' | 'helperPath'>): string[] {
+  const problems = [untrustedReason(rule.nodePath, 'program'), untrustedReason(rule.helperPath, 'file')];
+  const koffi = koffiDirectory(rule.helperPath);
+  problems.push(koffi === null ? `koffi (which ${rule.helperPath} loads) is not installed beside it` : untrustedTreeReason(koffi));
+  return problems.filter((p): p is string => p !== null);
 }
 
-function findVisudo(): string {
-  for (const dir of ['/usr/sbin', '/usr/local/sbin', '/sbin', '/usr/bin', '/usr/local/bin']) {
-    const candidate = path.join(dir, 'visudo');
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
+/** The directory of the koffi package that the helper's program would load: the first in node's lookup from its directory. */
+function koffiDirectory(helperPath: string): string | null {
+  for (const dir of createRequire(helperPath).resolve.paths('koffi') ?? []) {
+    const candidate = path.join(dir, 'koffi');
+    if (fs.existsSync(candidate)) return candidate;
   }
-  throw new SudoersError('visudo not found: install sudo (apt-get install sudo)');
+  return null;
 }
 
-/** Runs `visudo -cf file`; throws SudoersError with visudo's complaint when it refuses the file. */
+/** Runs `visudo -cf file` (found in the system directories only, run with a fixed environment); throws SudoersError with visudo's complaint when it refuses the file. */
 export function checkWithVisudo(file: string): void {
+  const visudo = findPrograms(['visudo']).get('visudo');
+  if (visudo === undefined) throw new SudoersError('visudo not found: install sudo (apt-get install sudo)');
+  if (visudo.refused !== undefined) throw new SudoersError(`refusing to run ${visudo.path} as root: ${visudo.refused}`);
   try {
-    execFileSync(findVisudo(), ['-c', '-q', '-f', file], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+    execFileSync(visudo.path, ['-c', '-q', '-f', file], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', env: { ...PROGRAM_ENV }, cwd: '/' });
   } catch (err) {
-    if (err instanceof SudoersError) throw err;
     const e = err as { stderr?: string; stdout?: string; message: string };
     const said = `${e.stderr ?? ''}${e.stdout ?? ''}`.trim().split('\n').join(' / ') || e.message;
     throw new SudoersError(`visudo refused the sudoers rule: ${said}`);
@@ -189,6 +173,7 @@ export interface SudoersCommand {
   readonly user?: string;
   readonly filename?: string;
   readonly nodePath: string;
+  /** The CLI script (dist/cli.js): the helper's program is beside it. */
   readonly cliPath: string;
 }
 
@@ -208,9 +193,13 @@ export function runSudoersCommand(
   const user = command.user ?? defaultSudoersUser();
   const filename = command.filename ?? DEFAULT_SUDOERS_FILENAME;
   checkSudoersFilename(filename);
-  const content = sudoersSnippet({ user, nodePath: command.nodePath, cliPath: command.cliPath });
+  const rule = { user, nodePath: command.nodePath, helperPath: helperScriptPath(command.cliPath) };
+  const content = sudoersSnippet(rule);
   if (!command.install) {
     out.stdout(content);
+    for (const problem of unsafeSudoersPaths(rule)) {
+      out.stderr(`rxshuttle: warning: ${problem}: whoever can change it could run code as root through this rule\n`);
+    }
   } else if (process.getuid?.() !== 0) {
     const argv = [command.nodePath, command.cliPath, '--sudoers', '--sudoers-user', user, '--sudoers-filename', filename];
     const result = spawnSync('sudo', argv, { stdio: 'inherit' });
@@ -220,11 +209,15 @@ export function runSudoersCommand(
     }
     return result.status ?? 1;
   } else {
+    const problems = unsafeSudoersPaths(rule);
+    if (problems.length > 0) {
+      throw new SudoersError(
+        `refusing to install the sudoers rule: ${problems[0]}${problems.length > 1 ? ` (and ${problems.length - 1} more)` : ''}; ` +
+          'whoever can change it could run code as root through the rule: install rxshuttle and node where only root can write (npm install -g as root)',
+      );
+    }
     const written = installSudoers(content, filename);
-    out.stderr(`rxshuttle: wrote ${written}: ${user} may now start the firewall helper without a password\n`);
-  }
-  for (const p of unsafeSudoersPaths(command)) {
-    out.stderr(`rxshuttle: warning: ${p} is not owned by root or is writable by others: whoever can change it can run code as root through this rule\n`);
+    out.stderr(`rxshuttle: wrote ${written}: ${user} may now start the firewall helper for their own traffic without a password\n`);
   }
   return 0;
 }

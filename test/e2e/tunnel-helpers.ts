@@ -110,7 +110,7 @@ export async function rxshuttleProcessesIn(lab: Lab, ns: Role): Promise<{ pid: n
   const procs = await processesIn(lab, ns);
   return procs.filter(({ pid, cmd }) => {
     const argv = argvOf(pid);
-    return cmd.includes(CLI_JS) || cmd.includes('dist/cli.js') || /(^|\/)ssh$/.test(argv[0] ?? '') || isRemoteNode(argv);
+    return cmd.includes(CLI_JS) || cmd.includes('dist/cli.js') || cmd.includes('dist/firewall-helper.cjs') || /(^|\/)ssh$/.test(argv[0] ?? '') || isRemoteNode(argv);
   });
 }
 
@@ -133,8 +133,10 @@ let recent: Rxshuttle[] = [];
 export interface ProcessSet {
   /** The rxshuttle CLI itself. */
   main: number;
-  /** `rxshuttle --firewall`, its child. */
+  /** The firewall helper (dist/firewall-helper.cjs), its child (with sudo when not root). */
   helper: number[];
+  /** The helper's watchdog (`firewall-helper.cjs --watchdog`). */
+  watchdog: number[];
   /** Its ssh child (remote mode) or local `node -e` server (local mode). */
   transport: number[];
   /** Every descendant. */
@@ -154,8 +156,10 @@ export class Rxshuttle {
     /** Runs the CLI through these (e.g. `prlimit --nofile=…`, `setpriv --reuid=…`, `setsid`), which must exec it. */
     readonly prefix: readonly string[] = [],
     env?: NodeJS.ProcessEnv,
+    /** The CLI script to run (default: this checkout's dist/cli.js). */
+    cli: string = CLI_JS,
   ) {
-    this.child = lab.spawn(ns, [...prefix, process.execPath, CLI_JS, ...args], env ? { env } : {});
+    this.child = lab.spawn(ns, [...prefix, process.execPath, cli, ...args], env ? { env } : {});
     const onData = (d: Buffer) => {
       this.text += d.toString();
     };
@@ -256,12 +260,14 @@ export class Rxshuttle {
   /** The CLI's process tree now: firewall helper, ssh/local server, all descendants. */
   processes(): ProcessSet {
     const all = descendantsOf(this.pid);
-    const helper = all.filter((p) => argvOf(p).includes('--firewall'));
+    const helperArgv = (p: number) => argvOf(p).some((a) => a.endsWith('/firewall-helper.cjs'));
+    const helper = all.filter((p) => helperArgv(p) && !argvOf(p).includes('--watchdog'));
+    const watchdog = all.filter((p) => helperArgv(p) && argvOf(p).includes('--watchdog'));
     const transport = all.filter((p) => {
       const argv = argvOf(p);
       return /(^|\/)ssh$/.test(argv[0] ?? '') || isRemoteNode(argv);
     });
-    return { main: this.pid, helper, transport, all };
+    return { main: this.pid, helper, watchdog, transport, all };
   }
 
   /** Sends `signal` and waits for the exit (SIGKILL after timeoutMs). */

@@ -171,13 +171,31 @@ describe('firewall$', () => {
 describe('helperCommand', () => {
   afterEach(() => vi.restoreAllMocks());
 
-  it('runs the CLI with --firewall directly as root', () => {
+  const helper = [process.execPath, '/opt/rxs/dist/firewall-helper.cjs'];
+  const never = () => false;
+
+  it("runs the helper's own program (beside the CLI) directly as root, asking sudo nothing", () => {
     vi.spyOn(process, 'getuid').mockReturnValue(0);
-    expect(helperCommand('/opt/rxs/dist/cli.js')).toEqual([process.execPath, '/opt/rxs/dist/cli.js', '--firewall']);
+    const asked: string[][] = [];
+    expect(helperCommand('/opt/rxs/dist/cli.js', (argv) => (asked.push([...argv]), true))).toEqual(helper);
+    expect(asked).toEqual([]);
   });
 
-  it('goes through sudo otherwise', () => {
+  it('goes through sudo otherwise: unrestricted when sudo allows it without a password (an administrator)', () => {
     vi.spyOn(process, 'getuid').mockReturnValue(1000);
-    expect(helperCommand('/opt/rxs/dist/cli.js')).toEqual(['sudo', process.execPath, '/opt/rxs/dist/cli.js', '--firewall']);
+    expect(helperCommand('/opt/rxs/dist/cli.js', (argv) => argv.length === 2)).toEqual(['sudo', '-n', ...helper]);
+  });
+
+  it('restricted when only the rule of --sudoers allows it (issue 17, finding 3)', () => {
+    vi.spyOn(process, 'getuid').mockReturnValue(1000);
+    const asked: string[][] = [];
+    const onlyRestricted = (argv: readonly string[]) => (asked.push([...argv]), argv.at(-1) === '--restricted');
+    expect(helperCommand('/opt/rxs/dist/cli.js', onlyRestricted)).toEqual(['sudo', '-n', ...helper, '--restricted']);
+    expect(asked).toEqual([helper, [...helper, '--restricted']]);
+  });
+
+  it('unrestricted through a sudo that may ask for the password when neither is allowed without one', () => {
+    vi.spyOn(process, 'getuid').mockReturnValue(1000);
+    expect(helperCommand('/opt/rxs/dist/cli.js', never)).toEqual(['sudo', ...helper]);
   });
 });

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { firewall$ } from '../../src/firewall/client.js';
 import type { FirewallSetup, SubnetRule } from '../../src/firewall/types.js';
 import { type Bundle, bundleFixture } from './support/bundle.js';
-import { HelperProcess, within } from './support/helper-process.js';
+import { HelperProcess, watchdogsOf, within } from './support/helper-process.js';
 import { type Netns, createLab, netnsSkip } from './support/netns.js';
 import { runProbe, startServerProbe } from './support/probe.js';
 
@@ -145,12 +145,51 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     expect(await helper.exited).toEqual({ code: 0, signal: null });
   });
 
-  it('clears the leftovers of a SIGKILLed helper with the same port before installing', async () => {
+  // Issue 17, finding 1: whatever kills the helper, its rules, hosts block and lock must not stay.
+  it('SIGKILL of the helper at random moments (starting, installing, ready, amid HOST lines): its watchdog removes everything', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rxs-killhosts-'));
+    const hostsFile = join(dir, 'hosts');
+    const original = '127.0.0.1\tlocalhost\n';
+    writeFileSync(hostsFile, original);
+    const bundle = { ...helperBundle!, env: { ...helperBundle!.env, RXS_TEST_HOSTS_FILE: hostsFile } };
+    const seed = Number(process.env['RXS_FUZZ_SEED'] ?? Date.now() % 100_000);
+    let state = seed;
+    const random = () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const moments: string[] = [];
+    try {
+      for (let round = 0; round < 8; round++) {
+        const port = freshPort();
+        const helper = new HelperProcess(client, bundle);
+        const setup = labSetup(port, { hosts: true, dnsPort: port + 5000, dnsServers: ['10.123.0.53'] });
+        const when = Math.floor(random() * 4);
+        if (when >= 1) {
+          const hello = await helper.nextLine();
+          expect(hello).toBe('HELLO rxshuttle-fw 1');
+          helper.send(JSON.stringify(setup));
+        }
+        if (when >= 2) expect(await helper.nextLine()).toBe('READY');
+        if (when >= 3) for (let i = 0; i < 200; i++) helper.send(`HOST 10.123.0.${i % 250} host${i}.lab`);
+        const delay = Math.floor(random() * 150);
+        await new Promise((r) => setTimeout(r, delay));
+        moments.push(`${['starting', 'setup sent', 'ready', 'HOST lines'][when]} +${delay} ms`);
+        helper.child.kill('SIGKILL');
+        await helper.exited;
+        await within(10_000, async () => (await rxshuttleLines()).length === 0);
+        await within(10_000, async () => readFileSync(hostsFile, 'utf8') === original);
+        await within(10_000, async () => lockFilesOf(port).length === 0 && watchdogsOf(-1).length === 0);
+      }
+    } catch (e) {
+      throw new Error(`seed ${seed}, moments ${moments.join(', ')}: ${(e as Error).message}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('clears the leftovers of a SIGKILLed helper (and watchdog) with the same port before installing', async () => {
     const port = freshPort();
     const crashed = new HelperProcess(client, helperBundle!);
     expect(await crashed.setup(labSetup(port, { routerMode: true, rules: [subnet('10.99.0.0', 16)] }))).toBe('READY');
-    crashed.child.kill('SIGKILL');
-    await crashed.exited;
+    await crashed.killWithWatchdog();
     const left = await rxshuttleLines();
     expect(left.some((l) => l.includes('10.99.0.0/16'))).toBe(true);
     expect(left.some((l) => l.startsWith('-A PREROUTING'))).toBe(true);
@@ -226,8 +265,7 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     const port = freshPort();
     const crashed = new HelperProcess(client, helperBundle!);
     expect(await crashed.setup(labSetup(port, { rules: [subnet('10.99.0.0', 16)] }))).toBe('READY');
-    crashed.child.kill('SIGKILL');
-    await crashed.exited;
+    await crashed.killWithWatchdog();
     const [file, ...more] = lockFilesOf(port);
     expect(file, 'the lock file the crashed helper left').toBeDefined();
     expect(more).toEqual([]);

@@ -1,5 +1,6 @@
 /** The real helper (bundled fixture) running in a namespace, driven over its stdio. */
 import type { ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import type { Bundle } from './bundle.js';
 import type { Netns } from './netns.js';
 
@@ -57,6 +58,45 @@ export class HelperProcess {
   closeInput(): void {
     this.child.stdin?.end();
   }
+
+  /** The pid of the helper's watchdog (its child `… --watchdog`), once started. */
+  watchdogPid(): number | undefined {
+    return watchdogsOf(this.child.pid ?? -1)[0];
+  }
+
+  /**
+   * SIGKILL to the watchdog, then to the helper: as if both died at once, which leaves the rules
+   * for the next helper of the port to clear. Waits for the helper's exit.
+   */
+  async killWithWatchdog(): Promise<void> {
+    const deadline = Date.now() + 5000;
+    let watchdog = this.watchdogPid();
+    while (watchdog === undefined && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+      watchdog = this.watchdogPid();
+    }
+    if (watchdog === undefined) throw new Error('the helper has no watchdog');
+    process.kill(watchdog, 'SIGKILL');
+    this.child.kill('SIGKILL');
+    await this.exited;
+  }
+}
+
+/** Watchdog processes (`… --watchdog`) whose parent is `pid`, or every one with `pid` -1 (those left by anyone). */
+export function watchdogsOf(pid: number): number[] {
+  const found: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const argv = readFileSync(`/proc/${name}/cmdline`, 'latin1').split('\0');
+      if ((pid === -1 || ppid === pid) && argv.includes('--watchdog') && argv.some((a) => a.includes('helper-main'))) found.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
 }
 
 /** Polls until `check` holds, for at most `ms`; returns how long it took. */
