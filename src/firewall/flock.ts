@@ -1,10 +1,12 @@
 /**
- * flock(2) for the helper: it serializes edits of /etc/hosts (hosts-file.ts) and keeps one
- * helper per port (port-lock.ts). A flock belongs to the open file: the kernel drops it when the
- * holder closes the file or dies in any way, SIGKILL included, so a crash never leaves it held.
+ * flock(2) for the helper and its watchdog: on files in root's lock directory it serializes
+ * edits of the hosts file (`hosts.lock`, hosts-file.ts) and keeps one helper per port
+ * (port-lock.ts); on /etc/hosts itself it is only a courtesy to other tools, waited for briefly.
+ * A flock belongs to the open file: the kernel drops it when the holder closes the file or dies
+ * in any way, SIGKILL included, so a crash never leaves it held.
  *
- * libc comes through koffi (as original-dst.ts does). Where it cannot be loaded (a libc other
- * than glibc's libc.so.6) the helper goes on without locks, as it did before it had them.
+ * libc comes through koffi. Where it cannot be loaded (a libc other than glibc's libc.so.6) the
+ * helper goes on without locks.
  */
 import { constants } from 'node:os';
 import createDebug from 'debug';
