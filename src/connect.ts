@@ -257,13 +257,14 @@ export function explainFailure(err: unknown, greeted: boolean, where: string, op
   const said = last ? `: ${last}` : '';
   if (greeted) {
     // Nothing said why (kill -9 of ssh or of the remote server): say how the process ended.
-    const program = local ? 'the local server' : 'ssh';
+    // Under ssh2 no ssh process runs: the exit is the remote server's, as sshd reported it.
+    const program = local ? 'the local server' : err.remote ? 'the remote server' : 'ssh';
     const how = err.signal
       ? `${program} was killed by ${err.signal}`
       : err.exitCode === null
         ? 'the remote server ended its session'
         : `${program} exited with status ${err.exitCode}`;
-    const server = !local && !err.signal && err.exitCode === 255 ? '; the remote server or the connection died' : '';
+    const server = !local && !err.remote && !err.signal && err.exitCode === 255 ? '; the remote server or the connection died' : '';
     return new TransportError('RXS_ERR_TRANSPORT_CLOSED', `connection to ${where} lost${said || `: ${how}${server}`}`);
   }
   if (err.exitCode === NODE_TOO_OLD_EXIT) {

@@ -18,6 +18,8 @@ export class ServerExit extends TransportError {
     readonly exitCode: number | null,
     readonly signal: NodeJS.Signals | null,
     readonly stderrTail: readonly string[],
+    /** Whose exit this is: a local process (ssh, the local server), or the remote server in ssh2's exec channel. */
+    readonly remote = false,
   ) {
     super('RXS_ERR_TRANSPORT_CLOSED', `server process ended (${signal ? `signal ${signal}` : `exit code ${exitCode}`})`);
   }

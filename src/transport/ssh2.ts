@@ -371,14 +371,15 @@ export function ssh2Server$(client: Client, command: string, inbound?: Pick<Ssh2
       let exitSignal: NodeJS.Signals | null = null;
       channel.on('exit', (code: number | null, signal?: string) => {
         exitCode = code;
-        exitSignal = signal ? (`SIG${signal}` as NodeJS.Signals) : null;
+        // ssh2 names it with the prefix already (SIGKILL); older versions did not.
+        exitSignal = signal ? ((signal.startsWith('SIG') ? signal : `SIG${signal}`) as NodeJS.Signals) : null;
       });
       const ended = new Promise<void>((resolve) => channel?.once('close', () => resolve()));
       const bytes$ = concat(
         fromReadable(channel).pipe(catchError((e: unknown) => (debug('server output: %s', errorMessage(e)), EMPTY))),
         defer(async () => {
           await ended;
-          throw new ServerExit(exitCode, exitSignal, errors.finish());
+          throw new ServerExit(exitCode, exitSignal, errors.finish(), true);
         }),
       );
       channel.on('error', ignore);

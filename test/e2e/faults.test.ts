@@ -81,10 +81,11 @@ function sshdSessionOf(pid: number): number | undefined {
 }
 
 describe('the other end dies', () => {
-  it('kill -9 of the remote server: one line, rules removed, exit 1', async () => {
+  it('kill -9 of the remote server (ssh2): one line naming it and the signal once, rules removed, exit 1', async () => {
     const { rx, remote } = await workingTunnel();
     process.kill(remote[0] as number, 'SIGKILL');
-    await expectCleanFailure(rx, /^rxshuttle: connection to lab lost\b/, 10_000);
+    // (was "ssh was killed by SIGSIGKILL": no ssh process runs under ssh2, and ssh2 prefixes SIG itself)
+    await expectCleanFailure(rx, /^rxshuttle: connection to lab lost: the remote server was killed by SIGKILL$/, 10_000);
     expect(await remoteNodePids(lab)).toEqual([]);
   });
 
