@@ -4,6 +4,7 @@ import { defer, EMPTY, finalize, ignoreElements, mergeMap, type Observable, of, 
 import type { TunnelEvent } from './events.js';
 import type { Redirected } from './listener.js';
 import type { Destination } from './streams/frame.js';
+import { resetSocket } from './streams/socket-end.js';
 import { ControlPool, type HandOff, halfCloseHandOff$, handOff$ } from './transport/control-master.js';
 
 const debug = createDebug('rxshuttle:direct');
@@ -78,6 +79,7 @@ function handOffAll(
       const { socket, destination, source } = redirected;
       // 'pending' until ssh answers; after 'refused' the socket is the mux's and must stay open.
       let owner: 'pending' | 'ssh' | 'mux' = 'pending';
+      let closed = false;
       return carrier.carry(socket, destination).pipe(
         mergeMap((result): Observable<TunnelEvent> => {
           switch (result.kind) {
@@ -87,6 +89,7 @@ function handOffAll(
               refusedInARow = 0;
               return of({ kind: 'accept', id, source, destination, via: 'ssh' });
             case 'closed':
+              closed = true;
               return of({
                 kind: 'close',
                 id,
@@ -121,9 +124,13 @@ function handOffAll(
         }),
         // Ours is only a copy of the fd once ssh has it; close it with the channel (or the tunnel).
         // Unsubscribed before ssh answered (the tunnel ends): nobody else has it, close it too.
+        // Cut off before its end (the tunnel died): a reset, so the program never waits for data
+        // queued in a socket whose translation is about to go (issue 14).
         finalize(() => {
           active--;
-          if (owner !== 'mux') socket.destroy();
+          if (owner === 'mux') return;
+          if (!closed && !socket.writableEnded) resetSocket(socket);
+          else socket.destroy();
         }),
       );
     }),

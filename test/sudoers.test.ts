@@ -26,7 +26,7 @@ describe('sudoersSnippet', () => {
   it("allows exactly node + the helper's program + --restricted, as root, without a password", () => {
     const text = sudoersSnippet(rule);
     const rules = text.split('\n').filter((l) => l && !l.startsWith('#'));
-    expect(rules).toEqual(['alice ALL=(root) NOPASSWD: /usr/bin/node /opt/rxshuttle/dist/firewall-helper.cjs --restricted']);
+    expect(rules).toEqual(['alice ALL=(root) NOPASSWD: /usr/bin/node --max-semi-space-size=1 /opt/rxshuttle/dist/firewall-helper.cjs --restricted']);
     expect(text.endsWith('\n')).toBe(true);
     expect(sudoersSnippet({ ...rule, user: '%vpn' })).toContain('%vpn ALL=(root) NOPASSWD:');
   });
@@ -111,7 +111,7 @@ describe('runSudoersCommand', () => {
       { stdout: (t) => (stdout += t), stderr: () => {} },
     );
     expect(status).toBe(0);
-    expect(stdout).toContain('bob ALL=(root) NOPASSWD: /usr/bin/node /opt/x/dist/firewall-helper.cjs --restricted\n');
+    expect(stdout).toContain('bob ALL=(root) NOPASSWD: /usr/bin/node --max-semi-space-size=1 /opt/x/dist/firewall-helper.cjs --restricted\n');
   });
 
 });

@@ -10,7 +10,18 @@ import createDebug from 'debug';
 import { Observable } from 'rxjs';
 import { FirewallError } from './errors.js';
 import { LINE_TOO_LONG, type LineItem, LineSplitter } from './lines.js';
-import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, helperScriptPath, oneLine, setupLine } from './protocol.js';
+import {
+  ERROR_PREFIX,
+  HELLO_LINE,
+  HELPER_NODE_OPTIONS,
+  MAX_LINE_BYTES,
+  OK_LINE,
+  QUIT_LINE,
+  READY_LINE,
+  helperScriptPath,
+  oneLine,
+  setupLine,
+} from './protocol.js';
 import { RESTRICTED_FLAG } from './restricted.js';
 import type { FirewallSetup, HostsEntry } from './types.js';
 
@@ -106,7 +117,7 @@ export function sudoAllowsWithoutPassword(argv: readonly string[]): boolean {
  * - else the unrestricted helper through a sudo that may ask for a password on the terminal.
  */
 export function helperCommand(cliPath: string, sudoAllows: (argv: readonly string[]) => boolean = sudoAllowsWithoutPassword): string[] {
-  const argv = [process.execPath, helperScriptPath(cliPath)];
+  const argv = [process.execPath, ...HELPER_NODE_OPTIONS, helperScriptPath(cliPath)];
   if (process.getuid?.() === 0) return argv;
   if (sudoAllows(argv)) return ['sudo', '-n', ...argv];
   const restricted = [...argv, RESTRICTED_FLAG];

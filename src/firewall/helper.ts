@@ -32,6 +32,7 @@ import { HELPER_PROGRAMS, findPrograms, programRunner } from './programs.js';
 import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, oneLine } from './protocol.js';
 import { TunneledSubnets } from './host-address.js';
 import { HOSTS_PATH, HostsBlock, MAX_BLOCK_BYTES, MAX_HOSTS } from './hosts-file.js';
+import { endRedirected } from './redirected.js';
 import { boundBy, checkRestrictedSetup } from './restricted.js';
 import { type StartWatchdog, type Watchdog, spawnWatchdog } from './watchdog.js';
 import { flushResolvedCache } from './resolved.js';
@@ -77,6 +78,8 @@ export interface FirewallHelperOptions {
    * none with an injected `run`, unless given.
    */
   startWatchdog?: StartWatchdog | null;
+  /** The conntrack table read when the client died (default /proc/net/nf_conntrack: redirected.ts). */
+  conntrackPath?: string;
 }
 
 const STOP = Symbol('stop');
@@ -163,6 +166,8 @@ export async function runFirewallHelper(
 
     let gone = false;
     for (;;) {
+      // HOST lines taken are written once no further line waits: a burst costs one rewrite.
+      if (hosts && lines.queued === 0) await writeHosts(hosts, send);
       // A client that does not read its answers gets no more of them: its lines wait in the pipe.
       await lines.whileFull(output);
       const item = await lines.next();
@@ -171,14 +176,19 @@ export async function runFirewallHelper(
         if (item === null) gone = true;
         break;
       }
-      if (item === QUIT_LINE) break;
       if (hosts && typeof item === 'string' && item.startsWith('HOST ')) {
-        await hostLine(hosts, tunneled, item, lines.queued > 0, send);
+        takeHostLine(hosts, tunneled, item, send);
         continue;
       }
+      // Any other line: what was taken is written and answered first, so no HOST line stays unanswered.
+      if (hosts) await writeHosts(hosts, send);
+      if (item === QUIT_LINE) break;
       send(`${ERROR_PREFIX}${item === LINE_TOO_LONG ? 'line too long' : 'unknown command'} (rules stay in place)`);
     }
 
+    // A dead client's sockets may still send queued data after the chain is gone, untranslated: the
+    // programs would wait forever. End their side while the translation still stands.
+    if (gone) await endRedirected(run, port, opts.conntrackPath);
     let hostsLeft = false;
     if (hosts) {
       await hosts.remove().catch((e: Error) => {
@@ -216,24 +226,21 @@ function ownArgv(): string[] {
 
 /**
  * -H: one `HOST <address> <name>` line. Refused lines (validate.ts: among them every address the
- * setup's subnets do not tunnel, host-address.ts) are answered with ERROR at once; accepted
- * ones when the file is written, which happens once no further line is waiting, so a burst of
- * names costs one rewrite.
+ * setup's subnets do not tunnel, host-address.ts) are answered with ERROR at once; accepted ones
+ * are taken for the next writeHosts.
  */
-async function hostLine(
-  hosts: HostsBlock,
-  tunneled: TunneledSubnets,
-  line: string,
-  moreWaiting: boolean,
-  send: (line: string) => void,
-): Promise<void> {
+function takeHostLine(hosts: HostsBlock, tunneled: TunneledSubnets, line: string, send: (line: string) => void): void {
   try {
     if (!hosts.add(parseHostLine(line, tunneled))) send(`${ERROR_PREFIX}${HOSTS_CAP}`);
   } catch (e) {
     send(ERROR_PREFIX + oneLine((e as Error).message));
   }
-  if (moreWaiting || hosts.waiting === 0) return;
+}
+
+/** Writes the entries taken since the last write, and answers each of their lines: OK, or why not. */
+async function writeHosts(hosts: HostsBlock, send: (line: string) => void): Promise<void> {
   const count = hosts.waiting;
+  if (count === 0) return;
   let reply = OK_LINE;
   await hosts.write().catch((e: Error) => {
     reply = `${ERROR_PREFIX}cannot write the hosts file: ${oneLine(e.message)}`;

@@ -36,6 +36,8 @@ export const HELPER_PROGRAMS: readonly string[] = [
   'ip6tables-restore',
   'resolvectl',
   'systemd-resolve',
+  // ends the programs' side of redirected connections when the client died (redirected.ts)
+  'ss',
 ];
 
 /** Where a program was found; `refused` says why it must not run as root. */

@@ -20,7 +20,7 @@ import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import { RxshuttleError, UsageError } from '../errors.js';
 import { PROGRAM_ENV, findPrograms, untrustedReason, untrustedTreeReason } from './programs.js';
-import { helperScriptPath } from './protocol.js';
+import { HELPER_NODE_OPTIONS, helperScriptPath } from './protocol.js';
 import { RESTRICTED_FLAG } from './restricted.js';
 
 export const SUDOERS_DIR = '/etc/sudoers.d';
@@ -99,7 +99,7 @@ export function sudoersSnippet(rule: SudoersRule): string {
     "# that user's own connections (and DNS) to that user's own rxshuttle, never other users' or",
     "# other machines' traffic. It allows exactly this command and no other.",
     '# Re-run rxshuttle --sudoers after node or rxshuttle moved or was upgraded elsewhere.',
-    `${rule.user} ALL=(root) NOPASSWD: ${rule.nodePath} ${rule.helperPath} ${RESTRICTED_FLAG}`,
+    `${rule.user} ALL=(root) NOPASSWD: ${rule.nodePath} ${HELPER_NODE_OPTIONS.join(' ')} ${rule.helperPath} ${RESTRICTED_FLAG}`,
     '',
   ].join('\n');
 }

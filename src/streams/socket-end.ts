@@ -46,7 +46,10 @@ export function socketEnd(socket: Socket, blocked$?: Obs<boolean>): LocalEnd {
       socket.off('end', onEnd);
       socket.off('error', onError);
       socket.off('connect', onConnect);
-      if (!(socket.readableEnded && socket.writableEnded)) socket.destroy();
+      // Cut off while data could still flow to the program (the tunnel died): a reset, never an
+      // orderly end that leaves it waiting (issue 14). After our end, what we sent still goes out.
+      if (!socket.writableEnded) resetSocket(socket);
+      else if (!socket.readableEnded) socket.destroy();
     };
   });
 

@@ -8,6 +8,7 @@ import { errorMessage, TransportError } from '../errors.js';
 import { printable } from '../printable.js';
 import { corkForThisTick, corkForThisTurn } from '../streams/cork.js';
 import { frameWriter } from '../streams/frame-writer.js';
+import { resetSocket } from '../streams/socket-end.js';
 import type { Destination } from '../streams/frame.js';
 import { fromReadable } from '../streams/from-readable.js';
 import { serverUpload } from './bundle.js';
@@ -258,6 +259,9 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string, keepal
       }
     });
     client.on('close', () => {
+      // Before ssh2 ends every channel (it does so right after this event): ssh2Forward$ must not
+      // take that for the server's EOF.
+      lostClients.add(client);
       // As ssh words it when sshd ends the session.
       if (ready) subscriber.error(new TransportError('RXS_ERR_TRANSPORT_CLOSED', `connection to ${where} lost: connection closed by remote host`));
       // Closed before ready without an error (ssh2 then reports none, and stops its timer).
@@ -280,6 +284,7 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string, keepal
         debug('%s slabs: %d allocated, %d reused, %d tainted', name, stats.allocated, stats.reused, stats.tainted);
       }
       ready = false;
+      lostClients.add(client);
       client.end();
       socket.destroy();
     };
@@ -405,6 +410,9 @@ export function ssh2Server$(client: Client, command: string, inbound?: Pick<Ssh2
  * each side's EOF reaches the other as a half-close. 'refused' leaves the socket untouched (the
  * caller gives it to the mux, which answers with the real errno). Unsubscribing resets both.
  */
+/** Connections that closed or are being closed: their channels end because of it, not by the server's EOF. */
+const lostClients = new WeakSet<Client>();
+
 export function ssh2Forward$(
   connection: Ssh2Connection,
   socket: Socket,
@@ -498,7 +506,9 @@ export function ssh2Forward$(
         };
         opened.on('data', down);
         socket.on('drain', () => opened.resume());
-        opened.once('end', () => socket.end());
+        // The server's EOF ends the program's socket in order; the connection's loss resets it, so
+        // that the program never waits for data queued in a socket whose translation is going (issue 14).
+        opened.once('end', () => (lostClients.has(client) ? resetSocket(socket) : socket.end()));
         let socketClosed = false;
         let channelClosed = false;
         const finish = () => {
@@ -525,7 +535,8 @@ export function ssh2Forward$(
           upOpen = false;
           socket.off('data', up);
           socket.resume();
-          if (!socket.writableEnded) socket.end();
+          if (lostClients.has(client)) resetSocket(socket);
+          else if (!socket.writableEnded) socket.end();
           finish();
         });
       });
@@ -538,7 +549,8 @@ export function ssh2Forward$(
       cancelWait();
       if (done) return;
       done = true;
-      socket.destroy();
+      // Unsubscribed in the middle (the tunnel ends): a reset, never an orderly end (issue 14).
+      resetSocket(socket);
       channel?.close();
     };
   });

@@ -5,7 +5,7 @@
 // for the failures that concern one connection, with only that connection affected.
 import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findProgram, LAB, PAGE_MARKER, type Lab } from './lab.js';
 import {
   argvOf,
@@ -126,6 +126,74 @@ describe('the other end dies', () => {
       for (const rule of drop) await lab.exec('srv', ['iptables', '-w', '-D', ...rule.slice(1)]);
     }
   });
+});
+
+/**
+ * Slow downloads (curl --limit-rate 10M, as the issue measured: data waits in the local sockets;
+ * what the program's socket has received still reaches it before the error) running through `rx`:
+ * `settled()` gives, for each, how long after `from` it ended and with what exit code.
+ */
+async function slowDownloads(rx: Rxshuttle, count: number): Promise<{ settled(from: number, withinMs: number): Promise<Array<{ code: number | null; afterMs: number }>> }> {
+  const ended: Array<Promise<{ code: number | null; at: number }>> = [];
+  for (let i = 0; i < count; i++) {
+    const child = lab.spawn('cli', ['curl', '-sS', '--limit-rate', '10M', '--max-time', '30', '-o', '/dev/null', `http://${LAB.target}/bytes/200000000?seed=${i}`]);
+    ended.push(new Promise((resolve) => child.once('exit', (code) => resolve({ code, at: Date.now() }))));
+  }
+  // Until every one is under way through the tunnel, with data queued.
+  await sleep(1_500);
+  expect(rx.running).toBe(true);
+  return {
+    async settled(from, withinMs) {
+      const deadline = sleep(withinMs).then(() => null);
+      return Promise.all(ended.map(async (e) => {
+        const r = await Promise.race([e, deadline]);
+        return r === null ? { code: null, afterMs: Infinity } : { code: r.code, afterMs: r.at - from };
+      }));
+    },
+  };
+}
+
+// Issue 14, first fault: downloads read slowly hung forever when the tunnel died (17 of 19): the
+// data queued in the dead client's sockets went out after the chain was gone, untranslated, and
+// the programs' own sockets never heard a FIN or RST.
+describe('downloads in progress when the tunnel dies end with an error, never hang', () => {
+  // What a program's socket has received still reaches it before the error: with this machine's
+  // receive buffers (tcp_rmem up to 32 MiB here) that alone can take over 3 s at 10 MB/s. The
+  // kernel's default (6 MiB) in the client namespace, so the test measures the hang, not the buffer.
+  let rmem = '';
+  beforeAll(async () => {
+    rmem = (await lab.execOk('cli', ['sysctl', '-n', 'net.ipv4.tcp_rmem'])).stdout.trim();
+    await lab.execOk('cli', ['sysctl', '-q', '-w', 'net.ipv4.tcp_rmem=4096 131072 6291456']);
+  });
+  afterAll(async () => {
+    if (rmem) await lab.execOk('cli', ['sysctl', '-q', '-w', `net.ipv4.tcp_rmem=${rmem.split(/\s+/).join(' ')}`]);
+  });
+
+  it('SIGKILL of the client: every slow download ends within 3 s', async () => {
+    const { rx } = await workingTunnel();
+    const downloads = await slowDownloads(rx, 6);
+    const t0 = Date.now();
+    rx.child.kill('SIGKILL');
+    const results = await downloads.settled(t0, 10_000);
+    expect(results.filter((r) => r.afterMs > 3_000), JSON.stringify(results)).toEqual([]);
+    for (const r of results) expect(r.code, JSON.stringify(results)).not.toBe(0);
+    await waitFast(async () => (await rxshuttleRules(lab)).length === 0, 3_000, 'no rxshuttle rule after kill -9');
+  });
+
+  for (const transport of ['ssh2', 'ssh']) {
+    it(`the remote session dies (--transport ${transport}): every slow download ends within 3 s`, async () => {
+      const { rx, remote } = await workingTunnel(['--transport', transport]);
+      const downloads = await slowDownloads(rx, 6);
+      const sshd = sshdSessionOf(remote[0] as number);
+      expect(sshd, 'the sshd session process of the tunnel').toBeDefined();
+      const t0 = Date.now();
+      process.kill(sshd as number, 'SIGKILL');
+      const results = await downloads.settled(t0, 10_000);
+      expect(results.filter((r) => r.afterMs > 3_000), JSON.stringify(results)).toEqual([]);
+      for (const r of results) expect(r.code, JSON.stringify(results)).not.toBe(0);
+      await expectCleanFailure(rx, /^rxshuttle: connection to lab lost\b/, 10_000);
+    });
+  }
 });
 
 describe('the client is killed', () => {

@@ -148,11 +148,11 @@ describe.skipIf(missing.length > 0 && process.env['CI'] !== 'true')('as an unpri
     expect(fs.statSync(sudoersFile).mode & 0o777).toBe(0o440);
     execFileSync(findProgram('visudo') as string, ['-c', '-f', sudoersFile]);
     const rules = printed.split('\n').filter((l) => l && !l.startsWith('#'));
-    expect(rules).toEqual([`${user} ALL=(root) NOPASSWD: ${process.execPath} ${installedHelper} --restricted`]);
+    expect(rules).toEqual([`${user} ALL=(root) NOPASSWD: ${process.execPath} --max-semi-space-size=1 ${installedHelper} --restricted`]);
     // sudo agrees: that command, and nothing else
-    // (sudo folds long lines)
-    const list = execFileSync(findProgram('sudo') as string, ['-l', '-U', user], { encoding: 'utf8' }).replace(/\s+/g, ' ');
-    expect(list).toContain(`(root) NOPASSWD: ${process.execPath} ${installedHelper} --restricted`);
+    // (sudo folds long lines, and writes = in an argument as \\=)
+    const list = execFileSync(findProgram('sudo') as string, ['-l', '-U', user], { encoding: 'utf8' }).replace(/\s+/g, ' ').replaceAll('\\=', '=');
+    expect(list).toContain(`(root) NOPASSWD: ${process.execPath} --max-semi-space-size=1 ${installedHelper} --restricted`);
     expect(list).not.toMatch(/\(ALL\)|ALL : ALL/);
   });
 
@@ -178,7 +178,7 @@ describe.skipIf(missing.length > 0 && process.env['CI'] !== 'true')('as an unpri
     const helper = procs.helper.filter((p) => (argvOf(p)[0] ?? '').endsWith('node'));
     expect(helper, `the node firewall helper among ${JSON.stringify(procs.helper.map(argvOf))}`).toHaveLength(1);
     expect(uidOf(helper[0] as number), 'the firewall helper').toBe(0);
-    expect(argvOf(helper[0] as number)).toEqual([process.execPath, installedHelper, '--restricted']);
+    expect(argvOf(helper[0] as number)).toEqual([process.execPath, '--max-semi-space-size=1', installedHelper, '--restricted']);
     for (const line of uidRules) expect(line).toContain(`-m owner --uid-owner ${uid}`);
     expect(procs.watchdog, 'the helper\'s watchdog').toHaveLength(1);
     expect(uidOf(procs.watchdog[0] as number)).toBe(0);

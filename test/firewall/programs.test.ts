@@ -22,6 +22,7 @@ import {
   untrustedReason,
 } from '../../src/firewall/programs.js';
 import { FakeIptables } from './support/fake-iptables.js';
+import { CONNTRACK_LINE } from './redirected.test.js';
 
 const NOBODY = 65534;
 const asRoot = process.getuid?.() === 0;
@@ -194,9 +195,12 @@ describe('findPrograms and programRunner', () => {
     const run: RunCommand = async (name, args, input) => {
       names.add(name);
       if (name === 'resolvectl') throw new Error('resolvectl failed'); // so that the fallback runs too
-      if (name === 'systemd-resolve') return '';
+      if (name === 'systemd-resolve' || name === 'ss') return '';
       return fake.run(name, args, input);
     };
+    // The client "dies" (input ends without QUIT) with one redirected connection: ss ends it.
+    const conntrack = join(mkdtempSync(join(tmpdir(), 'rxs-conntrack-')), 'nf_conntrack');
+    writeFileSync(conntrack, `${CONNTRACK_LINE}\n`);
     const input = new PassThrough();
     const setup = {
       version: 1,
@@ -207,7 +211,7 @@ describe('findPrograms and programRunner', () => {
       dnsPort: 12301,
       dnsServers: ['10.98.0.3'],
     };
-    const done = runFirewallHelper(input, new PassThrough(), { run, handleSignals: false, resolvedRunning: () => true, notice: () => {} });
+    const done = runFirewallHelper(input, new PassThrough(), { run, handleSignals: false, resolvedRunning: () => true, notice: () => {}, conntrackPath: conntrack });
     input.end(`${JSON.stringify(setup)}\n`);
     expect(await done).toBe(0);
     expect([...names].sort()).toEqual([...HELPER_PROGRAMS].sort());

@@ -19,6 +19,8 @@ afterEach(() => {
 
 async function listening(): Promise<{ server: Server; port: number }> {
   const server = createServer({ allowHalfOpen: true });
+  // Accepted sockets may be reset by our side at the end of a test (see pair()).
+  server.on('connection', (socket: Socket) => socket.on('error', () => undefined));
   servers.push(server);
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -32,6 +34,8 @@ async function pair(): Promise<{ ours: Socket; theirs: Socket }> {
   const { server, port } = await listening();
   const accepted = once(server, 'connection') as Promise<[Socket]>;
   const theirs = netConnect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  // The end of a test unsubscribes, which resets a socket still open both ways: the program side hears ECONNRESET.
+  theirs.on('error', () => undefined);
   sockets.push(theirs);
   const [ours] = await accepted;
   sockets.push(ours);
@@ -165,13 +169,29 @@ describe('socketEnd (real loopback sockets)', () => {
     await vi.waitFor(() => expect(events).toEqual([{ kind: 'error', code: 'ECONNREFUSED' }]));
   });
 
-  it('unsubscribing destroys a socket that has not finished both directions', async () => {
+  // Issue 14: the tunnel died mid-connection; an orderly end could leave the program waiting for
+  // data queued in a socket whose translation goes away.
+  it('unsubscribing before our end resets the socket: the program hears ECONNRESET, not an orderly end', async () => {
     const { ours, theirs } = await pair();
     const peer = received(theirs);
     const subscription = socketEnd(ours).events$.subscribe();
     subscription.unsubscribe();
     expect(ours.destroyed).toBe(true);
-    await vi.waitFor(() => expect(peer.state.closed || peer.state.ended).toBe(true));
+    await vi.waitFor(() => expect(peer.state.error?.code).toBe('ECONNRESET'));
+    expect(peer.state.ended).toBe(false);
+  });
+
+  it('unsubscribing after our end but before the peer\'s: what we sent still arrives, then an orderly end', async () => {
+    const { ours, theirs } = await pair();
+    const end = socketEnd(ours);
+    const subscription = end.events$.subscribe();
+    const peer = received(theirs);
+    end.perform(act.write('last words'));
+    end.perform(act.end);
+    subscription.unsubscribe();
+    await vi.waitFor(() => expect(peer.state.ended).toBe(true));
+    expect(peer.text()).toBe('last words');
+    expect(peer.state.error).toBeUndefined();
   });
 
   it('unsubscribing leaves a socket that finished both directions to flush and close by itself', async () => {
