@@ -48,6 +48,7 @@ interface CliFlags {
   syslog?: boolean;
   pidfile?: string;
   keepalive?: string;
+  reconnect: boolean;
   sudoers?: boolean;
   sudoersNoModify?: boolean;
   sudoersUser?: string;
@@ -112,6 +113,7 @@ function program(): Command {
     .option('--seed-hosts <name,...>', 'with -H: host names to start discovery from')
     .option('--hostwatch', 'internal, for debugging -H: discover host names here and print them')
     .option('--keepalive <seconds>', 'ping the server this often; give up after 4 silent intervals (0: never)', '15')
+    .option('--no-reconnect', 'end the tunnel when its session is lost (by default a session that was up is started again, the rules staying)')
     .option('-D, --daemon', 'run in the background once the tunnel is up (implies --syslog)')
     .option('--syslog', 'once the tunnel is up, log to syslog instead of stderr')
     .option('--pidfile <file>', `with --daemon: write the daemon's pid there (default ./${DEFAULT_PIDFILE})`)
@@ -143,6 +145,7 @@ function toOptions(subnets: string[], flags: CliFlags): TunnelOptions {
       sshForward: flags.sshForward,
       transport: flags.transport,
       ...(flags.keepalive === undefined ? {} : { keepalive: flags.keepalive }),
+      reconnect: flags.reconnect,
       ...(flags.dns ? { dns: true } : {}),
       ...(flags.nsHosts === undefined ? {} : { nsHosts: flags.nsHosts }),
       ...(flags.toNs === undefined ? {} : { toNs: flags.toNs }),

@@ -1,12 +1,14 @@
 import { isIPv4 } from 'node:net';
 import createDebug from 'debug';
 import {
+  BehaviorSubject,
   catchError,
   concat,
   defer,
   EMPTY,
   finalize,
   from,
+  ignoreElements,
   map,
   merge,
   mergeMap,
@@ -14,10 +16,15 @@ import {
   of,
   Subject,
   switchMap,
+  tap,
   throwError,
 } from 'rxjs';
 import { discoveryClient, sessionDiscovery, type StartFirewall } from './discovery-client.js';
-import { RxshuttleError, TransportError, UsageError } from './errors.js';
+import { errorMessage, RxshuttleError, TransportError, UsageError } from './errors.js';
+import { firewallKeeper } from './firewall-keeper.js';
+import { wakeOrRouteChange$ } from './nudges.js';
+import { backoffMs, holdWhileDown, withReconnect } from './streams/reconnect.js';
+import { resetSocket } from './streams/socket-end.js';
 import type { TunnelEvent } from './events.js';
 import { firewall$ } from './firewall/client.js';
 import { originalDestination } from './firewall/original-dst.js';
@@ -90,7 +97,18 @@ export function connect(input: ConnectOptions | TunnelOptions): Observable<Tunne
   );
 }
 
-/** `maxHandOffs`: connections ssh may carry at once before new ones go to our mux (descriptors). */
+/** New connections wait at most this many, and this long each, for a lost session to come back. */
+const HOLD_MAX = 1_000;
+const HOLD_MS = 20_000;
+
+/**
+ * `maxHandOffs`: connections ssh may carry at once before new ones go to our mux (descriptors).
+ *
+ * One tunnel is one listener, one firewall and a run of sessions: with `reconnect`, a session
+ * lost after it was up is started again (streams/reconnect.ts) while the rules stay
+ * (firewall-keeper.ts) and new connections wait for it (holdWhileDown); those open at the loss
+ * were reset when their session ended.
+ */
 function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number): Observable<TunnelEvent> {
   const { remote } = options;
   const where = remote ? remote.host : 'the local server';
@@ -111,25 +129,79 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
         ...(bypassGid === undefined ? {} : { bypassGid }),
       };
       debug('firewall setup %o', setup);
-      let greeted = false;
-      return serverLink$(options, host, where, bypassGid).pipe(
-        switchMap((link): Observable<TunnelEvent> => {
-          if (isServerLink(link)) {
-            return nodeTunnel(options, listener, link, setup, where, maxHandOffs, () => {
-              greeted = true;
-            });
-          }
-          if (isStockLink(link)) {
-            greeted = true;
-            return stockTunnel(options, listener, link.stock, setup, where);
-          }
-          return of(link);
+      const keeper = firewallKeeper(startFirewall(options));
+      // Whether a session takes new connections now; while not, they wait (bounded), then are reset.
+      const up$ = new BehaviorSubject(false);
+      const incoming = new Subject<Redirected>();
+      const held$ = redirected$(listener, originalDestination).pipe(
+        holdWhileDown(up$, {
+          max: HOLD_MAX,
+          maxWaitMs: HOLD_MS,
+          drop: (r, why) => {
+            debug('connection from %s reset: %s while the session is down', r.source, why);
+            resetSocket(r.socket);
+          },
         }),
-        catchError((err: unknown) => throwError(() => explainFailure(err, greeted, where, options, local))),
+        tap((r) => incoming.next(r)),
+        ignoreElements(),
       );
+      const around: Session = {
+        listener,
+        incoming$: incoming,
+        startFirewall: keeper.start,
+        routing: () => {
+          up$.next(true);
+          return () => up$.next(false);
+        },
+      };
+      const oneSession = (): Observable<TunnelEvent> => {
+        let greeted = false;
+        return serverLink$(options, host, where, bypassGid).pipe(
+          switchMap((link): Observable<TunnelEvent> => {
+            if (isServerLink(link)) {
+              return nodeTunnel(options, around, link, where, setup, maxHandOffs, () => {
+                greeted = true;
+              });
+            }
+            if (isStockLink(link)) {
+              greeted = true;
+              return stockTunnel(options, around, link.stock, setup, where);
+            }
+            return of(link);
+          }),
+          catchError((err: unknown) => throwError(() => explainFailure(err, greeted, where, options, local))),
+        );
+      };
+      const sessions$: Observable<TunnelEvent> = options.reconnect
+        ? withReconnect(oneSession, (e) => e.kind === 'connected', {
+            delayMs: (attempt) => backoffMs(attempt),
+            retriable: (err) => err instanceof TransportError,
+            nudge$: wakeOrRouteChange$(),
+          }).pipe(
+            map((e): TunnelEvent => (e.kind === 'reconnecting' ? { kind: 'reconnecting', attempt: e.attempt, delayMs: e.delayMs, reason: errorMessage(e.reason) } : e)),
+          )
+        : oneSession();
+      return merge(keeper.held$, held$, sessions$);
     }),
   );
 }
+
+/** What one session gets from the tunnel around it. */
+interface Session {
+  readonly listener: Listener;
+  /** Connections the firewall redirected, once this session routes them (`routing`). */
+  readonly incoming$: Observable<Redirected>;
+  readonly startFirewall: StartFirewall;
+  /** Call once this session takes connections from `incoming$`; the function it returns, when it stops. */
+  readonly routing: () => () => void;
+}
+
+/** Routes the tunnel's incoming connections for as long as it is subscribed (after `route` has subscribed). */
+const routing$ = (around: Session, route: Observable<TunnelEvent>): Observable<TunnelEvent> =>
+  merge(
+    route,
+    new Observable<never>(() => around.routing()),
+  );
 
 /** Starts the firewall helper for a setup (and -H's hosts). */
 const startFirewall =
@@ -145,10 +217,10 @@ const startFirewall =
 /** The node server runs on the remote host: TCP in ssh's channels or our mux, discovery in the session. */
 function nodeTunnel(
   options: TunnelOptions,
-  listener: Listener,
+  around: Session,
   link: ServerLink,
-  setup: FirewallSetup,
   where: string,
+  setup: FirewallSetup,
   maxHandOffs: number,
   onGreeted: () => void,
 ): Observable<TunnelEvent> {
@@ -156,7 +228,7 @@ function nodeTunnel(
   const forMux = new Subject<Redirected>();
   // -N, -H, --dns: the control-channel conversations and what the firewall needs for them.
   const conversation = sessionDiscovery(options);
-  const discovery = discoveryClient(options, listener, conversation.source);
+  const discovery = discoveryClient(options, around.listener, conversation.source);
   // Remote text is made printable where it comes in (stderrLines does it too; twice changes nothing).
   const remoteOutput$ = server.stderr$.pipe(map((line): TunnelEvent => ({ kind: 'remote-output', line: printable(line) })));
   // A server that went silent (network gone, host suspended) ends the tunnel instead of hanging it.
@@ -188,8 +260,8 @@ function nodeTunnel(
           return concat(
             of<TunnelEvent>({ kind: 'connected', remote: where, window: event.hello.window }),
             merge(
-              discovery.firewall$(setup, startFirewall(options)),
-              routeRedirected(redirected$(listener, originalDestination), link.carrier(), (r) => forMux.next(r), maxHandOffs),
+              discovery.firewall$(setup, around.startFirewall),
+              routing$(around, routeRedirected(around.incoming$, link.carrier(), (r) => forMux.next(r), maxHandOffs)),
             ),
           );
         case 'open':
@@ -213,17 +285,17 @@ function nodeTunnel(
  * channel (one sshd refuses is reset, as the destination would have); discovery and DNS go
  * through plain commands and DNS over TCP (stock/discovery.ts); ssh's keepalive watches the link.
  */
-function stockTunnel(options: TunnelOptions, listener: Listener, remote: StockRemote, setup: FirewallSetup, where: string): Observable<TunnelEvent> {
+function stockTunnel(options: TunnelOptions, around: Session, remote: StockRemote, setup: FirewallSetup, where: string): Observable<TunnelEvent> {
   return defer(() => {
     const stock = stockDiscovery(options, remote, where);
-    const discovery = discoveryClient(options, listener, stock.source);
+    const discovery = discoveryClient(options, around.listener, stock.source);
     return concat(
       of<TunnelEvent>({ kind: 'connected', remote: where, window: 0 }),
       merge(
         remote.ended$,
         stock.notices$,
-        discovery.firewall$(setup, startFirewall(options)),
-        routeRedirected(redirected$(listener, originalDestination), remote.carrier, null),
+        discovery.firewall$(setup, around.startFirewall),
+        routing$(around, routeRedirected(around.incoming$, remote.carrier, null)),
       ),
     ).pipe(finalize(() => stock.close()));
   });

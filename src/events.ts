@@ -18,6 +18,11 @@ export type TunnelEvent =
    * carries TCP in its own channels, DNS over TCP, discovery by plain commands); `why` in words.
    */
   | { readonly kind: 'mode'; readonly mode: 'node' | 'stock'; readonly why: string }
+  /**
+   * The session was lost after it had been up; the rules stay, new connections wait, and it is
+   * started again after `delayMs` (attempt 1 at once). `reason`: why it was lost, in words.
+   */
+  | { readonly kind: 'reconnecting'; readonly attempt: number; readonly delayMs: number; readonly reason: string }
   /** The session is up. `window`: the mux's credit window (0 in stock-sshd mode, which has no mux). */
   | { readonly kind: 'connected'; readonly remote: string; readonly window: number }
   | {

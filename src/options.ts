@@ -55,6 +55,8 @@ export interface TunnelOptions {
   readonly keepalive: number;
   /** Receives the firewall helper's stderr (and sudo's) line by line; absent: the helper inherits our stderr. */
   readonly firewallStderr?: (line: string) => void;
+  /** Once up, a lost session is started again (the rules stay meanwhile); false: a loss ends the tunnel (--no-reconnect). */
+  readonly reconnect: boolean;
 }
 
 /** Default --keepalive: a ping every 15 s, so a vanished server is noticed within a minute. */
@@ -105,6 +107,8 @@ export interface ConnectOptions {
   /** Seconds between keepalive pings (default 15, 0: off); silent for 4 of them, the tunnel ends. */
   readonly keepalive?: number | string;
   readonly firewallStderr?: (line: string) => void;
+  /** Start a lost session again once it has been up (default true; --no-reconnect: false). */
+  readonly reconnect?: boolean;
 }
 
 /** Parses and completes ConnectOptions; throws UsageError on anything malformed. */
@@ -148,6 +152,7 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
     ...(options.autoHosts ? { autoHosts: { seeds } } : {}),
     keepalive: parseKeepalive(options.keepalive ?? DEFAULT_KEEPALIVE),
     ...(options.firewallStderr ? { firewallStderr: options.firewallStderr } : {}),
+    reconnect: options.reconnect ?? true,
   };
 }
 

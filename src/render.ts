@@ -25,6 +25,13 @@ const renderers: { readonly [K in TunnelEvent['kind']]: Renderer<K> } = {
     text: (e) => (e.mode === 'node' ? `Remote: the node server (${e.why}).` : `Remote: stock sshd, nothing run there (${e.why}).`),
   },
   connected: { level: 1, text: (e) => `Connected to ${e.remote}.` },
+  reconnecting: {
+    level: 0,
+    text: (e) =>
+      e.attempt === 1
+        ? `${e.reason}; reconnecting (the rules stay; new connections wait).`
+        : `reconnecting (attempt ${e.attempt}, in ${(e.delayMs / 1000).toFixed(1)} s): ${e.reason}`,
+  },
   'firewall-ready': {
     level: 1,
     text: (e) =>

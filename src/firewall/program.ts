@@ -17,7 +17,7 @@ import { RESTRICTED_FLAG, restrictedUid } from './restricted.js';
 import { runWatchdog, WATCHDOG_FLAG } from './watchdog.js';
 
 /** Runs the program with `argv` (after the script); resolves with its exit status. */
-export async function firewallProgram(argv: readonly string[], overrides: Pick<FirewallHelperOptions, 'hostsPath'> = {}): Promise<number> {
+export async function firewallProgram(argv: readonly string[], overrides: Pick<FirewallHelperOptions, 'hostsPath' | 'lockDir'> = {}): Promise<number> {
   // The client may be gone (kill -9) while we still report on stderr: EPIPE must not stop the cleanup.
   process.stderr.on('error', () => {});
   const say = (m: string) => process.stderr.write(`rxshuttle --firewall: ${m}\n`);

@@ -189,7 +189,18 @@ async function cleanUp(orders: WatchdogOrders, opts: WatchdogOptions, say: (m: s
       );
     }
     if (orders.hostsPath !== null) {
-      await removeBlockFromFile(orders.hostsPath, hostsBlockName(port), { lockDirs: orders.lockDirs }).catch((e: Error) => problems.push(e.message));
+      const hostsPath = orders.hostsPath;
+      // As the helper does (HostsBlock.remove): other instances may hold the hosts file's lock a while.
+      let failure: Error | null = null;
+      for (const pause of [0, 1000, 4000]) {
+        await new Promise((resolve) => setTimeout(resolve, pause));
+        failure = await removeBlockFromFile(hostsPath, hostsBlockName(port), { lockDirs: orders.lockDirs }).then(
+          () => null,
+          (e: Error) => e,
+        );
+        if (failure === null) break;
+      }
+      if (failure) problems.push(failure.message);
     }
     if (orders.dns && removed) await flushResolvedCache(opts.run, opts.resolvedRunning);
   } finally {

@@ -80,9 +80,9 @@ function sshdSessionOf(pid: number): number | undefined {
   return undefined;
 }
 
-describe('the other end dies', () => {
+describe('the other end dies (--no-reconnect)', () => {
   it('kill -9 of the remote server (ssh2): one line naming it and the signal once, rules removed, exit 1', async () => {
-    const { rx, remote } = await workingTunnel();
+    const { rx, remote } = await workingTunnel(['--no-reconnect']);
     process.kill(remote[0] as number, 'SIGKILL');
     // (was "ssh was killed by SIGSIGKILL": no ssh process runs under ssh2, and ssh2 prefixes SIG itself)
     await expectCleanFailure(rx, /^rxshuttle: connection to lab lost: the remote server was killed by SIGKILL$/, 10_000);
@@ -90,7 +90,7 @@ describe('the other end dies', () => {
   });
 
   it('kill -9 of ssh (--transport ssh): one line naming it, rules removed, exit 1, the remote server ends too', async () => {
-    const { rx, remote } = await workingTunnel(['--transport', 'ssh']);
+    const { rx, remote } = await workingTunnel(['--transport', 'ssh', '--no-reconnect']);
     const ssh = rx.processes().transport.filter((p) => /(^|\/)ssh$/.test(argvOf(p)[0] ?? ''));
     expect(ssh).toHaveLength(1);
     process.kill(ssh[0] as number, 'SIGKILL');
@@ -100,7 +100,7 @@ describe('the other end dies', () => {
 
   for (const transport of ['ssh', 'ssh2']) {
     it(`the remote host closes the session (--transport ${transport}): said so, rules removed, exit 1`, async () => {
-      const { rx, remote } = await workingTunnel(['--transport', transport]);
+      const { rx, remote } = await workingTunnel(['--transport', transport, '--no-reconnect']);
       const sshd = sshdSessionOf(remote[0] as number);
       expect(sshd, 'the sshd session process of the tunnel').toBeDefined();
       process.kill(sshd as number, 'SIGTERM');
@@ -109,7 +109,7 @@ describe('the other end dies', () => {
   }
 
   it('the network drops: the keepalive notices within its window, rules removed, exit 1', async () => {
-    const { rx } = await workingTunnel(['--keepalive', '1']);
+    const { rx } = await workingTunnel(['--keepalive', '1', '--no-reconnect']);
     // srv stops answering cli: nothing closes, packets just vanish (as when a link goes down).
     const drop = [
       ['-I', 'INPUT', '-s', LAB.cli, '-j', 'DROP'],
@@ -181,8 +181,8 @@ describe('downloads in progress when the tunnel dies end with an error, never ha
   });
 
   for (const transport of ['ssh2', 'ssh']) {
-    it(`the remote session dies (--transport ${transport}): every slow download ends within 3 s`, async () => {
-      const { rx, remote } = await workingTunnel(['--transport', transport]);
+    it(`the remote session dies (--transport ${transport}, --no-reconnect): every slow download ends within 3 s`, async () => {
+      const { rx, remote } = await workingTunnel(['--transport', transport, '--no-reconnect']);
       const downloads = await slowDownloads(rx, 6);
       const sshd = sshdSessionOf(remote[0] as number);
       expect(sshd, 'the sshd session process of the tunnel').toBeDefined();

@@ -169,7 +169,8 @@ async function fakePids(): Promise<number[]> {
 }
 
 /** Options that make a fake the server: the ssh binary (Rxshuttle.remote adds -r and -e), the fake as the remote node. */
-const fakeArgs = (fake: Fake, extra: readonly string[]): string[] => ['--transport', 'ssh', '--remote-node', fake.node, ...extra];
+// --no-reconnect: a server that says EXIT (or dies) ends the tunnel, as these tests expect, instead of being started again.
+const fakeArgs = (fake: Fake, extra: readonly string[]): string[] => ['--transport', 'ssh', '--no-reconnect', '--remote-node', fake.node, ...extra];
 
 /** The client's whole argv for a fake, at the default verbosity. */
 const clientArgs = (fake: Fake, extra: readonly string[]): string[] => ['-r', lab.sshHost, '-e', lab.sshCommand, ...fakeArgs(fake, extra)];

@@ -199,7 +199,7 @@ describe.each([
   });
 
   it('the keepalive (at the ssh level) ends a tunnel whose network went silent: one line, exit 1, rules removed', async () => {
-    const rx = await stockTunnel(['--keepalive', '1', LAB.targetSubnet]);
+    const rx = await stockTunnel(['--keepalive', '1', '--no-reconnect', LAB.targetSubnet]);
     const drop = [
       ['-I', 'INPUT', '-s', LAB.cli, '-j', 'DROP'],
       ['-I', 'OUTPUT', '-d', LAB.cli, '-j', 'DROP'],

@@ -61,6 +61,12 @@ interface Run {
   startHwmKiB: number | null;
 }
 
+/**
+ * A lock directory of this file's own (root's, 0700, made by the helper): the floods rewrite the
+ * hosts file thousands of times under its lock, which would keep other tests' helpers waiting.
+ */
+const LOCK_DIR = `/run/rxshuttle-flood-${process.pid}`;
+
 describe.skipIf(netnsSkip())('the real helper under floods (issue 17, finding 1)', () => {
   let ns: Netns | undefined;
   let bundle: Bundle | undefined;
@@ -73,7 +79,7 @@ describe.skipIf(netnsSkip())('the real helper under floods (issue 17, finding 1)
   /** This namespace's lock files for `port` (port-lock.ts: /run/rxshuttle, or /tmp/rxshuttle when /run is not writable). */
   const lockFilesOf = (port: number) => {
     const found: string[] = [];
-    for (const d of ['/run/rxshuttle', '/tmp/rxshuttle']) {
+    for (const d of [LOCK_DIR]) {
       if (!existsSync(d)) continue;
       for (const name of readdirSync(d)) if (name === `rxshuttle-${port}-net${netnsInode}.lock`) found.push(join(d, name));
     }
@@ -117,6 +123,7 @@ describe.skipIf(netnsSkip())('the real helper under floods (issue 17, finding 1)
   }, 30_000);
 
   afterAll(async () => {
+    rmSync(LOCK_DIR, { recursive: true, force: true });
     await ns?.delete();
     bundle?.remove();
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -127,7 +134,7 @@ describe.skipIf(netnsSkip())('the real helper under floods (issue 17, finding 1)
     const port = nextPort++;
     const hostsFile = join(dir, `hosts-${port}`);
     writeFileSync(hostsFile, HOSTS_ORIGINAL);
-    const helper = new FloodedHelper(ns!, bundle!, { RXS_TEST_HOSTS_FILE: hostsFile }, LIMITS);
+    const helper = new FloodedHelper(ns!, bundle!, { RXS_TEST_HOSTS_FILE: hostsFile, RXS_TEST_LOCK_DIR: LOCK_DIR }, LIMITS);
     const run: Run = { helper, port, hostsFile, startHwmKiB: null };
     current = run;
     expect(await helper.next()).toBe('HELLO rxshuttle-fw 1');

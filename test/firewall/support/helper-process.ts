@@ -82,8 +82,11 @@ export class HelperProcess {
   }
 }
 
-/** Watchdog processes (`… --watchdog`) whose parent is `pid`, or every one with `pid` -1 (those left by anyone). */
-export function watchdogsOf(pid: number): number[] {
+/**
+ * Watchdog processes (`… --watchdog`) whose parent is `pid`, or with `pid` -1 every one left, by
+ * anyone, of the bundle `script` (other test files run bundles of their own).
+ */
+export function watchdogsOf(pid: number, script?: string): number[] {
   const found: number[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
@@ -91,7 +94,8 @@ export function watchdogsOf(pid: number): number[] {
       const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
       const argv = readFileSync(`/proc/${name}/cmdline`, 'latin1').split('\0');
-      if ((pid === -1 || ppid === pid) && argv.includes('--watchdog') && argv.some((a) => a.includes('helper-main'))) found.push(Number(name));
+      const ours = script === undefined ? argv.some((a) => a.includes('helper-main')) : argv.includes(script);
+      if ((pid === -1 || ppid === pid) && argv.includes('--watchdog') && ours) found.push(Number(name));
     } catch {
       // gone meanwhile
     }
