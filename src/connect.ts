@@ -21,6 +21,7 @@ import {
 } from 'rxjs';
 import { discoveryClient, sessionDiscovery, type StartFirewall } from './discovery-client.js';
 import { errorMessage, RxshuttleError, TransportError, UsageError } from './errors.js';
+import { type DnsKeeper, dnsKeeper } from './dns-keeper.js';
 import { firewallKeeper } from './firewall-keeper.js';
 import { wakeOrRouteChange$ } from './nudges.js';
 import { backoffMs, holdWhileDown, withReconnect } from './streams/reconnect.js';
@@ -130,6 +131,7 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
       };
       debug('firewall setup %o', setup);
       const keeper = firewallKeeper(startFirewall(options));
+      const dns = dnsKeeper();
       // Whether a session takes new connections now; while not, they wait (bounded), then are reset.
       const up$ = new BehaviorSubject(false);
       const incoming = new Subject<Redirected>();
@@ -149,6 +151,7 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
         listener,
         incoming$: incoming,
         startFirewall: keeper.start,
+        bindDns: dns.bind,
         routing: () => {
           up$.next(true);
           return () => up$.next(false);
@@ -181,7 +184,7 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
             map((e): TunnelEvent => (e.kind === 'reconnecting' ? { kind: 'reconnecting', attempt: e.attempt, delayMs: e.delayMs, reason: errorMessage(e.reason) } : e)),
           )
         : oneSession();
-      return merge(keeper.held$, held$, sessions$);
+      return merge(keeper.held$, dns.held$, held$, dns.whileDown$(up$), sessions$);
     }),
   );
 }
@@ -192,6 +195,8 @@ interface Session {
   /** Connections the firewall redirected, once this session routes them (`routing`). */
   readonly incoming$: Observable<Redirected>;
   readonly startFirewall: StartFirewall;
+  /** Binds the DNS sockets (--dns), kept across sessions. */
+  readonly bindDns: DnsKeeper['bind'];
   /** Call once this session takes connections from `incoming$`; the function it returns, when it stops. */
   readonly routing: () => () => void;
 }
@@ -228,7 +233,7 @@ function nodeTunnel(
   const forMux = new Subject<Redirected>();
   // -N, -H, --dns: the control-channel conversations and what the firewall needs for them.
   const conversation = sessionDiscovery(options);
-  const discovery = discoveryClient(options, around.listener, conversation.source);
+  const discovery = discoveryClient(options, around.listener, conversation.source, around.bindDns);
   // Remote text is made printable where it comes in (stderrLines does it too; twice changes nothing).
   const remoteOutput$ = server.stderr$.pipe(map((line): TunnelEvent => ({ kind: 'remote-output', line: printable(line) })));
   // A server that went silent (network gone, host suspended) ends the tunnel instead of hanging it.
@@ -288,7 +293,7 @@ function nodeTunnel(
 function stockTunnel(options: TunnelOptions, around: Session, remote: StockRemote, setup: FirewallSetup, where: string): Observable<TunnelEvent> {
   return defer(() => {
     const stock = stockDiscovery(options, remote, where);
-    const discovery = discoveryClient(options, around.listener, stock.source);
+    const discovery = discoveryClient(options, around.listener, stock.source, around.bindDns);
     return concat(
       of<TunnelEvent>({ kind: 'connected', remote: where, window: 0 }),
       merge(

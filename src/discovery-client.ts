@@ -181,7 +181,16 @@ export function sessionDiscovery(options: TunnelOptions): {
   };
 }
 
-export function discoveryClient(options: TunnelOptions, listener: Listener, source: DiscoverySource): Discovery {
+/**
+ * `bindDns` binds the DNS sockets (default: for this session alone); a tunnel that reconnects
+ * gives one that keeps them across sessions, so that queries are answered while it is down.
+ */
+export function discoveryClient(
+  options: TunnelOptions,
+  listener: Listener,
+  source: DiscoverySource,
+  bindDns: typeof dnsSockets$ = dnsSockets$,
+): Discovery {
   const hosts = new Subject<HostsEntry>();
   const known = new Map<string, string>();
   /** `name address` of the names refused for their address (each counted and logged once). */
@@ -202,12 +211,12 @@ export function discoveryClient(options: TunnelOptions, listener: Listener, sour
         ...(servers.some((ns) => isIPv4(ns)) ? [where.v4] : []),
         ...(servers.some((ns) => isIPv6(ns)) ? [where.v6] : []),
       ];
-      return dnsSockets$(hostsFor(nameservers), listener.port + 1, listener.port).pipe(
+      return bindDns(hostsFor(nameservers), listener.port + 1, listener.port).pipe(
         map((sockets) => ({ sockets, nameservers })),
         catchError((err: unknown) => {
           if (v4.length === 0 || v4.length === nameservers.length) return throwError(() => err);
           const warning = `--dns: not capturing the IPv6 nameservers (${errorMessage(err)})`;
-          return dnsSockets$(hostsFor(v4), listener.port + 1, listener.port).pipe(map((sockets) => ({ sockets, nameservers: v4, warning })));
+          return bindDns(hostsFor(v4), listener.port + 1, listener.port).pipe(map((sockets) => ({ sockets, nameservers: v4, warning })));
         }),
       );
     });

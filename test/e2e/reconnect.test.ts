@@ -11,7 +11,7 @@ import { argvOf, curl, remoteNodePids, Rxshuttle, rxshuttleRules, useLab, waitFa
 
 let lab: Lab;
 
-useLab({}, (up) => {
+useLab({ dns: true }, (up) => {
   lab = up;
 });
 
@@ -70,8 +70,10 @@ describe('the session is lost and comes back', () => {
     if (rmem) await lab.execOk('cli', ['sysctl', '-q', '-w', `net.ipv4.tcp_rmem=${rmem.split(/\s+/).join(' ')}`]);
   });
 
-  for (const transport of ['ssh2', 'ssh']) {
-    it(`the sshd session is killed (--transport ${transport}): working again within 3 s, same process, the rules there at every 50 ms sample`, async () => {
+  // The issue's 3 s is for the default transport (ssh2: about 1 s here); the ssh binary starts a
+  // process and logs in again through it (about 2.2 s here), so it gets 5 s on a loaded machine.
+  for (const [transport, withinMs] of [['ssh2', 3_000], ['ssh', 5_000]] as const) {
+    it(`the sshd session is killed (--transport ${transport}): working again within ${withinMs / 1000} s, same process, the rules there at every 50 ms sample`, async () => {
       const before = new Set(await remoteNodePids(lab));
       const rx = await Rxshuttle.remote(lab, ['--transport', transport, LAB.targetSubnet]);
       expect((await curl(lab, 'cli', `http://${LAB.target}/`)).stdout).toContain(PAGE_MARKER);
@@ -81,7 +83,7 @@ describe('the session is lost and comes back', () => {
       const samples = sampleRules();
       const t0 = Date.now();
       process.kill(sshd as number, 'SIGKILL');
-      const after = await workingAgain(t0, 3_000);
+      const after = await workingAgain(t0, withinMs);
       const counts = await samples.stop();
       console.log(`${transport}: working again ${after} ms after the kill; ${counts.length} samples of the rules`);
       expect(counts.length).toBeGreaterThan(10);
@@ -94,8 +96,10 @@ describe('the session is lost and comes back', () => {
     });
   }
 
-  it('a 12 s outage of the path to sshd (--keepalive 2): the open download is reset within the keepalive window, one opened meanwhile is carried, working again within 10 s of the path returning', async () => {
-    const rx = await Rxshuttle.remote(lab, ['--keepalive', '2', LAB.targetSubnet]);
+  it('a 12 s outage of the path to sshd (--keepalive 2, --dns): the open download is reset within the keepalive window, DNS gets SERVFAIL at once while down, one connection opened meanwhile is carried, working again within 10 s of the path returning', async () => {
+    const rx = await Rxshuttle.remote(lab, ['--keepalive', '2', '--dns', LAB.targetSubnet]);
+    const dig = (timeS: number) => lab.exec('cli', ['dig', `+time=${timeS}`, '+tries=1', 'target.lab'], { timeoutMs: (timeS + 10) * 1000 });
+    expect((await dig(3)).stdout).toMatch(/status: NOERROR/);
     expect((await curl(lab, 'cli', `http://${LAB.target}/`)).stdout).toContain(PAGE_MARKER);
     // A download in progress, read slowly, when the path goes.
     const open = lab.spawn('cli', ['curl', '-sS', '--limit-rate', '10M', '--max-time', '60', '-o', '/dev/null', `http://${LAB.target}/bytes/200000000`]);
@@ -120,6 +124,12 @@ describe('the session is lost and comes back', () => {
       expect(ended, 'the open download still hung after the keepalive window').not.toBeNull();
       expect(ended?.code).not.toBe(0);
       expect((ended?.at ?? 0) - down).toBeLessThan(11_000);
+      // While down, DNS is answered at once, SERVFAIL (the nameserver's address as the source, as always).
+      await waitFast(() => /reconnecting/.test(rx.output), 5_000, 'the loss seen');
+      const asked = Date.now();
+      const whileDown = await dig(5);
+      expect(whileDown.stdout).toMatch(/status: SERVFAIL/);
+      expect(Date.now() - asked).toBeLessThan(2_000);
       // A connection opened during the outage waits for the session.
       const waiting = curl(lab, 'cli', `http://${LAB.target}/`, [], 40);
       await sleep(Math.max(0, 12_000 - (Date.now() - down)));
@@ -134,6 +144,7 @@ describe('the session is lost and comes back', () => {
       expect(counts.filter((n) => n === 0), 'samples without the rules').toEqual([]);
       expect(rx.running).toBe(true);
       expect(rx.output).toMatch(/reconnecting/);
+      expect((await dig(3)).stdout).toMatch(/status: NOERROR/);
     } finally {
       await restore();
       await samples.stop();
