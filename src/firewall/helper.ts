@@ -32,6 +32,7 @@ import { HELPER_PROGRAMS, findPrograms, programRunner } from './programs.js';
 import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, oneLine } from './protocol.js';
 import { TunneledSubnets } from './host-address.js';
 import { HOSTS_PATH, HostsBlock, MAX_BLOCK_BYTES, MAX_HOSTS } from './hosts-file.js';
+import { installKillSwitch, removeKillSwitches } from './kill-switch.js';
 import { endRedirected } from './redirected.js';
 import { boundBy, checkRestrictedSetup } from './restricted.js';
 import { type StartWatchdog, type Watchdog, spawnWatchdog } from './watchdog.js';
@@ -133,6 +134,8 @@ export async function runFirewallHelper(
     // -H: the subnets of this setup, the only addresses a HOST line may give a name (host-address.ts).
     let tunneled = new TunneledSubnets([]);
     let dns = false;
+    /** --kill-switch: what to block if the client dies without QUIT. */
+    let killSwitch: FirewallSetup | null = null;
     try {
       const setup: FirewallSetup = parseSetupLine(first);
       port = setup.port;
@@ -143,9 +146,18 @@ export async function runFirewallHelper(
       // Before anything is installed: from here on, even a SIGKILL leaves nothing behind.
       const hostsPath = opts.hostsPath ?? HOSTS_PATH;
       if (startWatchdog) {
-        watchdog = await startWatchdog({ port: setup.port, hostsPath: setup.hosts ? hostsPath : null, dns: setup.dnsPort !== undefined, lockDirs });
+        watchdog = await startWatchdog({
+          port: setup.port,
+          hostsPath: setup.hosts ? hostsPath : null,
+          dns: setup.dnsPort !== undefined,
+          lockDirs,
+          killSwitch: setup.killSwitch ? { setup, ...(opts.ownerUid === undefined ? {} : { ownerUid: opts.ownerUid }) } : null,
+        });
       }
       installed = await installNat(setup, run, opts.ownerUid);
+      // A kill switch left by an earlier instance on this port: this one carries the traffic now.
+      await removeKillSwitches(run, setup.port);
+      if (setup.killSwitch) killSwitch = setup;
       dns = setup.dnsPort !== undefined;
       if (setup.hosts) {
         tunneled = new TunneledSubnets(setup.rules);
@@ -189,6 +201,13 @@ export async function runFirewallHelper(
     // A dead client's sockets may still send queued data after the chain is gone, untranslated: the
     // programs would wait forever. End their side while the translation still stands.
     if (gone) await endRedirected(run, port, opts.conntrackPath);
+    // Blocked before the redirect goes, so that nothing slips out on the direct path in between.
+    if (gone && killSwitch) {
+      await installKillSwitch(killSwitch, run, opts.ownerUid).then(
+        () => notice(`--kill-switch: the tunneled subnets of port ${port} stay blocked; rxshuttle --flush (or the next start) lifts it`),
+        (e: Error) => warn(`--kill-switch: cannot block the tunneled subnets: ${oneLine(e.message)}`),
+      );
+    }
     let hostsLeft = false;
     if (hosts) {
       await hosts.remove().catch((e: Error) => {

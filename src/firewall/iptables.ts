@@ -36,6 +36,11 @@ export function notFoundMessage(tool: string): string {
 }
 
 export function natTable(family: IpFamily, run: RunCommand): NatTable {
+  return iptablesTable(family, run, 'nat');
+}
+
+/** The same for another table: `filter` holds the kill switch (kill-switch.ts). */
+export function iptablesTable(family: IpFamily, run: RunCommand, table: 'nat' | 'filter'): NatTable {
   const tool = family === 4 ? 'iptables' : 'ip6tables';
   // Wait for the xtables lock instead of failing when another program edits rules right now
   // (ignored by the nft backend). Very old versions do not know --wait: retry without it.
@@ -51,7 +56,7 @@ export function natTable(family: IpFamily, run: RunCommand): NatTable {
   return {
     family,
     tool,
-    save: () => named(`${tool}-save`, ['-t', 'nat']),
+    save: () => named(`${tool}-save`, ['-t', table]),
     async restore(script) {
       const file = `${tool}-restore`;
       try {

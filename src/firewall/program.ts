@@ -9,12 +9,17 @@
  *   --restricted    the helper for the user sudo runs it for (restricted.ts): the only command
  *                   the rule of `rxshuttle --sudoers` allows
  *   --watchdog      the watchdog the helper starts for itself (watchdog.ts)
+ *   --flush         removes every kill switch (kill-switch.ts) and exits: `rxshuttle --flush`
  */
 import { type FirewallHelperOptions, runFirewallHelper } from './helper.js';
 import { leaveProcessGroup } from './process-group.js';
 import { HELPER_PROGRAMS, findPrograms, programRunner } from './programs.js';
 import { RESTRICTED_FLAG, restrictedUid } from './restricted.js';
 import { runWatchdog, WATCHDOG_FLAG } from './watchdog.js';
+import { removeKillSwitches } from './kill-switch.js';
+
+/** The argument that removes every kill switch. */
+export const FLUSH_FLAG = '--flush';
 
 /** Runs the program with `argv` (after the script); resolves with its exit status. */
 export async function firewallProgram(argv: readonly string[], overrides: Pick<FirewallHelperOptions, 'hostsPath' | 'lockDir'> = {}): Promise<number> {
@@ -22,9 +27,19 @@ export async function firewallProgram(argv: readonly string[], overrides: Pick<F
   process.stderr.on('error', () => {});
   const say = (m: string) => process.stderr.write(`rxshuttle --firewall: ${m}\n`);
   const [mode, ...rest] = argv;
-  if (rest.length > 0 || (mode !== undefined && mode !== RESTRICTED_FLAG && mode !== WATCHDOG_FLAG)) {
+  if (rest.length > 0 || (mode !== undefined && mode !== RESTRICTED_FLAG && mode !== WATCHDOG_FLAG && mode !== FLUSH_FLAG)) {
     say(`usage: firewall-helper [${RESTRICTED_FLAG}] (it is started by rxshuttle, not by hand)`);
     return 2;
+  }
+  if (mode === FLUSH_FLAG) {
+    try {
+      const removed = await removeKillSwitches(programRunner(findPrograms(HELPER_PROGRAMS)), null);
+      say(removed ? 'kill switches removed' : 'no kill switch in place');
+      return 0;
+    } catch (e) {
+      say(`cannot remove the kill switches: ${(e as Error).message}`);
+      return 1;
+    }
   }
   if (mode === WATCHDOG_FLAG) {
     // A session of its own already (spawned detached): no terminal signal reaches it; these would only come by hand.

@@ -105,13 +105,17 @@ function subnetLine(chain: string, rule: SubnetRule, port: number): string {
  * `--comment rxshuttle-P` stays.
  */
 export function natCleanupScript(saveOutput: string, port: number): string | null {
-  const chain = chainName(port);
+  return chainCleanupScript(saveOutput, 'nat', chainName(port));
+}
+
+/** natCleanupScript for any table and chain (the kill switch's is in `filter`). */
+export function chainCleanupScript(saveOutput: string, table: 'nat' | 'filter', chain: string): string | null {
   const deletes: string[] = [];
   let chainExists = false;
   let inNat = false;
   for (const line of saveOutput.split('\n')) {
     if (line.startsWith('*')) {
-      inNat = line.trim() === '*nat';
+      inNat = line.trim() === `*${table}`;
       continue;
     }
     if (!inNat) continue;
@@ -124,7 +128,7 @@ export function natCleanupScript(saveOutput: string, port: number): string | nul
     }
   }
   if (!chainExists && deletes.length === 0) return null;
-  const lines = ['*nat', ...deletes];
+  const lines = [`*${table}`, ...deletes];
   if (chainExists) lines.push(`-F ${chain}`, `-X ${chain}`);
   lines.push('COMMIT', '');
   return lines.join('\n');

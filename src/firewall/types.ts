@@ -45,6 +45,12 @@ export interface FirewallSetup {
   dnsServers?: string[];
   /** -H: the client will send HOST lines for /etc/hosts (without it the helper refuses them). */
   hosts?: boolean;
+  /**
+   * --kill-switch: if the client (or the helper) dies without an orderly end, the tunneled subnets
+   * (and the captured nameservers) are blocked with REJECT instead of going back to the direct
+   * path, until the next instance on the port or `rxshuttle --flush` (kill-switch.ts).
+   */
+  killSwitch?: boolean;
 }
 
 /** A line `HOST <address> <name>` after READY: one /etc/hosts entry for the instance's block. */

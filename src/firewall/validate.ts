@@ -19,7 +19,7 @@ export class SetupValidationError extends Error {
   override name = 'SetupValidationError';
 }
 
-const SETUP_KEYS = ['version', 'method', 'port', 'routerMode', 'rules', 'bypassGid', 'dnsPort', 'dnsServers', 'hosts'] as const;
+const SETUP_KEYS = ['version', 'method', 'port', 'routerMode', 'rules', 'bypassGid', 'dnsPort', 'dnsServers', 'hosts', 'killSwitch'] as const;
 /** resolv.conf names at most 3; --ns-hosts may name a few more. */
 export const MAX_DNS_SERVERS = 32;
 const SETUP_REQUIRED = ['version', 'method', 'port', 'routerMode', 'rules'] as const;
@@ -60,6 +60,10 @@ export function validateSetup(value: unknown): FirewallSetup {
     if (new Set(dnsServers).size !== dnsServers.length) fail('dnsServers', 'has duplicates');
     setup.dnsPort = dnsPort;
     setup.dnsServers = dnsServers;
+  }
+  if (Object.hasOwn(obj, 'killSwitch')) {
+    if (typeof obj.killSwitch !== 'boolean') fail('killSwitch', 'must be a boolean');
+    setup.killSwitch = obj.killSwitch;
   }
   if (Object.hasOwn(obj, 'hosts')) {
     if (typeof obj.hosts !== 'boolean') fail('hosts', 'must be a boolean');

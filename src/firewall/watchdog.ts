@@ -27,7 +27,10 @@ import { LINE_TOO_LONG, LineSplitter } from './lines.js';
 import { removeChain } from './nat.js';
 import { lockPort, PortInUseError } from './port-lock.js';
 import { oneLine } from './protocol.js';
+import { installKillSwitch } from './kill-switch.js';
 import { flushResolvedCache } from './resolved.js';
+import type { FirewallSetup } from './types.js';
+import { parseSetupLine } from './validate.js';
 
 const log = createDebug('rxshuttle:fw');
 
@@ -46,6 +49,8 @@ export interface WatchdogOrders {
   dns: boolean;
   /** Where the port lock lives (default LOCK_DIRS); null: no lock (tests with a fake table). */
   lockDirs: readonly string[] | null;
+  /** --kill-switch: the setup whose subnets to block (and the restricted mode's user), or null. */
+  killSwitch: { setup: FirewallSetup; ownerUid?: number } | null;
 }
 
 /** The helper's side: tell the watchdog that it may go. */
@@ -87,8 +92,8 @@ export function spawnWatchdog(argv: readonly string[]): StartWatchdog {
 export function parseOrders(line: string): WatchdogOrders {
   const o = JSON.parse(line) as Record<string, unknown>;
   const keys = Object.keys(o).sort().join(',');
-  if (keys !== 'dns,hostsPath,lockDirs,port') throw new Error('malformed watchdog orders');
-  const { port, hostsPath, dns, lockDirs } = o;
+  if (keys !== 'dns,hostsPath,killSwitch,lockDirs,port') throw new Error('malformed watchdog orders');
+  const { port, hostsPath, dns, lockDirs, killSwitch } = o;
   const isPath = (p: unknown) => typeof p === 'string' && p.startsWith('/') && !p.includes('\0') && p.length < 4096;
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error('malformed watchdog orders: port');
   if (hostsPath !== null && !isPath(hostsPath)) throw new Error('malformed watchdog orders: hostsPath');
@@ -96,7 +101,23 @@ export function parseOrders(line: string): WatchdogOrders {
   if (lockDirs !== null && !(Array.isArray(lockDirs) && lockDirs.length <= 4 && lockDirs.every(isPath))) {
     throw new Error('malformed watchdog orders: lockDirs');
   }
-  return { port, hostsPath: hostsPath as string | null, dns, lockDirs: lockDirs as string[] | null };
+  return { port, hostsPath: hostsPath as string | null, dns, lockDirs: lockDirs as string[] | null, killSwitch: parseKillSwitch(killSwitch, port) };
+}
+
+function parseKillSwitch(value: unknown, port: number): WatchdogOrders['killSwitch'] {
+  if (value === null) return null;
+  const o = value as Record<string, unknown>;
+  if (typeof o !== 'object' || Array.isArray(o) || !Object.keys(o).every((k) => k === 'setup' || k === 'ownerUid')) {
+    throw new Error('malformed watchdog orders: killSwitch');
+  }
+  // The same strict check as the helper's own input.
+  const setup = parseSetupLine(JSON.stringify(o.setup));
+  if (setup.port !== port) throw new Error('malformed watchdog orders: killSwitch port');
+  const uid = o.ownerUid;
+  if (uid !== undefined && !(typeof uid === 'number' && Number.isInteger(uid) && uid > 0 && uid < 2 ** 32 - 1)) {
+    throw new Error('malformed watchdog orders: ownerUid');
+  }
+  return { setup, ...(uid === undefined ? {} : { ownerUid: uid as number }) };
 }
 
 export interface WatchdogOptions {
@@ -176,6 +197,10 @@ async function cleanUp(orders: WatchdogOrders, opts: WatchdogOptions, say: (m: s
   const problems: string[] = [];
   let removed = false;
   try {
+    // Blocked before the redirect goes (kill-switch.ts).
+    if (orders.killSwitch) {
+      await installKillSwitch(orders.killSwitch.setup, opts.run, orders.killSwitch.ownerUid).catch((e: Error) => problems.push(`kill switch: ${e.message}`));
+    }
     for (const family of [4, 6] as const) {
       await removeChain(natTable(family, opts.run), port).then(
         (some) => {

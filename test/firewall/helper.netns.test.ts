@@ -186,6 +186,49 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     }
   });
 
+  // Issue 14: --kill-switch. The client dies: the subnets are refused instead of going direct.
+  it('--kill-switch: the client dies → the subnets are refused, not direct; the helper killed too → its watchdog does the same; --flush lifts both', async () => {
+    const filterLines = async () =>
+      `${await client.exec(['iptables-save', '-t', 'filter'])}${await client.exec(['ip6tables-save', '-t', 'filter'])}`.split('\n').filter((l) => l.includes('rxshuttle-ks'));
+    const flush = () => client.exec([...helperBundle!.argv, '--flush'], helperBundle!.env);
+    try {
+      const port = freshPort();
+      const helper = new HelperProcess(client, helperBundle!);
+      expect(await helper.setup(labSetup(port, { killSwitch: true }))).toBe('READY');
+      expect(await filterLines()).toEqual([]);
+      helper.closeInput(); // no QUIT: the client died
+      expect((await helper.exited).code).toBe(0);
+      expect(await rxshuttleLines()).toEqual([]);
+      expect(await filterLines()).toContain(`-A OUTPUT -j rxshuttle-ks-${port}`);
+      const blocked = await probeFrom(port, [
+        { host: '10.123.0.1', port: 80 },
+        { host: '10.123.1.1', port: 80 },
+        { host: 'fd00:123::1', port: 80 },
+      ]);
+      expect(blocked.map((r) => r.reply ?? r.error)).toEqual([
+        expect.stringMatching(/ECONNREFUSED/), // tunneled: refused, not direct
+        expect.stringMatching(/^direct /), // excluded: direct as ever
+        expect.stringMatching(/ECONNREFUSED/),
+      ]);
+
+      // The helper itself SIGKILLed: its watchdog puts the kill switch in place.
+      const port2 = freshPort();
+      const killed = new HelperProcess(client, helperBundle!);
+      expect(await killed.setup(labSetup(port2, { killSwitch: true }))).toBe('READY');
+      await within(5_000, async () => killed.watchdogPid() !== undefined);
+      killed.child.kill('SIGKILL');
+      await killed.exited;
+      await within(10_000, async () => (await rxshuttleLines()).length === 0 && (await filterLines()).some((l) => l.includes(`rxshuttle-ks-${port2}`)));
+
+      expect(await flush()).toBe('');
+      expect(await filterLines()).toEqual([]);
+      const after = await probeFrom(port, [{ host: '10.123.0.1', port: 80 }]);
+      expect(after[0]?.reply).toMatch(/^direct /);
+    } finally {
+      await flush().catch(() => undefined);
+    }
+  });
+
   it('clears the leftovers of a SIGKILLed helper (and watchdog) with the same port before installing', async () => {
     const port = freshPort();
     const crashed = new HelperProcess(client, helperBundle!);
