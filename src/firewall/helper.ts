@@ -141,9 +141,8 @@ export async function runFirewallHelper(
       port = setup.port;
       log('setup: port %d, %d rules, router mode %s', setup.port, setup.rules.length, setup.routerMode);
       if (opts.ownerUid !== undefined) checkRestrictedSetup(setup, opts.ownerUid, opts.boundBy);
-      // Before any cleanup of "leftovers": they may be the live rules of another helper.
-      if (lockDirs) portLock = await lockPort(setup.port, lockDirs);
-      // Before anything is installed: from here on, even a SIGKILL leaves nothing behind.
+      // Before the lock file is made and anything is installed: from here on, even a SIGKILL
+      // leaves nothing behind (the watchdog takes the lock for its cleanup).
       const hostsPath = opts.hostsPath ?? HOSTS_PATH;
       if (startWatchdog) {
         watchdog = await startWatchdog({
@@ -154,6 +153,8 @@ export async function runFirewallHelper(
           killSwitch: setup.killSwitch ? { setup, ...(opts.ownerUid === undefined ? {} : { ownerUid: opts.ownerUid }) } : null,
         });
       }
+      // Before any cleanup of "leftovers": they may be the live rules of another helper.
+      if (lockDirs) portLock = await lockPort(setup.port, lockDirs);
       installed = await installNat(setup, run, opts.ownerUid);
       // A kill switch left by an earlier instance on this port: this one carries the traffic now.
       await removeKillSwitches(run, setup.port);
