@@ -4,7 +4,7 @@
  * abort, a bug). The helper's own cleanup runs on stdin EOF and on signals, but nothing runs in a
  * process that is killed outright; iptables rules have no owner the kernel could drop with it.
  *
- * How it works: the helper, once it holds its port lock and before it installs anything, starts
+ * How it works: the helper, once its setup is valid and before it takes its port lock or installs anything, starts
  * `node <the helper's script> --watchdog` in a session of its own (no terminal signal and no
  * kill of the helper's process group reaches it) with a pipe as its stdin, and writes it one line
  * of orders (WatchdogOrders: the port, whether -H and --dns were on). When the helper has removed
