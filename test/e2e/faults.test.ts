@@ -5,7 +5,7 @@
 // for the failures that concern one connection, with only that connection affected.
 import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { findProgram, LAB, PAGE_MARKER, type Lab } from './lab.js';
 import {
   argvOf,
@@ -19,6 +19,8 @@ import {
   rxshuttleRules,
   waitFast,
   useLab,
+  defaultReceiveBuffers,
+  sshdSessionOf,
 } from './tunnel-helpers.js';
 
 let lab: Lab;
@@ -63,21 +65,6 @@ async function expectCleanFailure(rx: Rxshuttle, message: RegExp, withinMs: numb
   );
   console.log(`${message}: exit after ${Date.now() - t0} ms: ${last}`);
   return last;
-}
-
-/** The sshd process that serves the session a remote pid runs in (walking up its parents). */
-function sshdSessionOf(pid: number): number | undefined {
-  for (let p = pid, i = 0; p > 1 && i < 10; i++) {
-    const cmd = argvOf(p).join(' ');
-    if (/^sshd: /.test(cmd)) return p;
-    try {
-      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
-      p = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    } catch {
-      return undefined;
-    }
-  }
-  return undefined;
 }
 
 describe('the other end dies (--no-reconnect)', () => {
@@ -157,17 +144,7 @@ async function slowDownloads(rx: Rxshuttle, count: number): Promise<{ settled(fr
 // data queued in the dead client's sockets went out after the chain was gone, untranslated, and
 // the programs' own sockets never heard a FIN or RST.
 describe('downloads in progress when the tunnel dies end with an error, never hang', () => {
-  // What a program's socket has received still reaches it before the error: with this machine's
-  // receive buffers (tcp_rmem up to 32 MiB here) that alone can take over 3 s at 10 MB/s. The
-  // kernel's default (6 MiB) in the client namespace, so the test measures the hang, not the buffer.
-  let rmem = '';
-  beforeAll(async () => {
-    rmem = (await lab.execOk('cli', ['sysctl', '-n', 'net.ipv4.tcp_rmem'])).stdout.trim();
-    await lab.execOk('cli', ['sysctl', '-q', '-w', 'net.ipv4.tcp_rmem=4096 131072 6291456']);
-  });
-  afterAll(async () => {
-    if (rmem) await lab.execOk('cli', ['sysctl', '-q', '-w', `net.ipv4.tcp_rmem=${rmem.split(/\s+/).join(' ')}`]);
-  });
+  defaultReceiveBuffers(() => lab);
 
   it('SIGKILL of the client: every slow download ends within 3 s', async () => {
     const { rx } = await workingTunnel();

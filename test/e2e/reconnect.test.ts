@@ -3,31 +3,16 @@
 // firewall rules never went away meanwhile (no traffic to the tunneled subnets leaked onto the
 // direct path). Connections open at the loss are reset, not left hanging; one opened during an
 // outage waits and is carried once the session is back.
-import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LAB, PAGE_MARKER, type Lab } from './lab.js';
-import { argvOf, curl, remoteNodePids, Rxshuttle, rxshuttleRules, useLab, waitFast } from './tunnel-helpers.js';
+import { curl, defaultReceiveBuffers, remoteNodePids, Rxshuttle, rxshuttleRules, sshdSessionOf, useLab, waitFast } from './tunnel-helpers.js';
 
 let lab: Lab;
 
 useLab({ dns: true }, (up) => {
   lab = up;
 });
-
-/** The sshd process that serves the session a remote pid runs in (walking up its parents). */
-function sshdSessionOf(pid: number): number | undefined {
-  for (let p = pid, i = 0; p > 1 && i < 10; i++) {
-    if (/^sshd: /.test(argvOf(p).join(' '))) return p;
-    try {
-      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
-      p = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    } catch {
-      return undefined;
-    }
-  }
-  return undefined;
-}
 
 /** Samples the instance's rules every 50 ms until stopped; the counts seen. */
 function sampleRules(): { stop(): Promise<number[]> } {
@@ -59,16 +44,7 @@ async function workingAgain(from: number, withinMs: number): Promise<number> {
 }
 
 describe('the session is lost and comes back', () => {
-  // What a program's socket has received still reaches it before a reset: the kernel's default
-  // receive buffers in the client namespace (this machine allows 32 MiB), as in faults.test.ts.
-  let rmem = '';
-  beforeAll(async () => {
-    rmem = (await lab.execOk('cli', ['sysctl', '-n', 'net.ipv4.tcp_rmem'])).stdout.trim();
-    await lab.execOk('cli', ['sysctl', '-q', '-w', 'net.ipv4.tcp_rmem=4096 131072 6291456']);
-  });
-  afterAll(async () => {
-    if (rmem) await lab.execOk('cli', ['sysctl', '-q', '-w', `net.ipv4.tcp_rmem=${rmem.split(/\s+/).join(' ')}`]);
-  });
+  defaultReceiveBuffers(() => lab);
 
   // The issue's 3 s is for the default transport (ssh2: about 1 s here); the ssh binary starts a
   // process and logs in again through it (about 2.2 s here), so it gets 5 s on a loaded machine.

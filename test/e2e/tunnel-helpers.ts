@@ -415,3 +415,34 @@ export function useLab(
     await lab?.down();
   });
 }
+
+/** The sshd process that serves the session a remote pid runs in (walking up its parents). */
+export function sshdSessionOf(pid: number): number | undefined {
+  for (let p = pid, i = 0; p > 1 && i < 10; i++) {
+    if (/^sshd: /.test(argvOf(p).join(' '))) return p;
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      p = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The kernel's default receive buffers (tcp_rmem up to 6 MiB) in the client namespace for the
+ * tests of a describe block. What a program's socket has received still reaches it before an error,
+ * and with this machine's buffers (up to 32 MiB) that alone can take longer than the bounds the
+ * tests check at 10 MB/s: they measure a hang, not a buffer.
+ */
+export function defaultReceiveBuffers(lab: () => Lab): void {
+  let rmem = '';
+  beforeAll(async () => {
+    rmem = (await lab().execOk('cli', ['sysctl', '-n', 'net.ipv4.tcp_rmem'])).stdout.trim();
+    await lab().execOk('cli', ['sysctl', '-q', '-w', 'net.ipv4.tcp_rmem=4096 131072 6291456']);
+  });
+  afterAll(async () => {
+    if (rmem) await lab().execOk('cli', ['sysctl', '-q', '-w', `net.ipv4.tcp_rmem=${rmem.split(/\s+/).join(' ')}`]);
+  });
+}
