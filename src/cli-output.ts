@@ -3,6 +3,7 @@
  * tunnel is up, the system log (tag `rxshuttle`, the process's pid, facility daemon).
  */
 import * as fs from 'node:fs';
+import { errnoWords } from './errno.js';
 import { DEV_LOG, openSyslog, type Severity, type Syslog } from './syslog.js';
 
 export type { Severity };
@@ -30,7 +31,7 @@ export function cliOutput(stderr: (text: string) => void = (text) => process.std
       try {
         if (!fs.statSync(devLog).isSocket()) warning = `${devLog} is not a socket`;
       } catch (err) {
-        warning = `no ${devLog} (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
+        warning = `no ${devLog} (${errnoWords(err)})`;
       }
       try {
         syslog = openSyslog({ tag: 'rxshuttle', path: devLog });

@@ -2,46 +2,65 @@
 import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, Option } from 'commander';
+import type { Command } from 'commander';
 import createDebug from 'debug';
 import { config as rxConfig, type Subscription } from 'rxjs';
 import { connect } from './connect.js';
 import { errorMessage, exitCodeFor, RxshuttleError, UsageError } from './errors.js';
+import { withoutErrnoCodes } from './errno.js';
 import { printable } from './printable.js';
 import { helperCommand } from './firewall/client.js';
-import { parseSeedHosts, readSubnetFile, resolveOptions, type Transport, TRANSPORTS, type TunnelOptions } from './options.js';
+import { parseSeedHosts, readSubnetFile, resolveOptions, type Transport, type TunnelOptions } from './options.js';
 import { hostwatch$ } from './remote/hostwatch.js';
 import { runServer } from './remote/server.js';
-import { render } from './render.js';
+import { readyLine, render, stopLine } from './render.js';
 import { raiseFileLimit } from './rlimit.js';
 import { cliOutput, type Severity } from './cli-output.js';
-import { DAEMON_CHILD_FLAG, detachDaemon, runDaemonParent } from './daemon.js';
-import { runSudoersCommand } from './firewall/sudoers.js';
+import { detachDaemon, runDaemonParent } from './daemon.js';
+import { checkSudoersFilename, runSudoersCommand } from './firewall/sudoers.js';
 import { checkPidfile, DEFAULT_PIDFILE, removePidfile, writePidfile } from './pidfile.js';
+import { expandArgs, type ExpandedArgs } from './cli/argv.js';
+import { completionScript, type Shell } from './cli/completion.js';
+import { CLI_SPEC } from './cli/definitions.js';
+import { withoutEffect } from './cli/ineffective.js';
+import { buildProgram } from './cli/program.js';
+import { packageVersion } from './cli/version.js';
 
-const VERSION = '0.1.0';
 const cliPath = realpathSync(fileURLToPath(import.meta.url));
 
 /** stderr, or syslog once the tunnel is up with --syslog/--daemon. */
 const output = cliOutput();
 const say = (line: string, severity: Severity = 'info') => output.say(line, severity);
 
+/** An error's one line: printable, with errno codes in words ("no such file", not ENOENT). */
+const sayError = (error: unknown) => say(printable(withoutErrnoCodes(errorMessage(error))), 'err');
+
 function fail(error: unknown): never {
-  say(printable(errorMessage(error)), 'err');
+  sayError(error);
   process.exit(exitCodeFor(error));
+}
+
+/** Runs a check whose failure is the user's wrong option value: its error becomes a UsageError (exit 2). */
+function asUsageError(check: () => void): void {
+  try {
+    check();
+  } catch (error) {
+    throw error instanceof RxshuttleError && !(error instanceof UsageError) ? new UsageError(error.message) : error;
+  }
 }
 
 interface CliFlags {
   remote?: string;
   listen?: string;
   exclude: string[];
-  excludeFrom?: string;
+  excludeFrom: string[];
+  subnets: string[];
   sshCmd: string;
   remoteNode: string;
   python?: string;
   verbose: number;
   latencyControl: boolean;
-  sshForward: boolean;
+  sshForward?: boolean;
   transport: Transport;
   server?: boolean;
   daemon?: boolean;
@@ -76,73 +95,20 @@ interface RunMode {
   readonly pidfile?: string;
 }
 
-function program(): Command {
-  return new Command('rxshuttle')
-    .usage('[options] [-r [user@]host[:port]] <subnets...>')
-    .description('Transparent proxy VPN over ssh: tunnels TCP to <subnets> through one ssh session.')
-    .version(VERSION, '-V, --version')
-    .argument('[subnets...]', 'subnets to tunnel: a.b.c.d[/width][:port[-port]], 0/0, [ipv6][/width]')
-    .option('-r, --remote <[user@]host[:port]>', 'ssh server to tunnel through (default: run the server locally)')
-    .option('-l, --listen <[ip:]port>', 'transparent proxy address (default 127.0.0.1, first free port from 12300)')
-    .option('-x, --exclude <subnet>', 'never tunnel this subnet (repeatable)', (v: string, all: string[]) => [...all, v], [])
-    .option('--exclude-from <file>', 'exclude the subnets listed in a file, one per line')
-    .option('-e, --ssh-cmd <command>', 'the ssh command to use, with its options', 'ssh')
-    .option('--remote-node <path>', 'node binary on the remote host ("none": run nothing there, stock-sshd mode; chosen by itself where node is missing)', 'node')
-    .addOption(new Option('--python <path>', 'sshuttle compatibility: see --remote-node').hideHelp())
-    .option('-v, --verbose', 'print more (repeat for more: -vvv traces everything)', (_: string, n: number) => n + 1, 0)
-    .option('--no-latency-control', 'favour bulk throughput over interactive latency')
-    .option(
-      '--ssh-forward',
-      'hand each TCP connection to ssh (OpenSSH ControlMaster): ssh -L speed, but a remote half-close is not passed on',
-      false,
-    )
-    .addOption(
-      new Option(
-        '--transport <auto|ssh|ssh2>',
-        'ssh2: in-process ssh, TCP in ssh channels (faster; keys and agent only); ssh: the ssh binary; auto: ssh2 when it can',
-      )
-        .choices(TRANSPORTS)
-        .default('auto'),
-    )
-    .option('--dns', 'capture local DNS queries (to the nameservers in /etc/resolv.conf) and answer them remotely')
-    .option('--ns-hosts <ip,...>', 'capture DNS queries to these nameservers instead (implies --dns)')
-    .option('--to-ns <ip[:port]>', 'the remote nameserver that answers them (default: the remote /etc/resolv.conf)')
-    .option('-N, --auto-nets', "also tunnel the networks in the server's routing table")
-    .option('--auto-nets-wide', 'with -N: also tunnel routes wider than /8 (IPv4) or /16 (IPv6) that the server names')
-    .option('-H, --auto-hosts', "add the names of the server's hosts to /etc/hosts while the tunnel runs")
-    .option('--seed-hosts <name,...>', 'with -H: host names to start discovery from')
-    .option('--hostwatch', 'internal, for debugging -H: discover host names here and print them')
-    .option('--keepalive <seconds>', 'ping the server this often; give up after 4 silent intervals (0: never)', '15')
-    .option('--no-reconnect', 'end the tunnel when its session is lost (by default a session that was up is started again, the rules staying)')
-    .option('-D, --daemon', 'run in the background once the tunnel is up (implies --syslog)')
-    .option('--syslog', 'once the tunnel is up, log to syslog instead of stderr')
-    .option('--pidfile <file>', `with --daemon: write the daemon's pid there (default ./${DEFAULT_PIDFILE})`)
-    .option('--sudoers', 'install a sudoers rule that lets this user start the firewall helper without a password')
-    .option('--sudoers-no-modify', 'print that sudoers rule instead of installing it')
-    .option('--sudoers-user <user>', 'with --sudoers: the user (or %group) the rule is for (default: you)')
-    .option('--sudoers-filename <name>', 'with --sudoers: the file in /etc/sudoers.d (default rxshuttle_auto)')
-    .addOption(new Option(DAEMON_CHILD_FLAG, 'internal: the re-spawned daemon').hideHelp())
-    .addOption(new Option('--server', 'internal: run the server on stdin/stdout').hideHelp())
-    .showHelpAfterError(false)
-    // Usage errors read like every other error: one line, `rxshuttle: …`.
-    .configureOutput({ outputError: (text, write) => write(`rxshuttle: ${text.replace(/^error: /, '')}`) })
-    .exitOverride();
-}
-
 function toOptions(subnets: string[], flags: CliFlags): TunnelOptions {
   if (flags.python !== undefined) {
     throw new UsageError('--python does not apply: rxshuttle runs node on the remote host; use --remote-node PATH');
   }
   return resolveOptions(
     {
-      subnets,
-      exclude: [...flags.exclude, ...(flags.excludeFrom ? readSubnetFile(flags.excludeFrom) : [])],
+      subnets: [...subnets, ...flags.subnets.flatMap((file) => readSubnetFile(file, false))],
+      exclude: [...flags.exclude, ...flags.excludeFrom.flatMap((file) => readSubnetFile(file, true))],
       ...(flags.remote === undefined ? {} : { remote: flags.remote }),
       ...(flags.listen === undefined ? {} : { listen: flags.listen }),
       sshCommand: flags.sshCmd,
       remoteNode: flags.remoteNode,
       latencyControl: flags.latencyControl,
-      sshForward: flags.sshForward,
+      sshForward: flags.sshForward === true,
       transport: flags.transport,
       ...(flags.keepalive === undefined ? {} : { keepalive: flags.keepalive }),
       reconnect: flags.reconnect,
@@ -163,6 +129,7 @@ function toOptions(subnets: string[], flags: CliFlags): TunnelOptions {
 
 function runTunnel(options: TunnelOptions, mode: RunMode): void {
   const { verbosity } = mode;
+  const where = options.remote ? options.remote.host : 'the local server';
   raiseFileLimit();
   let subscription: Subscription | undefined;
   let stopping = false;
@@ -170,7 +137,7 @@ function runTunnel(options: TunnelOptions, mode: RunMode): void {
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
-    if (verbosity > 0) say(`${signal}: shutting down.`);
+    say(stopLine(signal, verbosity));
     subscription?.unsubscribe();
     // Children see their stdin close and finish on their own; do not wait on them for long.
     setTimeout(() => process.exit(0), 1000).unref();
@@ -181,13 +148,15 @@ function runTunnel(options: TunnelOptions, mode: RunMode): void {
       const line = render(event, verbosity);
       // Some events take several lines ("available routes:"): each gets its own prefix.
       if (line !== null) for (const part of line.split('\n')) say(part, event.kind === 'warning' ? 'warning' : 'info');
+      // Up (again, after a reconnect): said at every verbosity, before a daemon leaves the terminal.
+      if (event.kind === 'firewall-ready') say(readyLine(event, where, options));
       if (event.kind === 'firewall-ready' && !up) {
         up = true;
         try {
           tunnelUp(mode);
         } catch (error) {
           stopping = true;
-          say(printable(errorMessage(error)), 'err');
+          sayError(error);
           process.exitCode = exitCodeFor(error);
           subscription?.unsubscribe();
           setTimeout(() => process.exit(), 1000).unref();
@@ -200,7 +169,7 @@ function runTunnel(options: TunnelOptions, mode: RunMode): void {
       setTimeout(() => {
         if (stopping) return;
         stopping = true;
-        say(printable(errorMessage(error)), 'err');
+        sayError(error);
         process.exitCode = exitCodeFor(error);
         setTimeout(() => process.exit(), 1000).unref();
       }, SIGNAL_GRACE_MS);
@@ -209,16 +178,50 @@ function runTunnel(options: TunnelOptions, mode: RunMode): void {
   });
 }
 
-async function main(argv: string[]): Promise<void> {
-  rxConfig.onUnhandledError = (error) => say(`internal error: ${errorMessage(error)}`);
-  const cli = program();
+/** What the command line asks for: the tunnel (or --server, --sudoers…), or a command's output. */
+type Invocation = { readonly kind: 'main'; readonly subnets: string[] } | { readonly kind: 'completion'; readonly shell: Shell };
+
+/** Parses the expanded arguments; commander's own errors exit 2 (usage), --help and -V exit 0. */
+function parseArgs(expanded: ExpandedArgs): { cli: Command; invocation: Invocation } {
+  let invocation: Invocation = { kind: 'main', subnets: [] };
+  const cli = buildProgram(CLI_SPEC, packageVersion(), {
+    main: (subnets) => {
+      invocation = { kind: 'main', subnets };
+    },
+    command: (_, shell) => {
+      invocation = { kind: 'completion', shell: shell as Shell };
+    },
+  });
+  // Usage errors read like every other error: one line, `rxshuttle: …`, naming where words came from.
+  const from = expanded.fromEnv ? ` (with ${expanded.fromEnv.name}: ${expanded.fromEnv.words.join(' ')})` : '';
+  // commander's suggestion ("(Did you mean --exclude-from?)") comes on a line of its own: join it.
+  const outputError = (text: string, write: (s: string) => void) =>
+    write(`rxshuttle: ${printable(text.trim().replace(/^error: /, '').replace(/\s*\n\s*/g, ' '))}${from}\n`);
+  cli.configureOutput({ outputError });
+  for (const command of cli.commands) command.configureOutput({ outputError });
   try {
-    cli.parse(argv);
+    cli.parse(expanded.args, { from: 'user' });
   } catch (error) {
     const code = (error as { code?: string }).code;
     if (code === 'commander.helpDisplayed' || code === 'commander.version') process.exit(0);
     // commander has printed its own message already.
     process.exit(2);
+  }
+  return { cli, invocation };
+}
+
+async function main(argv: string[]): Promise<void> {
+  rxConfig.onUnhandledError = (error) => say(`internal error: ${errorMessage(error)}`);
+  let expanded: ExpandedArgs;
+  try {
+    expanded = expandArgs(argv.slice(2), process.env);
+  } catch (error) {
+    fail(error);
+  }
+  const { cli, invocation } = parseArgs(expanded);
+  if (invocation.kind === 'completion') {
+    process.stdout.write(completionScript(CLI_SPEC, invocation.shell));
+    return;
   }
   const flags = cli.opts<CliFlags>();
   if (flags.verbose >= 3) createDebug.enable('rxshuttle:*');
@@ -226,6 +229,9 @@ async function main(argv: string[]): Promise<void> {
     runServer();
     return;
   }
+  const daemonChild = flags.internalDaemonChild === true;
+  // The daemon's parent has said these already.
+  if (!daemonChild) for (const warning of withoutEffect(flags)) say(`warning: ${warning}`, 'warning');
   if (flags.hostwatch) {
     try {
       runHostwatch(flags.seedHosts);
@@ -237,6 +243,8 @@ async function main(argv: string[]): Promise<void> {
   }
   if (flags.sudoers || flags.sudoersNoModify) {
     try {
+      // A name the rule file cannot have is a wrong option value: a usage error, as -x's are.
+      if (flags.sudoersFilename !== undefined) asUsageError(() => checkSudoersFilename(flags.sudoersFilename as string));
       process.exitCode = runSudoersCommand({
         install: flags.sudoers === true && flags.sudoersNoModify !== true,
         ...(flags.sudoersUser === undefined ? {} : { user: flags.sudoersUser }),
@@ -251,10 +259,10 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   let options: TunnelOptions;
-  const daemonChild = flags.internalDaemonChild === true;
-  const pidfile = flags.pidfile ?? (flags.daemon ? DEFAULT_PIDFILE : undefined);
+  // sshuttle's meaning: the pid file belongs to -D; without it --pidfile is only warned about.
+  const pidfile = flags.daemon ? (flags.pidfile ?? DEFAULT_PIDFILE) : undefined;
   try {
-    options = toOptions(cli.args, flags);
+    options = toOptions(invocation.subnets, flags);
     // A running instance with this pid file: say so now, not after connecting.
     if (pidfile !== undefined) checkPidfile(pidfile);
   } catch (error) {
@@ -262,7 +270,8 @@ async function main(argv: string[]): Promise<void> {
     throw error;
   }
   if (flags.daemon && !daemonChild) {
-    // The tunnel runs in a re-spawned child; we report how its start went and return.
+    // The tunnel runs in a re-spawned child, which reads the same arguments (and the environment
+    // and argument files) again; we report how its start went and return.
     process.exit(await runDaemonParent(cliPath, argv.slice(2)));
   }
   runTunnel(options, {

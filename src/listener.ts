@@ -1,7 +1,8 @@
-import { createServer, isIPv4, type Server, type Socket } from 'node:net';
+import { createServer, isIPv4, isIPv6, type Server, type Socket } from 'node:net';
 import createDebug from 'debug';
 import { map, Observable } from 'rxjs';
 import { errorMessage, ListenError } from './errors.js';
+import { errnoWords } from './errno.js';
 import type { ListenSpec } from './options.js';
 import { DEFAULT_LISTEN_PORT } from './options.js';
 import type { Destination } from './streams/frame.js';
@@ -17,8 +18,12 @@ const BACKLOG = 4096;
 const PORT_SEARCH = 100;
 
 export interface Listener {
-  /** One server per address: the IPv4 one, and an IPv6 one when IPv6 subnets are tunneled. */
+  /**
+   * One server per address: those of -l (default 127.0.0.1), and the IPv6 twin of the first
+   * when IPv6 subnets are tunneled and -l names no IPv6 address.
+   */
   readonly servers: readonly Server[];
+  /** The address that says what is caught: the first beyond loopback (router mode), else the first. */
   readonly host: string;
   readonly port: number;
 }
@@ -37,19 +42,33 @@ function tryListen(host: string, port: number): Promise<Server> {
 /** The IPv6 twin of an IPv4 listen address: ip6tables REDIRECTs to ::1 (or any address in router mode). */
 const ipv6Twin = (host: string): string => (host.startsWith('127.') ? '::1' : host === '0.0.0.0' ? '::' : host);
 
+const isLoopback = (host: string): boolean => host.startsWith('127.') || host === '::1';
+
+/** The addresses to listen on: those of spec, and the IPv6 twin of the first when `ipv6` needs one. */
+export function listenHosts(spec: ListenSpec, ipv6: boolean): string[] {
+  const hosts = [spec.host, ...(spec.more ?? [])];
+  const needsTwin = ipv6 && isIPv4(spec.host) && !hosts.some((host) => isIPv6(host));
+  return needsTwin ? [...hosts, ipv6Twin(spec.host)] : hosts;
+}
+
 /**
- * Listens on spec (and its IPv6 twin when `ipv6`, on the same port); port 0 takes the first port
- * from 12300 upwards that is free on every address, as sshuttle does.
+ * Listens on every address of spec (and the IPv6 twin when `ipv6`), all on one port: the rules
+ * redirect to one. Port 0 takes the first port from 12300 upwards that is free on every address,
+ * as sshuttle does.
  */
 export async function listen(spec: ListenSpec, ipv6 = false): Promise<Listener> {
   const candidates =
     spec.port === 0 ? Array.from({ length: PORT_SEARCH }, (_, i) => DEFAULT_LISTEN_PORT + i) : [spec.port];
-  const hosts = ipv6 && isIPv4(spec.host) ? [spec.host, ipv6Twin(spec.host)] : [spec.host];
+  const hosts = listenHosts(spec, ipv6);
+  // Router mode is decided by the listener's host (connect.ts): any address beyond loopback means it.
+  const host = hosts.find((h) => !isLoopback(h)) ?? spec.host;
   let lastError: unknown;
+  let lastPort = candidates[0] ?? DEFAULT_LISTEN_PORT;
   for (const port of candidates) {
     const servers: Server[] = [];
+    lastPort = port;
     try {
-      for (const host of hosts) servers.push(await tryListen(host, port));
+      for (const address of hosts) servers.push(await tryListen(address, port));
       for (const server of servers) {
         // Out of descriptors (EMFILE) shows here: libuv refuses the new connection, the
         // existing ones go on. Never let it crash the process.
@@ -59,14 +78,16 @@ export async function listen(spec: ListenSpec, ipv6 = false): Promise<Listener> 
           if (server.listenerCount('connection') === 1) socket.destroy();
         });
       }
-      return { servers, host: spec.host, port };
+      return { servers, host, port };
     } catch (err) {
       for (const server of servers) server.close();
       lastError = err;
       if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') break;
     }
   }
-  throw new ListenError(`cannot listen on ${spec.host}:${spec.port || DEFAULT_LISTEN_PORT}: ${errorMessage(lastError)}`);
+  const where = hosts.map((h) => (isIPv6(h) ? `[${h}]` : h)).join(', ');
+  const ports = lastPort === candidates[0] ? `port ${lastPort}` : `ports ${candidates[0]} to ${lastPort}`;
+  throw new ListenError(`cannot listen on ${where}, ${ports}: ${errnoWords(lastError)} (-l/--listen chooses another)`);
 }
 
 /** A socket the firewall redirected to us, with where it was going. Still paused. */

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { collapseIPv6Number, IPv4CidrRange, IPv6CidrRange } from 'ip-num';
 import { UsageError } from './errors.js';
+import { errnoWords } from './errno.js';
 import type { SubnetRule } from './firewall/types.js';
 import { isValidHostName } from './streams/discovery.js';
 import type { Destination } from './streams/frame.js';
@@ -16,6 +17,8 @@ export interface ListenSpec {
   readonly host: string;
   /** 0: the first free port from 12300 upwards. */
   readonly port: number;
+  /** More addresses to listen on, on the same port (`-l 127.0.0.1:0,[::1]:0`): the rules redirect to one port. */
+  readonly more?: readonly string[];
 }
 
 export interface TunnelOptions {
@@ -115,14 +118,14 @@ export interface ConnectOptions {
 export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: () => string[]): TunnelOptions {
   // A parsed rule keeps its own exclude flag in `subnets`; everything in `exclude` is an exclude.
   const rule = (value: string | SubnetRule, exclude: boolean): SubnetRule =>
-    typeof value === 'string' ? parseSubnet(value, exclude) : exclude ? { ...value, exclude } : value;
+    typeof value === 'string' ? parseSubnet(value, exclude, exclude ? '-x/--exclude' : undefined) : exclude ? { ...value, exclude } : value;
   const subnets = [...options.subnets.map((s) => rule(s, false)), ...(options.exclude ?? []).map((s) => rule(s, true))];
   const dns = resolveDns(options);
   const autoNets = options.autoNets ?? false;
   const autoNetsWide = options.autoNetsWide ?? false;
   if (autoNetsWide && !autoNets) throw new UsageError('--auto-nets-wide needs -N/--auto-nets');
   if (!subnets.some((s) => !s.exclude) && !autoNets && !dns) {
-    throw new UsageError('no subnets given: say which to tunnel, e.g. 10.0.0.0/8 or 0/0 (or -N, or --dns)');
+    throw new UsageError('no subnets given: say which to tunnel, e.g. 10.0.0.0/8 or 0/0 (or -s FILE, -N, or --dns)');
   }
   const given = typeof options.autoHosts === 'object' ? options.autoHosts.seeds : [];
   const seeds = [...given, ...(options.seedHosts === undefined ? [] : parseSeedHosts(options.seedHosts))];
@@ -163,42 +166,44 @@ const SUBNET6_BARE = /^([0-9a-fA-F:.]*:[0-9a-fA-F:.]*)(?:\/(\d+))?$/;
 /**
  * Parses a subnet as sshuttle writes them: `a.b.c.d[/width][:port[-port]]`, `0/0`, `10/8`
  * (one octet stands for a.0.0.0), `[v6addr][/width][:port[-port]]` or a bare `v6addr[/width]`.
- * Host bits are cleared: 10.98.0.7/24 means 10.98.0.0/24.
+ * Host bits are cleared: 10.98.0.7/24 means 10.98.0.0/24. `context` starts the error line in
+ * place of "invalid subnet": the option it came with (`-x/--exclude`), or a file and line.
  */
-export function parseSubnet(text: string, exclude = false): SubnetRule {
+export function parseSubnet(text: string, exclude = false, context?: string): SubnetRule {
+  const bad = (why: string) => new UsageError(`${context ?? 'invalid subnet'} "${text}": ${why}`);
   const trimmed = text.trim();
   const v4 = SUBNET4.exec(trimmed);
   if (v4) {
     const [, a, b = '0', c = '0', d = '0', width, portLow, portHigh] = v4;
     const address = [a, b, c, d].map(Number);
-    if (address.some((octet) => octet > 255)) throw new UsageError(`invalid subnet "${text}": octet out of range`);
+    if (address.some((octet) => octet > 255)) throw bad('octet out of range');
     const prefix = width === undefined ? 32 : Number(width);
-    if (prefix > 32) throw new UsageError(`invalid subnet "${text}": width must be 0..32`);
+    if (prefix > 32) throw bad('width must be 0..32');
     const network = IPv4CidrRange.fromCidr(`${address.join('.')}/${prefix}`).getFirst().toString();
-    return { family: 4, address: network, prefix, ...parsePorts(text, portLow, portHigh), exclude };
+    return { family: 4, address: network, prefix, ...parsePorts(bad, portLow, portHigh), exclude };
   }
   const v6 = SUBNET6_BRACKETS.exec(trimmed) ?? SUBNET6_BARE.exec(trimmed);
   if (v6) {
     const [, address = '', width, portLow, portHigh] = v6;
-    if (!isIPv6(address)) throw new UsageError(`invalid subnet "${text}": not an IPv6 address`);
+    if (!isIPv6(address)) throw bad('not an IPv6 address');
     const prefix = width === undefined ? 128 : Number(width);
-    if (prefix > 128) throw new UsageError(`invalid subnet "${text}": width must be 0..128`);
+    if (prefix > 128) throw bad('width must be 0..128');
     // ip-num does not read a dotted IPv4 tail (::ffff:1.2.3.4): spell it as two hex groups.
     const tail = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address);
     const hex = tail
       ? `${address.slice(0, tail.index)}${((Number(tail[1]) << 8) | Number(tail[2])).toString(16)}:${((Number(tail[3]) << 8) | Number(tail[4])).toString(16)}`
       : address;
     const first = IPv6CidrRange.fromCidr(`${hex}/${prefix}`).getFirst().toString();
-    return { family: 6, address: collapseIPv6Number(first), prefix, ...parsePorts(text, portLow, portHigh), exclude };
+    return { family: 6, address: collapseIPv6Number(first), prefix, ...parsePorts(bad, portLow, portHigh), exclude };
   }
-  throw new UsageError(`invalid subnet "${text}": expected a.b.c.d[/width][:port[-port]] or [ipv6][/width]`);
+  throw bad('expected a.b.c.d[/width][:port[-port]] or [ipv6][/width]');
 }
 
-function parsePorts(text: string, low?: string, high?: string): { portLow: number; portHigh: number } {
+function parsePorts(bad: (why: string) => UsageError, low?: string, high?: string): { portLow: number; portHigh: number } {
   if (low === undefined) return { portLow: 0, portHigh: 0 };
   const portLow = Number(low);
   const portHigh = high === undefined ? portLow : Number(high);
-  if (portLow < 1 || portHigh > 65535 || portLow > portHigh) throw new UsageError(`invalid port range in subnet "${text}"`);
+  if (portLow < 1 || portHigh > 65535 || portLow > portHigh) throw bad('invalid port range');
   return { portLow, portHigh };
 }
 
@@ -206,7 +211,7 @@ function parsePorts(text: string, low?: string, high?: string): { portLow: numbe
 export function parseKeepalive(value: number | string): number {
   const seconds = typeof value === 'number' ? value : /^\d+$/.test(value.trim()) ? Number(value) : Number.NaN;
   if (!Number.isInteger(seconds) || seconds < 0 || seconds > 86_400) {
-    throw new UsageError(`invalid --keepalive "${value}": expected whole seconds, 0 (off) to 86400`);
+    throw new UsageError(`--keepalive "${value}": expected whole seconds, 0 (off) to 86400`);
   }
   return seconds;
 }
@@ -263,19 +268,23 @@ export function parseSeedHosts(value: string | readonly string[]): string[] {
   return seeds;
 }
 
-/** `--exclude-from FILE`: one subnet per line; blank lines and # comments are skipped. */
-export function readSubnetFile(path: string): SubnetRule[] {
+/**
+ * `-X/--exclude-from FILE` (excludes) and `-s/--subnets FILE` (subnets): one subnet per line;
+ * blank lines and # comments are skipped. Errors name the option, the file and the line.
+ */
+export function readSubnetFile(path: string, exclude = true, option = exclude ? '-X/--exclude-from' : '-s/--subnets'): SubnetRule[] {
   let content: string;
   try {
     content = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new UsageError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw new UsageError(`${option} ${path}: cannot read it: ${errnoWords(err)}`);
   }
-  return content
-    .split('\n')
-    .map((line) => line.replace(/#.*/, '').trim())
-    .filter((line) => line.length > 0)
-    .map((line) => parseSubnet(line, true));
+  const rules: SubnetRule[] = [];
+  for (const [index, raw] of content.split('\n').entries()) {
+    const line = raw.replace(/#.*/, '').trim();
+    if (line.length > 0) rules.push(parseSubnet(line, exclude, `${option} ${path}, line ${index + 1}: invalid subnet`));
+  }
+  return rules;
 }
 
 /** `[user@]host[:port]`, with `[v6]:port` for IPv6 literals. */
@@ -292,32 +301,55 @@ export function parseRemote(text: string): RemoteSpec {
   } else if (hostPort.split(':').length === 2) {
     const [h = '', p = ''] = hostPort.split(':');
     host = h;
-    if (!/^\d+$/.test(p)) throw new UsageError(`invalid remote "${text}": port must be a number`);
+    if (!/^\d+$/.test(p)) throw new UsageError(`-r/--remote "${text}": port must be a number`);
     port = Number(p);
   }
-  if (user !== undefined && !/^[^\s@:]+$/.test(user)) throw new UsageError(`invalid remote "${text}": bad user name`);
-  if (!/^[A-Za-z0-9._-]+$/.test(host) && !isIPv6(host)) throw new UsageError(`invalid remote "${text}": bad host name`);
-  if (host.startsWith('-')) throw new UsageError(`invalid remote "${text}": host may not start with "-"`);
-  if (port !== undefined && (port < 1 || port > 65535)) throw new UsageError(`invalid remote "${text}": port out of range`);
+  if (user !== undefined && !/^[^\s@:]+$/.test(user)) throw new UsageError(`-r/--remote "${text}": bad user name`);
+  if (!/^[A-Za-z0-9._-]+$/.test(host) && !isIPv6(host)) throw new UsageError(`-r/--remote "${text}": bad host name`);
+  if (host.startsWith('-')) throw new UsageError(`-r/--remote "${text}": host may not start with "-"`);
+  if (port !== undefined && (port < 1 || port > 65535)) throw new UsageError(`-r/--remote "${text}": port out of range`);
   return { ...(user === undefined ? {} : { user }), host, ...(port === undefined ? {} : { port }) };
 }
 
-/** `[ip:]port`; a bare port listens on 127.0.0.1; port 0 means pick the first free one from 12300. */
+/**
+ * `-l/--listen [ip:]port[,[ip:]port...]`. A bare port listens on 127.0.0.1; a bare address (or
+ * `localhost`, which is 127.0.0.1) on port 0, the first port from 12300 that is free on every
+ * address. IPv6 goes in brackets: `[::1]:0`. Several addresses (IPv4 and IPv6 listeners at once,
+ * as sshuttle takes them) share one port, since the rules redirect to one: two different ports
+ * are an error, and a port given for one address holds for all.
+ */
 export function parseListen(text: string): ListenSpec {
-  const bracketed = /^\[([^\]]+)\]:(\d+)$/.exec(text);
-  const plain = /^(?:([\d.]+):)?(\d+)$/.exec(text);
-  const host = bracketed?.[1] ?? plain?.[1] ?? '127.0.0.1';
-  const portText = bracketed?.[2] ?? plain?.[2];
-  if (portText === undefined || !(isIPv4(host) || isIPv6(host))) {
-    throw new UsageError(`invalid listen address "${text}": expected [ip:]port`);
+  const bad = (why: string) => new UsageError(`-l/--listen "${text}": ${why}`);
+  const hosts: string[] = [];
+  const ports = new Set<number>();
+  for (const item of text.split(',')) {
+    const { host, port } = parseListenAddress(item.trim(), bad);
+    if (!hosts.includes(host)) hosts.push(host);
+    if (port !== 0) ports.add(port);
   }
-  const port = Number(portText);
-  if (port > 65535) throw new UsageError(`invalid listen address "${text}": port out of range`);
+  if (ports.size > 1) throw bad(`one port for all addresses, as the firewall redirects to one (got ${[...ports].join(' and ')})`);
+  const [host = '127.0.0.1', ...more] = hosts;
+  return { host, port: [...ports][0] ?? 0, ...(more.length > 0 ? { more } : {}) };
+}
+
+function parseListenAddress(item: string, bad: (why: string) => UsageError): { host: string; port: number } {
+  const portOnly = /^(\d+)$/.exec(item);
+  const bracketed = /^\[([^\]]*)\](?::(\d+))?$/.exec(item);
+  const named = /^([^:[\]]+)(?::(\d+))?$/.exec(item);
+  const [, given, portText] = portOnly ? [item, '127.0.0.1', portOnly[1]] : (bracketed ?? named ?? []);
+  const host = given === 'localhost' ? '127.0.0.1' : given;
+  const valid = host !== undefined && (bracketed ? isIPv6(host) : isIPv4(host));
+  if (!valid) throw bad('expected [ip:]port, comma-separated (ip: an IPv4 address, localhost, or an IPv6 one in brackets)');
+  const port = portText === undefined ? 0 : Number(portText);
+  if (port > 65535) throw bad('port out of range');
   return { host, port };
 }
 
-/** Splits a command line the way a shell would for simple quoting: -e 'ssh -F "my cfg"'. */
-export function splitCommand(text: string): string[] {
+/**
+ * Splits text into words the way a shell would for simple quoting (no expansion of any kind):
+ * `ssh -F "my cfg"`. Returns null for an unbalanced quote or a trailing backslash.
+ */
+export function splitShellWords(text: string): string[] | null {
   const words: string[] = [];
   const pattern = /"((?:\\.|[^"\\])*)"|'([^']*)'|((?:\\.|[^\s"'\\])+)|(\s+)/g;
   let current: string | null = null;
@@ -334,8 +366,15 @@ export function splitCommand(text: string): string[] {
     const piece = double?.replace(/\\(["\\$`\n])/g, '$1') ?? single ?? bare?.replace(/\\(.)/g, '$1') ?? '';
     current = (current ?? '') + piece;
   }
-  if (consumed !== text.length) throw new UsageError(`unbalanced quote or trailing backslash in --ssh-cmd: ${text}`);
+  if (consumed !== text.length) return null;
   if (current !== null) words.push(current);
-  if (words.length === 0) throw new UsageError('empty --ssh-cmd');
+  return words;
+}
+
+/** `-e/--ssh-cmd`: the ssh command and its options, split as a shell would: -e 'ssh -F "my cfg"'. */
+export function splitCommand(text: string): string[] {
+  const words = splitShellWords(text);
+  if (words === null) throw new UsageError(`-e/--ssh-cmd "${text}": unbalanced quote or trailing backslash`);
+  if (words.length === 0) throw new UsageError('-e/--ssh-cmd: empty command');
   return words;
 }

@@ -1,4 +1,7 @@
+import { isIPv6 } from 'node:net';
 import type { TunnelEvent } from './events.js';
+import { listenHosts } from './listener.js';
+import type { TunnelOptions } from './options.js';
 import { printable } from './printable.js';
 import { formatDestination } from './streams/destination.js';
 
@@ -71,3 +74,26 @@ export function render(event: TunnelEvent, verbosity: number): string | null {
   const text = renderer.text(event as never);
   return (typeof text === 'string' ? [text] : text).map(printable).join('\n');
 }
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+/**
+ * The line that says the tunnel is up (its rules in place), at every verbosity, as sshuttle's
+ * "Connected to server.": `Connected to bastion; tunneling 2 subnets on 127.0.0.1:12300.`
+ * `where`: the ssh server's host, or "the local server".
+ */
+export function readyLine(
+  event: Extract<TunnelEvent, { kind: 'firewall-ready' }>,
+  where: string,
+  options: Pick<TunnelOptions, 'listen' | 'subnets'>,
+): string {
+  // The addresses listener.ts listens on: those of -l, and ::1 when IPv6 subnets need it.
+  const ipv6 = options.subnets.some((rule) => rule.family === 6 && !rule.exclude);
+  const on = listenHosts(options.listen, ipv6).map((host) => `${isIPv6(host) ? `[${host}]` : host}:${event.port}`);
+  const subnets = plural(event.rules.filter((rule) => !rule.exclude).length, 'subnet');
+  return printable(`Connected to ${where}; tunneling ${subnets}${event.dns ? ' and DNS' : ''} on ${on.join(', ')}.`);
+}
+
+/** The line that says the tunnel is stopping on a signal; -v names the signal. */
+export const stopLine = (signal: NodeJS.Signals, verbosity: number): string =>
+  verbosity > 0 ? `${signal}: shutting down.` : 'Stopping.';

@@ -157,7 +157,7 @@ describe('cliOutput', () => {
     output.say('before');
     expect(stderr).toBe('rxshuttle: before\n');
     // no syslog yet: a warning to show, and lines stay on stderr
-    expect(output.toSyslog()).toMatch(/^cannot log to syslog: no .*log \(ENOENT\); is a syslog daemon running\?$/);
+    expect(output.toSyslog()).toMatch(/^cannot log to syslog: no .*log \(no such file\); is a syslog daemon running\?$/);
     output.say('still here', 'warning');
     expect(stderr).toBe('rxshuttle: before\nrxshuttle: still here\n');
     const receiver = dgramReceiver(file);
