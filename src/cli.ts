@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { spawnSync } from 'node:child_process';
 import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +26,11 @@ import { CLI_SPEC } from './cli/definitions.js';
 import { withoutEffect } from './cli/ineffective.js';
 import { buildProgram } from './cli/program.js';
 import { packageVersion } from './cli/version.js';
+import { HELPER_NODE_OPTIONS, helperScriptPath } from './firewall/protocol.js';
+import { sdNotifier } from './sd-notify.js';
+import { renderStatus, statusJson } from './status/render.js';
+import { STOPPING, statusTracker } from './status/snapshot.js';
+import { listInstances, statusServer$ } from './status/socket.js';
 
 const cliPath = realpathSync(fileURLToPath(import.meta.url));
 
@@ -50,6 +56,9 @@ function asUsageError(check: () => void): void {
 }
 
 interface CliFlags {
+  killSwitch?: boolean;
+  flush?: boolean;
+  json?: boolean;
   remote?: string;
   listen?: string;
   exclude: string[];
@@ -93,6 +102,8 @@ interface RunMode {
   /** This process is the re-spawned daemon: detach once up. */
   readonly daemonChild: boolean;
   readonly pidfile?: string;
+  /** --json: every event as a JSON line on stdout. */
+  readonly json: boolean;
 }
 
 function toOptions(subnets: string[], flags: CliFlags): TunnelOptions {
@@ -112,6 +123,7 @@ function toOptions(subnets: string[], flags: CliFlags): TunnelOptions {
       transport: flags.transport,
       ...(flags.keepalive === undefined ? {} : { keepalive: flags.keepalive }),
       reconnect: flags.reconnect,
+      ...(flags.killSwitch ? { killSwitch: true } : {}),
       ...(flags.dns ? { dns: true } : {}),
       ...(flags.nsHosts === undefined ? {} : { nsHosts: flags.nsHosts }),
       ...(flags.toNs === undefined ? {} : { toNs: flags.toNs }),
@@ -134,10 +146,20 @@ function runTunnel(options: TunnelOptions, mode: RunMode): void {
   let subscription: Subscription | undefined;
   let stopping = false;
   let up = false;
+  // systemd (Type=notify) and `rxshuttle status`: what state the tunnel is in.
+  const notify = sdNotifier();
+  const status = statusTracker({ remote: where });
+  const statusSocket = statusServer$(() => status.current).subscribe({
+    error: (e: unknown) => say(`warning: no status socket for rxshuttle status: ${errorMessage(e)}`, 'warning'),
+  });
+  // process.exit() ends every path out: the socket goes with it (closed and unlinked at once).
+  process.on('exit', () => statusSocket.unsubscribe());
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
     say(stopLine(signal, verbosity));
+    status.record(STOPPING);
+    notify('STOPPING=1');
     subscription?.unsubscribe();
     // Children see their stdin close and finish on their own; do not wait on them for long.
     setTimeout(() => process.exit(0), 1000).unref();
@@ -145,6 +167,10 @@ function runTunnel(options: TunnelOptions, mode: RunMode): void {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => stop(signal));
   subscription = connect(options).subscribe({
     next: (event) => {
+      status.record(event);
+      if (mode.json) process.stdout.write(`${JSON.stringify(event)}\n`);
+      if (event.kind === 'firewall-ready') notify(`READY=1\nSTATUS=${readyLine(event, where, options)}`);
+      if (event.kind === 'reconnecting') notify(`STATUS=reconnecting to ${where} (attempt ${event.attempt})`);
       const line = render(event, verbosity);
       // Some events take several lines ("available routes:"): each gets its own prefix.
       if (line !== null) for (const part of line.split('\n')) say(part, event.kind === 'warning' ? 'warning' : 'info');
@@ -179,7 +205,10 @@ function runTunnel(options: TunnelOptions, mode: RunMode): void {
 }
 
 /** What the command line asks for: the tunnel (or --server, --sudoers…), or a command's output. */
-type Invocation = { readonly kind: 'main'; readonly subnets: string[] } | { readonly kind: 'completion'; readonly shell: Shell };
+type Invocation =
+  | { readonly kind: 'main'; readonly subnets: string[] }
+  | { readonly kind: 'completion'; readonly shell: Shell }
+  | { readonly kind: 'status'; readonly json: boolean; readonly verbose: boolean };
 
 /** Parses the expanded arguments; commander's own errors exit 2 (usage), --help and -V exit 0. */
 function parseArgs(expanded: ExpandedArgs): { cli: Command; invocation: Invocation } {
@@ -188,8 +217,11 @@ function parseArgs(expanded: ExpandedArgs): { cli: Command; invocation: Invocati
     main: (subnets) => {
       invocation = { kind: 'main', subnets };
     },
-    command: (_, shell) => {
-      invocation = { kind: 'completion', shell: shell as Shell };
+    command: (name, argument, opts) => {
+      invocation =
+        name === 'status'
+          ? { kind: 'status', json: opts.json === true, verbose: opts.verbose === true }
+          : { kind: 'completion', shell: argument as Shell };
     },
   });
   // Usage errors read like every other error: one line, `rxshuttle: …`, naming where words came from.
@@ -223,10 +255,24 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(completionScript(CLI_SPEC, invocation.shell));
     return;
   }
+  if (invocation.kind === 'status') {
+    // --json and -v are also the main command's options: commander may give them to either.
+    const top = cli.opts<CliFlags>();
+    const json = invocation.json || top.json === true;
+    const verbose = invocation.verbose || top.verbose > 0;
+    const list = await listInstances();
+    for (const warning of list.warnings) say(`warning: ${warning}`, 'warning');
+    process.stdout.write(`${json ? statusJson(list) : renderStatus(list, { verbose })}\n`);
+    return;
+  }
   const flags = cli.opts<CliFlags>();
   if (flags.verbose >= 3) createDebug.enable('rxshuttle:*');
   if (flags.server) {
     runServer();
+    return;
+  }
+  if (flags.flush) {
+    process.exitCode = flushKillSwitches();
     return;
   }
   const daemonChild = flags.internalDaemonChild === true;
@@ -279,7 +325,23 @@ async function main(argv: string[]): Promise<void> {
     syslog: flags.syslog === true || flags.daemon === true,
     daemonChild,
     ...(pidfile === undefined ? {} : { pidfile: resolve(pidfile) }),
+    json: flags.json === true,
   });
+}
+
+/**
+ * `rxshuttle --flush`: removes every kill switch (--kill-switch) through the firewall helper's
+ * --flush: as is when we are root, through sudo otherwise (which may ask for the password: the
+ * rule of --sudoers does not allow it). Returns the exit status.
+ */
+function flushKillSwitches(): number {
+  const argv = [process.execPath, ...HELPER_NODE_OPTIONS, helperScriptPath(cliPath), '--flush'];
+  const run = spawnSync(process.getuid?.() === 0 ? argv[0] as string : 'sudo', process.getuid?.() === 0 ? argv.slice(1) : argv, { stdio: 'inherit' });
+  if (run.error) {
+    sayError(new RxshuttleError('RXS_ERR_FW_APPLY', `--flush: cannot run the firewall helper: ${errorMessage(run.error)}`));
+    return 1;
+  }
+  return run.status ?? 1;
 }
 
 /** --hostwatch: host discovery on this machine, each find printed on stdout, until a signal. */

@@ -128,6 +128,7 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
         routerMode: !isLoopback(listener.host),
         rules: [...host.addresses.map(hostRule), ...options.subnets],
         ...(bypassGid === undefined ? {} : { bypassGid }),
+        ...(options.killSwitch ? { killSwitch: true } : {}),
       };
       debug('firewall setup %o', setup);
       const keeper = firewallKeeper(startFirewall(options));

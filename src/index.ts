@@ -13,3 +13,5 @@ export {
   type TunnelOptions,
 } from './options.js';
 export type { Destination } from './streams/frame.js';
+export { reduceStatus, STOPPING, statusTracker, tunnelStatus } from './status/snapshot.js';
+export type { StatusSnapshot, TunnelState } from './status/snapshot.js';

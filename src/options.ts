@@ -60,6 +60,8 @@ export interface TunnelOptions {
   readonly firewallStderr?: (line: string) => void;
   /** Once up, a lost session is started again (the rules stay meanwhile); false: a loss ends the tunnel (--no-reconnect). */
   readonly reconnect: boolean;
+  /** --kill-switch: dying without a clean stop leaves the subnets blocked, not direct (firewall/kill-switch.ts). */
+  readonly killSwitch: boolean;
 }
 
 /** Default --keepalive: a ping every 15 s, so a vanished server is noticed within a minute. */
@@ -112,6 +114,8 @@ export interface ConnectOptions {
   readonly firewallStderr?: (line: string) => void;
   /** Start a lost session again once it has been up (default true; --no-reconnect: false). */
   readonly reconnect?: boolean;
+  /** Block the subnets (REJECT) if the tunnel dies without a clean stop (--kill-switch); default false. */
+  readonly killSwitch?: boolean;
 }
 
 /** Parses and completes ConnectOptions; throws UsageError on anything malformed. */
@@ -156,6 +160,7 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
     keepalive: parseKeepalive(options.keepalive ?? DEFAULT_KEEPALIVE),
     ...(options.firewallStderr ? { firewallStderr: options.firewallStderr } : {}),
     reconnect: options.reconnect ?? true,
+    killSwitch: options.killSwitch ?? false,
   };
 }
 

@@ -36,7 +36,8 @@ export function bashCompletion(spec: CliSpec): string {
     return `    ${names}) ${action}; return ;;`;
   });
   const commands = spec.commands.map(
-    (c) => `  if [[ \${COMP_WORDS[1]} == ${c.name} ]]; then\n    [[ $COMP_CWORD -eq 2 ]] && COMPREPLY=($(compgen -W ${quote(c.choices.join(' '))} -- "$cur"))\n    return\n  fi`,
+    (c) =>
+      `  if [[ \${COMP_WORDS[1]} == ${c.name} ]]; then\n    [[ $COMP_CWORD -eq 2 ]] && COMPREPLY=($(compgen -W ${quote([...(c.choices ?? []), ...(c.options ?? []).flatMap((o) => o.flags.split(/,\s*/))].join(' '))} -- "$cur"))\n    return\n  fi`,
   );
   return `# bash completion for ${spec.name}; generated from its option definitions (${spec.name} completion bash).
 # Load it with:  source <(${spec.name} completion bash)
@@ -94,7 +95,8 @@ export function zshCompletion(spec: CliSpec): string {
   const fn = `_${spec.name.replace(/\W/g, '_')}`;
   const specs = visibleOptions(spec).flatMap(zshSpec);
   const commands = spec.commands.map(
-    (c) => `  if [[ \${words[2]} == ${c.name} ]]; then\n    (( CURRENT == 3 )) && _values ${quote(c.help)} ${c.choices.map(quote).join(' ')}\n    return\n  fi`,
+    (c) =>
+      `  if [[ \${words[2]} == ${c.name} ]]; then\n    (( CURRENT == 3 )) && _values ${quote(c.help)} ${[...(c.choices ?? []), ...(c.options ?? []).flatMap((o) => o.flags.split(/,\s*/))].map(quote).join(' ')}\n    return\n  fi`,
   );
   return `#compdef ${spec.name}
 # zsh completion for ${spec.name}; generated from its option definitions (${spec.name} completion zsh).

@@ -49,10 +49,12 @@ export interface OptionDef {
 
 export interface CommandDef {
   readonly name: string;
-  /** `<shell>`, with its choices. */
-  readonly argument: string;
-  readonly choices: readonly string[];
+  /** `<shell>`, with its choices; none for a command without one (`status`). */
+  readonly argument?: string;
+  readonly choices?: readonly string[];
   readonly help: string;
+  /** Options of the command itself (`status --json`). */
+  readonly options?: readonly { readonly flags: string; readonly help: string }[];
 }
 
 export interface Example {
@@ -259,6 +261,26 @@ export const CLI_SPEC: CliSpec = {
     { flags: '--python <path>', help: 'sshuttle compatibility: see --remote-node', group: 'ssh', hidden: true },
     // Running it
     {
+      flags: '--kill-switch',
+      help: 'if rxshuttle dies without a clean stop, keep the subnets blocked (REJECT) until the next start or --flush',
+      man:
+        'If rxshuttle (or its firewall helper) dies without a clean stop (kill -9, a crash), the tunneled subnets and ' +
+        'the captured nameservers stay blocked with REJECT instead of going back to the direct path, until the ' +
+        'next rxshuttle on the same port starts or rxshuttle --flush removes the block. A clean stop (Ctrl-C, ' +
+        'SIGTERM) leaves nothing.',
+      group: 'running',
+    },
+    {
+      flags: '--flush',
+      help: 'remove the subnets blocked by --kill-switch (needs root: asks sudo), then exit',
+      group: 'running',
+    },
+    {
+      flags: '--json',
+      help: "print the tunnel's events as JSON lines on stdout (for scripts and supervisors)",
+      group: 'running',
+    },
+    {
       flags: '-v, --verbose',
       help: 'print more: connections (-v), remote output (-vv), traces (-vvv)',
       man:
@@ -311,7 +333,17 @@ export const CLI_SPEC: CliSpec = {
       value: 'text',
     },
   ],
-  commands: [{ name: 'completion', argument: '<shell>', choices: ['bash', 'zsh'], help: 'print the bash or zsh completion script' }],
+  commands: [
+    { name: 'completion', argument: '<shell>', choices: ['bash', 'zsh'], help: 'print the bash or zsh completion script' },
+    {
+      name: 'status',
+      help: "list this user's running tunnels: state, remote, connections, bytes, DNS",
+      options: [
+        { flags: '--json', help: 'one JSON document {"instances": [...]}' },
+        { flags: '-v, --verbose', help: 'also list the open connections' },
+      ],
+    },
+  ],
   description: [
     'rxshuttle catches every TCP connection a local program opens to the given subnets with a firewall rule, ' +
       'carries it over one ssh session and opens it again from the remote host: a VPN without anything ' +

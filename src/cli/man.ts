@@ -38,7 +38,11 @@ export function manPage(spec: CliSpec, { version, date = '' }: ManOptions): stri
     '.SH SYNOPSIS',
     `.B ${name}`,
     roff(spec.usage),
-    ...spec.commands.flatMap((command) => ['.br', `.B ${name} ${command.name}`, roff(command.choices.join('|'))]),
+    ...spec.commands.flatMap((command) => [
+      '.br',
+      `.B ${name} ${command.name}`,
+      roff([command.choices?.join('|'), ...(command.options ?? []).map((o) => `[${o.flags.split(/,\s*/).at(-1)}]`)].filter(Boolean).join(' ')),
+    ]),
     '.SH DESCRIPTION',
     ...spec.description.flatMap((paragraph, i) => [...(i > 0 ? ['.PP'] : []), roff(paragraph)]),
     '.SH ARGUMENTS',
@@ -59,8 +63,10 @@ export function manPage(spec: CliSpec, { version, date = '' }: ManOptions): stri
   }
   out.push('.SH COMMANDS');
   for (const command of spec.commands) {
-    out.push('.TP', `${bold(command.name)} ${italic(command.argument.replace(/^<|>$/g, ''))}`);
-    out.push(roff(`${command.help[0]?.toUpperCase()}${command.help.slice(1)} (${command.choices.join(', ')}).`));
+    out.push('.TP', `${bold(command.name)}${command.argument ? ` ${italic(command.argument.replace(/^<|>$/g, ''))}` : ''}`);
+    const choices = command.choices ? ` (${command.choices.join(', ')})` : '';
+    const options = (command.options ?? []).map((o) => ` ${o.flags}: ${o.help}.`).join('');
+    out.push(roff(`${command.help[0]?.toUpperCase()}${command.help.slice(1)}${choices}.${options}`));
   }
   out.push('.SH ARGUMENT FILES AND ENVIRONMENT');
   for (const source of spec.sources) out.push('.TP', bold(source.term), roff(source.text));

@@ -8,8 +8,8 @@ import { type CliSpec, GROUP_TITLES, type OptionDef } from './definitions.js';
 export interface ProgramActions {
   /** The tunnel (or --server, --sudoers, --hostwatch): the subnets given; the flags are in opts(). */
   readonly main: (subnets: string[]) => void;
-  /** `<name> <command> <argument>`, e.g. `rxshuttle completion bash`. */
-  readonly command: (name: string, argument: string) => void;
+  /** `<name> <command> [<argument>] [options]`, e.g. `rxshuttle completion bash`, `rxshuttle status --json`. */
+  readonly command: (name: string, argument: string | undefined, options: Record<string, unknown>) => void;
 }
 
 const NO_ACTIONS: ProgramActions = { main: () => {}, command: () => {} };
@@ -26,12 +26,14 @@ export function buildProgram(spec: CliSpec, version: string, actions: ProgramAct
     .exitOverride();
   for (const def of spec.options) addOption(program, def, version);
   for (const command of spec.commands) {
-    program
-      .command(command.name)
-      .description(command.help)
-      .addArgument(new Argument(command.argument).choices(command.choices))
-      .helpCommand(false)
-      .action((argument: string) => actions.command(command.name, argument));
+    const sub = program.command(command.name).description(command.help).helpCommand(false);
+    if (command.argument) sub.addArgument(new Argument(command.argument).choices(command.choices ?? []));
+    for (const option of command.options ?? []) sub.option(option.flags, option.help);
+    sub.action((...args: unknown[]) =>
+      command.argument
+        ? actions.command(command.name, args[0] as string, args[1] as Record<string, unknown>)
+        : actions.command(command.name, undefined, args[0] as Record<string, unknown>),
+    );
   }
   program.action((subnets: string[]) => actions.main(subnets));
   program.addHelpText('after', `\n${epilogue(spec)}`);
