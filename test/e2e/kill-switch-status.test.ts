@@ -1,13 +1,13 @@
 // --kill-switch, --flush, `rxshuttle status --json`, --json events and sd_notify (issue 14), with
 // the real CLI in the e2e lab. cli reaches the target only through a tunnel (srv does not
 // forward), so "blocked" shows as connection refused at once, and "not blocked" as a timeout.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LAB, PAGE_MARKER, type Lab } from './lab.js';
-import { CLI_JS, curl, remoteNodePids, Rxshuttle, rxshuttleRules, sshdSessionOf, useLab, waitFast } from './tunnel-helpers.js';
+import { CLI_JS, curl, remoteNodePids, Rxshuttle, rxshuttleRules, sshdSessionOf, statusOf, useLab, waitFast } from './tunnel-helpers.js';
 
 let lab: Lab;
 useLab({}, (up) => {
@@ -23,13 +23,6 @@ afterAll(() => {
 
 const killSwitchLines = async () => (await lab.exec('cli', ['iptables-save', '-t', 'filter'])).stdout.split('\n').filter((l) => l.includes('rxshuttle-ks'));
 const flush = () => lab.exec('cli', [process.execPath, CLI_JS, '--flush'], { timeoutMs: 30_000 });
-
-/** `rxshuttle status --json`'s entry for `pid` (other tests' tunnels may run too). */
-function statusOf(pid: number): Record<string, unknown> | undefined {
-  const out = execFileSync(process.execPath, [CLI_JS, 'status', '--json'], { encoding: 'utf8' });
-  const list = JSON.parse(out) as { instances: Array<Record<string, unknown>> };
-  return list.instances.find((i) => i.pid === pid);
-}
 
 describe('--kill-switch and --flush', () => {
   it('SIGKILL of the client: the subnet is refused at once instead of going direct; --flush lifts it', async () => {

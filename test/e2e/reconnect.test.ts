@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { LAB, PAGE_MARKER, type Lab } from './lab.js';
-import { curl, defaultReceiveBuffers, remoteNodePids, Rxshuttle, rxshuttleRules, sshdSessionOf, useLab, waitFast } from './tunnel-helpers.js';
+import { curl, defaultReceiveBuffers, remoteNodePids, Rxshuttle, rxshuttleRules, sshdSessionOf, statusOf, useLab, waitFast } from './tunnel-helpers.js';
 
 let lab: Lab;
 
@@ -102,6 +102,8 @@ describe('the session is lost and comes back', () => {
       expect((ended?.at ?? 0) - down).toBeLessThan(11_000);
       // While down, DNS is answered at once, SERVFAIL (the nameserver's address as the source, as always).
       await waitFast(() => /reconnecting/.test(rx.output), 5_000, 'the loss seen');
+      // rxshuttle status --json says so.
+      expect(statusOf(rx.pid)).toMatchObject({ state: 'reconnecting', reconnects: 1 });
       const asked = Date.now();
       const whileDown = await dig(5);
       expect(whileDown.stdout).toMatch(/status: SERVFAIL/);
@@ -121,6 +123,7 @@ describe('the session is lost and comes back', () => {
       expect(rx.running).toBe(true);
       expect(rx.output).toMatch(/reconnecting/);
       expect((await dig(3)).stdout).toMatch(/status: NOERROR/);
+      expect(statusOf(rx.pid)).toMatchObject({ state: 'connected', reconnects: 1 });
     } finally {
       await restore();
       await samples.stop();

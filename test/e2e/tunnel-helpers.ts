@@ -2,7 +2,7 @@
 // (dist/cli.js) inside a lab namespace, read its -v log, find its processes
 // (the firewall helper, ssh, the remote node), and probe the target through
 // curl and echo-load.mjs. Real processes only — nothing here mocks anything.
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
@@ -445,4 +445,10 @@ export function defaultReceiveBuffers(lab: () => Lab): void {
   afterAll(async () => {
     if (rmem) await lab().execOk('cli', ['sysctl', '-q', '-w', `net.ipv4.tcp_rmem=${rmem.split(/\s+/).join(' ')}`]);
   });
+}
+
+/** `rxshuttle status --json`'s entry for `pid` (other tests' tunnels may be listed too). */
+export function statusOf(pid: number): Record<string, unknown> | undefined {
+  const out = execFileSync(process.execPath, [CLI_JS, 'status', '--json'], { encoding: 'utf8' });
+  return (JSON.parse(out) as { instances: Array<Record<string, unknown>> }).instances.find((i) => i.pid === pid);
 }
