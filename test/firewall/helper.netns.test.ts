@@ -58,7 +58,11 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
   let targetServer: ChildProcess | undefined;
   let client: Netns;
   let nextPort = 20_000 + Math.floor(Math.random() * 10_000);
-  const freshPort = () => nextPort++;
+  const usedPorts: number[] = [];
+  const freshPort = () => {
+    usedPorts.push(nextPort);
+    return nextPort++;
+  };
 
   const saveBoth = async () => `${await client.natSave(4)}${await client.natSave(6)}`;
   const rxshuttleLines = async () => (await saveBoth()).split('\n').filter((l) => l.includes('rxshuttle'));
@@ -87,6 +91,8 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
 
   afterAll(async () => {
     targetServer?.kill('SIGKILL');
+    // A test that killed a helper and its watchdog on purpose (or failed) may leave a port's lock file.
+    for (const port of usedPorts) for (const file of lockFilesOf(port)) rmSync(file, { force: true });
     await lab?.delete();
     helperBundle?.remove();
     probe?.remove();
