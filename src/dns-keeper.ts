@@ -5,7 +5,7 @@
  * timeout. Sessions bind through `bind`: the first binds, the next ones get the same sockets as
  * long as they ask for the same addresses. The sockets close when the tunnel ends.
  */
-import { BehaviorSubject, combineLatest, defer, EMPTY, Observable, ReplaySubject, type Subscription, switchMap, throwError } from 'rxjs';
+import { BehaviorSubject, combineLatest, defer, EMPTY, Observable, ReplaySubject, Subscription, switchMap, throwError } from 'rxjs';
 import { dnsCapture$, type DnsSockets, dnsSockets$ } from './dns-capture.js';
 import { DnsError } from './errors.js';
 import type { TunnelEvent } from './events.js';
@@ -35,9 +35,9 @@ export function dnsKeeper(bindSockets: typeof dnsSockets$ = dnsSockets$): DnsKee
       if (kept?.key !== key) {
         release();
         const sockets = new ReplaySubject<DnsSockets>(1);
-        const entry = { key, sockets, subscription: null as unknown as Subscription };
+        const entry = { key, sockets, subscription: new Subscription() };
         kept = entry;
-        entry.subscription = bindSockets(hosts, firstPort, avoid).subscribe({
+        entry.subscription.add(bindSockets(hosts, firstPort, avoid).subscribe({
           next: (bound) => {
             sockets.next(bound);
             current.next(bound);
@@ -47,7 +47,7 @@ export function dnsKeeper(bindSockets: typeof dnsSockets$ = dnsSockets$): DnsKee
             if (kept === entry) kept = null;
             sockets.error(e);
           },
-        });
+        }));
       }
       return kept?.sockets ?? throwError(() => new Error('DNS sockets are not bound'));
     });

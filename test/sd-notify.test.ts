@@ -1,7 +1,7 @@
 // sd_notify (issue 14): datagrams to NOTIFY_SOCKET, a path or an abstract name, received by socat
 // as systemd would receive them.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -14,13 +14,15 @@ afterEach(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** socat receiving datagrams at `address` (socat's syntax); resolves with what it got once `count` came. */
-async function receiver(address: string): Promise<{ got(count: number): Promise<string> }> {
+/** socat receiving datagrams at `address` (socat's syntax), once `bound()`; `got` waits for `count` of them. */
+async function receiver(address: string, bound: () => boolean): Promise<{ got(count: number): Promise<string> }> {
   const socat = spawn('socat', ['-u', address, 'STDOUT'], { stdio: ['ignore', 'pipe', 'pipe'] });
   receivers.push(socat);
   let out = '';
   socat.stdout.on('data', (c: Buffer) => (out += c.toString()));
-  await new Promise((r) => setTimeout(r, 300)); // until socat has bound the address
+  for (const deadline = Date.now() + 5000; !bound(); await new Promise((r) => setTimeout(r, 10))) {
+    if (Date.now() > deadline) throw new Error(`socat did not bind ${address}`);
+  }
   return {
     async got(count) {
       const deadline = Date.now() + 5000;
@@ -33,7 +35,7 @@ async function receiver(address: string): Promise<{ got(count: number): Promise<
 describe('sd_notify', () => {
   it('sends READY=1, STATUS=… and STOPPING=1 to a socket path', async () => {
     const path = join(dir, 'notify.sock');
-    const r = await receiver(`UNIX-RECV:${path}`);
+    const r = await receiver(`UNIX-RECV:${path}`, () => existsSync(path));
     const notify = sdNotifier({ NOTIFY_SOCKET: path });
     for (const state of ['READY=1\n', 'STATUS=Connected to lab\n', 'STOPPING=1\n']) notify(state);
     expect(await r.got(3)).toBe('READY=1\nSTATUS=Connected to lab\nSTOPPING=1\n');
@@ -41,7 +43,7 @@ describe('sd_notify', () => {
 
   it('to an abstract name (@name)', async () => {
     const name = `rxs-notify-${process.pid}`;
-    const r = await receiver(`ABSTRACT-RECV:${name}`);
+    const r = await receiver(`ABSTRACT-RECV:${name}`, () => readFileSync('/proc/net/unix', 'latin1').includes(`@${name}`));
     sdNotifier({ NOTIFY_SOCKET: `@${name}` })('READY=1\n');
     expect(await r.got(1)).toBe('READY=1\n');
   });

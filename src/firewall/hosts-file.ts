@@ -490,18 +490,27 @@ export class HostsBlock {
     this.#entries.clear();
     this.#bytes = 0;
     this.#pending = [];
-    const attempt = this.#opts.removeFromFile ?? removeBlockFromFile;
-    const delays = this.#opts.retryDelaysMs ?? REMOVAL_RETRY_MS;
-    for (let i = 0; ; i++) {
-      try {
-        await attempt(this.path, this.name, this.#opts);
-        return;
-      } catch (e) {
-        const delay = delays[i];
-        if (delay === undefined) throw new Error(`${(e as Error).message} (${i + 1} attempts)`);
-        log('removing %s from %s failed (%s): again in %d ms', this.name, this.path, (e as Error).message, delay);
-        await sleep(delay);
-      }
+    await removeBlockWithRetries(this.path, this.name, this.#opts);
+  }
+}
+
+/**
+ * removeBlockFromFile, tried again after each of the retry delays (default 0.25 s, 1 s, 4 s) while
+ * it fails (another instance may hold the hosts file's lock a while); then the last error is
+ * thrown. The helper's end (HostsBlock.remove) and its watchdog both remove blocks this way.
+ */
+export async function removeBlockWithRetries(path: string, name: string, opts: HostsBlockOptions = {}): Promise<void> {
+  const attempt = opts.removeFromFile ?? removeBlockFromFile;
+  const delays = opts.retryDelaysMs ?? REMOVAL_RETRY_MS;
+  for (let i = 0; ; i++) {
+    try {
+      await attempt(path, name, opts);
+      return;
+    } catch (e) {
+      const delay = delays[i];
+      if (delay === undefined) throw new Error(`${(e as Error).message} (${i + 1} attempts)`);
+      log('removing %s from %s failed (%s): again in %d ms', name, path, (e as Error).message, delay);
+      await sleep(delay);
     }
   }
 }

@@ -22,8 +22,8 @@
  */
 import createDebug from 'debug';
 import { iptablesTable, type RunCommand } from './iptables.js';
-import { byPrecedence, chainCleanupScript } from './rules.js';
-import type { FirewallSetup, IpFamily, SubnetRule } from './types.js';
+import { byPrecedence, chainCleanupScript, subnetMatch } from './rules.js';
+import type { FirewallSetup, IpFamily } from './types.js';
 
 const log = createDebug('rxshuttle:fw');
 
@@ -44,18 +44,13 @@ export function killSwitchScript(setup: FirewallSetup, family: IpFamily, ownerUi
     lines.push(`-A ${chain} -d ${ns}/${width} -p tcp --dport 53 -j REJECT --reject-with tcp-reset`);
   }
   lines.push(`-A ${chain} -m addrtype --dst-type LOCAL -j RETURN`);
-  for (const rule of byPrecedence(rules)) lines.push(ruleLine(chain, rule));
+  for (const rule of byPrecedence(rules)) {
+    lines.push(`-A ${chain} ${subnetMatch(rule)} -j ${rule.exclude ? 'RETURN' : 'REJECT --reject-with tcp-reset'}`);
+  }
   lines.push(`-I OUTPUT 1${ownerUid === undefined ? '' : ` -m owner --uid-owner ${ownerUid}`} -j ${chain}`);
   if (setup.routerMode) lines.push(`-I FORWARD 1 -j ${chain}`);
   lines.push('COMMIT', '');
   return lines.join('\n');
-}
-
-function ruleLine(chain: string, rule: SubnetRule): string {
-  const ports =
-    rule.portLow === 0 && rule.portHigh === 0 ? '' : rule.portLow === rule.portHigh ? ` --dport ${rule.portLow}` : ` --dport ${rule.portLow}:${rule.portHigh}`;
-  const target = rule.exclude ? 'RETURN' : 'REJECT --reject-with tcp-reset';
-  return `-A ${chain} -d ${rule.address}/${rule.prefix} -p tcp${ports} -j ${target}`;
 }
 
 /** Puts the kill switch of this setup in place, in both families (first removing an older one of the port). */

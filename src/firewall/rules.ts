@@ -86,14 +86,18 @@ export function byPrecedence(rules: readonly SubnetRule[]): SubnetRule[] {
 }
 
 function subnetLine(chain: string, rule: SubnetRule, port: number): string {
+  return `-A ${chain} ${subnetMatch(rule)} -j ${rule.exclude ? 'RETURN' : `REDIRECT --to-ports ${port}`}`;
+}
+
+/** The TCP traffic a rule is about: `-d NET/LEN -p tcp [--dport LO[:HI]]` (the kill switch matches the same). */
+export function subnetMatch(rule: SubnetRule): string {
   const ports =
     rule.portLow === 0 && rule.portHigh === 0
       ? ''
       : rule.portLow === rule.portHigh
         ? ` --dport ${rule.portLow}`
         : ` --dport ${rule.portLow}:${rule.portHigh}`;
-  const target = rule.exclude ? 'RETURN' : `REDIRECT --to-ports ${port}`;
-  return `-A ${chain} -d ${rule.address}/${rule.prefix} -p tcp${ports} -j ${target}`;
+  return `-d ${rule.address}/${rule.prefix} -p tcp${ports}`;
 }
 
 /**

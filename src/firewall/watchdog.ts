@@ -20,7 +20,7 @@
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import type { Writable } from 'node:stream';
 import createDebug from 'debug';
-import { hostsBlockName, removeBlockFromFile } from './hosts-file.js';
+import { hostsBlockName, removeBlockWithRetries } from './hosts-file.js';
 import type { RunCommand } from './iptables.js';
 import { natTable } from './iptables.js';
 import { LINE_TOO_LONG, LineSplitter } from './lines.js';
@@ -214,18 +214,7 @@ async function cleanUp(orders: WatchdogOrders, opts: WatchdogOptions, say: (m: s
       );
     }
     if (orders.hostsPath !== null) {
-      const hostsPath = orders.hostsPath;
-      // As the helper does (HostsBlock.remove): other instances may hold the hosts file's lock a while.
-      let failure: Error | null = null;
-      for (const pause of [0, 1000, 4000]) {
-        await new Promise((resolve) => setTimeout(resolve, pause));
-        failure = await removeBlockFromFile(hostsPath, hostsBlockName(port), { lockDirs: orders.lockDirs }).then(
-          () => null,
-          (e: Error) => e,
-        );
-        if (failure === null) break;
-      }
-      if (failure) problems.push(failure.message);
+      await removeBlockWithRetries(orders.hostsPath, hostsBlockName(port), { lockDirs: orders.lockDirs }).catch((e: Error) => problems.push(e.message));
     }
     if (orders.dns && removed) await flushResolvedCache(opts.run, opts.resolvedRunning);
   } finally {
