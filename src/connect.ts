@@ -23,6 +23,7 @@ import { discoveryClient, sessionDiscovery, type StartFirewall } from './discove
 import { errorMessage, RxshuttleError, TransportError, UsageError } from './errors.js';
 import { type DnsKeeper, dnsKeeper } from './dns-keeper.js';
 import { firewallKeeper } from './firewall-keeper.js';
+import type { NameAnswer } from './name-rules.js';
 import { wakeOrRouteChange$ } from './nudges.js';
 import { backoffMs, holdWhileDown, withReconnect } from './streams/reconnect.js';
 import { resetSocket } from './streams/socket-end.js';
@@ -79,7 +80,7 @@ export function connect(input: ConnectOptions | TunnelOptions): Observable<Tunne
     // can give it; as anyone else they would be caught again and loop.
     return throwError(() => new UsageError('local mode (no -r) needs root: run it as root, or tunnel through -r HOST'));
   }
-  const ipv6 = options.subnets.some((rule) => rule.family === 6 && !rule.exclude);
+  const ipv6 = options.subnets.some((rule) => rule.family === 6 && !rule.exclude) || (options.names.some((n) => !n.exclude) ? 'if-available' : false);
   const fileLimit = openFileLimit();
   const budget =
     fileLimit === undefined
@@ -153,6 +154,7 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
         incoming$: incoming,
         startFirewall: keeper.start,
         bindDns: dns.bind,
+        knownNames: new Map(),
         routing: () => {
           up$.next(true);
           return () => up$.next(false);
@@ -198,6 +200,8 @@ interface Session {
   readonly startFirewall: StartFirewall;
   /** Binds the DNS sockets (--dns), kept across sessions. */
   readonly bindDns: DnsKeeper['bind'];
+  /** Host names as subnets: their latest answers, kept for a session whose lookup fails. */
+  readonly knownNames: Map<string, NameAnswer>;
   /** Call once this session takes connections from `incoming$`; the function it returns, when it stops. */
   readonly routing: () => () => void;
 }
@@ -209,16 +213,16 @@ const routing$ = (around: Session, route: Observable<TunnelEvent>): Observable<T
     new Observable<never>(() => around.routing()),
   );
 
-/** Starts the firewall helper for a setup (and -H's hosts). */
+/** Starts the firewall helper for a setup (and -H's hosts, and the rules of host names as subnets). */
 const startFirewall =
   (options: TunnelOptions): StartFirewall =>
-  (complete, hosts$) => {
-    const helper = {
+  (complete, hosts$, extraRules$) =>
+    firewall$(complete, {
       helperArgv: [...options.firewallCommand],
       ...(options.firewallStderr ? { stderr: options.firewallStderr } : {}),
-    };
-    return hosts$ ? firewall$(complete, { ...helper, hosts$ }) : firewall$(complete, helper);
-  };
+      ...(hosts$ ? { hosts$ } : {}),
+      ...(extraRules$ ? { extraRules$ } : {}),
+    });
 
 /** The node server runs on the remote host: TCP in ssh's channels or our mux, discovery in the session. */
 function nodeTunnel(
@@ -234,7 +238,7 @@ function nodeTunnel(
   const forMux = new Subject<Redirected>();
   // -N, -H, --dns: the control-channel conversations and what the firewall needs for them.
   const conversation = sessionDiscovery(options);
-  const discovery = discoveryClient(options, around.listener, conversation.source, around.bindDns);
+  const discovery = discoveryClient(options, around.listener, conversation.source, around.bindDns, around.knownNames);
   // Remote text is made printable where it comes in (stderrLines does it too; twice changes nothing).
   const remoteOutput$ = server.stderr$.pipe(map((line): TunnelEvent => ({ kind: 'remote-output', line: printable(line) })));
   // A server that went silent (network gone, host suspended) ends the tunnel instead of hanging it.
@@ -294,7 +298,7 @@ function nodeTunnel(
 function stockTunnel(options: TunnelOptions, around: Session, remote: StockRemote, setup: FirewallSetup, where: string): Observable<TunnelEvent> {
   return defer(() => {
     const stock = stockDiscovery(options, remote, where);
-    const discovery = discoveryClient(options, around.listener, stock.source, around.bindDns);
+    const discovery = discoveryClient(options, around.listener, stock.source, around.bindDns, around.knownNames);
     return concat(
       of<TunnelEvent>({ kind: 'connected', remote: where, window: 0 }),
       merge(

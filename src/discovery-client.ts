@@ -18,7 +18,27 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { isIPv4, isIPv6 } from 'node:net';
 import createDebug from 'debug';
-import { catchError, concat, defer, EMPTY, finalize, map, merge, mergeMap, type Observable, of, ReplaySubject, Subject, switchMap, take, throwError, timer } from 'rxjs';
+import {
+  BehaviorSubject,
+  catchError,
+  combineLatest,
+  concat,
+  defer,
+  EMPTY,
+  finalize,
+  from,
+  map,
+  merge,
+  mergeMap,
+  type Observable,
+  of,
+  ReplaySubject,
+  Subject,
+  switchMap,
+  take,
+  throwError,
+  timer,
+} from 'rxjs';
 import { dnsCapture$, type DnsSockets, dnsSockets$, resolvConfNameservers } from './dns-capture.js';
 import { errorMessage, UsageError } from './errors.js';
 import type { TunnelEvent } from './events.js';
@@ -27,6 +47,7 @@ import { type HostAddressRefusal, TunneledSubnets } from './firewall/host-addres
 import type { FirewallSetup, HostsEntry, SubnetRule } from './firewall/types.js';
 import { parseIp } from './ip.js';
 import type { Listener } from './listener.js';
+import { type NameAnswer, type NameEvent, namedRules, resolveNames$, startEvents, watchNames$ } from './name-rules.js';
 import type { TunnelOptions } from './options.js';
 import { encodeHostsRequest, type HostEntry, type Route } from './streams/discovery.js';
 import { DnsIds, type DnsReply, dnsQuery } from './streams/dns.js';
@@ -50,8 +71,15 @@ const REFUSAL_REASON: { readonly [R in HostAddressRefusal]: string } = {
   outside: 'outside the tunneled subnets',
 };
 
-/** Starts the firewall helper with a setup (and, for -H, the hosts entries to send it). */
-export type StartFirewall = (setup: FirewallSetup, hosts$?: Observable<HostsEntry>) => Observable<FirewallEvent>;
+/**
+ * Starts the firewall helper with a setup (and, for -H, the hosts entries to send it; for host
+ * names as subnets, the rules they resolve to, each time as a whole list).
+ */
+export type StartFirewall = (
+  setup: FirewallSetup,
+  hosts$?: Observable<HostsEntry>,
+  extraRules$?: Observable<readonly SubnetRule[]>,
+) => Observable<FirewallEvent>;
 
 export interface Discovery {
   /** The firewall and what hangs on it: waits for routes (-N), binds the DNS sockets, starts the helper; then -H and DNS capture. */
@@ -190,6 +218,7 @@ export function discoveryClient(
   listener: Listener,
   source: DiscoverySource,
   bindDns: typeof dnsSockets$ = dnsSockets$,
+  knownNames: Map<string, NameAnswer> = new Map(),
 ): Discovery {
   const hosts = new Subject<HostsEntry>();
   const known = new Map<string, string>();
@@ -243,10 +272,11 @@ export function discoveryClient(
     return of<TunnelEvent>({ kind: 'host', name, address });
   };
 
-  /** What starts once the rules are in place; `rules` are those the firewall got (with -N's routes). */
-  const afterReady$ = (sockets: DnsSockets | null, rules: readonly SubnetRule[]): Observable<TunnelEvent> => {
+  /** What starts once the rules are in place; `rules` are those the firewall got (with -N's routes and the names' addresses). */
+  const afterReady$ = (sockets: DnsSockets | null, rules: readonly SubnetRule[], names$: Observable<TunnelEvent>): Observable<TunnelEvent> => {
     const tunneled = new TunneledSubnets(rules);
     return merge(
+      names$,
       options.autoHosts ? source.hosts$(options.autoHosts.seeds).pipe(mergeMap((host) => foundHost(tunneled, host))) : EMPTY,
       sockets ? dnsCapture$(sockets, (message) => source.ask(message)) : EMPTY,
     );
@@ -266,12 +296,26 @@ export function discoveryClient(
             }),
           )
         : of(null);
-      return auto$.pipe(
-        switchMap((auto) => {
+      const ipv6 = listensOnIpv6(listener);
+      const names$ =
+        options.names.length > 0 ? resolveNames$(options.names, source.ask, { ipv6, known: knownNames }) : of(null);
+      return combineLatest([auto$, names$]).pipe(
+        take(1),
+        switchMap(([auto, named]) => {
           const rules = [...base.rules, ...(auto?.chosen ?? [])];
+          for (const [name, answer] of named ?? []) knownNames.set(name, answer);
+          // Host names as subnets: their rules go to the helper apart (RULES lines), so that new
+          // answers replace them in place.
+          const extraRules = new BehaviorSubject<readonly SubnetRule[]>(named ? namedRules(options.names, addressesOf(named)) : []);
+          const nameEvents$ = named
+            ? concat(
+                from(startEvents(options.names, named)),
+                watchNames$(options.names, source.ask, named, { ipv6, onAnswer: (name, answer) => knownNames.set(name, answer) }),
+              ).pipe(mergeMap((event) => nameEvent(event, extraRules)))
+            : EMPTY;
           const reported: TunnelEvent[] = auto ? [{ kind: 'routes', routes: auto.list, tunneled: auto.chosen.length }] : [];
           if (auto && auto.ignored.length > 0) reported.push({ kind: 'warning', message: wideRoutesIgnored(auto.ignored) });
-          if (auto && !rules.some((r) => !r.exclude) && !dns) {
+          if (auto && !rules.some((r) => !r.exclude) && !extraRules.value.some((r) => !r.exclude) && !dns) {
             reported.push({ kind: 'warning', message: '-N: the server named no route to tunnel' });
           }
           return concat(
@@ -287,7 +331,7 @@ export function discoveryClient(
                 const ready: TunnelEvent = {
                   kind: 'firewall-ready',
                   port: setup.port,
-                  rules: setup.rules,
+                  rules: [...setup.rules, ...extraRules.value],
                   ...(captured ? { dns: { port: captured.sockets.port, nameservers: captured.nameservers } } : {}),
                 };
                 const warning: TunnelEvent[] = captured?.warning ? [{ kind: 'warning', message: captured.warning }] : [];
@@ -300,9 +344,11 @@ export function discoveryClient(
                 };
                 return concat(
                   of(...warning),
-                  start(setup, options.autoHosts ? hosts : undefined).pipe(
+                  start(setup, options.autoHosts ? hosts : undefined, named ? extraRules : undefined).pipe(
                     mergeMap((event) =>
-                      event === 'ready' ? concat(of(ready), afterReady$(captured?.sockets ?? null, setup.rules)) : warnOnce(event.message),
+                      event === 'ready'
+                        ? concat(of(ready), afterReady$(captured?.sockets ?? null, ready.rules, nameEvents$))
+                        : warnOnce(event.message),
                     ),
                   ),
                 );
@@ -313,6 +359,25 @@ export function discoveryClient(
       );
     },
   };
+}
+
+const addressesOf = (answers: ReadonlyMap<string, NameAnswer>): Map<string, readonly string[]> =>
+  new Map([...answers].map(([name, answer]) => [name, answer.addresses]));
+
+/** A host name's news as tunnel events; new rules go to the helper instead. */
+function nameEvent(event: NameEvent, extraRules: BehaviorSubject<readonly SubnetRule[]>): Observable<TunnelEvent> {
+  switch (event.kind) {
+    case 'rules':
+      extraRules.next(event.rules);
+      return EMPTY;
+    case 'resolved':
+      return of({ kind: 'name', name: event.name, addresses: event.addresses, ttlS: event.ttlS });
+    case 'stale':
+      return of({
+        kind: 'notice',
+        message: `${event.name}: asking the remote's resolver again failed (${event.reason}); its addresses stay, next try in ${event.retryS} s`,
+      });
+  }
 }
 
 /** -H: the warning that says how many names from the server were refused for their address. */

@@ -67,6 +67,8 @@ export type TunnelEvent =
       readonly detail: string;
       readonly ms: number;
     }
+  /** A host name given as a subnet, and what the remote resolved it to (at the start and whenever it changes). */
+  | { readonly kind: 'name'; readonly name: string; readonly addresses: readonly string[]; readonly ttlS: number }
   /** -H: a host name the server found (it goes into /etc/hosts). */
   | { readonly kind: 'host'; readonly name: string; readonly address: string };
 

@@ -6,9 +6,11 @@ export type { SubnetRule } from './firewall/types.js';
 export {
   type ConnectOptions,
   type ListenSpec,
+  type NamedSubnet,
   parseListen,
   parseRemote,
   parseSubnet,
+  parseSubnetOrName,
   type RemoteSpec,
   type TunnelOptions,
 } from './options.js';

@@ -45,9 +45,9 @@ const ipv6Twin = (host: string): string => (host.startsWith('127.') ? '::1' : ho
 const isLoopback = (host: string): boolean => host.startsWith('127.') || host === '::1';
 
 /** The addresses to listen on: those of spec, and the IPv6 twin of the first when `ipv6` needs one. */
-export function listenHosts(spec: ListenSpec, ipv6: boolean): string[] {
+export function listenHosts(spec: ListenSpec, ipv6: boolean | 'if-available'): string[] {
   const hosts = [spec.host, ...(spec.more ?? [])];
-  const needsTwin = ipv6 && isIPv4(spec.host) && !hosts.some((host) => isIPv6(host));
+  const needsTwin = ipv6 !== false && isIPv4(spec.host) && !hosts.some((host) => isIPv6(host));
   return needsTwin ? [...hosts, ipv6Twin(spec.host)] : hosts;
 }
 
@@ -56,10 +56,12 @@ export function listenHosts(spec: ListenSpec, ipv6: boolean): string[] {
  * redirect to one. Port 0 takes the first port from 12300 upwards that is free on every address,
  * as sshuttle does.
  */
-export async function listen(spec: ListenSpec, ipv6 = false): Promise<Listener> {
+export async function listen(spec: ListenSpec, ipv6: boolean | 'if-available' = false): Promise<Listener> {
   const candidates =
     spec.port === 0 ? Array.from({ length: PORT_SEARCH }, (_, i) => DEFAULT_LISTEN_PORT + i) : [spec.port];
-  const hosts = listenHosts(spec, ipv6);
+  let hosts = listenHosts(spec, ipv6);
+  // Host names as subnets may resolve to IPv6 addresses, or not: without IPv6 here, they take only IPv4 ones.
+  const twin = ipv6 === 'if-available' && hosts.length > 1 + (spec.more?.length ?? 0) ? hosts.at(-1) : undefined;
   // Router mode is decided by the listener's host (connect.ts): any address beyond loopback means it.
   const host = hosts.find((h) => !isLoopback(h)) ?? spec.host;
   let lastError: unknown;
@@ -68,7 +70,16 @@ export async function listen(spec: ListenSpec, ipv6 = false): Promise<Listener> 
     const servers: Server[] = [];
     lastPort = port;
     try {
-      for (const address of hosts) servers.push(await tryListen(address, port));
+      for (const address of hosts) {
+        try {
+          servers.push(await tryListen(address, port));
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (address !== twin || (code !== 'EADDRNOTAVAIL' && code !== 'EAFNOSUPPORT')) throw err;
+          debug('not listening on %s: %s', address, code);
+          hosts = hosts.filter((h) => h !== twin);
+        }
+      }
       for (const server of servers) {
         // Out of descriptors (EMFILE) shows here: libuv refuses the new connection, the
         // existing ones go on. Never let it crash the process.
@@ -148,7 +159,7 @@ export function redirected$(
 }
 
 /** The listener as a resource: emits it once listening; unsubscribing closes it, even mid-listen. */
-export function listener$(spec: ListenSpec, ipv6: boolean): Observable<Listener> {
+export function listener$(spec: ListenSpec, ipv6: boolean | 'if-available'): Observable<Listener> {
   return resource$(
     () => listen(spec, ipv6),
     (listener) => {

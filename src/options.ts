@@ -21,9 +21,26 @@ export interface ListenSpec {
   readonly more?: readonly string[];
 }
 
+/**
+ * A host name given where a subnet goes (`example.com`, `example.com:443`, `-x name`): resolved by
+ * the remote's resolver once connected, and again when its answer's TTL runs out (name-rules.ts).
+ */
+export interface NamedSubnet {
+  readonly name: string;
+  /** Inclusive TCP port range; 0..0 means every port. */
+  readonly portLow: number;
+  readonly portHigh: number;
+  readonly exclude: boolean;
+}
+
+/** Host names as subnets, at most (each resolves to at most MAX_ADDRESSES_PER_NAME rules). */
+export const MAX_NAMED_SUBNETS = 128;
+
 export interface TunnelOptions {
   /** Includes and excludes; longest prefix wins between them. */
   readonly subnets: readonly SubnetRule[];
+  /** Host names among the includes and excludes: their rules come once the remote has resolved them. */
+  readonly names: readonly NamedSubnet[];
   /** Absent: the server runs on this machine as a child process. */
   readonly remote?: RemoteSpec;
   readonly listen: ListenSpec;
@@ -82,8 +99,9 @@ export interface DnsOptions {
 
 /** What `connect()` takes: strings as on the command line, or parsed values; all but subnets optional. */
 export interface ConnectOptions {
-  readonly subnets: readonly (string | SubnetRule)[];
-  readonly exclude?: readonly (string | SubnetRule)[];
+  /** `10.0.0.0/8`, `[fd00::]/64:443`, a host name (`example.com:443`), or parsed values. */
+  readonly subnets: readonly (string | SubnetRule | NamedSubnet)[];
+  readonly exclude?: readonly (string | SubnetRule | NamedSubnet)[];
   readonly remote?: string | RemoteSpec;
   readonly listen?: string | ListenSpec;
   readonly sshCommand?: string | readonly string[];
@@ -121,18 +139,31 @@ export interface ConnectOptions {
 /** Parses and completes ConnectOptions; throws UsageError on anything malformed. */
 export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: () => string[]): TunnelOptions {
   // A parsed rule keeps its own exclude flag in `subnets`; everything in `exclude` is an exclude.
-  const rule = (value: string | SubnetRule, exclude: boolean): SubnetRule =>
-    typeof value === 'string' ? parseSubnet(value, exclude, exclude ? '-x/--exclude' : undefined) : exclude ? { ...value, exclude } : value;
-  const subnets = [...options.subnets.map((s) => rule(s, false)), ...(options.exclude ?? []).map((s) => rule(s, true))];
+  const rule = (value: string | SubnetRule | NamedSubnet, exclude: boolean): SubnetRule | NamedSubnet =>
+    typeof value === 'string'
+      ? parseSubnetOrName(value, exclude, exclude ? '-x/--exclude' : undefined)
+      : exclude
+        ? { ...value, exclude }
+        : value;
+  // Options resolved once already (connect() takes those too) carry their names apart.
+  const resolvedNames = (options as Partial<Pick<TunnelOptions, 'names'>>).names ?? [];
+  const given = [
+    ...options.subnets.map((s) => rule(s, false)),
+    ...(options.exclude ?? []).map((s) => rule(s, true)),
+    ...resolvedNames,
+  ];
+  const subnets = given.filter((s): s is SubnetRule => !isNamedSubnet(s));
+  const names = given.filter(isNamedSubnet);
+  if (names.length > MAX_NAMED_SUBNETS) throw new UsageError(`at most ${MAX_NAMED_SUBNETS} host names as subnets (${names.length} given)`);
   const dns = resolveDns(options);
   const autoNets = options.autoNets ?? false;
   const autoNetsWide = options.autoNetsWide ?? false;
   if (autoNetsWide && !autoNets) throw new UsageError('--auto-nets-wide needs -N/--auto-nets');
-  if (!subnets.some((s) => !s.exclude) && !autoNets && !dns) {
+  if (!given.some((s) => !s.exclude) && !autoNets && !dns) {
     throw new UsageError('no subnets given: say which to tunnel, e.g. 10.0.0.0/8 or 0/0 (or -s FILE, -N, or --dns)');
   }
-  const given = typeof options.autoHosts === 'object' ? options.autoHosts.seeds : [];
-  const seeds = [...given, ...(options.seedHosts === undefined ? [] : parseSeedHosts(options.seedHosts))];
+  const seedsGiven = typeof options.autoHosts === 'object' ? options.autoHosts.seeds : [];
+  const seeds = [...seedsGiven, ...(options.seedHosts === undefined ? [] : parseSeedHosts(options.seedHosts))];
   if (seeds.length > 0 && !options.autoHosts) throw new UsageError('--seed-hosts needs -H/--auto-hosts');
   const remote = typeof options.remote === 'string' ? parseRemote(options.remote) : options.remote;
   const listen = typeof options.listen === 'string' ? parseListen(options.listen) : options.listen;
@@ -145,6 +176,7 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
   }
   return {
     subnets,
+    names,
     ...(remote ? { remote } : {}),
     listen: listen ?? { host: '127.0.0.1', port: 0 },
     sshCommand: typeof ssh === 'string' ? splitCommand(ssh) : ssh,
@@ -202,6 +234,28 @@ export function parseSubnet(text: string, exclude = false, context?: string): Su
     return { family: 6, address: collapseIPv6Number(first), prefix, ...parsePorts(bad, portLow, portHigh), exclude };
   }
   throw bad('expected a.b.c.d[/width][:port[-port]] or [ipv6][/width]');
+}
+
+export const isNamedSubnet = (value: SubnetRule | NamedSubnet): value is NamedSubnet => 'name' in value;
+
+const NAMED = /^([^:/\[\]]+?)(?::(\d+)(?:-(\d+))?)?$/;
+
+/**
+ * A subnet as parseSubnet reads it, or a host name with an optional port or range
+ * (`example.com`, `example.com:443`, `db.lan:5432-5433`), which the remote resolves later.
+ * Text that looks like an address (digits and dots, colons) is always read as one, so a typo
+ * in an address is an error here and never a name.
+ */
+export function parseSubnetOrName(text: string, exclude = false, context?: string): SubnetRule | NamedSubnet {
+  const trimmed = text.trim();
+  const bareV6 = SUBNET6_BARE.exec(trimmed);
+  const looksLikeName = /[a-zA-Z_]/.test(trimmed.replace(/\[.*\]/, '')) && !(bareV6 && isIPv6(bareV6[1] ?? ''));
+  const named = looksLikeName ? NAMED.exec(trimmed) : null;
+  if (!named) return parseSubnet(text, exclude, context);
+  const [, name = '', portLow, portHigh] = named;
+  const bad = (why: string) => new UsageError(`${context ?? 'invalid subnet'} "${text}": ${why}`);
+  if (!isValidHostName(name)) throw bad('not a subnet, nor a valid host name');
+  return { name: name.toLowerCase(), ...parsePorts(bad, portLow, portHigh), exclude };
 }
 
 function parsePorts(bad: (why: string) => UsageError, low?: string, high?: string): { portLow: number; portHigh: number } {
@@ -277,17 +331,21 @@ export function parseSeedHosts(value: string | readonly string[]): string[] {
  * `-X/--exclude-from FILE` (excludes) and `-s/--subnets FILE` (subnets): one subnet per line;
  * blank lines and # comments are skipped. Errors name the option, the file and the line.
  */
-export function readSubnetFile(path: string, exclude = true, option = exclude ? '-X/--exclude-from' : '-s/--subnets'): SubnetRule[] {
+export function readSubnetFile(
+  path: string,
+  exclude = true,
+  option = exclude ? '-X/--exclude-from' : '-s/--subnets',
+): (SubnetRule | NamedSubnet)[] {
   let content: string;
   try {
     content = readFileSync(path, 'utf8');
   } catch (err) {
     throw new UsageError(`${option} ${path}: cannot read it: ${errnoWords(err)}`);
   }
-  const rules: SubnetRule[] = [];
+  const rules: (SubnetRule | NamedSubnet)[] = [];
   for (const [index, raw] of content.split('\n').entries()) {
     const line = raw.replace(/#.*/, '').trim();
-    if (line.length > 0) rules.push(parseSubnet(line, exclude, `${option} ${path}, line ${index + 1}: invalid subnet`));
+    if (line.length > 0) rules.push(parseSubnetOrName(line, exclude, `${option} ${path}, line ${index + 1}: invalid subnet`));
   }
   return rules;
 }

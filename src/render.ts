@@ -59,6 +59,7 @@ const renderers: { readonly [K in TunnelEvent['kind']]: Renderer<K> } = {
     text: (e) => `DNS: ${e.source} asked ${e.question} (${e.transport}): ${e.outcome}, ${e.detail}, ${e.ms} ms.`,
   },
   host: { level: 1, text: (e) => `hostwatch: Found: ${e.name}: ${e.address}` },
+  name: { level: 1, text: (e) => `${e.name} resolved to ${e.addresses.join(', ')} (asked again in ${e.ttlS} s).` },
 };
 
 /**
@@ -87,8 +88,8 @@ export function readyLine(
   where: string,
   options: Pick<TunnelOptions, 'listen' | 'subnets'>,
 ): string {
-  // The addresses listener.ts listens on: those of -l, and ::1 when IPv6 subnets need it.
-  const ipv6 = options.subnets.some((rule) => rule.family === 6 && !rule.exclude);
+  // The addresses listener.ts listens on: those of -l, and ::1 when IPv6 subnets (or names' addresses) need it.
+  const ipv6 = event.rules.some((rule) => rule.family === 6 && !rule.exclude);
   const on = listenHosts(options.listen, ipv6).map((host) => `${isIPv6(host) ? `[${host}]` : host}:${event.port}`);
   const subnets = plural(event.rules.filter((rule) => !rule.exclude).length, 'subnet');
   return printable(`Connected to ${where}; tunneling ${subnets}${event.dns ? ' and DNS' : ''} on ${on.join(', ')}.`);

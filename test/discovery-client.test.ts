@@ -1,4 +1,5 @@
 import { createSocket } from 'node:dgram';
+import dnsPacket from 'dns-packet';
 import { type Observable, of, Subject } from 'rxjs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
@@ -143,6 +144,64 @@ describe('discoveryClient', () => {
     ready.next({ kind: 'warning', message: 'firewall helper: cannot write the hosts file: EROFS' });
     ready.next({ kind: 'warning', message: 'firewall helper: cannot write the hosts file: EROFS' });
     expect(events.filter((e) => e.kind === 'warning')).toHaveLength(1);
+  });
+
+  it('host names as subnets: asked through the session (DNS_REQUEST) before the firewall starts; their rules go beside the setup', async () => {
+    const options = resolveOptions({ subnets: ['wiki.corp:443', '10.0.0.0/8'], exclude: ['printer.corp'] }, () => ['fw']);
+    const s = sessionDiscovery(options);
+    const d = discoveryClient(options, listener(12300), s.source);
+    const control: Frame[] = [];
+    s.control$.subscribe((f) => control.push(f));
+    const started: Array<{ setup: FirewallSetup; extra: Array<readonly SubnetRule[]> }> = [];
+    const ready = new Subject<FirewallEvent>();
+    const events: TunnelEvent[] = [];
+    d.firewall$(base(12300), (setup, _hosts, extra$) => {
+      const entry = { setup, extra: [] as Array<readonly SubnetRule[]> };
+      started.push(entry);
+      extra$?.subscribe((rules) => entry.extra.push(rules));
+      return ready;
+    }).subscribe((e) => events.push(e));
+    // Two questions (A only: this listener has no IPv6), answered by the remote.
+    const answers: Record<string, string> = { 'wiki.corp': '192.168.50.7', 'printer.corp': '192.168.50.9' };
+    expect(control).toHaveLength(2);
+    for (const f of control) {
+      const request = decodeDnsRequest(f.payload);
+      const query = dnsPacket.decode(request.message);
+      const name = query.questions?.[0]?.name ?? '';
+      const reply = dnsPacket.encode({ type: 'response', id: query.id, flags: dnsPacket.RECURSION_DESIRED, questions: query.questions, answers: [{ type: 'A', name, ttl: 60, data: answers[name] ?? '' }] });
+      expect(started).toEqual([]);
+      session(s, { kind: 'dns-response', id: request.id, message: reply });
+    }
+    const wiki = { family: 4, address: '192.168.50.7', prefix: 32, portLow: 443, portHigh: 443, exclude: false };
+    const printer = { family: 4, address: '192.168.50.9', prefix: 32, portLow: 0, portHigh: 0, exclude: true };
+    expect(started).toHaveLength(1);
+    expect(started[0]?.setup.rules).toEqual(base(12300).rules);
+    expect(started[0]?.extra).toEqual([[wiki, printer]]);
+    ready.next('ready');
+    expect(events).toContainEqual({ kind: 'firewall-ready', port: 12300, rules: [...base(12300).rules, wiki, printer] });
+    expect(events.filter((e) => e.kind === 'name').map((e) => render(e, 1))).toEqual([
+      'wiki.corp resolved to 192.168.50.7 (asked again in 60 s).',
+      'printer.corp resolved to 192.168.50.9 (asked again in 60 s).',
+    ]);
+  });
+
+  it('host names as subnets: a name that does not resolve ends it with one line naming it, before any firewall', async () => {
+    const options = resolveOptions({ subnets: ['nope.corp'] }, () => ['fw']);
+    const s = sessionDiscovery(options);
+    const d = discoveryClient(options, listener(12300), s.source);
+    const control: Frame[] = [];
+    s.control$.subscribe((f) => control.push(f));
+    let started = false;
+    let error: unknown;
+    d.firewall$(base(12300), () => {
+      started = true;
+      return new Subject<FirewallEvent>();
+    }).subscribe({ error: (e) => (error = e) });
+    const request = decodeDnsRequest(control[0]?.payload ?? Buffer.alloc(0));
+    const query = dnsPacket.decode(request.message);
+    session(s, { kind: 'dns-response', id: request.id, message: dnsPacket.encode({ type: 'response', id: query.id, flags: 3, questions: query.questions }) });
+    expect(started).toBe(false);
+    expect(String(error)).toBe('UsageError: host name "nope.corp" does not resolve through the tunnel: NXDOMAIN');
   });
 
   /** -N against a server that names these routes: the events until the helper starts, and the rules it gets. */

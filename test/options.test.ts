@@ -5,7 +5,16 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { UsageError } from '../src/errors.js';
 import type { SubnetRule } from '../src/firewall/types.js';
 import { hasHostBits, isCanonicalIp, parseIp } from '../src/ip.js';
-import { parseListen, parseRemote, parseSubnet, readSubnetFile, resolveOptions, splitCommand } from '../src/options.js';
+import {
+  MAX_NAMED_SUBNETS,
+  parseListen,
+  parseRemote,
+  parseSubnet,
+  parseSubnetOrName,
+  readSubnetFile,
+  resolveOptions,
+  splitCommand,
+} from '../src/options.js';
 
 const rule = (family: 4 | 6, address: string, prefix: number, portLow = 0, portHigh = 0, exclude = false): SubnetRule => ({
   family,
@@ -99,6 +108,67 @@ describe('parseSubnet', () => {
   });
 });
 
+describe('host names as subnets (parseSubnetOrName)', () => {
+  it.each([
+    ['example.com', { name: 'example.com', portLow: 0, portHigh: 0, exclude: false }],
+    ['Intranet.Corp:443', { name: 'intranet.corp', portLow: 443, portHigh: 443, exclude: false }],
+    ['db.lan:5432-5433', { name: 'db.lan', portLow: 5432, portHigh: 5433, exclude: false }],
+    // Only hex letters, and a port: still a name, as no IPv6 address reads that way.
+    ['bad.cafe:80', { name: 'bad.cafe', portLow: 80, portHigh: 80, exclude: false }],
+    ['host_1', { name: 'host_1', portLow: 0, portHigh: 0, exclude: false }],
+  ])('%j is a name', (text, expected) => {
+    expect(parseSubnetOrName(text)).toEqual(expected);
+  });
+
+  it('addresses stay addresses, and their typos stay errors', () => {
+    expect(parseSubnetOrName('10.1.0.0/16:80')).toEqual(rule(4, '10.1.0.0', 16, 80, 80, false));
+    expect(parseSubnetOrName('fd00::5')).toEqual(rule(6, 'fd00::5', 128, 0, 0, false));
+    expect(parseSubnetOrName('[fd00::]/64:443')).toEqual(rule(6, 'fd00::', 64, 443, 443, false));
+    expect(parseSubnetOrName('dead::beef', true)).toEqual(rule(6, 'dead::beef', 128, 0, 0, true));
+    expect(() => parseSubnetOrName('10.0.0.256')).toThrow(/octet out of range/);
+    expect(() => parseSubnetOrName('gg::/8')).toThrow(UsageError);
+  });
+
+  it.each(['exa mple.com', 'example.com:0', 'example.com:80-70', 'example.com/24', '-bad.example', 'a..b', `${'a'.repeat(64)}.com`])(
+    'refuses %j with a UsageError naming it',
+    (text) => {
+      expect(() => parseSubnetOrName(text, false, '-x/--exclude')).toThrow(UsageError);
+      expect(() => parseSubnetOrName(text, false, '-x/--exclude')).toThrow(/^-x\/--exclude "/);
+    },
+  );
+
+  it('resolveOptions keeps names apart from the subnets; a name alone is enough to start', () => {
+    const options = resolveOptions({ subnets: ['intranet.corp:443', '10.0.0.0/8'], exclude: ['printer.corp'] }, () => ['fw']);
+    expect(options.subnets).toEqual([rule(4, '10.0.0.0', 8, 0, 0, false)]);
+    expect(options.names).toEqual([
+      { name: 'intranet.corp', portLow: 443, portHigh: 443, exclude: false },
+      { name: 'printer.corp', portLow: 0, portHigh: 0, exclude: true },
+    ]);
+    expect(resolveOptions({ subnets: ['only.name'] }, () => ['fw']).names).toHaveLength(1);
+    // An excluded name alone tunnels nothing.
+    expect(() => resolveOptions({ subnets: [], exclude: ['only.name'] }, () => ['fw'])).toThrow(/no subnets given/);
+  });
+
+  it(`at most ${MAX_NAMED_SUBNETS} names`, () => {
+    const names = Array.from({ length: MAX_NAMED_SUBNETS + 1 }, (_, i) => `host${i}.lan`);
+    expect(() => resolveOptions({ subnets: names }, () => ['fw'])).toThrow(/at most 128 host names/);
+  });
+
+  it('-s files take names too', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rxs-names-'));
+    try {
+      const path = join(dir, 'subnets');
+      writeFileSync(path, 'intranet.corp:443  # the wiki\n10.1.0.0/16\n');
+      expect(readSubnetFile(path, false)).toEqual([
+        { name: 'intranet.corp', portLow: 443, portHigh: 443, exclude: false },
+        rule(4, '10.1.0.0', 16, 0, 0, false),
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('readSubnetFile', () => {
   const dir = mkdtempSync(join(tmpdir(), 'rxs-options-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -118,8 +188,8 @@ describe('readSubnetFile', () => {
     // The option and the file are named, the reason in words (no errno code).
     expect(() => readSubnetFile(join(dir, 'nope'))).toThrow(/^-X\/--exclude-from .*nope: cannot read it: no such file$/);
     const path = join(dir, 'bad');
-    writeFileSync(path, '10.0.0.0/8\nnot-a-subnet\n');
-    expect(() => readSubnetFile(path)).toThrow(/^-X\/--exclude-from .*bad, line 2: invalid subnet "not-a-subnet"/);
+    writeFileSync(path, '10.0.0.0/8\nnot a-subnet!\n');
+    expect(() => readSubnetFile(path)).toThrow(/^-X\/--exclude-from .*bad, line 2: invalid subnet "not a-subnet!"/);
   });
 });
 

@@ -94,11 +94,14 @@ export const CLI_SPEC: CliSpec = {
   usage: '[options] [-r [user@]host[:port]] <subnets...>',
   argument: {
     name: '[subnets...]',
-    help: 'what to tunnel: a.b.c.d[/width][:port[-port]], 0/0, 10/8, [ipv6][/width]',
+    help: 'what to tunnel: a.b.c.d[/width][:port[-port]], 0/0, 10/8, [ipv6][/width], host.name[:port[-port]]',
     man:
       'The subnets to tunnel: a.b.c.d[/width][:port[-port]] (1.2.3.4 is 1.2.3.4/32, 10/8 is 10.0.0.0/8, ' +
       '0/0 is everything), or IPv6 as [addr][/width][:port[-port]] or a bare addr[/width]. Host bits are ' +
-      'cleared: 10.98.0.7/24 means 10.98.0.0/24.',
+      'cleared: 10.98.0.7/24 means 10.98.0.0/24. A host name (wiki.corp, wiki.corp:443) is resolved by the ' +
+      "remote's resolver once connected (A, and AAAA when IPv6 can be listened on), asked again when its " +
+      'TTL runs out (at least 10 s apart, at most an hour), and its rules follow its addresses; a name ' +
+      'that does not resolve at the start is an error. Names work with -x, -s and -X too.',
   },
   options: [
     // Tunnel

@@ -18,12 +18,13 @@ import {
   OK_LINE,
   QUIT_LINE,
   READY_LINE,
+  RULES_PREFIX,
   helperScriptPath,
   oneLine,
   setupLine,
 } from './protocol.js';
 import { RESTRICTED_FLAG } from './restricted.js';
-import type { FirewallSetup, HostsEntry } from './types.js';
+import type { FirewallSetup, HostsEntry, SubnetRule } from './types.js';
 
 const log = createDebug('rxshuttle:fw');
 
@@ -37,6 +38,12 @@ export interface FirewallClientOptions {
   stderr?: (line: string) => void;
   /** -H: entries for the instance's /etc/hosts block, sent as HOST lines once the rules are ready. */
   hosts$?: Observable<HostsEntry>;
+  /**
+   * Rules beyond the setup's (host names the remote resolved), as a whole each time: sent as a
+   * RULES line after READY and again whenever a new list comes. A list there before READY (give
+   * a BehaviorSubject or ReplaySubject) is in place before 'ready' is emitted.
+   */
+  extraRules$?: Observable<readonly SubnetRule[]>;
 }
 
 /** 'ready' once the rules are in place; a warning when the helper refuses a later command (a HOST line). */
@@ -64,7 +71,7 @@ export interface HostsSender {
  * beyond that a new name is dropped. So a server that floods HOST frames, new names or one name
  * flipping between addresses, holds at most `max` entries and the stream's high-water mark here.
  */
-export function hostsSender(stdin: Writable, max = MAX_WAITING_HOSTS): HostsSender {
+export function hostsSender(stdin: Writable, max = MAX_WAITING_HOSTS, onSent: () => void = () => undefined): HostsSender {
   const waiting = new Map<string, string>();
   let started = false;
   let full = false;
@@ -77,6 +84,7 @@ export function hostsSender(stdin: Writable, max = MAX_WAITING_HOSTS): HostsSend
     for (const [name, address] of waiting) {
       waiting.delete(name);
       if (stdin.destroyed || stdin.writableEnded) return waiting.clear();
+      onSent();
       if (!stdin.write(`HOST ${address} ${name}\n`)) {
         full = true;
         stdin.once('drain', onDrain);
@@ -130,9 +138,9 @@ export function helperCommand(cliPath: string, sudoAllows: (argv: readonly strin
  * are in place. Errors with a FirewallError when the helper reports ERROR, cannot be started,
  * speaks an unknown protocol, or exits on its own.
  */
-export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions & { hosts$: Observable<HostsEntry> }): Observable<FirewallEvent>;
-/** Without hosts$ nothing is sent after the setup, so nothing but 'ready' can come back. */
-export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Observable<'ready'>;
+/** Without hosts$ or extraRules$ nothing is sent after the setup, so nothing but 'ready' can come back. */
+export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions & { hosts$?: undefined; extraRules$?: undefined }): Observable<'ready'>;
+export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Observable<FirewallEvent>;
 export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Observable<FirewallEvent> {
   return new Observable<FirewallEvent>((subscriber) => {
     const [file, ...args] = opts.helperArgv;
@@ -180,12 +188,50 @@ export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Ob
       fail(`cannot start the firewall helper (${file}): ${e.message}`);
     });
 
+    /** What each answer still to come (OK or ERROR, in order) answers: a HOST or a RULES line. */
+    const answering: Array<'host' | 'rules'> = [];
+    let latestRules: readonly SubnetRule[] | undefined;
+    let rulesSent: readonly SubnetRule[] | undefined;
+    let rulesInFlight = false;
+    /** A RULES line sent right after READY: 'ready' waits for its answer. */
+    let firstRules = false;
+    const sendRules = () => {
+      if (rulesInFlight || latestRules === undefined || latestRules === rulesSent || child.stdin.destroyed || child.stdin.writableEnded) return;
+      rulesSent = latestRules;
+      rulesInFlight = true;
+      answering.push('rules');
+      log('→ RULES (%d)', latestRules.length);
+      child.stdin.write(`${RULES_PREFIX}${JSON.stringify(latestRules)}\n`);
+    };
+    const becomeReady = () => {
+      state = 'ready';
+      subscriber.next('ready');
+      hosts.start();
+    };
+
+    const onAnswer = (error: string | null) => {
+      const what = answering.shift();
+      if (what === 'rules') {
+        rulesInFlight = false;
+        if (firstRules) {
+          firstRules = false;
+          if (error !== null) return fail(error);
+          becomeReady();
+        } else if (error !== null) {
+          subscriber.next({ kind: 'warning', message: `firewall helper: ${error}` });
+        }
+        return sendRules();
+      }
+      // A HOST line: OK once it is in the hosts file; a refusal is a warning, the rules stay.
+      if (error !== null) subscriber.next({ kind: 'warning', message: `firewall helper: ${error}` });
+    };
+
     const onLine = (item: LineItem) => {
       if (item === LINE_TOO_LONG) return fail('firewall helper sent an overlong line');
       log('← %s', item);
       if (item.startsWith(ERROR_PREFIX)) {
-        // After READY, an ERROR answers one command (a refused HOST line): the rules stay.
-        if (state === 'ready') return subscriber.next({ kind: 'warning', message: `firewall helper: ${oneLine(item.slice(ERROR_PREFIX.length))}` });
+        // After READY, an ERROR answers one command (a HOST or RULES line): the rules stay.
+        if (state === 'ready') return onAnswer(oneLine(item.slice(ERROR_PREFIX.length)));
         return fail(item.slice(ERROR_PREFIX.length));
       }
       if (state === 'hello') {
@@ -194,16 +240,18 @@ export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Ob
         child.stdin.write(setupLine(setup));
       } else if (state === 'setup') {
         if (item !== READY_LINE) return fail(`unexpected reply from the firewall helper: ${oneLine(item, 100)}`);
+        if (latestRules === undefined) return becomeReady();
+        // Answers to come are read as in the ready state; 'ready' goes out with the RULES line's OK.
         state = 'ready';
-        subscriber.next('ready');
-        hosts.start();
+        firstRules = true;
+        sendRules();
       } else if (item === OK_LINE) {
-        // a HOST line was written to the hosts file
+        onAnswer(null);
       } else {
         log('ignoring unexpected line from the firewall helper');
       }
     };
-    const hosts = hostsSender(child.stdin);
+    const hosts = hostsSender(child.stdin, MAX_WAITING_HOSTS, () => answering.push('host'));
     let dropping = false;
     const hostsSubscription = opts.hosts$?.subscribe({
       next: (entry) => {
@@ -215,6 +263,13 @@ export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Ob
         });
       },
       error: (e: unknown) => log('hosts entries: %s', e instanceof Error ? e.message : String(e)),
+    });
+    const rulesSubscription = opts.extraRules$?.subscribe({
+      next: (rules) => {
+        latestRules = rules;
+        if (state === 'ready' && !firstRules) sendRules();
+      },
+      error: (e: unknown) => log('extra rules: %s', e instanceof Error ? e.message : String(e)),
     });
     const splitter = new LineSplitter(MAX_LINE_BYTES);
     // Keeps reading after unsubscribe too, so the helper never blocks on a full pipe.
@@ -248,6 +303,7 @@ export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Ob
       // EOF on its stdin is the helper's signal to remove the rules and exit.
       log('closing firewall helper stdin');
       hostsSubscription?.unsubscribe();
+      rulesSubscription?.unsubscribe();
       if (child.stdin.destroyed) return;
       // QUIT tells the helper this is an orderly end; a pipe that just closes means we died.
       if (state !== 'hello') child.stdin.write(`${QUIT_LINE}\n`);

@@ -26,10 +26,10 @@
 import createDebug from 'debug';
 import type { RunCommand } from './iptables.js';
 import { LINE_TOO_LONG, type LineItem, LineSplitter } from './lines.js';
-import { type InstalledNat, installNat } from './nat.js';
+import { type InstalledRules, installNat } from './nat.js';
 import { LOCK_DIRS, type PortLock, lockPort } from './port-lock.js';
 import { HELPER_PROGRAMS, findPrograms, programRunner } from './programs.js';
-import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, oneLine } from './protocol.js';
+import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, RULES_PREFIX, oneLine } from './protocol.js';
 import { TunneledSubnets } from './host-address.js';
 import { HOSTS_PATH, HostsBlock, MAX_BLOCK_BYTES, MAX_HOSTS } from './hosts-file.js';
 import { installKillSwitch, removeKillSwitches } from './kill-switch.js';
@@ -38,7 +38,7 @@ import { boundBy, checkRestrictedSetup } from './restricted.js';
 import { type StartWatchdog, type Watchdog, spawnWatchdog } from './watchdog.js';
 import { flushResolvedCache } from './resolved.js';
 import type { FirewallSetup } from './types.js';
-import { parseHostLine, parseSetupLine } from './validate.js';
+import { MAX_RULES_LINE_BYTES, parseHostLine, parseRulesLine, parseSetupLine } from './validate.js';
 
 const log = createDebug('rxshuttle:fw');
 
@@ -90,8 +90,8 @@ const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 /** Lines, and bytes of them, read ahead before the input is paused, so a flooding client cannot grow our memory. */
 const MAX_QUEUED_LINES = 64;
 const MAX_QUEUED_BYTES = 256 * 1024;
-/** Longest line after the setup: a HOST line is under 300 bytes. */
-const MAX_COMMAND_BYTES = 4096;
+/** Longest line after the setup: a RULES line (a HOST line is under 300 bytes). */
+const MAX_COMMAND_BYTES = MAX_RULES_LINE_BYTES;
 
 export async function runFirewallHelper(
   input: NodeJS.ReadableStream,
@@ -128,7 +128,8 @@ export async function runFirewallHelper(
     }
     // From here on only short commands come: longer lines are refused without being kept.
     lines.limit(MAX_COMMAND_BYTES);
-    let installed: InstalledNat;
+    let installed: InstalledRules;
+    let setup: FirewallSetup;
     let port = 0;
     let hosts: HostsBlock | null = null;
     // -H: the subnets of this setup, the only addresses a HOST line may give a name (host-address.ts).
@@ -137,7 +138,7 @@ export async function runFirewallHelper(
     /** --kill-switch: what to block if the client dies without QUIT. */
     let killSwitch: FirewallSetup | null = null;
     try {
-      const setup: FirewallSetup = parseSetupLine(first);
+      setup = parseSetupLine(first);
       port = setup.port;
       log('setup: port %d, %d rules, router mode %s', setup.port, setup.rules.length, setup.routerMode);
       if (opts.ownerUid !== undefined) checkRestrictedSetup(setup, opts.ownerUid, opts.boundBy);
@@ -150,7 +151,7 @@ export async function runFirewallHelper(
           hostsPath: setup.hosts ? hostsPath : null,
           dns: setup.dnsPort !== undefined,
           lockDirs,
-          killSwitch: setup.killSwitch ? { setup, ...(opts.ownerUid === undefined ? {} : { ownerUid: opts.ownerUid }) } : null,
+          killSwitch: killSwitchOrders(setup, opts.ownerUid),
         });
       }
       // Before any cleanup of "leftovers": they may be the live rules of another helper.
@@ -196,6 +197,16 @@ export async function runFirewallHelper(
       // Any other line: what was taken is written and answered first, so no HOST line stays unanswered.
       if (hosts) await writeHosts(hosts, send);
       if (item === QUIT_LINE) break;
+      if (typeof item === 'string' && item.startsWith(RULES_PREFIX)) {
+        const now = await takeRulesLine(item, setup, installed, send);
+        if (now === null) continue;
+        if (hosts) tunneled = new TunneledSubnets(now.rules);
+        if (killSwitch) {
+          killSwitch = now;
+          watchdog?.updateKillSwitch(killSwitchOrders(now, opts.ownerUid));
+        }
+        continue;
+      }
       send(`${ERROR_PREFIX}${item === LINE_TOO_LONG ? 'line too long' : 'unknown command'} (rules stay in place)`);
     }
 
@@ -234,6 +245,30 @@ export async function runFirewallHelper(
     portLock?.release();
     stop.dispose();
     lines.close();
+  }
+}
+
+/** What the watchdog needs to block the subnets if the helper dies (--kill-switch), or null. */
+function killSwitchOrders(setup: FirewallSetup, ownerUid: number | undefined): { setup: FirewallSetup; ownerUid?: number } | null {
+  if (!setup.killSwitch) return null;
+  return { setup, ...(ownerUid === undefined ? {} : { ownerUid }) };
+}
+
+/**
+ * `RULES <json>`: the rules beyond the setup's own are now these (host names the remote resolved).
+ * Answers OK and returns the setup as it now stands, or answers ERROR (what was there stays) and
+ * returns null.
+ */
+async function takeRulesLine(line: string, setup: FirewallSetup, installed: InstalledRules, send: (line: string) => void): Promise<FirewallSetup | null> {
+  try {
+    const extra = parseRulesLine(line);
+    await installed.update(extra);
+    log('rules updated: %d beyond the setup', extra.length);
+    send(OK_LINE);
+    return { ...setup, rules: [...setup.rules, ...extra] };
+  } catch (e) {
+    send(`${ERROR_PREFIX}${oneLine((e as Error).message)} (the earlier rules stay)`);
+    return null;
   }
 }
 

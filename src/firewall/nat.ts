@@ -5,12 +5,19 @@
  */
 import createDebug from 'debug';
 import { type NatTable, type RunCommand, natTable } from './iptables.js';
-import { natCleanupScript, natRules } from './rules.js';
-import type { FirewallSetup } from './types.js';
+import { natChainUpdate, natCleanupScript, natRules } from './rules.js';
+import type { FirewallSetup, IpFamily, SubnetRule } from './types.js';
 
 const log = createDebug('rxshuttle:fw');
 
-export interface InstalledNat {
+/** One method's rules of an instance, as installed. */
+export interface InstalledRules {
+  /**
+   * Replaces the rules beyond the setup's own (host names resolved later) with `extra`, in place:
+   * the setup's rules plus `extra`, in one transaction per family. On failure what was there
+   * stays, and the error is thrown.
+   */
+  update(extra: readonly SubnetRule[]): Promise<void>;
   /** Removes every rule of this instance's port, in both families. Throws if anything stays. */
   remove(): Promise<void>;
 }
@@ -20,46 +27,65 @@ export interface InstalledNat {
  * `ownerUid`'s traffic, when given: the restricted mode).
  * On failure nothing of this instance stays installed and the error is thrown.
  */
-export async function installNat(setup: FirewallSetup, run: RunCommand, ownerUid?: number): Promise<InstalledNat> {
+export async function installNat(setup: FirewallSetup, run: RunCommand, ownerUid?: number): Promise<InstalledRules> {
   const scripts = natRules(setup, ownerUid);
-  const v4 = natTable(4, run);
-  const v6 = natTable(6, run);
-  const plan: Array<[NatTable, string | null]> = [
-    [v4, scripts.v4],
-    [v6, scripts.v6],
-  ];
+  const tables = [natTable(4, run), natTable(6, run)] as const;
+  /** The families whose chain is in place (whose cleanup must work). */
+  const installed = new Set<IpFamily>();
 
   // IPv4 cleanup must work (it is also the check that iptables is there at all); IPv6 cleanup
   // may fail harmlessly when this setup does not need IPv6 (no ip6tables, no IPv6 in the kernel).
-  for (const [table, script] of plan) {
-    if (table.family === 4 || script !== null) await removeChain(table, setup.port);
+  for (const table of tables) {
+    if (table.family === 4 || scripts.v6 !== null) await removeChain(table, setup.port);
     else await removeChain(table, setup.port).catch((e: Error) => log('ignoring %s cleanup: %s', table.tool, e.message));
   }
 
-  const touched: NatTable[] = [];
   try {
-    for (const [table, script] of plan) {
+    for (const table of tables) {
+      const script = table.family === 4 ? scripts.v4 : scripts.v6;
       if (script === null) continue;
-      touched.push(table);
+      installed.add(table.family);
       log('%s-restore --noflush:\n%s', table.tool, script);
       await table.restore(script);
     }
   } catch (e) {
-    for (const table of touched) {
-      await removeChain(table, setup.port).catch((u: Error) => log('undo failed: %s', u.message));
+    for (const table of tables) {
+      if (installed.has(table.family)) await removeChain(table, setup.port).catch((u: Error) => log('undo failed: %s', u.message));
     }
     throw e;
   }
 
   return {
+    async update(extra) {
+      const now: FirewallSetup = { ...setup, rules: [...setup.rules, ...extra] };
+      const fresh = natRules(now, ownerUid);
+      for (const table of tables) {
+        if (installed.has(table.family)) {
+          const script = natChainUpdate(now, table.family);
+          log('%s-restore --noflush (update):\n%s', table.tool, script);
+          await table.restore(script);
+          continue;
+        }
+        const script = table.family === 4 ? fresh.v4 : fresh.v6;
+        if (script === null) continue;
+        // A family the setup alone did not need: a chain and its jumps, as at the start.
+        installed.add(table.family);
+        log('%s-restore --noflush:\n%s', table.tool, script);
+        await table.restore(script).catch(async (e: unknown) => {
+          await removeChain(table, setup.port).catch((u: Error) => log('undo failed: %s', u.message));
+          installed.delete(table.family);
+          throw e;
+        });
+      }
+    },
     async remove() {
       const problems: string[] = [];
-      for (const [table, script] of plan) {
+      for (const table of tables) {
         try {
           await removeChain(table, setup.port);
         } catch (e) {
           // A family we never touched may legitimately be unusable; one we touched may not.
-          if (script !== null || table.family === 4) problems.push((e as Error).message);
+          if (installed.has(table.family) || table.family === 4) problems.push((e as Error).message);
           else log('ignoring %s cleanup: %s', table.tool, (e as Error).message);
         }
       }

@@ -23,6 +23,11 @@ export const HELLO_LINE = `HELLO rxshuttle-fw ${HELPER_PROTOCOL_VERSION}`;
 export const READY_LINE = 'READY';
 /** The answer to each command after READY that worked (HOST); ERROR <reason> otherwise. */
 export const OK_LINE = 'OK';
+/**
+ * `RULES <JSON array of SubnetRule>` after READY: the rules beyond the setup's own (host names as
+ * subnets, resolved by the remote) are now these; the chain is rewritten in place. OK or ERROR.
+ */
+export const RULES_PREFIX = 'RULES ';
 /** The client's last line before it closes the pipe: an orderly end (the helper stays quiet). */
 export const QUIT_LINE = 'QUIT';
 export const ERROR_PREFIX = 'ERROR ';

@@ -52,20 +52,11 @@ export function natRules(setup: FirewallSetup, ownerUid?: number): NatScripts {
 }
 
 function familyScript(setup: FirewallSetup, family: IpFamily, ownerUid: number | undefined): string | null {
-  const rules = setup.rules.filter((r) => r.family === family);
-  const nameservers = (setup.dnsServers ?? []).filter((ip) => (ip.includes(':') ? 6 : 4) === family);
-  const dns = setup.dnsPort !== undefined && nameservers.length > 0;
-  // A chain of nothing but RETURNs would change nothing: leave this family's table alone.
-  if (!rules.some((r) => !r.exclude) && !dns) return null;
+  const body = chainBody(setup, family);
+  if (body === null) return null;
+  const { dns } = body;
   const chain = chainName(setup.port);
-  const lines = ['*nat', `:${chain} - [0:0]`];
-  for (const ns of dns ? nameservers : []) {
-    for (const proto of ['udp', 'tcp']) {
-      lines.push(`-A ${chain} -d ${ns}/${family === 4 ? 32 : 128} -p ${proto} --dport 53 -j REDIRECT --to-ports ${setup.dnsPort}`);
-    }
-  }
-  lines.push(`-A ${chain} -m addrtype --dst-type LOCAL -j RETURN`);
-  for (const rule of byPrecedence(rules)) lines.push(subnetLine(chain, rule, setup.port));
+  const lines = ['*nat', `:${chain} - [0:0]`, ...body.lines];
   if (setup.routerMode) lines.push(`-I PREROUTING 1 -p tcp -j ${chain}`);
   const owner = ownerUid === undefined ? '' : ` -m owner --uid-owner ${ownerUid}`;
   const bypass = `${owner}${setup.bypassGid === undefined ? '' : ` -m owner ! --gid-owner ${setup.bypassGid}`}`;
@@ -74,6 +65,36 @@ function familyScript(setup: FirewallSetup, family: IpFamily, ownerUid: number |
   if (dns) lines.push(`-I OUTPUT 1 -p udp --dport 53${bypass} -j ${chain}`);
   lines.push('COMMIT', '');
   return lines.join('\n');
+}
+
+/** The chain's own rules for one family, or null when they would capture nothing (no include, no DNS). */
+function chainBody(setup: FirewallSetup, family: IpFamily): { lines: string[]; dns: boolean } | null {
+  const rules = setup.rules.filter((r) => r.family === family);
+  const nameservers = (setup.dnsServers ?? []).filter((ip) => (ip.includes(':') ? 6 : 4) === family);
+  const dns = setup.dnsPort !== undefined && nameservers.length > 0;
+  // A chain of nothing but RETURNs would change nothing: leave this family's table alone.
+  if (!rules.some((r) => !r.exclude) && !dns) return null;
+  const chain = chainName(setup.port);
+  const lines: string[] = [];
+  for (const ns of dns ? nameservers : []) {
+    for (const proto of ['udp', 'tcp']) {
+      lines.push(`-A ${chain} -d ${ns}/${family === 4 ? 32 : 128} -p ${proto} --dport 53 -j REDIRECT --to-ports ${setup.dnsPort}`);
+    }
+  }
+  lines.push(`-A ${chain} -m addrtype --dst-type LOCAL -j RETURN`);
+  for (const rule of byPrecedence(rules)) lines.push(subnetLine(chain, rule, setup.port));
+  return { lines, dns };
+}
+
+/**
+ * Rewrites the chain of a family that is installed already, in one transaction: the jumps to it
+ * stay, so no packet meanwhile finds the chain missing or half filled. With nothing left to
+ * capture the chain keeps only its RETURN (the jumps stay until the instance ends).
+ */
+export function natChainUpdate(setup: FirewallSetup, family: IpFamily): string {
+  const chain = chainName(setup.port);
+  const body = chainBody(setup, family)?.lines ?? [`-A ${chain} -m addrtype --dst-type LOCAL -j RETURN`];
+  return ['*nat', `-F ${chain}`, ...body, 'COMMIT', ''].join('\n');
 }
 
 /**

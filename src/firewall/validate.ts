@@ -8,6 +8,7 @@
 import { isIP } from 'node:net';
 import { hasHostBits, isCanonicalIp, parseIp } from '../ip.js';
 import type { HostAddressRefusal, TunneledSubnets } from './host-address.js';
+import { RULES_PREFIX } from './protocol.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from './types.js';
 
 /** Far beyond any real command line; bounds the work a hostile client can cause. */
@@ -96,6 +97,31 @@ function validateRule(value: unknown, path: string): SubnetRule {
   }
   if (typeof obj.exclude !== 'boolean') fail(`${path}.exclude`, 'must be a boolean');
   return { family, address, prefix, portLow, portHigh, exclude: obj.exclude };
+}
+
+/**
+ * Rules a RULES line may carry, at most: host names as subnets (at most 128, options.ts) with a
+ * few addresses each. Their line then stays under MAX_RULES_LINE_BYTES.
+ */
+export const MAX_EXTRA_RULES = 1024;
+/** Longest RULES line: MAX_EXTRA_RULES IPv6 rules at their longest (test/firewall/validate.test.ts checks). */
+export const MAX_RULES_LINE_BYTES = 128 * 1024;
+
+/** Parses `RULES <json>` (the prefix included): the rules beyond the setup's own. Throws SetupValidationError. */
+export function parseRulesLine(line: string): SubnetRule[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(line.slice(RULES_PREFIX.length));
+  } catch {
+    throw new SetupValidationError('invalid RULES line: not valid JSON');
+  }
+  if (!Array.isArray(value)) throw new SetupValidationError('invalid RULES line: expected an array of rules');
+  if (value.length > MAX_EXTRA_RULES) throw new SetupValidationError(`invalid RULES line: at most ${MAX_EXTRA_RULES} rules`);
+  try {
+    return value.map((r: unknown, i: number) => validateRule(r, `rules[${i}]`));
+  } catch (e) {
+    throw new SetupValidationError((e as Error).message.replace(/^invalid setup: /, 'invalid RULES line: '));
+  }
 }
 
 /** A single address (no prefix) in its canonical spelling. */

@@ -7,15 +7,16 @@
  * How it works: the helper, once its setup is valid and before it takes its port lock or installs anything, starts
  * `node <the helper's script> --watchdog` in a session of its own (no terminal signal and no
  * kill of the helper's process group reaches it) with a pipe as its stdin, and writes it one line
- * of orders (WatchdogOrders: the port, whether -H and --dns were on). When the helper has removed
+ * of orders (WatchdogOrders: the port, whether -H and --dns were on, the kill switch's setup); a
+ * later line of orders replaces them (a RULES line changed the subnets the kill switch blocks). When the helper has removed
  * everything, it writes `DONE` and closes the pipe; the watchdog exits 0 and does nothing. When
  * the pipe closes without `DONE` (the kernel closes it whatever killed the helper), the watchdog
  * takes the port lock and removes the chain `rxshuttle-P` (both families), the hosts block and
  * the lock file, as a new helper for that port would. If another helper already holds the lock,
  * that one has cleaned the leftovers on its start and the watchdog leaves its live rules alone.
  *
- * The watchdog reads one bounded line and then only waits: whatever the helper was fed, the
- * watchdog's memory stays that of an idle node process.
+ * The watchdog keeps one bounded line of orders and otherwise only waits: whatever the helper was
+ * fed, the watchdog's memory stays that of an idle node process.
  */
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import type { Writable } from 'node:stream';
@@ -26,11 +27,11 @@ import { natTable } from './iptables.js';
 import { LINE_TOO_LONG, LineSplitter } from './lines.js';
 import { removeChain } from './nat.js';
 import { lockPort, PortInUseError } from './port-lock.js';
-import { oneLine } from './protocol.js';
+import { MAX_LINE_BYTES, oneLine } from './protocol.js';
 import { installKillSwitch } from './kill-switch.js';
 import { flushResolvedCache } from './resolved.js';
 import type { FirewallSetup } from './types.js';
-import { parseSetupLine } from './validate.js';
+import { MAX_RULES_LINE_BYTES, parseSetupLine } from './validate.js';
 
 const log = createDebug('rxshuttle:fw');
 
@@ -38,7 +39,8 @@ const log = createDebug('rxshuttle:fw');
 export const WATCHDOG_FLAG = '--watchdog';
 /** What the helper writes when it has removed everything itself. */
 export const DONE_LINE = 'DONE';
-const MAX_ORDERS_BYTES = 4096;
+/** An orders line: the kill switch's setup is as long as a setup line with a RULES line's rules added. */
+const MAX_ORDERS_BYTES = MAX_LINE_BYTES + MAX_RULES_LINE_BYTES + 4096;
 
 /** What the watchdog removes if the helper dies: everything of the instance on `port`. */
 export interface WatchdogOrders {
@@ -57,6 +59,8 @@ export interface WatchdogOrders {
 export interface Watchdog {
   /** Everything is removed: the watchdog exits without touching anything. */
   release(): void;
+  /** The kill switch's setup changed (a RULES line): orders again, which replace the earlier ones. */
+  updateKillSwitch(killSwitch: WatchdogOrders['killSwitch']): void;
 }
 
 /** Starts a watchdog with these orders; throws when it cannot be started. */
@@ -82,6 +86,9 @@ export function spawnWatchdog(argv: readonly string[]): StartWatchdog {
         resolve({
           release() {
             if (!child.stdin.destroyed) child.stdin.end(`${DONE_LINE}\n`);
+          },
+          updateKillSwitch(killSwitch) {
+            if (!child.stdin.destroyed && !child.stdin.writableEnded) child.stdin.write(`${JSON.stringify({ ...orders, killSwitch })}\n`);
           },
         });
       });
@@ -150,7 +157,6 @@ function readUntilEnd(input: NodeJS.ReadableStream): Promise<{ orders: WatchdogO
   return new Promise((resolve) => {
     const splitter = new LineSplitter(MAX_ORDERS_BYTES);
     let orders: WatchdogOrders | null = null;
-    let first = true;
     let done = false;
     const finish = () => {
       input.off('data', onData);
@@ -158,15 +164,16 @@ function readUntilEnd(input: NodeJS.ReadableStream): Promise<{ orders: WatchdogO
     };
     const onData = (chunk: Buffer | string) => {
       for (const item of splitter.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)) {
-        if (first) {
-          first = false;
+        if (item === DONE_LINE) {
+          done = true;
+        } else if (item !== LINE_TOO_LONG) {
+          // Later orders replace earlier ones; orders that do not parse leave the earlier in force.
           try {
-            if (item !== LINE_TOO_LONG) orders = parseOrders(item);
+            const next = parseOrders(item);
+            if (orders === null || next.port === orders.port) orders = next;
           } catch (e) {
             log('watchdog: %s', (e as Error).message);
           }
-        } else if (item === DONE_LINE) {
-          done = true;
         }
       }
     };

@@ -195,6 +195,7 @@ export function reduceStatus(snapshot: StatusSnapshot, input: StatusInput, at: n
     case 'notice':
     case 'routes':
     case 'host':
+    case 'name':
       return snapshot;
   }
 }

@@ -51,7 +51,6 @@ export function session(config: SessionConfig): Observable<SessionEvent> {
 
     const startMux = (hello: Hello) => {
       if (role === 'client') config.sendRaw(ourHello);
-      out.next({ kind: 'hello', hello });
       const latencyControl = ((ourFlags | hello.flags) & FLAG_NO_LATENCY_CONTROL) === 0;
       if (!latencyControl) writer.setMaxQueued(BULK_QUEUE);
       const { accepted$, dial } = config;
@@ -86,6 +85,9 @@ export function session(config: SessionConfig): Observable<SessionEvent> {
           complete: () => out.complete(),
         }),
       );
+      // Last: whoever answers the hello may send control frames at once (a DNS query for a host
+      // name given as a subnet), and the mux must be listening to control$ by then.
+      out.next({ kind: 'hello', hello });
     };
 
     subscriptions.add(

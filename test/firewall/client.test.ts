@@ -5,7 +5,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { firstValueFrom } from 'rxjs';
+import { BehaviorSubject, firstValueFrom } from 'rxjs';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { firewall$, helperCommand } from '../../src/firewall/client.js';
 import { FirewallError } from '../../src/firewall/errors.js';
@@ -47,6 +47,11 @@ process.stdin.on('data', (c) => {
     log('got ' + line);
     if (behaviour === 'error') { say('ERROR iptables-restore failed (exit 4): line 5: RULE_INSERT failed'); process.exit(1); }
     if (behaviour === 'exit-before-ready') process.exit(5);
+    if (behaviour === 'rules' && line !== '' && !line.startsWith('{')) {
+      // RULES and HOST lines are answered in order, slowly; 10.66.x.x is refused.
+      setTimeout(() => say(line.includes('10.66.') ? 'ERROR invalid RULES line: refused' : 'OK'), 100);
+      continue;
+    }
     say('READY');
     if (behaviour === 'die-after-ready') setTimeout(() => process.kill(process.pid, 'SIGKILL'), 50);
   }
@@ -82,6 +87,42 @@ function errorOf(argv: string[], setup = SETUP): Promise<unknown> {
     });
   });
 }
+
+const hostRule = (address: string) => ({ family: 4 as const, address, prefix: 32, portLow: 0, portHigh: 0, exclude: false });
+
+describe('firewall$ with extra rules (host names as subnets)', () => {
+  it("the first list is in place before 'ready'; later lists go one at a time, only the latest of those waiting", async () => {
+    const fake = fakeHelper('rules');
+    const extra = new BehaviorSubject<readonly ReturnType<typeof hostRule>[]>([hostRule('10.5.0.1')]);
+    const events: unknown[] = [];
+    const sub = firewall$(SETUP, { helperArgv: fake.argv, extraRules$: extra }).subscribe({ next: (e) => events.push(e), error: (e) => events.push(e) });
+    await waitFor(() => events.length > 0);
+    expect(events).toEqual(['ready']);
+    expect(fake.log()).toBe(`got ${JSON.stringify(SETUP)}\ngot RULES ${JSON.stringify([hostRule('10.5.0.1')])}\n`);
+    // Three lists while one is answered: the last of the waiting ones follows it, the middle one never goes.
+    extra.next([hostRule('10.5.0.2')]);
+    extra.next([hostRule('10.5.0.3')]);
+    extra.next([hostRule('10.5.0.4')]);
+    await waitFor(() => fake.log().includes('10.5.0.4'));
+    await new Promise((r) => setTimeout(r, 250));
+    const sent = fake.log().split('\n').filter((l) => l.startsWith('got RULES'));
+    expect(sent.map((l) => JSON.parse(l.slice('got RULES '.length))[0].address)).toEqual(['10.5.0.1', '10.5.0.2', '10.5.0.4']);
+    // A refused list is a warning; the tunnel goes on.
+    extra.next([hostRule('10.66.0.1')]);
+    await waitFor(() => events.length > 1);
+    expect(events[1]).toEqual({ kind: 'warning', message: 'firewall helper: invalid RULES line: refused' });
+    sub.unsubscribe();
+  });
+
+  it('a first list refused fails the start', async () => {
+    const fake = fakeHelper('rules');
+    const error = await new Promise((resolve) => {
+      firewall$(SETUP, { helperArgv: fake.argv, extraRules$: new BehaviorSubject([hostRule('10.66.0.1')]) }).subscribe({ next: () => resolve('ready?'), error: resolve });
+    });
+    expect(error).toBeInstanceOf(FirewallError);
+    expect(String(error)).toMatch(/invalid RULES line: refused/);
+  });
+});
 
 describe('firewall$', () => {
   it('sends the setup after HELLO, emits ready, stays open, and on unsubscribe ends stdin without killing', async () => {

@@ -116,6 +116,81 @@ describe('runFirewallHelper (fake iptables)', () => {
     expect(fake.rxshuttleLines()).toEqual([':rxshuttle-999 - [0:0]', '-A OUTPUT -p tcp -j rxshuttle-999']);
   });
 
+  it('RULES: the rules beyond the setup are put in place of the earlier ones, in the chain as it stands; a bad line changes nothing', async () => {
+    const fake = new FakeIptables();
+    const h = startHelper(fake);
+    await h.nextLine();
+    h.input.write(`${JSON.stringify(SETUP)}\n`);
+    expect(await h.nextLine()).toBe('READY');
+    const jumps = () => fake.rxshuttleLines().filter((l) => l.startsWith('-A OUTPUT'));
+    const before = jumps();
+    const name = (address: string, exclude = false, family: 4 | 6 = 4) => ({ family, address, prefix: family === 4 ? 32 : 128, portLow: 443, portHigh: 443, exclude });
+    h.input.write(`RULES ${JSON.stringify([name('10.1.2.3'), name('192.168.7.7')])}\n`);
+    expect(await h.nextLine()).toBe('OK');
+    const chain = () => fake.rxshuttleLines().filter((l) => l.startsWith('-A rxshuttle-12300'));
+    // Longest prefix first: the names' /32s come before the setup's /16 exclude and /8 include.
+    expect(chain()).toEqual([
+      '-A rxshuttle-12300 -m addrtype --dst-type LOCAL -j RETURN',
+      '-A rxshuttle-12300 -d 10.1.2.3/32 -p tcp --dport 443 -j REDIRECT --to-ports 12300',
+      '-A rxshuttle-12300 -d 192.168.7.7/32 -p tcp --dport 443 -j REDIRECT --to-ports 12300',
+      '-A rxshuttle-12300 -d 10.1.0.0/16 -p tcp -j RETURN',
+      '-A rxshuttle-12300 -d 10.0.0.0/8 -p tcp -j REDIRECT --to-ports 12300',
+    ]);
+    // The chain was rewritten in one restore, and the jumps never left.
+    const update = fake.calls.filter((c) => c.file === 'iptables-restore').at(-1)?.input ?? '';
+    expect(update.split('\n').slice(0, 2)).toEqual(['*nat', '-F rxshuttle-12300']);
+    expect(jumps()).toEqual(before);
+    // The next list replaces that one; an IPv6 address brings the IPv6 chain and its jumps.
+    h.input.write(`RULES ${JSON.stringify([name('192.168.7.8'), name('fd00::7', false, 6)])}\n`);
+    expect(await h.nextLine()).toBe('OK');
+    expect(chain().filter((l) => l.includes('/32'))).toEqual(['-A rxshuttle-12300 -d 192.168.7.8/32 -p tcp --dport 443 -j REDIRECT --to-ports 12300']);
+    expect(fake.rxshuttleLines(6)).toContain('-A rxshuttle-12300 -d fd00::7/128 -p tcp --dport 443 -j REDIRECT --to-ports 12300');
+    // Refused: not canonical, host bits, not JSON, too many. What was there stays.
+    const kept = [...fake.rxshuttleLines(), ...fake.rxshuttleLines(6)];
+    for (const bad of [
+      `RULES ${JSON.stringify([name('10.01.2.3')])}`,
+      `RULES ${JSON.stringify([{ ...name('10.1.2.3'), prefix: 24 }])}`,
+      'RULES [{',
+      `RULES ${JSON.stringify(Array.from({ length: 1025 }, () => name('10.1.2.3')))}`,
+    ]) {
+      h.input.write(`${bad}\n`);
+      expect(await h.nextLine()).toMatch(/^ERROR invalid RULES line: .* \(the earlier rules stay\)$/);
+    }
+    // A restore that fails: ERROR, and the rules as they were.
+    fake.failRestore = () => 'RULE_APPEND failed';
+    h.input.write(`RULES ${JSON.stringify([name('10.9.9.9')])}\n`);
+    expect(await h.nextLine()).toMatch(/^ERROR iptables-restore failed .*RULE_APPEND failed \(the earlier rules stay\)$/);
+    fake.failRestore = undefined;
+    expect([...fake.rxshuttleLines(), ...fake.rxshuttleLines(6)]).toEqual(kept);
+    h.input.end();
+    expect(await h.done).toBe(0);
+    expect([...fake.rxshuttleLines(), ...fake.rxshuttleLines(6)]).toEqual([]);
+  });
+
+  it('RULES: -H then accepts names at the new addresses', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rxs-rules-hosts-'));
+    try {
+      const hostsPath = join(dir, 'hosts');
+      writeFileSync(hostsPath, '127.0.0.1 localhost\n');
+      const fake = new FakeIptables();
+      const h = startHelper(fake, { hostsPath, lockDir: dir });
+      await h.nextLine();
+      h.input.write(`${JSON.stringify({ ...SETUP, hosts: true })}\n`);
+      expect(await h.nextLine()).toBe('READY');
+      h.input.write('HOST 192.168.7.7 wiki.corp\n');
+      expect(await h.nextLine()).toMatch(/^ERROR invalid HOST line: the address is outside the tunneled subnets/);
+      h.input.write(`RULES ${JSON.stringify([{ family: 4, address: '192.168.7.7', prefix: 32, portLow: 0, portHigh: 0, exclude: false }])}\n`);
+      expect(await h.nextLine()).toBe('OK');
+      h.input.write('HOST 192.168.7.7 wiki.corp\n');
+      expect(await h.nextLine()).toBe('OK');
+      expect(readFileSync(hostsPath, 'utf8')).toContain('192.168.7.7\twiki.corp');
+      h.input.end();
+      expect(await h.done).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses further lines with ERROR but keeps the rules', async () => {
     const fake = new FakeIptables();
     const h = startHelper(fake);

@@ -98,6 +98,22 @@ describe('the helper with --kill-switch', () => {
     expect(next).not.toBeInstanceOf(Error);
   });
 
+  it('blocks the addresses of host names too (the rules of the last RULES line)', async () => {
+    const fake = new FakeIptables();
+    const input = new PassThrough();
+    const output = new PassThrough();
+    const { nextLine } = outputLines(output);
+    const done = runFirewallHelper(input, output, { run: fake.run, handleSignals: false, warn: () => {}, notice: () => {}, conntrackPath: '/nonexistent' });
+    expect(await nextLine()).toBe('HELLO rxshuttle-fw 1');
+    input.write(`${JSON.stringify(SETUP)}\n`);
+    expect(await nextLine()).toBe('READY');
+    input.write(`RULES ${JSON.stringify([{ family: 4, address: '192.168.9.9', prefix: 32, portLow: 443, portHigh: 443, exclude: false }])}\n`);
+    expect(await nextLine()).toBe('OK');
+    input.end();
+    expect(await done).toBe(0);
+    expect(fake.filterTables[4].chains.get('rxshuttle-ks-12300')).toContain('-d 192.168.9.9/32 -p tcp --dport 443 -j REJECT --reject-with tcp-reset');
+  });
+
   it('an orderly end (QUIT) leaves no kill switch', async () => {
     const { fake } = await run('QUIT\n');
     expect(fake.filterTables[4].chains.get('OUTPUT')).toEqual([]);

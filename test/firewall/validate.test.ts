@@ -4,7 +4,17 @@ import { LineSplitter } from '../../src/firewall/lines.js';
 import { MAX_LINE_BYTES, setupLine } from '../../src/firewall/protocol.js';
 import { natRules } from '../../src/firewall/rules.js';
 import type { FirewallSetup, SubnetRule } from '../../src/firewall/types.js';
-import { MAX_DNS_SERVERS, MAX_GID, MAX_RULES, SetupValidationError, parseSetupLine, validateSetup } from '../../src/firewall/validate.js';
+import {
+  MAX_DNS_SERVERS,
+  MAX_EXTRA_RULES,
+  MAX_GID,
+  MAX_RULES,
+  MAX_RULES_LINE_BYTES,
+  SetupValidationError,
+  parseRulesLine,
+  parseSetupLine,
+  validateSetup,
+} from '../../src/firewall/validate.js';
 import { formatIp } from '../../src/ip.js';
 
 const RULE: SubnetRule = { family: 4, address: '10.0.0.0', prefix: 8, portLow: 0, portHigh: 0, exclude: false };
@@ -87,6 +97,26 @@ describe('validateSetup accepts', () => {
     const items = new LineSplitter(MAX_LINE_BYTES).push(line);
     expect(items).toHaveLength(1);
     expect(parseSetupLine(items[0] as string)).toEqual(setup);
+  });
+});
+
+describe('parseRulesLine', () => {
+  it(`the longest RULES line (${MAX_EXTRA_RULES} IPv6 rules at their longest) fits the helper's command limit`, () => {
+    const v6 = (n: number) => `ffff:ffff:ffff:ffff:ffff:ffff:ffff:${(0xc000 + n).toString(16)}`;
+    const rules = Array.from({ length: MAX_EXTRA_RULES }, (_, i): SubnetRule => ({ family: 6, address: v6(i), prefix: 128, portLow: 10000, portHigh: 65535, exclude: false }));
+    const line = Buffer.from(`RULES ${JSON.stringify(rules)}\n`);
+    const items = new LineSplitter(MAX_RULES_LINE_BYTES).push(line);
+    expect(items).toHaveLength(1);
+    expect(parseRulesLine(items[0] as string)).toEqual(rules);
+  });
+
+  it.each([
+    ['RULES {}', /expected an array/],
+    ['RULES [', /not valid JSON/],
+    ['RULES [{"family":4}]', /invalid RULES line: rules\[0\] is missing/],
+    [`RULES ${JSON.stringify([{ ...RULE, address: '10.0.0.1', prefix: 8 }])}`, /host bits/],
+  ])('refuses %j', (line, why) => {
+    expect(() => parseRulesLine(line)).toThrow(why);
   });
 });
 

@@ -83,6 +83,21 @@ describe('runWatchdog', () => {
     expect(said).toEqual([]);
   });
 
+  it('later orders replace the earlier (a RULES line moved the kill switch): the last that parses counts', async () => {
+    const fake = new FakeIptables();
+    const input = new PassThrough();
+    const done = runWatchdog(input, { run: fake.run, say: () => {} });
+    const killSwitch = (address: string) => ({ setup: { ...SETUP, killSwitch: true, rules: [{ family: 4 as const, address, prefix: 32, portLow: 0, portHigh: 0, exclude: false }] } });
+    input.write(`${JSON.stringify({ ...orders(null), killSwitch: killSwitch('10.1.1.1') })}\n`);
+    input.write(`${JSON.stringify({ ...orders(null), killSwitch: killSwitch('10.2.2.2') })}\n`);
+    // Not ours (another port), and malformed: both ignored.
+    input.write(`${JSON.stringify({ ...orders(null), port: 999, killSwitch: null })}\n`);
+    input.write('{"port":\n');
+    input.end();
+    expect(await done).toBe(0);
+    expect(fake.filterTables[4].chains.get('rxshuttle-ks-12300')?.filter((r) => r.includes('REJECT'))).toEqual(['-d 10.2.2.2/32 -p tcp -j REJECT --reject-with tcp-reset']);
+  });
+
   it('no orders, or orders that are not exactly ours: does nothing', async () => {
     const { fake } = await installed();
     for (const text of ['', '{"port":12300}\n', 'x'.repeat(10_000), `${JSON.stringify({ ...orders(null), extra: 1 })}\n`]) {
@@ -130,7 +145,10 @@ describe('runFirewallHelper and its watchdog', () => {
     let fake: FakeIptables | undefined;
     const h = start(async (o) => {
       events.push(`start ${JSON.stringify(o)} (rules installed: ${fake?.calls.some((c) => c.file.endsWith('-restore')) ?? false})`);
-      return { release: () => events.push(`release (chain left: ${fake?.tables[4].chains.has('rxshuttle-12300')})`) };
+      return {
+        release: () => events.push(`release (chain left: ${fake?.tables[4].chains.has('rxshuttle-12300')})`),
+        updateKillSwitch: () => events.push('update'),
+      };
     });
     fake = h.fake;
     expect(await h.nextLine()).toBe('HELLO rxshuttle-fw 1');
@@ -146,7 +164,7 @@ describe('runFirewallHelper and its watchdog', () => {
 
   it('not released when the removal failed: it tries again once the helper has exited', async () => {
     const released: boolean[] = [];
-    const h = start(async () => ({ release: () => released.push(true) }));
+    const h = start(async () => ({ release: () => released.push(true), updateKillSwitch: () => undefined }));
     expect(await h.nextLine()).toBe('HELLO rxshuttle-fw 1');
     h.input.write(`${JSON.stringify(SETUP)}\n`);
     expect(await h.nextLine()).toBe('READY');
@@ -154,6 +172,22 @@ describe('runFirewallHelper and its watchdog', () => {
     h.input.end('QUIT\n');
     expect(await h.done).toBe(1);
     expect(released).toEqual([]);
+  });
+
+  it('--kill-switch: each RULES line that worked sends the watchdog the setup as it now stands', async () => {
+    const updates: unknown[] = [];
+    const h = start(async () => ({ release: () => undefined, updateKillSwitch: (k) => updates.push(k) }));
+    expect(await h.nextLine()).toBe('HELLO rxshuttle-fw 1');
+    h.input.write(`${JSON.stringify({ ...SETUP, killSwitch: true })}\n`);
+    expect(await h.nextLine()).toBe('READY');
+    const extra = { family: 4, address: '192.168.9.9', prefix: 32, portLow: 0, portHigh: 0, exclude: false };
+    h.input.write(`RULES ${JSON.stringify([extra])}\n`);
+    expect(await h.nextLine()).toBe('OK');
+    h.input.write('RULES [1]\n');
+    expect(await h.nextLine()).toMatch(/^ERROR/);
+    expect(updates).toEqual([{ setup: { ...SETUP, killSwitch: true, rules: [...SETUP.rules, extra] } }]);
+    h.input.end('QUIT\n');
+    expect(await h.done).toBe(0);
   });
 
   it('a watchdog that cannot start: ERROR, nothing installed', async () => {
