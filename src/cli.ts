@@ -11,7 +11,7 @@ import { errorMessage, exitCodeFor, RxshuttleError, UsageError } from './errors.
 import { withoutErrnoCodes } from './errno.js';
 import { printable } from './printable.js';
 import { helperCommand } from './firewall/client.js';
-import { parseSeedHosts, readSubnetFile, resolveOptions, type Transport, type TunnelOptions } from './options.js';
+import { type Method, parseSeedHosts, readSubnetFile, resolveOptions, type Transport, type TunnelOptions } from './options.js';
 import { hostwatch$ } from './remote/hostwatch.js';
 import { runServer } from './remote/server.js';
 import { readyLine, render, stopLine } from './render.js';
@@ -71,6 +71,7 @@ interface CliFlags {
   latencyControl: boolean;
   sshForward?: boolean;
   transport: Transport;
+  method: Method;
   server?: boolean;
   daemon?: boolean;
   syslog?: boolean;
@@ -121,6 +122,7 @@ function toOptions(subnets: string[], flags: CliFlags): TunnelOptions {
       latencyControl: flags.latencyControl,
       sshForward: flags.sshForward === true,
       transport: flags.transport,
+      method: flags.method,
       ...(flags.keepalive === undefined ? {} : { keepalive: flags.keepalive }),
       reconnect: flags.reconnect,
       ...(flags.killSwitch ? { killSwitch: true } : {}),

@@ -36,7 +36,7 @@ import { isServerLink, isStockLink, keepaliveLost, type ServerLink, serverLink$,
 import { stockDiscovery } from './stock/discovery.js';
 import { asAccepted, type Listener, listener$, type Redirected, redirected$ } from './listener.js';
 import { fileURLToPath } from 'node:url';
-import { helperCommand } from './firewall/client.js';
+import { chooseMethod, helperCommand } from './firewall/client.js';
 import { type ConnectOptions, KEEPALIVE_MISSES, resolveOptions, type TunnelOptions } from './options.js';
 import { printable, printableLines } from './printable.js';
 import { descriptorBudget, guardDescriptors, openFileLimit } from './descriptor-guard.js';
@@ -124,7 +124,7 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
     switchMap((host) => {
       const setup: FirewallSetup = {
         version: 1,
-        method: 'nat',
+        method: chooseMethod(options.method),
         port: listener.port,
         routerMode: !isLoopback(listener.host),
         rules: [...host.addresses.map(hostRule), ...options.subnets],

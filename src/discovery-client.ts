@@ -330,6 +330,7 @@ export function discoveryClient(
                 };
                 const ready: TunnelEvent = {
                   kind: 'firewall-ready',
+                  method: setup.method,
                   port: setup.port,
                   rules: [...setup.rules, ...extraRules.value],
                   ...(captured ? { dns: { port: captured.sockets.port, nameservers: captured.nameservers } } : {}),

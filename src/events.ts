@@ -1,4 +1,4 @@
-import type { SubnetRule } from './firewall/types.js';
+import type { FirewallMethod, SubnetRule } from './firewall/types.js';
 import type { CloseReason } from './streams/channel.js';
 import type { Route } from './streams/discovery.js';
 import type { Destination } from './streams/frame.js';
@@ -27,6 +27,8 @@ export type TunnelEvent =
   | { readonly kind: 'connected'; readonly remote: string; readonly window: number }
   | {
       readonly kind: 'firewall-ready';
+      /** How connections are captured: a chain in iptables' nat table, or an nftables table (firewall/methods.ts). */
+      readonly method: FirewallMethod;
       readonly port: number;
       readonly rules: readonly SubnetRule[];
       /** --dns: the nameservers whose queries are captured, and the port they go to. */

@@ -79,6 +79,8 @@ export interface TunnelOptions {
   readonly reconnect: boolean;
   /** --kill-switch: dying without a clean stop leaves the subnets blocked, not direct (firewall/kill-switch.ts). */
   readonly killSwitch: boolean;
+  /** --method: nat (iptables), nft (a table of its own), or auto (nat where iptables is installed, else nft). */
+  readonly method: Method;
 }
 
 /** Default --keepalive: a ping every 15 s, so a vanished server is noticed within a minute. */
@@ -88,6 +90,9 @@ export const KEEPALIVE_MISSES = 4;
 export const DEFAULT_LISTEN_PORT = 12300;
 
 export const TRANSPORTS = ['auto', 'ssh', 'ssh2'] as const;
+/** --method: how the firewall captures (firewall/methods.ts); auto picks one where the tunnel starts. */
+export const METHODS = ['auto', 'nat', 'nft'] as const;
+export type Method = (typeof METHODS)[number];
 export type Transport = (typeof TRANSPORTS)[number];
 
 export interface DnsOptions {
@@ -134,6 +139,8 @@ export interface ConnectOptions {
   readonly reconnect?: boolean;
   /** Block the subnets (REJECT) if the tunnel dies without a clean stop (--kill-switch); default false. */
   readonly killSwitch?: boolean;
+  /** How the firewall captures: `auto` (default), `nat` or `nft` (--method). */
+  readonly method?: Method;
 }
 
 /** Parses and completes ConnectOptions; throws UsageError on anything malformed. */
@@ -170,6 +177,8 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
   const ssh = options.sshCommand ?? 'ssh';
   const transport = options.transport ?? 'auto';
   if (!TRANSPORTS.includes(transport)) throw new UsageError(`unknown --transport "${transport}": use auto, ssh or ssh2`);
+  const method = options.method ?? 'auto';
+  if (!METHODS.includes(method)) throw new UsageError(`unknown --method "${method}": use auto, nat or nft`);
   if (transport === 'ssh2' && !remote) throw new UsageError('--transport ssh2 needs -r HOST (local mode has no ssh)');
   if (transport === 'ssh2' && options.sshForward) {
     throw new UsageError('--ssh-forward needs the ssh binary (--transport ssh or auto); with ssh2, TCP always goes in ssh channels');
@@ -193,6 +202,7 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
     ...(options.firewallStderr ? { firewallStderr: options.firewallStderr } : {}),
     reconnect: options.reconnect ?? true,
     killSwitch: options.killSwitch ?? false,
+    method,
   };
 }
 

@@ -38,7 +38,7 @@ const renderers: { readonly [K in TunnelEvent['kind']]: Renderer<K> } = {
   'firewall-ready': {
     level: 1,
     text: (e) =>
-      `Firewall ready: chain rxshuttle-${e.port}, ${e.rules.filter((r) => !r.exclude).length} subnet(s) tunneled, ${e.rules.filter((r) => r.exclude).length} excluded${e.dns ? `; DNS to ${e.dns.nameservers.join(', ')} captured (port ${e.dns.port})` : ''}.`,
+      `Firewall ready: ${e.method === 'nft' ? 'table inet' : 'chain'} rxshuttle-${e.port}, ${e.rules.filter((r) => !r.exclude).length} subnet(s) tunneled, ${e.rules.filter((r) => r.exclude).length} excluded${e.dns ? `; DNS to ${e.dns.nameservers.join(', ')} captured (port ${e.dns.port})` : ''}.`,
   },
   accept: { level: 1, text: (e) => `Accept: ${e.source} -> ${formatDestination(e.destination)}.` },
   close: {

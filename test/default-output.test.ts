@@ -8,7 +8,7 @@ import { readyLine, render, stopLine } from '../src/render.js';
 
 type Ready = Extract<TunnelEvent, { kind: 'firewall-ready' }>;
 
-const ready = (rules: SubnetRule[], extra: Partial<Ready> = {}): Ready => ({ kind: 'firewall-ready', port: 12300, rules, ...extra });
+const ready = (rules: SubnetRule[], extra: Partial<Ready> = {}): Ready => ({ kind: 'firewall-ready', method: 'nat', port: 12300, rules, ...extra });
 const options = (listen: string, subnets: SubnetRule[]) => ({ listen: parseListen(listen), subnets });
 
 describe('the line when the tunnel is up', () => {

@@ -130,7 +130,7 @@ describe('discoveryClient', () => {
     const entries: HostsEntry[] = [];
     hosts$?.subscribe((e) => entries.push(e));
     ready.next('ready');
-    expect(events[1]).toEqual({ kind: 'firewall-ready', port: 12300, rules: started[0]?.rules });
+    expect(events[1]).toEqual({ kind: 'firewall-ready', method: 'nat', port: 12300, rules: started[0]?.rules });
     expect(control[1]).toEqual(encodeHostsRequest(['seed.lab']));
 
     // Hosts go to the helper (once per name and address) and are reported.
@@ -178,7 +178,7 @@ describe('discoveryClient', () => {
     expect(started[0]?.setup.rules).toEqual(base(12300).rules);
     expect(started[0]?.extra).toEqual([[wiki, printer]]);
     ready.next('ready');
-    expect(events).toContainEqual({ kind: 'firewall-ready', port: 12300, rules: [...base(12300).rules, wiki, printer] });
+    expect(events).toContainEqual({ kind: 'firewall-ready', method: 'nat', port: 12300, rules: [...base(12300).rules, wiki, printer] });
     expect(events.filter((e) => e.kind === 'name').map((e) => render(e, 1))).toEqual([
       'wiki.corp resolved to 192.168.50.7 (asked again in 60 s).',
       'printer.corp resolved to 192.168.50.9 (asked again in 60 s).',

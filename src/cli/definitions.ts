@@ -5,7 +5,7 @@
  * an option added here shows in all three; each generator takes the spec as an argument, which
  * lets a test add one without touching this file.
  */
-import { DEFAULT_KEEPALIVE, DEFAULT_LISTEN_PORT, TRANSPORTS } from '../options.js';
+import { DEFAULT_KEEPALIVE, DEFAULT_LISTEN_PORT, METHODS, TRANSPORTS } from '../options.js';
 import { DEFAULT_PIDFILE } from '../pidfile.js';
 
 /** Help groups, in the order --help and the man page show them. */
@@ -262,6 +262,19 @@ export const CLI_SPEC: CliSpec = {
       default: 'node',
     },
     { flags: '--python <path>', help: 'sshuttle compatibility: see --remote-node', group: 'ssh', hidden: true },
+    {
+      flags: '--method <auto|nat|nft>',
+      help: 'how connections are captured: iptables nat, an nftables table of its own, or auto (default)',
+      man:
+        'How the firewall captures connections. nat: a chain in iptables\' nat table (both families). nft: one ' +
+        'nftables table of the instance (inet rxshuttle-PORT), loaded in one transaction and removed by deleting ' +
+        'it. auto (default): nat where iptables is installed, else nft. Both capture the same TCP and DNS; --kill-switch ' +
+        'needs iptables either way. pf and ipfw (macOS, BSD) are not available on Linux.',
+      group: 'tunnel',
+      value: 'choice',
+      choices: METHODS,
+      default: 'auto',
+    },
     // Running it
     {
       flags: '--kill-switch',

@@ -24,7 +24,8 @@ import {
   setupLine,
 } from './protocol.js';
 import { RESTRICTED_FLAG } from './restricted.js';
-import type { FirewallSetup, HostsEntry, SubnetRule } from './types.js';
+import { findPrograms } from './programs.js';
+import type { FirewallMethod, FirewallSetup, HostsEntry, SubnetRule } from './types.js';
 
 const log = createDebug('rxshuttle:fw');
 
@@ -108,6 +109,19 @@ export function hostsSender(stdin: Writable, max = MAX_WAITING_HOSTS, onSent: ()
     },
   };
 }
+
+/**
+ * The method `--method auto` means here: nat where iptables is installed (the helper's own search:
+ * the system's program directories), else nft where that is, else nat (whose error then says to
+ * install iptables).
+ */
+export function chooseMethod(method: FirewallMethod | 'auto', found: (name: string) => boolean = isInstalled): FirewallMethod {
+  if (method !== 'auto') return method;
+  if (found('iptables-restore')) return 'nat';
+  return found('nft') ? 'nft' : 'nat';
+}
+
+const isInstalled = (name: string): boolean => findPrograms([name]).has(name);
 
 /** Whether sudo would run `argv` as root without asking for a password (`sudo -n -l argv`). */
 export function sudoAllowsWithoutPassword(argv: readonly string[]): boolean {

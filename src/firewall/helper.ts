@@ -26,7 +26,7 @@
 import createDebug from 'debug';
 import type { RunCommand } from './iptables.js';
 import { LINE_TOO_LONG, type LineItem, LineSplitter } from './lines.js';
-import { type InstalledRules, installNat } from './nat.js';
+import { type InstalledRules, installRules } from './methods.js';
 import { LOCK_DIRS, type PortLock, lockPort } from './port-lock.js';
 import { HELPER_PROGRAMS, findPrograms, programRunner } from './programs.js';
 import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, RULES_PREFIX, oneLine } from './protocol.js';
@@ -148,6 +148,7 @@ export async function runFirewallHelper(
       if (startWatchdog) {
         watchdog = await startWatchdog({
           port: setup.port,
+          method: setup.method,
           hostsPath: setup.hosts ? hostsPath : null,
           dns: setup.dnsPort !== undefined,
           lockDirs,
@@ -156,7 +157,7 @@ export async function runFirewallHelper(
       }
       // Before any cleanup of "leftovers": they may be the live rules of another helper.
       if (lockDirs) portLock = await lockPort(setup.port, lockDirs);
-      installed = await installNat(setup, run, opts.ownerUid);
+      installed = await installRules(setup, run, opts.ownerUid);
       // A kill switch left by an earlier instance on this port: this one carries the traffic now.
       await removeKillSwitches(run, setup.port);
       if (setup.killSwitch) killSwitch = setup;

@@ -6,21 +6,10 @@
 import createDebug from 'debug';
 import { type NatTable, type RunCommand, natTable } from './iptables.js';
 import { natChainUpdate, natCleanupScript, natRules } from './rules.js';
-import type { FirewallSetup, IpFamily, SubnetRule } from './types.js';
+import type { InstalledRules } from './methods.js';
+import type { FirewallSetup, IpFamily } from './types.js';
 
 const log = createDebug('rxshuttle:fw');
-
-/** One method's rules of an instance, as installed. */
-export interface InstalledRules {
-  /**
-   * Replaces the rules beyond the setup's own (host names resolved later) with `extra`, in place:
-   * the setup's rules plus `extra`, in one transaction per family. On failure what was there
-   * stays, and the error is thrown.
-   */
-  update(extra: readonly SubnetRule[]): Promise<void>;
-  /** Removes every rule of this instance's port, in both families. Throws if anything stays. */
-  remove(): Promise<void>;
-}
 
 /**
  * Removes leftovers of an earlier instance with the same port, then installs the rules (only

@@ -21,7 +21,8 @@ export interface SubnetRule {
   exclude: boolean;
 }
 
-export type FirewallMethod = 'nat';
+/** `nat`: iptables' nat table (rules.ts); `nft`: one nftables table of the instance's own (nft.ts). */
+export type FirewallMethod = 'nat' | 'nft';
 
 export interface FirewallSetup {
   /** Helper protocol version; the helper refuses anything else. */

@@ -41,13 +41,13 @@ export function validateSetup(value: unknown): FirewallSetup {
   const obj = record(value, 'setup');
   exactKeys(obj, 'setup', SETUP_KEYS, SETUP_REQUIRED);
   if (obj.version !== 1) fail('version', 'must be 1 (helper protocol version)');
-  if (obj.method !== 'nat') fail('method', 'must be "nat"');
+  if (obj.method !== 'nat' && obj.method !== 'nft') fail('method', 'must be "nat" or "nft"');
   const port = integer(obj.port, 'port', 1, 65535);
   if (typeof obj.routerMode !== 'boolean') fail('routerMode', 'must be a boolean');
   if (!Array.isArray(obj.rules)) fail('rules', 'must be an array');
   if (obj.rules.length > MAX_RULES) fail('rules', `must have at most ${MAX_RULES} entries`);
   const rules = obj.rules.map((r: unknown, i: number) => validateRule(r, `rules[${i}]`));
-  const setup: FirewallSetup = { version: 1, method: 'nat', port, routerMode: obj.routerMode, rules };
+  const setup: FirewallSetup = { version: 1, method: obj.method, port, routerMode: obj.routerMode, rules };
   if (Object.hasOwn(obj, 'bypassGid')) setup.bypassGid = integer(obj.bypassGid, 'bypassGid', 1, MAX_GID);
   if (Object.hasOwn(obj, 'dnsPort') !== Object.hasOwn(obj, 'dnsServers')) fail('dnsPort', 'and dnsServers go together');
   if (Object.hasOwn(obj, 'dnsPort')) {

@@ -7,11 +7,12 @@
  * How it works: the helper, once its setup is valid and before it takes its port lock or installs anything, starts
  * `node <the helper's script> --watchdog` in a session of its own (no terminal signal and no
  * kill of the helper's process group reaches it) with a pipe as its stdin, and writes it one line
- * of orders (WatchdogOrders: the port, whether -H and --dns were on, the kill switch's setup); a
- * later line of orders replaces them (a RULES line changed the subnets the kill switch blocks). When the helper has removed
- * everything, it writes `DONE` and closes the pipe; the watchdog exits 0 and does nothing. When
- * the pipe closes without `DONE` (the kernel closes it whatever killed the helper), the watchdog
- * takes the port lock and removes the chain `rxshuttle-P` (both families), the hosts block and
+ * of orders (WatchdogOrders: the port and method, whether -H and --dns were on, the kill switch's
+ * setup); a later line of orders replaces them (a RULES line changed the subnets the kill switch
+ * blocks). When the helper has removed everything, it writes `DONE` and closes the pipe; the
+ * watchdog exits 0 and does nothing. When the pipe closes without `DONE` (the kernel closes it
+ * whatever killed the helper), the watchdog takes the port lock and removes the chain
+ * `rxshuttle-P` (both families) or the nft table of that name (methods.ts), the hosts block and
  * the lock file, as a new helper for that port would. If another helper already holds the lock,
  * that one has cleaned the leftovers on its start and the watchdog leaves its live rules alone.
  *
@@ -23,14 +24,13 @@ import type { Writable } from 'node:stream';
 import createDebug from 'debug';
 import { hostsBlockName, removeBlockWithRetries } from './hosts-file.js';
 import type { RunCommand } from './iptables.js';
-import { natTable } from './iptables.js';
 import { LINE_TOO_LONG, LineSplitter } from './lines.js';
-import { removeChain } from './nat.js';
 import { lockPort, PortInUseError } from './port-lock.js';
 import { MAX_LINE_BYTES, oneLine } from './protocol.js';
 import { installKillSwitch } from './kill-switch.js';
 import { flushResolvedCache } from './resolved.js';
-import type { FirewallSetup } from './types.js';
+import { removeInstanceRules } from './methods.js';
+import type { FirewallMethod, FirewallSetup } from './types.js';
 import { MAX_RULES_LINE_BYTES, parseSetupLine } from './validate.js';
 
 const log = createDebug('rxshuttle:fw');
@@ -45,6 +45,8 @@ const MAX_ORDERS_BYTES = MAX_LINE_BYTES + MAX_RULES_LINE_BYTES + 4096;
 /** What the watchdog removes if the helper dies: everything of the instance on `port`. */
 export interface WatchdogOrders {
   port: number;
+  /** The helper's capture method: its tables must be cleaned (the other method's are tried too). */
+  method: FirewallMethod;
   /** -H: the hosts file holding the instance's block; null without -H. */
   hostsPath: string | null;
   /** --dns: flush systemd-resolved's cache after removal. */
@@ -99,8 +101,9 @@ export function spawnWatchdog(argv: readonly string[]): StartWatchdog {
 export function parseOrders(line: string): WatchdogOrders {
   const o = JSON.parse(line) as Record<string, unknown>;
   const keys = Object.keys(o).sort().join(',');
-  if (keys !== 'dns,hostsPath,killSwitch,lockDirs,port') throw new Error('malformed watchdog orders');
-  const { port, hostsPath, dns, lockDirs, killSwitch } = o;
+  if (keys !== 'dns,hostsPath,killSwitch,lockDirs,method,port') throw new Error('malformed watchdog orders');
+  const { port, method, hostsPath, dns, lockDirs, killSwitch } = o;
+  if (method !== 'nat' && method !== 'nft') throw new Error('malformed watchdog orders: method');
   const isPath = (p: unknown) => typeof p === 'string' && p.startsWith('/') && !p.includes('\0') && p.length < 4096;
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error('malformed watchdog orders: port');
   if (hostsPath !== null && !isPath(hostsPath)) throw new Error('malformed watchdog orders: hostsPath');
@@ -108,7 +111,7 @@ export function parseOrders(line: string): WatchdogOrders {
   if (lockDirs !== null && !(Array.isArray(lockDirs) && lockDirs.length <= 4 && lockDirs.every(isPath))) {
     throw new Error('malformed watchdog orders: lockDirs');
   }
-  return { port, hostsPath: hostsPath as string | null, dns, lockDirs: lockDirs as string[] | null, killSwitch: parseKillSwitch(killSwitch, port) };
+  return { port, method, hostsPath: hostsPath as string | null, dns, lockDirs: lockDirs as string[] | null, killSwitch: parseKillSwitch(killSwitch, port) };
 }
 
 function parseKillSwitch(value: unknown, port: number): WatchdogOrders['killSwitch'] {
@@ -208,18 +211,10 @@ async function cleanUp(orders: WatchdogOrders, opts: WatchdogOptions, say: (m: s
     if (orders.killSwitch) {
       await installKillSwitch(orders.killSwitch.setup, opts.run, orders.killSwitch.ownerUid).catch((e: Error) => problems.push(`kill switch: ${e.message}`));
     }
-    for (const family of [4, 6] as const) {
-      await removeChain(natTable(family, opts.run), port).then(
-        (some) => {
-          removed ||= some;
-        },
-        (e: Error) => {
-          // ip6tables may be missing or IPv6 off: then there is nothing of ours in it either.
-          if (family === 4) problems.push(e.message);
-          else log('watchdog: ip6tables cleanup: %s', e.message);
-        },
-      );
-    }
+    removed = await removeInstanceRules(orders.method, opts.run, port).catch((e: Error) => {
+      problems.push(e.message);
+      return false;
+    });
     if (orders.hostsPath !== null) {
       await removeBlockWithRetries(orders.hostsPath, hostsBlockName(port), { lockDirs: orders.lockDirs }).catch((e: Error) => problems.push(e.message));
     }

@@ -902,6 +902,11 @@ export class TestLab {
     return (await this.execOk(ns, [requireProgram('nft'), 'list', 'ruleset'])).stdout;
   }
 
+  /** `nft list tables` of a namespace, default cli. */
+  async nftTables(ns: Role = 'cli'): Promise<string> {
+    return (await this.execOk(ns, [requireProgram('nft'), 'list', 'tables'])).stdout;
+  }
+
   /** Pids currently inside a namespace (`ip netns pids`). */
   async pids(ns: Role): Promise<number[]> {
     const r = await run([this.ipPath, 'netns', 'pids', this.ns[ns]]);

@@ -117,9 +117,9 @@ export async function rxshuttleProcessesIn(lab: Lab, ns: Role): Promise<{ pid: n
 // ---------------------------------------------------------------------------
 // iptables
 
-/** Lines of `iptables-save` (all tables) that mention rxshuttle. */
+/** Lines of `iptables-save` (all tables) that mention rxshuttle, and the nftables tables of the nft method. */
 export async function rxshuttleRules(lab: Lab, ns: Role = 'cli'): Promise<string[]> {
-  const text = await lab.iptablesSave(ns);
+  const text = `${await lab.iptablesSave(ns)}\n${await lab.nftTables(ns)}`;
   return text.split('\n').filter((l) => /rxshuttle/i.test(l));
 }
 
@@ -226,7 +226,7 @@ export class Rxshuttle {
 
   /** Resolves once the firewall rules are in place (`Firewall ready`). */
   ready(timeoutMs = 30_000): Promise<string> {
-    return this.waitFor(/Firewall ready: chain rxshuttle-\d+/, timeoutMs);
+    return this.waitFor(/Firewall ready: (?:chain|table inet) rxshuttle-\d+/, timeoutMs);
   }
 
   /** The port from `Listening on <ip>:<port>.` */

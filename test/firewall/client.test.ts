@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BehaviorSubject, firstValueFrom } from 'rxjs';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
-import { firewall$, helperCommand } from '../../src/firewall/client.js';
+import { chooseMethod, firewall$, helperCommand } from '../../src/firewall/client.js';
 import { FirewallError } from '../../src/firewall/errors.js';
 import type { FirewallSetup } from '../../src/firewall/types.js';
 
@@ -89,6 +89,17 @@ function errorOf(argv: string[], setup = SETUP): Promise<unknown> {
 }
 
 const hostRule = (address: string) => ({ family: 4 as const, address, prefix: 32, portLow: 0, portHigh: 0, exclude: false });
+
+describe('chooseMethod (--method auto)', () => {
+  it('nat where iptables is installed, else nft where that is, else nat (whose error says what to install); a named method as is', () => {
+    const only = (...names: string[]) => (name: string) => names.includes(name);
+    expect(chooseMethod('auto', only('iptables-restore', 'nft'))).toBe('nat');
+    expect(chooseMethod('auto', only('nft'))).toBe('nft');
+    expect(chooseMethod('auto', only())).toBe('nat');
+    expect(chooseMethod('nft', only('iptables-restore'))).toBe('nft');
+    expect(chooseMethod('nat', only('nft'))).toBe('nat');
+  });
+});
 
 describe('firewall$ with extra rules (host names as subnets)', () => {
   it("the first list is in place before 'ready'; later lists go one at a time, only the latest of those waiting", async () => {

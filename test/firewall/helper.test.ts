@@ -76,7 +76,7 @@ describe('runFirewallHelper (fake iptables)', () => {
     h.input.end(`${JSON.stringify(SETUP)}\n`);
     expect(await h.done).toBe(0);
     const programs = new Set(fake.calls.map((c) => c.file));
-    expect([...programs].sort()).toEqual(['ip6tables-save', 'iptables-restore', 'iptables-save']);
+    expect([...programs].sort()).toEqual(['ip6tables-save', 'iptables-restore', 'iptables-save', 'nft']);
     for (const call of fake.calls.filter((c) => c.file.endsWith('-restore'))) {
       expect(call.args).toEqual(['--wait=10', '--noflush']);
     }
@@ -189,6 +189,27 @@ describe('runFirewallHelper (fake iptables)', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('method nft: one table of the instance, RULES rewrite its capture chain, EOF deletes it; the other method\'s leftovers go first', async () => {
+    const fake = new FakeIptables();
+    // A chain left by an earlier nat instance on the port.
+    fake.tables[4].restore('*nat\n:rxshuttle-12300 - [0:0]\n-A OUTPUT -p tcp -j rxshuttle-12300\nCOMMIT\n');
+    const h = startHelper(fake);
+    await h.nextLine();
+    h.input.write(`${JSON.stringify({ ...SETUP, method: 'nft' })}\n`);
+    expect(await h.nextLine()).toBe('READY');
+    expect(fake.rxshuttleLines()).toEqual([]);
+    expect([...fake.nftTables.keys()]).toEqual(['rxshuttle-12300']);
+    expect(fake.nftTables.get('rxshuttle-12300')).toContain('meta l4proto tcp meta skgid != 4242 jump capture');
+    h.input.write(`RULES ${JSON.stringify([{ family: 4, address: '192.168.7.7', prefix: 32, portLow: 443, portHigh: 443, exclude: false }])}\n`);
+    expect(await h.nextLine()).toBe('OK');
+    const update = fake.nftTables.get('rxshuttle-12300') ?? '';
+    expect(update.split('\n')[0]).toBe('flush chain inet rxshuttle-12300 capture');
+    expect(update).toContain('ip daddr 192.168.7.7/32 tcp dport 443 redirect to :12300');
+    h.input.end('QUIT\n');
+    expect(await h.done).toBe(0);
+    expect([...fake.nftTables.keys()]).toEqual([]);
   });
 
   it('refuses further lines with ERROR but keeps the rules', async () => {

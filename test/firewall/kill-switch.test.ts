@@ -136,7 +136,7 @@ describe('the helper with --kill-switch', () => {
   });
 
   it('the watchdog gets the setup to block with, checked as strictly as the helper checks its input', () => {
-    const orders = { port: 12300, hostsPath: null, dns: true, lockDirs: null, killSwitch: { setup: SETUP, ownerUid: 1000 } };
+    const orders = { port: 12300, method: 'nat', hostsPath: null, dns: true, lockDirs: null, killSwitch: { setup: SETUP, ownerUid: 1000 } };
     expect(parseOrders(JSON.stringify(orders)).killSwitch).toEqual({ setup: SETUP, ownerUid: 1000 });
     for (const bad of [
       { ...orders, killSwitch: { setup: { ...SETUP, port: 22 } } },

@@ -40,7 +40,7 @@ async function installed(): Promise<{ fake: FakeIptables; hostsPath: string }> {
   return { fake, hostsPath };
 }
 
-const orders = (hostsPath: string | null): WatchdogOrders => ({ port: 12300, hostsPath, dns: false, lockDirs: null, killSwitch: null });
+const orders = (hostsPath: string | null): WatchdogOrders => ({ port: 12300, method: 'nat', hostsPath, dns: false, lockDirs: null, killSwitch: null });
 
 describe('runWatchdog', () => {
   it('DONE before the end of its input: touches nothing, says nothing', async () => {
@@ -110,15 +110,18 @@ describe('runWatchdog', () => {
   });
 
   it('parseOrders: exact keys, a port, absolute paths', () => {
-    expect(parseOrders(JSON.stringify({ port: 1, hostsPath: '/etc/hosts', dns: true, lockDirs: ['/run/rxshuttle'], killSwitch: null }))).toEqual({
+    expect(parseOrders(JSON.stringify({ port: 1, method: 'nft', hostsPath: '/etc/hosts', dns: true, lockDirs: ['/run/rxshuttle'], killSwitch: null }))).toEqual({
       port: 1,
+      method: 'nft',
       hostsPath: '/etc/hosts',
       dns: true,
       lockDirs: ['/run/rxshuttle'],
       killSwitch: null,
     });
     for (const bad of [
-      { port: 0, hostsPath: null, dns: false, lockDirs: null, killSwitch: null },
+      { port: 0, method: 'nat', hostsPath: null, dns: false, lockDirs: null, killSwitch: null },
+      { port: 1, method: 'pf', hostsPath: null, dns: false, lockDirs: null, killSwitch: null },
+      { port: 1, hostsPath: null, dns: false, lockDirs: null, killSwitch: null },
       { port: 1.5, hostsPath: null, dns: false, lockDirs: null, killSwitch: null },
       { port: 1, hostsPath: 'etc/hosts', dns: false, lockDirs: null, killSwitch: null },
       { port: 1, hostsPath: null, dns: 'yes', lockDirs: null, killSwitch: null },
@@ -157,7 +160,7 @@ describe('runFirewallHelper and its watchdog', () => {
     h.input.end('QUIT\n');
     expect(await h.done).toBe(0);
     expect(events).toEqual([
-      'start {"port":12300,"hostsPath":null,"dns":true,"lockDirs":null,"killSwitch":null} (rules installed: false)',
+      'start {"port":12300,"method":"nat","hostsPath":null,"dns":true,"lockDirs":null,"killSwitch":null} (rules installed: false)',
       'release (chain left: false)',
     ]);
   });

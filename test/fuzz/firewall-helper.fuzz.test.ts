@@ -46,12 +46,13 @@ const setupArb = fc.record({
   bypassGid: fc.option(fc.integer({ min: 1, max: 2 ** 32 - 2 }), { nil: undefined }),
   hosts: fc.boolean(),
   dns: fc.boolean(),
+  method: fc.constantFrom('nat', 'nft'),
 });
 type SetupShape = typeof setupArb extends fc.Arbitrary<infer T> ? T : never;
 function setupObject(s: SetupShape): Record<string, unknown> {
   return {
     version: 1,
-    method: 'nat',
+    method: s.method,
     port: s.port,
     routerMode: s.routerMode,
     rules: s.rules.map((r) => ({
@@ -109,7 +110,19 @@ const hostLine = fc.oneof(
   ),
   fc.string({ maxLength: 40 }).map((s) => `HOST ${s}`),
 );
+/** RULES lines: plausible lists, and lists with one hostile value. */
+const rulesLine = fc.oneof(
+  fc.array(ruleArb, { maxLength: 4 }).map(
+    (rules) =>
+      `RULES ${JSON.stringify(rules.map((r) => ({ family: r.net[0], address: r.net[1], prefix: r.net[2], portLow: r.ports[0], portHigh: r.ports[1], exclude: r.exclude })))}`,
+  ),
+  fc
+    .tuple(fc.constantFrom('family', 'address', 'prefix', 'portLow', 'portHigh', 'exclude', 'extra'), hostile)
+    .map(([field, value]) => `RULES ${JSON.stringify([{ family: 4, address: '10.9.0.0', prefix: 16, portLow: 0, portHigh: 0, exclude: false, [field === 'extra' ? CANARY : field]: value }])}`),
+  fc.string({ maxLength: 40 }).map((s) => `RULES ${s}`),
+);
 const lineArb = fc.oneof(
+  { weight: 2, arbitrary: rulesLine },
   { weight: 3, arbitrary: setupArb.map((s) => JSON.stringify(setupObject(s))) },
   { weight: 3, arbitrary: hostileSetupLine },
   { weight: 3, arbitrary: hostLine },
@@ -121,7 +134,7 @@ const lineArb = fc.oneof(
 const scenarioArb = fc
   .tuple(
     setupArb,
-    fc.array(fc.oneof(fc.constantFrom('HOST 10.1.2.3 web', 'HOST fd00::5 db.lab', 'HOST 10.1.2.4 api.lab'), hostLine, lineArb), { maxLength: 6 }),
+    fc.array(fc.oneof(fc.constantFrom('HOST 10.1.2.3 web', 'HOST fd00::5 db.lab', 'HOST 10.1.2.4 api.lab'), hostLine, rulesLine, lineArb), { maxLength: 6 }),
   )
   .map(([setup, rest]) => [JSON.stringify(setupObject({ ...setup, hosts: true })), ...rest]);
 const inputArb = fc.tuple(
@@ -131,7 +144,8 @@ const inputArb = fc.tuple(
 );
 
 const RESTORE_ARGS = [['--wait=10', '--noflush'], ['--noflush']];
-const PROGRAMS = ['iptables-save', 'iptables-restore', 'ip6tables-save', 'ip6tables-restore'];
+const PROGRAMS = ['iptables-save', 'iptables-restore', 'ip6tables-save', 'ip6tables-restore', 'nft'];
+const NFT_TABLE = /^rxshuttle-\d{1,5}$/;
 const BUILTIN = ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'];
 const TOKEN = /^[A-Za-z0-9_.:/!-]+$/;
 
@@ -158,6 +172,34 @@ function checkScriptLine(line: string): void {
     if (t === '--to-ports' || t === '--dport' || t === '--gid-owner') expect(next, line).toMatch(/^\d+(:\d+)?$/);
     if (t === '-p') expect(['tcp', 'udp']).toContain(next);
   });
+}
+
+/** An nft call the helper made: its own table by name, fixed words, checked values. */
+function checkNftCall(args: readonly string[], input: string | undefined): void {
+  const words = args.join(' ');
+  if (words === 'list tables inet') return;
+  if (args[0] === 'delete') {
+    expect(args.slice(0, 3)).toEqual(['delete', 'table', 'inet']);
+    expect(args[3]).toMatch(NFT_TABLE);
+    expect(args).toHaveLength(4);
+    return;
+  }
+  expect(words).toBe('-f -');
+  const text = input ?? '';
+  expect(text).not.toContain(CANARY);
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line === '}' || /^chain (capture|output|prerouting) \{$/.test(line)) continue;
+    if (/^table inet rxshuttle-\d{1,5} \{$/.test(line) || /^flush chain inet rxshuttle-\d{1,5} capture$/.test(line)) continue;
+    if (/^type nat hook (output|prerouting) priority -100; policy accept;$/.test(line)) continue;
+    if (line === 'fib daddr type local return') continue;
+    // A capture rule, or a hook's jump: only these words and checked numbers and addresses.
+    expect(line, line).toMatch(
+      /^((ip6? daddr [0-9a-f.:]+(\/\d{1,3})? )?(meta l4proto tcp|tcp dport \d{1,5}(-\d{1,5})?|udp dport 53)( meta skuid \d+)?( meta skgid != \d+)? (return|redirect to :\d{1,5}|jump capture))$/,
+    );
+    const address = /daddr ([0-9a-f.:]+)/.exec(line)?.[1];
+    if (address !== undefined) expect(isIP(address), line).not.toBe(0);
+  }
 }
 
 interface Outcome {
@@ -202,6 +244,10 @@ function checkOutcome(out: Outcome): void {
   }
   for (const call of out.fake.calls) {
     expect(PROGRAMS).toContain(call.file);
+    if (call.file === 'nft') {
+      checkNftCall(call.args, call.input);
+      continue;
+    }
     // nat: the redirect; filter: looked at for a kill switch left on the port (none here: no setup asks for one)
     if (call.file.endsWith('-save')) expect([['-t', 'nat'], ['-t', 'filter']]).toContainEqual([...call.args]);
     else {
@@ -213,6 +259,7 @@ function checkOutcome(out: Outcome): void {
   // Whatever happened, nothing of it stays: no rule, the hosts file as it was.
   expect(out.fake.rxshuttleLines(4)).toEqual([]);
   expect(out.fake.rxshuttleLines(6)).toEqual([]);
+  expect([...out.fake.nftTables.keys()]).toEqual([]);
   expect(fs.readFileSync(hostsPath, 'utf8')).toBe(HOSTS_ORIGINAL);
 }
 

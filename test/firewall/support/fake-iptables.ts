@@ -63,6 +63,8 @@ export class FakeIptables {
   readonly calls: FakeCall[] = [];
   /** Programs that are "not installed". */
   readonly missing = new Set<string>();
+  /** nftables tables of family inet (the nft method), by name: the text last loaded into each. */
+  readonly nftTables = new Map<string, string>();
   /** Return an error message to make a restore fail (before it changes anything). */
   failRestore: ((file: string, script: string) => string | undefined) | undefined;
 
@@ -70,6 +72,7 @@ export class FakeIptables {
     this.calls.push({ file, args, input });
     await Promise.resolve();
     if (this.missing.has(file)) throw new CommandNotFoundError(file);
+    if (file === 'nft') return this.#nft(args, input);
     const family = file.startsWith('ip6') ? 6 : 4;
     const filter = file.endsWith('-save') ? args.includes('filter') : (input ?? '').startsWith('*filter');
     const table = filter ? this.filterTables[family] : this.tables[family];
@@ -82,6 +85,28 @@ export class FakeIptables {
     }
     throw new Error(`fake: unexpected program ${file}`);
   };
+
+  /** The subset of nft the nft method uses: list tables, delete table, -f with one table's text. */
+  #nft(args: readonly string[], input: string | undefined): string {
+    const [verb, ...rest] = args;
+    if (verb === 'list' && rest.join(' ') === 'tables inet') return [...this.nftTables.keys()].map((t) => `table inet ${t}\n`).join('');
+    if (verb === 'delete' && rest[0] === 'table' && rest[1] === 'inet' && rest[2] !== undefined) {
+      if (!this.nftTables.delete(rest[2])) throw new Error(`nft failed (exit 1): No such file or directory: table inet ${rest[2]}`);
+      return '';
+    }
+    if (verb === '-f' && rest.join(' ') === '-') {
+      const text = input ?? '';
+      const failure = this.failRestore?.('nft', text);
+      if (failure) throw new Error(`nft failed (exit 1): ${failure}`);
+      const name = /^table inet (\S+) \{$/m.exec(text)?.[1];
+      if (name === undefined) throw new Error('fake nft: no table in the script');
+      const flush = /^flush chain inet (\S+) \S+$/m.exec(text)?.[1];
+      if (flush !== undefined && !this.nftTables.has(flush)) throw new Error(`nft failed (exit 1): No such file or directory: table inet ${flush}`);
+      this.nftTables.set(name, text);
+      return '';
+    }
+    throw new Error(`fake nft: cannot do ${args.join(' ')}`);
+  }
 
   /** Rules of all chains that mention rxshuttle, for assertions. */
   rxshuttleLines(family: 4 | 6 = 4): string[] {
