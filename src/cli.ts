@@ -72,6 +72,9 @@ interface CliFlags {
   sshForward?: boolean;
   transport: Transport;
   method: Method;
+  user?: string;
+  group?: string;
+  disableIpv6?: boolean;
   server?: boolean;
   daemon?: boolean;
   syslog?: boolean;
@@ -123,6 +126,9 @@ function toOptions(subnets: string[], flags: CliFlags): TunnelOptions {
       sshForward: flags.sshForward === true,
       transport: flags.transport,
       method: flags.method,
+      ...(flags.user === undefined ? {} : { user: flags.user }),
+      ...(flags.group === undefined ? {} : { group: flags.group }),
+      ...(flags.disableIpv6 ? { disableIpv6: true } : {}),
       ...(flags.keepalive === undefined ? {} : { keepalive: flags.keepalive }),
       reconnect: flags.reconnect,
       ...(flags.killSwitch ? { killSwitch: true } : {}),

@@ -80,7 +80,9 @@ export function connect(input: ConnectOptions | TunnelOptions): Observable<Tunne
     // can give it; as anyone else they would be caught again and loop.
     return throwError(() => new UsageError('local mode (no -r) needs root: run it as root, or tunnel through -r HOST'));
   }
-  const ipv6 = options.subnets.some((rule) => rule.family === 6 && !rule.exclude) || (options.names.some((n) => !n.exclude) ? 'if-available' : false);
+  const ipv6 = options.disableIpv6
+    ? false
+    : options.subnets.some((rule) => rule.family === 6 && !rule.exclude) || (options.names.some((n) => !n.exclude) ? 'if-available' : false);
   const fileLimit = openFileLimit();
   const budget =
     fileLimit === undefined
@@ -127,7 +129,9 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
         method: chooseMethod(options.method),
         port: listener.port,
         routerMode: !isLoopback(listener.host),
-        rules: [...host.addresses.map(hostRule), ...options.subnets],
+        rules: [...host.addresses.filter((a) => !(options.disableIpv6 && !isIPv4(a))).map(hostRule), ...options.subnets],
+        ...(options.user === undefined ? {} : { user: options.user }),
+        ...(options.group === undefined ? {} : { group: options.group }),
         ...(bypassGid === undefined ? {} : { bypassGid }),
         ...(options.killSwitch ? { killSwitch: true } : {}),
       };

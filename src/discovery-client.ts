@@ -230,7 +230,9 @@ export function discoveryClient(
   const dnsSetup$ = (): Observable<{ sockets: DnsSockets; nameservers: string[]; warning?: string } | null> => {
     if (!dns) return of(null);
     return defer(() => {
-      const nameservers = dns.nameservers ? [...dns.nameservers] : resolvConfNameservers(readLocalResolvConf());
+      const nameservers = (dns.nameservers ? [...dns.nameservers] : resolvConfNameservers(readLocalResolvConf())).filter(
+        (ns) => !(options.disableIpv6 && isIPv6(ns)),
+      );
       if (nameservers.length === 0) {
         return throwError(() => new UsageError('--dns: /etc/resolv.conf names no nameserver to capture; name them with --ns-hosts'));
       }

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { collapseIPv6Number, IPv4CidrRange, IPv6CidrRange } from 'ip-num';
@@ -81,6 +82,12 @@ export interface TunnelOptions {
   readonly killSwitch: boolean;
   /** --method: nat (iptables), nft (a table of its own), or auto (nat where iptables is installed, else nft). */
   readonly method: Method;
+  /** --user: only this uid's connections on this machine are captured. */
+  readonly user?: number;
+  /** --group: only connections of processes with this primary gid are captured. */
+  readonly group?: number;
+  /** --disable-ipv6: no IPv6 rules, listener, AAAA lookups or IPv6 nameservers. */
+  readonly disableIpv6: boolean;
 }
 
 /** Default --keepalive: a ping every 15 s, so a vanished server is noticed within a minute. */
@@ -141,6 +148,12 @@ export interface ConnectOptions {
   readonly killSwitch?: boolean;
   /** How the firewall captures: `auto` (default), `nat` or `nft` (--method). */
   readonly method?: Method;
+  /** Capture only this user's connections: a name or uid (--user). */
+  readonly user?: string | number;
+  /** Capture only connections of processes with this primary group: a name or gid (--group). */
+  readonly group?: string | number;
+  /** No IPv6 at all (--disable-ipv6); an IPv6 subnet to tunnel is then a usage error. */
+  readonly disableIpv6?: boolean;
 }
 
 /** Parses and completes ConnectOptions; throws UsageError on anything malformed. */
@@ -159,7 +172,13 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
     ...(options.exclude ?? []).map((s) => rule(s, true)),
     ...resolvedNames,
   ];
-  const subnets = given.filter((s): s is SubnetRule => !isNamedSubnet(s));
+  const disableIpv6 = options.disableIpv6 ?? false;
+  const v6Include = given.find((s) => !isNamedSubnet(s) && s.family === 6 && !s.exclude) as SubnetRule | undefined;
+  if (disableIpv6 && v6Include) {
+    throw new UsageError(`--disable-ipv6: an IPv6 subnet to tunnel was given (${v6Include.address}/${v6Include.prefix})`);
+  }
+  // IPv6 excludes exclude nothing without IPv6 rules: left out.
+  const subnets = given.filter((s): s is SubnetRule => !isNamedSubnet(s) && !(disableIpv6 && s.family === 6));
   const names = given.filter(isNamedSubnet);
   if (names.length > MAX_NAMED_SUBNETS) throw new UsageError(`at most ${MAX_NAMED_SUBNETS} host names as subnets (${names.length} given)`);
   const dns = resolveDns(options);
@@ -203,6 +222,9 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
     reconnect: options.reconnect ?? true,
     killSwitch: options.killSwitch ?? false,
     method,
+    ...(options.user === undefined ? {} : { user: lookupId('passwd', options.user, '--user') }),
+    ...(options.group === undefined ? {} : { group: lookupId('group', options.group, '--group') }),
+    disableIpv6,
   };
 }
 
@@ -274,6 +296,25 @@ function parsePorts(bad: (why: string) => UsageError, low?: string, high?: strin
   const portHigh = high === undefined ? portLow : Number(high);
   if (portLow < 1 || portHigh > 65535 || portLow > portHigh) throw bad('invalid port range');
   return { portLow, portHigh };
+}
+
+/**
+ * A user's uid or a group's gid: a number as is, a name through the system's databases (`getent`,
+ * so LDAP and the like answer too). A UsageError naming the option when there is no such one.
+ */
+export function lookupId(database: 'passwd' | 'group', value: string | number, option: string, getent: (db: string, key: string) => string | null = runGetent): number {
+  const text = String(value).trim();
+  if (/^\d{1,10}$/.test(text) && Number(text) <= 2 ** 32 - 2) return Number(text);
+  if (!/^[A-Za-z0-9._][A-Za-z0-9._-]{0,63}\$?$/.test(text)) throw new UsageError(`${option} "${text}": not a ${database === 'passwd' ? 'user' : 'group'} name or number`);
+  const entry = getent(database, text);
+  const id = entry?.split(':')[2];
+  if (id === undefined || !/^\d+$/.test(id)) throw new UsageError(`${option} "${text}": no such ${database === 'passwd' ? 'user' : 'group'}`);
+  return Number(id);
+}
+
+function runGetent(database: string, key: string): string | null {
+  const result = spawnSync('getent', [database, key], { encoding: 'utf8', timeout: 10_000 });
+  return result.status === 0 ? result.stdout.split('\n')[0] ?? null : null;
 }
 
 /** `--keepalive SECONDS`: a whole number of seconds, 0 (off) to a day. */

@@ -6,6 +6,7 @@ import { UsageError } from '../src/errors.js';
 import type { SubnetRule } from '../src/firewall/types.js';
 import { hasHostBits, isCanonicalIp, parseIp } from '../src/ip.js';
 import {
+  lookupId,
   MAX_NAMED_SUBNETS,
   parseListen,
   parseRemote,
@@ -166,6 +167,32 @@ describe('host names as subnets (parseSubnetOrName)', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('--user, --group, --disable-ipv6', () => {
+  it('lookupId: a number as is, a name through getent, a UsageError naming the option otherwise', () => {
+    const db: Record<string, string> = { 'passwd alice': 'alice:x:1001:1001::/home/alice:/bin/sh', 'group staff': 'staff:x:50:' };
+    const getent = (database: string, key: string) => db[`${database} ${key}`] ?? null;
+    expect(lookupId('passwd', '1001', '--user', getent)).toBe(1001);
+    expect(lookupId('passwd', 0, '--user', getent)).toBe(0);
+    expect(lookupId('passwd', 'alice', '--user', getent)).toBe(1001);
+    expect(lookupId('group', 'staff', '--group', getent)).toBe(50);
+    expect(() => lookupId('passwd', 'bob', '--user', getent)).toThrow(/^--user "bob": no such user$/);
+    expect(() => lookupId('group', 'a b', '--group', getent)).toThrow(/^--group "a b": not a group name or number$/);
+    expect(() => lookupId('passwd', '99999999999', '--user', getent)).toThrow(UsageError);
+  });
+
+  it('resolveOptions looks names up on this machine (root is 0 everywhere)', () => {
+    const options = resolveOptions({ subnets: ['10.0.0.0/8'], user: 'root', group: 'root' }, () => ['fw']);
+    expect([options.user, options.group]).toEqual([0, 0]);
+  });
+
+  it('--disable-ipv6: an IPv6 subnet to tunnel is an error; IPv6 excludes are left out', () => {
+    expect(() => resolveOptions({ subnets: ['fd00::/8'], disableIpv6: true }, () => ['fw'])).toThrow(/^--disable-ipv6: an IPv6 subnet to tunnel was given \(fd00::\/8\)$/);
+    const options = resolveOptions({ subnets: ['10.0.0.0/8'], exclude: ['fd00::/8'], disableIpv6: true }, () => ['fw']);
+    expect(options.subnets).toEqual([rule(4, '10.0.0.0', 8, 0, 0, false)]);
+    expect(options.disableIpv6).toBe(true);
   });
 });
 

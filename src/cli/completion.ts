@@ -22,6 +22,7 @@ const BASH_ACTIONS: { readonly [K in ValueKind]: string } = {
   host: 'COMPREPLY=($(compgen -A hostname -- "$cur"))',
   command: 'COMPREPLY=($(compgen -c -- "$cur"))',
   user: 'COMPREPLY=($(compgen -u -- "$cur"))',
+  group: 'COMPREPLY=($(compgen -g -- "$cur"))',
   choice: '', // per option, below
   text: 'COMPREPLY=()',
 };
@@ -77,6 +78,7 @@ const ZSH_ACTIONS: { readonly [K in ValueKind]: string } = {
   host: '_hosts',
   command: '_command_names -e',
   user: '_users',
+  group: '_groups',
   choice: '',
   text: ' ',
 };

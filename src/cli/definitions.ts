@@ -24,7 +24,7 @@ export const GROUP_TITLES: { readonly [G in Group]: string } = {
  * What an option's value is, for completion: a file, a host (ssh's), a command, a local user, one
  * of `choices`, or something no shell can guess (an address, a number).
  */
-export type ValueKind = 'file' | 'host' | 'command' | 'user' | 'choice' | 'text';
+export type ValueKind = 'file' | 'host' | 'command' | 'user' | 'group' | 'choice' | 'text';
 
 export interface OptionDef {
   /** As commander spells them: `-r, --remote <[user@]host[:port]>`, `--no-reconnect`. */
@@ -274,6 +274,26 @@ export const CLI_SPEC: CliSpec = {
       value: 'choice',
       choices: METHODS,
       default: 'auto',
+    },
+    {
+      flags: '--user <user>',
+      help: "capture only this user's connections on this machine (a name or uid)",
+      man:
+        "Capture only this user's connections made on this machine (an owner match on the firewall's OUTPUT " +
+        "jumps); other users' go the direct way. Forwarded traffic (router mode) has no owner and is not affected.",
+      group: 'tunnel',
+      value: 'user',
+    },
+    {
+      flags: '--group <group>',
+      help: 'capture only connections of processes whose primary group is this one (a name or gid)',
+      group: 'tunnel',
+      value: 'group',
+    },
+    {
+      flags: '--disable-ipv6',
+      help: 'no IPv6 at all: no IPv6 rules, listener, AAAA lookups for host names, nor IPv6 nameservers',
+      group: 'tunnel',
     },
     // Running it
     {

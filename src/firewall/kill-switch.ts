@@ -22,7 +22,7 @@
  */
 import createDebug from 'debug';
 import { iptablesTable, type RunCommand } from './iptables.js';
-import { byPrecedence, chainCleanupScript, subnetMatch } from './rules.js';
+import { byPrecedence, chainCleanupScript, ownerMatch, subnetMatch } from './rules.js';
 import type { FirewallSetup, IpFamily } from './types.js';
 
 const log = createDebug('rxshuttle:fw');
@@ -47,7 +47,7 @@ export function killSwitchScript(setup: FirewallSetup, family: IpFamily, ownerUi
   for (const rule of byPrecedence(rules)) {
     lines.push(`-A ${chain} ${subnetMatch(rule)} -j ${rule.exclude ? 'RETURN' : 'REJECT --reject-with tcp-reset'}`);
   }
-  lines.push(`-I OUTPUT 1${ownerUid === undefined ? '' : ` -m owner --uid-owner ${ownerUid}`} -j ${chain}`);
+  lines.push(`-I OUTPUT 1${ownerMatch(setup, ownerUid)} -j ${chain}`);
   if (setup.routerMode) lines.push(`-I FORWARD 1 -j ${chain}`);
   lines.push('COMMIT', '');
   return lines.join('\n');

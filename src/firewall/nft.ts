@@ -67,8 +67,10 @@ export function nftScript(setup: FirewallSetup, rules: readonly SubnetRule[], ow
   if (!rules.some((r) => !r.exclude) && !capturesDns(setup)) return null;
   const jumps = ['meta l4proto tcp'];
   if (capturesDns(setup)) jumps.push('udp dport 53');
+  const uid = ownerUid ?? setup.user;
   const owner = [
-    ...(ownerUid === undefined ? [] : [`meta skuid ${integer(ownerUid)}`]),
+    ...(uid === undefined ? [] : [`meta skuid ${integer(uid)}`]),
+    ...(setup.group === undefined ? [] : [`meta skgid ${integer(setup.group)}`]),
     ...(setup.bypassGid === undefined ? [] : [`meta skgid != ${integer(setup.bypassGid)}`]),
   ];
   const lines = [

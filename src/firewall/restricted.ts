@@ -64,6 +64,7 @@ const readProc = (path: string) => readFileSync(path, 'latin1');
 export function checkRestrictedSetup(setup: FirewallSetup, uid: number, bound: typeof boundBy = boundBy): void {
   const why = 'the rule of rxshuttle --sudoers allows only your own traffic; run rxshuttle as root (or with sudo and your password) for';
   if (setup.routerMode) throw new Error(`router mode (a listen address beyond loopback) is refused: ${why} the whole machine`);
+  if (setup.user !== undefined && setup.user !== uid) throw new Error(`--user ${setup.user} is refused: ${why} another user's traffic`);
   if (!bound(setup.port, uid, 'tcp')) {
     throw new Error(`port ${setup.port} is not listened on by uid ${uid}: the rules may only redirect to your own listener`);
   }

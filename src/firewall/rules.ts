@@ -12,7 +12,7 @@
  *   -A rxshuttle-P -d NET/LEN -p tcp [--dport LO:HI] -j RETURN                 (exclude)
  *   -A rxshuttle-P -d NET/LEN -p tcp [--dport LO:HI] -j REDIRECT --to-ports P  (include)
  *   -I PREROUTING 1 -p tcp -j rxshuttle-P                                      (router mode only)
- *   -I OUTPUT 1 -p tcp [-m owner --uid-owner U] [-m owner ! --gid-owner G] -j rxshuttle-P
+ *   -I OUTPUT 1 -p tcp [-m owner --uid-owner U] [-m owner --gid-owner G] [-m owner ! --gid-owner B] -j rxshuttle-P
  *   -I PREROUTING 1 -p udp --dport 53 -j rxshuttle-P                           (--dns, router mode)
  *   -I OUTPUT 1 -p udp --dport 53 [-m owner --uid-owner U] [-m owner ! --gid-owner G] -j rxshuttle-P    (--dns)
  *   COMMIT
@@ -27,7 +27,8 @@
  * argument)"), and a RETURN placed directly in OUTPUT would also skip every later OUTPUT rule
  * of other software. Local packets of that group simply never enter the chain.
  *
- * The uid match is the restricted mode's (restricted.ts): only user U's own traffic is captured.
+ * The uid match is the restricted mode's (restricted.ts) or --user's: only user U's own traffic is
+ * captured; --group's gid match likewise (the socket's group: its process's primary group).
  *
  * Jumps are inserted first in their chain (as sshuttle does), so rules that other software
  * appended (docker's DOCKER jump, for instance) cannot catch the traffic before us.
@@ -58,13 +59,21 @@ function familyScript(setup: FirewallSetup, family: IpFamily, ownerUid: number |
   const chain = chainName(setup.port);
   const lines = ['*nat', `:${chain} - [0:0]`, ...body.lines];
   if (setup.routerMode) lines.push(`-I PREROUTING 1 -p tcp -j ${chain}`);
-  const owner = ownerUid === undefined ? '' : ` -m owner --uid-owner ${ownerUid}`;
-  const bypass = `${owner}${setup.bypassGid === undefined ? '' : ` -m owner ! --gid-owner ${setup.bypassGid}`}`;
+  const bypass = `${ownerMatch(setup, ownerUid)}${setup.bypassGid === undefined ? '' : ` -m owner ! --gid-owner ${setup.bypassGid}`}`;
   lines.push(`-I OUTPUT 1 -p tcp${bypass} -j ${chain}`);
   if (dns && setup.routerMode) lines.push(`-I PREROUTING 1 -p udp --dport 53 -j ${chain}`);
   if (dns) lines.push(`-I OUTPUT 1 -p udp --dport 53${bypass} -j ${chain}`);
   lines.push('COMMIT', '');
   return lines.join('\n');
+}
+
+/**
+ * Whose local traffic is captured: the restricted mode's user (`ownerUid`, which the helper has
+ * checked against --user), else --user; and --group. Empty: everyone's.
+ */
+export function ownerMatch(setup: FirewallSetup, ownerUid?: number): string {
+  const uid = ownerUid ?? setup.user;
+  return `${uid === undefined ? '' : ` -m owner --uid-owner ${uid}`}${setup.group === undefined ? '' : ` -m owner --gid-owner ${setup.group}`}`;
 }
 
 /** The chain's own rules for one family, or null when they would capture nothing (no include, no DNS). */

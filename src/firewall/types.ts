@@ -44,6 +44,13 @@ export interface FirewallSetup {
    */
   dnsPort?: number;
   dnsServers?: string[];
+  /**
+   * --user: only sockets of this uid are captured on this host (an owner match on the OUTPUT
+   * jumps; forwarded traffic in router mode has no owner and is not affected).
+   */
+  user?: number;
+  /** --group: only sockets whose group (the process's primary group) is this gid are captured on this host. */
+  group?: number;
   /** -H: the client will send HOST lines for /etc/hosts (without it the helper refuses them). */
   hosts?: boolean;
   /**

@@ -20,7 +20,7 @@ export class SetupValidationError extends Error {
   override name = 'SetupValidationError';
 }
 
-const SETUP_KEYS = ['version', 'method', 'port', 'routerMode', 'rules', 'bypassGid', 'dnsPort', 'dnsServers', 'hosts', 'killSwitch'] as const;
+const SETUP_KEYS = ['version', 'method', 'port', 'routerMode', 'rules', 'bypassGid', 'dnsPort', 'dnsServers', 'hosts', 'killSwitch', 'user', 'group'] as const;
 /** resolv.conf names at most 3; --ns-hosts may name a few more. */
 export const MAX_DNS_SERVERS = 32;
 const SETUP_REQUIRED = ['version', 'method', 'port', 'routerMode', 'rules'] as const;
@@ -62,6 +62,9 @@ export function validateSetup(value: unknown): FirewallSetup {
     setup.dnsPort = dnsPort;
     setup.dnsServers = dnsServers;
   }
+  // root (0) is a user like any other here: --user root captures root's traffic only.
+  if (Object.hasOwn(obj, 'user')) setup.user = integer(obj.user, 'user', 0, MAX_GID);
+  if (Object.hasOwn(obj, 'group')) setup.group = integer(obj.group, 'group', 0, MAX_GID);
   if (Object.hasOwn(obj, 'killSwitch')) {
     if (typeof obj.killSwitch !== 'boolean') fail('killSwitch', 'must be a boolean');
     setup.killSwitch = obj.killSwitch;

@@ -54,6 +54,23 @@ describe.each(['nat', 'nft'] as const)('--method %s', (method) => {
     await expectNothingLeft(lab);
   });
 
+  it("--user captures one user's connections and not another's; --group likewise", async () => {
+    // nobody (65534:65534) and root; cli reaches the target only through the tunnel.
+    const page = (as: 'root' | 'nobody') =>
+      lab.exec('cli', [...(as === 'nobody' ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] : []), 'curl', '-sS', '--max-time', '3', `http://${LAB.target}/`], {
+        timeoutMs: 15_000,
+      });
+    for (const scope of [['--user', 'nobody'], ['--group', '65534']]) {
+      const rx = await Rxshuttle.remote(lab, ['--method', method, ...scope, LAB.targetSubnet]);
+      expect((await page('nobody')).stdout, `${scope.join(' ')}: nobody's curl`).toContain(PAGE_MARKER);
+      const root = await page('root');
+      expect(root.stdout, `${scope.join(' ')}: root's curl`).not.toContain(PAGE_MARKER);
+      expect(root.code).not.toBe(0);
+      await rx.stop();
+    }
+    await expectNothingLeft(lab);
+  });
+
   it('SIGKILL of the client: the helper removes everything; SIGKILL of the helper: its watchdog does', async () => {
     for (const victim of ['client', 'helper'] as const) {
       const rx = await Rxshuttle.remote(lab, ['--method', method, '--no-reconnect', LAB.targetSubnet]);

@@ -37,7 +37,8 @@ describe('host names as subnets', () => {
 
   it('wiki.corp:80 is resolved by the remote (A and AAAA), -v says to what, and only its port 80 is tunneled', async () => {
     const rx = await Rxshuttle.remote(lab, ['wiki.corp:80']);
-    expect(rx.output).toContain(`wiki.corp resolved to ${LAB.target}, ${LAB.target6} (asked again in ${MIN_REFRESH_S} s).`);
+    // Said once the rules are in place (just after the firewall's line).
+    await rx.waitFor(`wiki.corp resolved to ${LAB.target}, ${LAB.target6} (asked again in ${MIN_REFRESH_S} s).`, 5_000);
     expect((await natRedirects()).join('\n')).toMatch(new RegExp(`-d ${LAB.target}/32 -p tcp -m tcp --dport 80 -j REDIRECT`));
     const page = await curl(lab, 'cli', `http://${LAB.target}/`);
     expect(page.stdout).toContain(PAGE_MARKER);
@@ -83,7 +84,7 @@ describe('host names as subnets', () => {
     const rx = new Rxshuttle(lab, 'cli', ['-v', '-r', lab.sshHostNoNode, '-e', lab.sshCommand, '-s', file]);
     await rx.ready();
     expect(rx.output).toMatch(/Remote: stock sshd/);
-    expect(rx.output).toContain(`wiki.corp resolved to ${LAB.target}`);
+    await rx.waitFor(`wiki.corp resolved to ${LAB.target}`, 5_000);
     const page = await curl(lab, 'cli', `http://${LAB.target}/`);
     expect(page.stdout).toContain(PAGE_MARKER);
     await rx.stop();

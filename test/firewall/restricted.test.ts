@@ -8,7 +8,10 @@ import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { runFirewallHelper } from '../../src/firewall/helper.js';
 import { boundBy, checkRestrictedSetup, restrictedUid } from '../../src/firewall/restricted.js';
+import { killSwitchScript } from '../../src/firewall/kill-switch.js';
+import { nftScript } from '../../src/firewall/nft.js';
 import { natRules } from '../../src/firewall/rules.js';
+import { validateSetup } from '../../src/firewall/validate.js';
 import type { FirewallSetup } from '../../src/firewall/types.js';
 import { FakeIptables } from './support/fake-iptables.js';
 import { outputLines } from './support/output-lines.js';
@@ -79,6 +82,32 @@ describe('checkRestrictedSetup', () => {
     expect(() => checkRestrictedSetup({ ...SETUP, port: 22 }, 1000, bound)).toThrow(/^port 22 is not listened on by uid 1000/);
     expect(() => checkRestrictedSetup(SETUP, 1001, bound)).toThrow(/^port 12300 is not listened on by uid 1001/);
     expect(() => checkRestrictedSetup({ ...SETUP, dnsPort: 53 }, 1000, bound)).toThrow(/^DNS port 53 is not bound by uid 1000/);
+  });
+
+  it("--user: only the user's own uid; --group narrows further and is taken", () => {
+    expect(() => checkRestrictedSetup({ ...SETUP, user: 1000 }, 1000, bound)).not.toThrow();
+    expect(() => checkRestrictedSetup({ ...SETUP, user: 0 }, 1000, bound)).toThrow(/^--user 0 is refused: .* another user's traffic/);
+    expect(() => checkRestrictedSetup({ ...SETUP, group: 100 }, 1000, bound)).not.toThrow();
+  });
+});
+
+describe('--user and --group (natRules, the kill switch, nft)', () => {
+  it('owner matches on the OUTPUT jumps: --user, --group, then the bypass group; the restricted uid wins over --user', () => {
+    const jumps = (text: string | null) => (text ?? '').split('\n').filter((l) => l.startsWith('-I '));
+    expect(jumps(natRules({ ...SETUP, user: 0, group: 100, bypassGid: 4242 }).v4)).toEqual([
+      '-I OUTPUT 1 -p tcp -m owner --uid-owner 0 -m owner --gid-owner 100 -m owner ! --gid-owner 4242 -j rxshuttle-12300',
+      '-I OUTPUT 1 -p udp --dport 53 -m owner --uid-owner 0 -m owner --gid-owner 100 -m owner ! --gid-owner 4242 -j rxshuttle-12300',
+    ]);
+    expect(jumps(natRules({ ...SETUP, user: 1000 }, 1000).v4)[0]).toBe('-I OUTPUT 1 -p tcp -m owner --uid-owner 1000 -j rxshuttle-12300');
+    expect(jumps(natRules({ ...SETUP, routerMode: true, group: 100 }).v4)).toContain('-I PREROUTING 1 -p tcp -j rxshuttle-12300');
+    expect(killSwitchScript({ ...SETUP, user: 1001, group: 100 }, 4)).toContain('-I OUTPUT 1 -m owner --uid-owner 1001 -m owner --gid-owner 100 -j rxshuttle-ks-12300');
+    expect(nftScript({ ...SETUP, user: 1001, group: 100 }, SETUP.rules)).toContain('meta l4proto tcp meta skuid 1001 meta skgid 100 jump capture');
+  });
+
+  it('the setup line takes them as ids, root included', () => {
+    expect(validateSetup({ ...SETUP, user: 0, group: 0 })).toMatchObject({ user: 0, group: 0 });
+    expect(() => validateSetup({ ...SETUP, user: 'root' })).toThrow(/user must be an integer/);
+    expect(() => validateSetup({ ...SETUP, group: -1 })).toThrow(/group must be an integer/);
   });
 });
 
