@@ -1,5 +1,5 @@
 import { connect as netConnect } from 'node:net';
-import { type Observable, Subject, type Subscription } from 'rxjs';
+import { map, type Observable, Subject, type Subscription } from 'rxjs';
 import { DEFAULT_WINDOW } from '../streams/defaults.js';
 import { encodeHost, encodeRoutes } from '../streams/discovery.js';
 import { type DnsRequest, encodeDnsFailed, encodeDnsResponse, MAX_DNS_ANSWER } from '../streams/dns.js';
@@ -9,9 +9,11 @@ import { fdSocket } from '../streams/fd-socket.js';
 import { fromReadable } from '../streams/from-readable.js';
 import { type SessionEvent, session } from '../streams/session.js';
 import { socketEnd } from '../streams/socket-end.js';
+import type { UdpMessage } from '../streams/udp.js';
 import { resolveDns } from './dns-server.js';
 import { hostwatch$ } from './hostwatch.js';
 import { listRoutes } from './routes.js';
+import { udpRelay } from './udp.js';
 
 /** Opens the real connection for a channel; the socket reports 'connected' or the errno. */
 function dialTcp(destination: Destination, blocked$: Observable<boolean>) {
@@ -103,14 +105,33 @@ function stdio() {
 }
 
 /**
- * The server: one session on stdin/stdout, a real TCP connection per channel. Exits 0 when the
- * client goes away (stdin ends), 1 on a protocol error after telling the client why (EXIT frame).
+ * The server: one session on stdin/stdout, a real TCP connection per channel, a UDP socket per
+ * flow. Exits 0 when the client goes away (stdin ends), 1 on a protocol error after telling the
+ * client why (EXIT frame).
  */
 export function runServer(): void {
   const { bytes$, output } = stdio();
   const writer = frameWriter(output);
   const control = new Subject<Frame>();
   const requests = controlRequests(control);
+  const udpMessages = new Subject<UdpMessage>();
+  // Replies wait in the relay's bounded queues, not in the output, while the client is not reading.
+  const udp = udpRelay({ messages$: udpMessages, writable$: writer.blocked$.pipe(map((blocked) => !blocked)) }).subscribe({
+    next: (f) => control.next(f),
+    error: (err: unknown) => fail(err),
+  });
+  const stop = () => {
+    requests.stop();
+    udp.unsubscribe();
+  };
+  const fail = (err: unknown) => {
+    stop();
+    const reason = err instanceof Error ? err.message : String(err);
+    log(reason);
+    writer.write(frame(CONTROL_CHANNEL, Command.EXIT, Buffer.from(reason, 'utf8')));
+    output.end(() => process.exit(1));
+    setTimeout(() => process.exit(1), 2000).unref();
+  };
   session({
     role: 'server',
     recvWindow: DEFAULT_WINDOW,
@@ -120,17 +141,10 @@ export function runServer(): void {
     dial: dialTcp,
     control$: control,
   }).subscribe({
-    next: (event) => requests.handle(event),
-    error: (err: unknown) => {
-      requests.stop();
-      const reason = err instanceof Error ? err.message : String(err);
-      log(reason);
-      writer.write(frame(CONTROL_CHANNEL, Command.EXIT, Buffer.from(reason, 'utf8')));
-      output.end(() => process.exit(1));
-      setTimeout(() => process.exit(1), 2000).unref();
-    },
+    next: (event) => (event.kind === 'udp' ? udpMessages.next(event.message) : requests.handle(event)),
+    error: fail,
     complete: () => {
-      requests.stop();
+      stop();
       process.exit(0);
     },
   });

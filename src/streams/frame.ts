@@ -24,6 +24,9 @@ export const Command = {
   ROUTES: 0x0f,
   HOSTS_REQUEST: 0x10,
   HOST: 0x11,
+  UDP_OPEN: 0x12,
+  UDP_DATA: 0x13,
+  UDP_CLOSE: 0x14,
 } as const;
 export type Command = (typeof Command)[keyof typeof Command];
 
@@ -31,7 +34,7 @@ const commandNames = new Map<number, string>(Object.entries(Command).map(([name,
 export const isCommand = (code: number): code is Command => commandNames.has(code);
 export const commandName = (code: number): string => commandNames.get(code) ?? `0x${code.toString(16)}`;
 
-/** Channel 0 carries session control (ping, pong, exit, DNS, routes, hosts); TCP channels are numbered from 1. */
+/** Channel 0 carries session control (ping, pong, exit, DNS, routes, hosts, UDP flows); TCP channels are numbered from 1. */
 export const CONTROL_CHANNEL = 0;
 
 export interface Frame {

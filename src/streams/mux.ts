@@ -14,6 +14,7 @@ import { SESSION_CREDIT_BATCH } from './defaults.js';
 import { decodeHost, decodeHostsRequest, decodeRoutes, type HostEntry, type Route } from './discovery.js';
 import { decodeDnsReply, decodeDnsRequest, type DnsReply, type DnsRequest } from './dns.js';
 import { Command, CONTROL_CHANNEL, commandName, type Destination, type Frame, frame } from './frame.js';
+import { decodeUdpMessage, isUdpCommand, type UdpMessage } from './udp.js';
 
 const debug = createDebug('rxshuttle:mux');
 
@@ -55,7 +56,12 @@ export type MuxEvent =
   /** Server: the client asks for host discovery (-H), starting from these names. */
   | { readonly kind: 'hosts-request'; readonly seeds: readonly string[] }
   /** Client: a host the server found. */
-  | { readonly kind: 'host'; readonly host: HostEntry };
+  | { readonly kind: 'host'; readonly host: HostEntry }
+  /**
+   * A UDP frame (server: UDP_OPEN, UDP_DATA, UDP_CLOSE; client: UDP_DATA, UDP_CLOSE), decoded.
+   * Which flow ids exist is for the UDP layer to judge (udp-flows.ts, remote/udp.ts), not the mux.
+   */
+  | { readonly kind: 'udp'; readonly message: UdpMessage };
 
 export type MuxOutput = { readonly kind: 'frame'; readonly frame: Frame } | MuxEvent;
 
@@ -140,7 +146,7 @@ export function runMux(config: MuxConfig): Observable<MuxOutput> {
         case Command.EXIT:
           out.next({ kind: 'exit', reason: f.payload.toString('utf8') });
           return endSession();
-        // Discovery and DNS: each command goes one way only; the other way is a violation.
+        // Discovery, DNS and UDP_OPEN: each goes one way only; the other way is a violation.
         case Command.DNS_REQUEST:
           if (role !== 'server') break;
           return out.next({ kind: 'dns-request', request: decodeDnsRequest(f.payload) });
@@ -160,6 +166,12 @@ export function runMux(config: MuxConfig): Observable<MuxOutput> {
         case Command.HOST:
           if (role !== 'client') break;
           return out.next({ kind: 'host', host: decodeHost(f.payload) });
+        case Command.UDP_OPEN:
+          if (role !== 'server') break;
+          return out.next({ kind: 'udp', message: decodeUdpMessage(f) });
+        case Command.UDP_DATA:
+        case Command.UDP_CLOSE:
+          return out.next({ kind: 'udp', message: decodeUdpMessage(f) });
       }
       out.error(new ProtocolError(`unexpected ${commandName(f.command)} on the control channel`));
     };
@@ -183,6 +195,8 @@ export function runMux(config: MuxConfig): Observable<MuxOutput> {
 
     const onFrame = (f: Frame) => {
       if (f.channel === CONTROL_CHANNEL) return onControl(f);
+      // Flows are not channels: their id is in the payload, and a channel id here is a mistake.
+      if (isUdpCommand(f.command)) return out.error(new ProtocolError(`${commandName(f.command)} on channel ${f.channel}: UDP uses the control channel`));
       if (f.command === Command.DATA) countReceived(f.payload.length);
       const channel = channels.get(f.channel);
       if (channel) return channel.next({ from: 'peer', frame: f });

@@ -52,7 +52,8 @@ describe('frame codec', () => {
     expect(isCommand(Command.CREDIT)).toBe(true);
     expect(isCommand(0)).toBe(false);
     expect(isCommand(Command.HOST)).toBe(true);
-    expect(isCommand(0x12)).toBe(false);
+    expect(isCommand(Command.UDP_CLOSE)).toBe(true);
+    expect(isCommand(0x15)).toBe(false);
   });
 });
 

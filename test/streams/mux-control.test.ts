@@ -1,4 +1,4 @@
-// The control-channel commands of --dns, -N and -H in the mux: each goes one way only and
+// The control-channel commands of --dns, -N, -H and UDP in the mux: each goes one way only and
 // becomes a MuxEvent on the side it is meant for; the other way it ends the session.
 import type { Observable } from 'rxjs';
 import { describe, it } from 'vitest';
@@ -6,6 +6,7 @@ import { encodeHost, encodeHostsRequest, encodeRoutes } from '../../src/streams/
 import { encodeDnsFailed, encodeDnsRequest, encodeDnsResponse } from '../../src/streams/dns.js';
 import { Command, CONTROL_CHANNEL, type Frame, frame } from '../../src/streams/frame.js';
 import { type LocalEnd, type MuxConfig, runMux } from '../../src/streams/mux.js';
+import { encodeUdpClose, encodeUdpData, encodeUdpOpen } from '../../src/streams/udp.js';
 import { protocolError, testScheduler } from './marbles.js';
 
 const QUERY = Buffer.from([0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
@@ -87,6 +88,51 @@ describe('control channel: DNS, routes, hosts', () => {
       expectObservable(mux('client', hot<Frame>('-x', { x: bad }))).toBe('-#', undefined, protocolError(/malformed ROUTES/));
       const badDns = frame(CONTROL_CHANNEL, Command.DNS_REQUEST, Buffer.from([0, 0, 0, 1, 0, 1]));
       expectObservable(mux('server', hot<Frame>('-x', { x: badDns }))).toBe('-#', undefined, protocolError(/malformed DNS_REQUEST/));
+    });
+  });
+});
+
+describe('control channel: UDP', () => {
+  const ECHO = { family: 4, address: '10.98.0.7', port: 7 } as const;
+
+  it('server: UDP_OPEN, UDP_DATA and UDP_CLOSE become udp events', () => {
+    testScheduler().run(({ hot, expectObservable }) => {
+      const inbound$ = hot<Frame>('-o-d-c', { o: encodeUdpOpen(1, ECHO), d: encodeUdpData(1, Buffer.from('hi')), c: encodeUdpClose(1, 'idle') });
+      expectObservable(mux('server', inbound$)).toBe('-o-d-c', {
+        o: { kind: 'udp', message: { kind: 'open', flow: 1, destination: ECHO } },
+        d: { kind: 'udp', message: { kind: 'data', flow: 1, data: Buffer.from('hi') } },
+        c: { kind: 'udp', message: { kind: 'close', flow: 1, reason: 'idle' } },
+      });
+    });
+  });
+
+  it('client: UDP_DATA and UDP_CLOSE become udp events; UDP_OPEN is a protocol error', () => {
+    testScheduler().run(({ hot, expectObservable }) => {
+      const inbound$ = hot<Frame>('-d-c-o', { d: encodeUdpData(3, Buffer.alloc(0)), c: encodeUdpClose(3, 'ECONNREFUSED'), o: encodeUdpOpen(4, ECHO) });
+      expectObservable(mux('client', inbound$)).toBe(
+        '-d-c-#',
+        {
+          d: { kind: 'udp', message: { kind: 'data', flow: 3, data: Buffer.alloc(0) } },
+          c: { kind: 'udp', message: { kind: 'close', flow: 3, reason: 'ECONNREFUSED' } },
+        },
+        protocolError(/unexpected UDP_OPEN on the control channel/),
+      );
+    });
+  });
+
+  it('a UDP frame on a channel other than 0 is a protocol error', () => {
+    testScheduler().run(({ hot, expectObservable }) => {
+      const onChannel1 = frame(1, Command.UDP_DATA, encodeUdpData(1, Buffer.from('x')).payload);
+      expectObservable(mux('server', hot<Frame>('-x', { x: onChannel1 }))).toBe('-#', undefined, protocolError(/UDP_DATA on channel 1/));
+    });
+  });
+
+  it('a malformed UDP payload ends the session with a ProtocolError', () => {
+    testScheduler().run(({ hot, expectObservable }) => {
+      const badOpen = frame(CONTROL_CHANNEL, Command.UDP_OPEN, Buffer.from([0, 0, 0, 1, 4, 0, 7]));
+      expectObservable(mux('server', hot<Frame>('-x', { x: badOpen }))).toBe('-#', undefined, protocolError(/malformed UDP_OPEN/));
+      const badData = frame(CONTROL_CHANNEL, Command.UDP_DATA, Buffer.from([0, 0]));
+      expectObservable(mux('client', hot<Frame>('-x', { x: badData }))).toBe('-#', undefined, protocolError(/malformed UDP_DATA/));
     });
   });
 });
