@@ -75,6 +75,7 @@ interface CliFlags {
   user?: string;
   group?: string;
   disableIpv6?: boolean;
+  tmark?: string;
   server?: boolean;
   daemon?: boolean;
   syslog?: boolean;
@@ -129,6 +130,7 @@ function toOptions(subnets: string[], flags: CliFlags): TunnelOptions {
       ...(flags.user === undefined ? {} : { user: flags.user }),
       ...(flags.group === undefined ? {} : { group: flags.group }),
       ...(flags.disableIpv6 ? { disableIpv6: true } : {}),
+      ...(flags.tmark === undefined ? {} : { tmark: flags.tmark }),
       ...(flags.keepalive === undefined ? {} : { keepalive: flags.keepalive }),
       reconnect: flags.reconnect,
       ...(flags.killSwitch ? { killSwitch: true } : {}),

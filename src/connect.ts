@@ -19,12 +19,16 @@ import {
   tap,
   throwError,
 } from 'rxjs';
-import { discoveryClient, sessionDiscovery, type StartFirewall } from './discovery-client.js';
+import { discoveryClient, listensOnIpv6, sessionDiscovery, type StartFirewall } from './discovery-client.js';
 import { errorMessage, RxshuttleError, TransportError, UsageError } from './errors.js';
 import { type DnsKeeper, dnsKeeper } from './dns-keeper.js';
 import { firewallKeeper } from './firewall-keeper.js';
 import type { NameAnswer } from './name-rules.js';
 import { wakeOrRouteChange$ } from './nudges.js';
+import type { Frame } from './streams/frame.js';
+import type { UdpMessage } from './streams/udp.js';
+import { type LocalDatagram, udpFlows } from './streams/udp-flows.js';
+import { capturedDatagrams$, localDestination, makeListenersTransparent, ReplySockets } from './udp/tproxy-client.js';
 import { backoffMs, holdWhileDown, withReconnect } from './streams/reconnect.js';
 import { resetSocket } from './streams/socket-end.js';
 import type { TunnelEvent } from './events.js';
@@ -37,7 +41,7 @@ import { stockDiscovery } from './stock/discovery.js';
 import { asAccepted, type Listener, listener$, type Redirected, redirected$ } from './listener.js';
 import { fileURLToPath } from 'node:url';
 import { chooseMethod, helperCommand } from './firewall/client.js';
-import { type ConnectOptions, KEEPALIVE_MISSES, resolveOptions, type TunnelOptions } from './options.js';
+import { type ConnectOptions, DEFAULT_TMARK, KEEPALIVE_MISSES, resolveOptions, type TunnelOptions } from './options.js';
 import { printable, printableLines } from './printable.js';
 import { descriptorBudget, guardDescriptors, openFileLimit } from './descriptor-guard.js';
 import { keepalive } from './streams/keepalive.js';
@@ -75,6 +79,10 @@ export function connect(input: ConnectOptions | TunnelOptions): Observable<Tunne
   } catch (err) {
     return throwError(() => err);
   }
+  if (options.method === 'tproxy' && process.getuid?.() !== 0) {
+    // sshuttle's tproxy asks the same: a socket TPROXY may hand packets to must be transparent.
+    return throwError(() => new UsageError('--method tproxy needs root: its transparent sockets (IP_TRANSPARENT) need CAP_NET_ADMIN'));
+  }
   if (options.remote === undefined && process.getuid?.() !== 0) {
     // The local server's own connections escape the rules only by its group id, which only root
     // can give it; as anyone else they would be caught again and loop.
@@ -89,6 +97,10 @@ export function connect(input: ConnectOptions | TunnelOptions): Observable<Tunne
       ? undefined
       : descriptorBudget(fileLimit, options.remote !== undefined && options.sshForward);
   return listener$(options.listen, ipv6).pipe(
+    // TPROXY hands connections only to transparent listeners.
+    tap((listener) => {
+      if (options.method === 'tproxy') makeListenersTransparent(listener.servers);
+    }),
     switchMap((listener) =>
       concat(
         of<TunnelEvent>({ kind: 'listening', host: listener.host, port: listener.port }),
@@ -124,9 +136,12 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
 
   return hostInfo$.pipe(
     switchMap((host) => {
+      const method = chooseMethod(options.method);
       const setup: FirewallSetup = {
         version: 1,
-        method: chooseMethod(options.method),
+        method,
+        // UDP's ports are apart from TCP's: the transparent UDP listener takes the same number.
+        ...(method === 'tproxy' ? { tmark: options.tmark ?? DEFAULT_TMARK, udpPort: listener.port } : {}),
         port: listener.port,
         routerMode: !isLoopback(listener.host),
         rules: [...host.addresses.filter((a) => !(options.disableIpv6 && !isIPv4(a))).map(hostRule), ...options.subnets],
@@ -141,7 +156,16 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
       // Whether a session takes new connections now; while not, they wait (bounded), then are reset.
       const up$ = new BehaviorSubject(false);
       const incoming = new Subject<Redirected>();
-      const held$ = redirected$(listener, originalDestination).pipe(
+      const datagrams = new Subject<LocalDatagram>();
+      // Datagrams that come while no session carries them are lost, as the network could lose them.
+      const captured$ =
+        method === 'tproxy'
+          ? capturedDatagrams$(listener.port, listensOnIpv6(listener)).pipe(
+              tap((d) => datagrams.next(d)),
+              ignoreElements(),
+            )
+          : EMPTY;
+      const held$ = redirected$(listener, method === 'tproxy' ? localDestination : originalDestination).pipe(
         holdWhileDown(up$, {
           max: HOLD_MAX,
           maxWaitMs: HOLD_MS,
@@ -159,6 +183,7 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
         startFirewall: keeper.start,
         bindDns: dns.bind,
         knownNames: new Map(),
+        datagrams$: datagrams,
         routing: () => {
           up$.next(true);
           return () => up$.next(false);
@@ -191,7 +216,7 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
             map((e): TunnelEvent => (e.kind === 'reconnecting' ? { kind: 'reconnecting', attempt: e.attempt, delayMs: e.delayMs, reason: errorMessage(e.reason) } : e)),
           )
         : oneSession();
-      return merge(keeper.held$, dns.held$, held$, dns.whileDown$(up$), sessions$);
+      return merge(keeper.held$, dns.held$, held$, captured$, dns.whileDown$(up$), sessions$);
     }),
   );
 }
@@ -206,6 +231,8 @@ interface Session {
   readonly bindDns: DnsKeeper['bind'];
   /** Host names as subnets: their latest answers, kept for a session whose lookup fails. */
   readonly knownNames: Map<string, NameAnswer>;
+  /** --method tproxy: the UDP datagrams the firewall diverted to us, for the session that carries them. */
+  readonly datagrams$: Observable<LocalDatagram>;
   /** Call once this session takes connections from `incoming$`; the function it returns, when it stops. */
   readonly routing: () => () => void;
 }
@@ -254,11 +281,12 @@ function nodeTunnel(
           timeout: () => new TransportError('RXS_ERR_TRANSPORT_CLOSED', keepaliveLost(where, options.keepalive)),
         })
       : null;
+  const udp = udpOverSession(options, around, server.writer.blocked$);
   const session$ = session({
     role: 'client',
     recvWindow: DEFAULT_WINDOW,
     bytes$: alive ? server.bytes$.pipe(alive.heard()) : server.bytes$,
-    control$: alive ? merge(alive.pings$, conversation.control$) : conversation.control$,
+    control$: merge(alive ? merge(alive.pings$, conversation.control$) : conversation.control$, udp.frames$),
     sendRaw: server.sendRaw,
     writer: server.writer,
     accepted$: (readersBlocked$) => forMux.pipe(map((r) => asAccepted(r, readersBlocked$))),
@@ -276,6 +304,7 @@ function nodeTunnel(
             merge(
               discovery.firewall$(setup, around.startFirewall),
               routing$(around, routeRedirected(around.incoming$, link.carrier(), (r) => forMux.next(r), maxHandOffs)),
+              udp.flows$,
             ),
           );
         case 'open':
@@ -286,12 +315,49 @@ function nodeTunnel(
           return serverStopped(event.reason, where);
         case 'pong':
           return EMPTY;
+        case 'udp':
+          udp.fromServer(event.message);
+          return EMPTY;
         default:
           return conversation.onSessionEvent(event) ?? EMPTY;
       }
     }),
   );
-  return merge(remoteOutput$, session$);
+  return merge(remoteOutput$, session$).pipe(finalize(() => udp.end()));
+}
+
+/**
+ * --method tproxy: the tunnel's captured datagrams as flows in this session (streams/udp-flows.ts):
+ * their frames join the control channel, the server's answers go back to the programs through
+ * reply sockets (udp/tproxy-client.ts). Without tproxy, nothing.
+ */
+function udpOverSession(options: TunnelOptions, around: Session, blocked$: Observable<boolean>) {
+  const frames = new Subject<Frame>();
+  const fromServer = new Subject<UdpMessage>();
+  const flows$: Observable<TunnelEvent> =
+    options.method !== 'tproxy'
+      ? EMPTY
+      : defer(() => {
+          const replies = new ReplySockets();
+          return around.datagrams$.pipe(
+            udpFlows({ fromServer$: fromServer, writable$: blocked$.pipe(map((blocked) => !blocked)) }),
+            mergeMap((output): Observable<TunnelEvent> => {
+              if (output.kind === 'frame') {
+                frames.next(output.frame);
+                return EMPTY;
+              }
+              replies.take(output);
+              return output.kind === 'reply' ? EMPTY : of(output);
+            }),
+            finalize(() => replies.closeAll()),
+          );
+        });
+  return {
+    frames$: frames.asObservable(),
+    flows$,
+    fromServer: (message: UdpMessage) => fromServer.next(message),
+    end: () => fromServer.complete(),
+  };
 }
 
 /**
@@ -300,6 +366,14 @@ function nodeTunnel(
  * through plain commands and DNS over TCP (stock/discovery.ts); ssh's keepalive watches the link.
  */
 function stockTunnel(options: TunnelOptions, around: Session, remote: StockRemote, setup: FirewallSetup, where: string): Observable<TunnelEvent> {
+  if (options.method === 'tproxy') {
+    return throwError(
+      () =>
+        new UsageError(
+          `--method tproxy carries UDP, which needs node on ${where} (it has none: stock-sshd mode); install Node.js there, or use --method nat or nft for TCP alone`,
+        ),
+    );
+  }
   return defer(() => {
     const stock = stockDiscovery(options, remote, where);
     const discovery = discoveryClient(options, around.listener, stock.source, around.bindDns, around.knownNames);

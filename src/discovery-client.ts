@@ -129,7 +129,7 @@ export function autoNetRules(routes: readonly Route[], rules: readonly SubnetRul
   return out;
 }
 
-const listensOnIpv6 = (listener: Listener): boolean =>
+export const listensOnIpv6 = (listener: Listener): boolean =>
   listener.servers.some((server) => (server.address() as AddressInfo | null)?.family === 'IPv6');
 
 /** Where REDIRECT sends DNS: 127.0.0.1 and ::1 for local traffic; the listen address in router mode. */

@@ -2,9 +2,12 @@ import type { FirewallMethod, SubnetRule } from './firewall/types.js';
 import type { CloseReason } from './streams/channel.js';
 import type { Route } from './streams/discovery.js';
 import type { Destination } from './streams/frame.js';
+import type { UdpFlowEvent } from './streams/udp-flows.js';
 
 /** Everything a running tunnel reports. The CLI renders these; API users subscribe to them. */
 export type TunnelEvent =
+  /** --method tproxy: a UDP flow (a program's source and destination) opened, dropped datagrams, or ended. */
+  | UdpFlowEvent
   | { readonly kind: 'listening'; readonly host: string; readonly port: number }
   | { readonly kind: 'starting'; readonly command: readonly string[] }
   /**

@@ -88,6 +88,8 @@ export interface TunnelOptions {
   readonly group?: number;
   /** --disable-ipv6: no IPv6 rules, listener, AAAA lookups or IPv6 nameservers. */
   readonly disableIpv6: boolean;
+  /** --tmark: with --method tproxy (only then set), the fwmark of captured packets (1..0xffffffff). */
+  readonly tmark?: number;
 }
 
 /** Default --keepalive: a ping every 15 s, so a vanished server is noticed within a minute. */
@@ -98,7 +100,9 @@ export const DEFAULT_LISTEN_PORT = 12300;
 
 export const TRANSPORTS = ['auto', 'ssh', 'ssh2'] as const;
 /** --method: how the firewall captures (firewall/methods.ts); auto picks one where the tunnel starts. */
-export const METHODS = ['auto', 'nat', 'nft'] as const;
+export const METHODS = ['auto', 'nat', 'nft', 'tproxy'] as const;
+/** --tmark: sshuttle's default fwmark for tproxy. */
+export const DEFAULT_TMARK = 0x01;
 export type Method = (typeof METHODS)[number];
 export type Transport = (typeof TRANSPORTS)[number];
 
@@ -154,6 +158,8 @@ export interface ConnectOptions {
   readonly group?: string | number;
   /** No IPv6 at all (--disable-ipv6); an IPv6 subnet to tunnel is then a usage error. */
   readonly disableIpv6?: boolean;
+  /** With method tproxy: the fwmark, a number or `0x…` (--tmark); default 0x01. */
+  readonly tmark?: number | string;
 }
 
 /** Parses and completes ConnectOptions; throws UsageError on anything malformed. */
@@ -197,7 +203,9 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
   const transport = options.transport ?? 'auto';
   if (!TRANSPORTS.includes(transport)) throw new UsageError(`unknown --transport "${transport}": use auto, ssh or ssh2`);
   const method = options.method ?? 'auto';
-  if (!METHODS.includes(method)) throw new UsageError(`unknown --method "${method}": use auto, nat or nft`);
+  if (!METHODS.includes(method)) throw new UsageError(`unknown --method "${method}": use auto, nat, nft or tproxy`);
+  if (options.tmark !== undefined && method !== 'tproxy') throw new UsageError('--tmark needs --method tproxy');
+
   if (transport === 'ssh2' && !remote) throw new UsageError('--transport ssh2 needs -r HOST (local mode has no ssh)');
   if (transport === 'ssh2' && options.sshForward) {
     throw new UsageError('--ssh-forward needs the ssh binary (--transport ssh or auto); with ssh2, TCP always goes in ssh channels');
@@ -225,6 +233,7 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
     ...(options.user === undefined ? {} : { user: lookupId('passwd', options.user, '--user') }),
     ...(options.group === undefined ? {} : { group: lookupId('group', options.group, '--group') }),
     disableIpv6,
+    ...(method === 'tproxy' ? { tmark: parseTmark(options.tmark ?? DEFAULT_TMARK) } : {}),
   };
 }
 
@@ -315,6 +324,14 @@ export function lookupId(database: 'passwd' | 'group', value: string | number, o
 function runGetent(database: string, key: string): string | null {
   const result = spawnSync('getent', [database, key], { encoding: 'utf8', timeout: 10_000 });
   return result.status === 0 ? result.stdout.split('\n')[0] ?? null : null;
+}
+
+/** `--tmark MARK`: a firewall mark, decimal or 0x-hex, 1..0xffffffff. */
+export function parseTmark(value: number | string): number {
+  const text = String(value).trim();
+  const mark = /^0x[0-9a-f]{1,8}$/i.test(text) ? Number.parseInt(text, 16) : /^\d{1,10}$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isInteger(mark) || mark < 1 || mark > 0xffff_ffff) throw new UsageError(`--tmark "${text}": expected a mark 1..0xffffffff, e.g. 0x01`);
+  return mark;
 }
 
 /** `--keepalive SECONDS`: a whole number of seconds, 0 (off) to a day. */

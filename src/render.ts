@@ -59,6 +59,16 @@ const renderers: { readonly [K in TunnelEvent['kind']]: Renderer<K> } = {
     text: (e) => `DNS: ${e.source} asked ${e.question} (${e.transport}): ${e.outcome}, ${e.detail}, ${e.ms} ms.`,
   },
   host: { level: 1, text: (e) => `hostwatch: Found: ${e.name}: ${e.address}` },
+  'udp-open': { level: 1, text: (e) => `UDP: ${formatDestination(e.source)} -> ${formatDestination(e.destination)}.` },
+  'udp-drop': {
+    level: 1,
+    text: (e) => `UDP udp#${e.id} ${formatDestination(e.destination)}: dropping datagrams (${e.reason}; ${e.datagramsDropped} so far).`,
+  },
+  'udp-close': {
+    level: 1,
+    text: (e) =>
+      `closed udp#${e.id} ${formatDestination(e.destination)}: ${e.reason}${e.detail ? ` (${e.detail})` : ''}, ${e.datagramsSent} datagrams (${e.bytesSent} bytes) sent, ${e.datagramsReceived} (${e.bytesReceived} bytes) received${e.datagramsDropped > 0 ? `, ${e.datagramsDropped} dropped` : ''}.`,
+  },
   name: { level: 1, text: (e) => `${e.name} resolved to ${e.addresses.join(', ')} (asked again in ${e.ttlS} s).` },
 };
 

@@ -135,7 +135,7 @@ describe('-s/--subnets FILE and -X/--exclude-from FILE', () => {
     const { flags } = parse(['-s', subnets, '--subnets', excludes, '-X', excludes, `--exclude-from=${subnets}`]);
     expect(flags['subnets']).toEqual([subnets, excludes]);
     expect(flags['excludeFrom']).toEqual([excludes, subnets]);
-    expect(readSubnetFile(subnets, false).map((r) => `${r.address}/${r.prefix}${r.exclude ? ' x' : ''}`)).toEqual([
+    expect(readSubnetFile(subnets, false).map((r) => ('name' in r ? r.name : `${r.address}/${r.prefix}${r.exclude ? ' x' : ''}`))).toEqual([
       '10.1.0.0/16',
       '10.2.0.0/16',
       'fd00::/64',

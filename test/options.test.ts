@@ -196,6 +196,19 @@ describe('--user, --group, --disable-ipv6', () => {
   });
 });
 
+describe('--method and --tmark', () => {
+  it('tproxy takes a mark, 0x-hex or decimal, default 0x01; --tmark without tproxy is an error', () => {
+    expect(resolveOptions({ subnets: ['10/8'], method: 'tproxy' }, () => ['fw']).tmark).toBe(1);
+    expect(resolveOptions({ subnets: ['10/8'], method: 'tproxy', tmark: '0x20' }, () => ['fw']).tmark).toBe(0x20);
+    expect(resolveOptions({ subnets: ['10/8'], method: 'tproxy', tmark: '4294967295' }, () => ['fw']).tmark).toBe(0xffff_ffff);
+    for (const bad of ['0', '0x', '0x100000000', 'one', '-1']) {
+      expect(() => resolveOptions({ subnets: ['10/8'], method: 'tproxy', tmark: bad }, () => ['fw'])).toThrow(/^--tmark "/);
+    }
+    expect(() => resolveOptions({ subnets: ['10/8'], tmark: '0x2' }, () => ['fw'])).toThrow(/^--tmark needs --method tproxy$/);
+    expect(() => resolveOptions({ subnets: ['10/8'], method: 'pf' as never }, () => ['fw'])).toThrow(/unknown --method "pf"/);
+  });
+});
+
 describe('readSubnetFile', () => {
   const dir = mkdtempSync(join(tmpdir(), 'rxs-options-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -263,17 +263,28 @@ export const CLI_SPEC: CliSpec = {
     },
     { flags: '--python <path>', help: 'sshuttle compatibility: see --remote-node', group: 'ssh', hidden: true },
     {
-      flags: '--method <auto|nat|nft>',
-      help: 'how connections are captured: iptables nat, an nftables table of its own, or auto (default)',
+      flags: '--method <auto|nat|nft|tproxy>',
+      help: 'how connections are captured: iptables nat, an nftables table of its own, tproxy (TCP and UDP; root), or auto',
       man:
         'How the firewall captures connections. nat: a chain in iptables\' nat table (both families). nft: one ' +
         'nftables table of the instance (inet rxshuttle-PORT), loaded in one transaction and removed by deleting ' +
-        'it. auto (default): nat where iptables is installed, else nft. Both capture the same TCP and DNS; --kill-switch ' +
-        'needs iptables either way. pf and ipfw (macOS, BSD) are not available on Linux.',
+        'it. tproxy: iptables\' mangle table with TPROXY and a policy route of its own, for TCP and UDP (UDP needs node ' +
+        'on the remote host, and rxshuttle must run as root for its transparent sockets). auto (default): nat where ' +
+        'iptables is installed, else nft. --kill-switch needs iptables with every method. pf and ipfw (macOS, BSD) ' +
+        'are not available on Linux.',
       group: 'tunnel',
       value: 'choice',
       choices: METHODS,
       default: 'auto',
+    },
+    {
+      flags: '--tmark <mark>',
+      help: 'with --method tproxy: the firewall mark of captured packets (default 0x01)',
+      man:
+        'With --method tproxy: the fwmark that sends captured packets to the instance\'s own local route table ' +
+        '(a number or 0x-hex; default 0x01, as sshuttle). Choose another when 0x01 means something else here.',
+      group: 'tunnel',
+      value: 'text',
     },
     {
       flags: '--user <user>',

@@ -20,7 +20,7 @@ export class CommandNotFoundError extends Error {
   }
 }
 
-/** save/restore of the nat table of one address family. */
+/** save/restore of the nat table (or another: iptablesTable) of one address family. */
 export interface NatTable {
   family: IpFamily;
   /** `iptables` or `ip6tables`, for messages. */
@@ -39,8 +39,11 @@ export function natTable(family: IpFamily, run: RunCommand): NatTable {
   return iptablesTable(family, run, 'nat');
 }
 
-/** The same for another table: `filter` holds the kill switch (kill-switch.ts). */
-export function iptablesTable(family: IpFamily, run: RunCommand, table: 'nat' | 'filter'): NatTable {
+/**
+ * The same for another table: `filter` holds the kill switch (kill-switch.ts), `mangle` the
+ * tproxy method's marks and TPROXY rules (tproxy.ts).
+ */
+export function iptablesTable(family: IpFamily, run: RunCommand, table: 'nat' | 'filter' | 'mangle'): NatTable {
   const tool = family === 4 ? 'iptables' : 'ip6tables';
   // Wait for the xtables lock instead of failing when another program edits rules right now
   // (ignored by the nft backend). Very old versions do not know --wait: retry without it.

@@ -11,6 +11,7 @@
  *   -A rxshuttle-ks-P -m addrtype --dst-type LOCAL -j RETURN
  *   -A rxshuttle-ks-P -d NET -p tcp [--dport …] -j RETURN                       (exclude)
  *   -A rxshuttle-ks-P -d NET -p tcp [--dport …] -j REJECT --reject-with tcp-reset (include)
+ *   -A rxshuttle-ks-P -d NET -p udp [--dport …] -j RETURN|REJECT                 (tproxy with udpPort: after each tcp line)
  *   -I OUTPUT 1 [-m owner --uid-owner U] -j rxshuttle-ks-P
  *   -I FORWARD 1 -j rxshuttle-ks-P                                              (router mode)
  *   COMMIT
@@ -46,6 +47,8 @@ export function killSwitchScript(setup: FirewallSetup, family: IpFamily, ownerUi
   lines.push(`-A ${chain} -m addrtype --dst-type LOCAL -j RETURN`);
   for (const rule of byPrecedence(rules)) {
     lines.push(`-A ${chain} ${subnetMatch(rule)} -j ${rule.exclude ? 'RETURN' : 'REJECT --reject-with tcp-reset'}`);
+    // tproxy with UDP: datagrams to the subnets are refused too (ICMP port unreachable).
+    if (setup.udpPort !== undefined) lines.push(`-A ${chain} ${subnetMatch(rule, 'udp')} -j ${rule.exclude ? 'RETURN' : 'REJECT'}`);
   }
   lines.push(`-I OUTPUT 1${ownerMatch(setup, ownerUid)} -j ${chain}`);
   if (setup.routerMode) lines.push(`-I FORWARD 1 -j ${chain}`);

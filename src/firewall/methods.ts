@@ -1,14 +1,16 @@
 /**
- * The capture methods side by side: `nat` (iptables' nat table: nat.ts) and `nft` (one nftables
- * table per instance: nft.ts). The helper installs the one its setup names; before that, and in
- * the watchdog's cleanup, what the other method may have left for the same port goes too (an
- * earlier instance with that port used it and was killed with its watchdog), so switching
- * methods between runs leaves nothing behind.
+ * The capture methods side by side: `nat` (iptables' nat table: nat.ts), `nft` (one nftables
+ * table per instance: nft.ts) and `tproxy` (iptables' mangle table with TPROXY and the policy
+ * routing it needs, plus nat's DNS chain for --dns: tproxy.ts). The helper installs the one its
+ * setup names; before that, and in the watchdog's cleanup, what the other methods may have left
+ * for the same port goes too (an earlier instance with that port used one of them and was killed
+ * with its watchdog), so switching methods between runs leaves nothing behind.
  */
 import createDebug from 'debug';
 import { natTable, type RunCommand } from './iptables.js';
 import { installNat, removeChain } from './nat.js';
 import { installNft, removeNftTable } from './nft.js';
+import { installTproxy, removeTproxyCapture } from './tproxy.js';
 import type { FirewallMethod, FirewallSetup, SubnetRule } from './types.js';
 
 const log = createDebug('rxshuttle:fw');
@@ -25,10 +27,54 @@ export interface InstalledRules {
   remove(): Promise<void>;
 }
 
-/** Installs the setup's method (only `ownerUid`'s traffic when given), after the leftovers of the other one. */
+/** Installs the setup's method (only `ownerUid`'s traffic when given), after the leftovers of the others. */
 export async function installRules(setup: FirewallSetup, run: RunCommand, ownerUid?: number): Promise<InstalledRules> {
   await removeOtherMethod(setup.method, run, setup.port);
-  return setup.method === 'nft' ? installNft(setup, run, ownerUid) : installNat(setup, run, ownerUid);
+  switch (setup.method) {
+    case 'nft':
+      return installNft(setup, run, ownerUid);
+    case 'tproxy':
+      return installTproxy(setup, run, ownerUid);
+    case 'nat':
+      return installNat(setup, run, ownerUid);
+  }
+}
+
+/**
+ * What an instance may hold, piece by piece: the nat chain `rxshuttle-P` (the nat method's, and
+ * the tproxy method's for --dns), the nft table, the tproxy method's mangle chains and policy
+ * routing. `strict`: a failure throws (IPv4 only: ip6tables may be missing, or IPv6 off, and then
+ * nothing of ours is there either); otherwise it is only logged.
+ */
+type Piece = 'natChain' | 'nftTable' | 'tproxyCapture';
+const PIECES_OF: { readonly [M in FirewallMethod]: readonly Piece[] } = {
+  nat: ['natChain'],
+  nft: ['nftTable'],
+  tproxy: ['tproxyCapture', 'natChain'],
+};
+
+async function removePiece(piece: Piece, run: RunCommand, port: number, strict: boolean): Promise<boolean> {
+  const lenient = (what: string) => (e: Error) => {
+    log('%s cleanup: %s', what, e.message);
+    return false;
+  };
+  if (piece === 'nftTable') {
+    return strict ? removeNftTable(run, port) : removeNftTable(run, port).catch(lenient('nft'));
+  }
+  let removed = false;
+  let failure: unknown = null;
+  for (const family of [4, 6] as const) {
+    const step = piece === 'natChain' ? () => removeChain(natTable(family, run), port) : () => removeTproxyCapture(run, family, port);
+    const what = `${piece === 'natChain' ? 'nat' : 'tproxy'} IPv${family}`;
+    if (strict && family === 4) {
+      // Thrown once IPv6 has had its turn too.
+      removed = (await step().catch((e: unknown) => ((failure = e), false))) || removed;
+    } else {
+      removed = (await step().catch(lenient(what))) || removed;
+    }
+  }
+  if (failure !== null) throw failure;
+  return removed;
 }
 
 /**
@@ -37,34 +83,30 @@ export async function installRules(setup: FirewallSetup, run: RunCommand, ownerU
  * kernel may lack its tables, and then nothing of it can be there either.
  */
 export async function removeOtherMethod(method: FirewallMethod, run: RunCommand, port: number): Promise<boolean> {
-  if (method === 'nft') {
-    let removed = false;
-    for (const family of [4, 6] as const) {
-      removed = (await removeChain(natTable(family, run), port).catch((e: Error) => log('nat cleanup: %s', e.message))) === true || removed;
-    }
-    return removed;
+  let removed = false;
+  for (const piece of ['natChain', 'nftTable', 'tproxyCapture'] as const) {
+    if (PIECES_OF[method].includes(piece)) continue;
+    removed = (await removePiece(piece, run, port, false)) || removed;
   }
-  return (await removeNftTable(run, port).catch((e: Error) => log('nft cleanup: %s', e.message))) === true;
+  return removed;
 }
 
 /**
  * The watchdog's removal: everything of the instance on `port` in `method`'s tables, then in the
- * other method's. True when anything was there. Throws what failed in `method`'s own tables.
+ * other methods'. True when anything was there. Throws what failed in `method`'s own tables.
  */
 export async function removeInstanceRules(method: FirewallMethod, run: RunCommand, port: number): Promise<boolean> {
   let removed = false;
-  if (method === 'nft') {
-    removed = await removeNftTable(run, port);
-  } else {
-    for (const family of [4, 6] as const) {
-      try {
-        removed = (await removeChain(natTable(family, run), port)) || removed;
-      } catch (e) {
-        // ip6tables may be missing or IPv6 off: then there is nothing of ours in it either.
-        if (family === 4) throw e;
-        log('ip6tables cleanup: %s', (e as Error).message);
-      }
+  const problems: string[] = [];
+  for (const piece of PIECES_OF[method]) {
+    try {
+      removed = (await removePiece(piece, run, port, true)) || removed;
+    } catch (e) {
+      // The other pieces are still worth removing.
+      problems.push((e as Error).message);
     }
   }
-  return (await removeOtherMethod(method, run, port)) || removed;
+  removed = (await removeOtherMethod(method, run, port)) || removed;
+  if (problems.length > 0) throw new Error(problems.join('; '));
+  return removed;
 }

@@ -1,5 +1,5 @@
 /**
- * The programs the root helper runs — iptables-save/-restore, the ip6tables twins, nft, resolvectl —
+ * The programs the root helper runs — iptables-save/-restore, the ip6tables twins, nft, ip, resolvectl —
  * found once when it starts, and run by absolute path with a fixed environment.
  *
  * The helper runs as root but with its caller's environment: under a sudoers policy without
@@ -36,6 +36,8 @@ export const HELPER_PROGRAMS: readonly string[] = [
   'ip6tables-restore',
   // the nft method's one table per instance (nft.ts)
   'nft',
+  // the tproxy method's policy routing: ip rule / ip route of the instance's table (policy-routing.ts)
+  'ip',
   'resolvectl',
   'systemd-resolve',
   // ends the programs' side of redirected connections when the client died (redirected.ts)

@@ -11,7 +11,9 @@
  * - the ports the rules redirect to must be listened on by a socket of that user (TCP for the
  *   tunnel, UDP for --dns): the rules cannot send the user's connections to another program's
  *   port;
- * - -H edits nothing but the instance's own block (as in every mode).
+ * - -H edits nothing but the instance's own block (as in every mode);
+ * - no `tproxy` method: its transparent sockets need a client running as root, which has no use
+ *   for this mode.
  *
  * An administrator who authenticates to sudo gets the unrestricted helper: whole-machine capture,
  * so that `sudo apt` goes through the tunnel too.
@@ -63,6 +65,11 @@ const readProc = (path: string) => readFileSync(path, 'latin1');
 /** Refuses what the restricted mode does not grant; throws an Error that says why. */
 export function checkRestrictedSetup(setup: FirewallSetup, uid: number, bound: typeof boundBy = boundBy): void {
   const why = 'the rule of rxshuttle --sudoers allows only your own traffic; run rxshuttle as root (or with sudo and your password) for';
+  // Transparent sockets need CAP_NET_ADMIN: a client that is not root could not take what the
+  // rules divert, and the rules would send the user's traffic (UDP too) to whoever could.
+  if (setup.method === 'tproxy') {
+    throw new Error('method tproxy is refused: its transparent sockets need the client to run as root; run rxshuttle as root (sudo rxshuttle …), or use --method nat or nft');
+  }
   if (setup.routerMode) throw new Error(`router mode (a listen address beyond loopback) is refused: ${why} the whole machine`);
   if (setup.user !== undefined && setup.user !== uid) throw new Error(`--user ${setup.user} is refused: ${why} another user's traffic`);
   if (!bound(setup.port, uid, 'tcp')) {

@@ -119,15 +119,18 @@ function subnetLine(chain: string, rule: SubnetRule, port: number): string {
   return `-A ${chain} ${subnetMatch(rule)} -j ${rule.exclude ? 'RETURN' : `REDIRECT --to-ports ${port}`}`;
 }
 
-/** The TCP traffic a rule is about: `-d NET/LEN -p tcp [--dport LO[:HI]]` (the kill switch matches the same). */
-export function subnetMatch(rule: SubnetRule): string {
+/**
+ * The traffic a rule is about: `-d NET/LEN -p tcp [--dport LO[:HI]]` (the kill switch matches the
+ * same); `-p udp` for the tproxy method's UDP (tproxy.ts), with the same ports.
+ */
+export function subnetMatch(rule: SubnetRule, protocol: 'tcp' | 'udp' = 'tcp'): string {
   const ports =
     rule.portLow === 0 && rule.portHigh === 0
       ? ''
       : rule.portLow === rule.portHigh
         ? ` --dport ${rule.portLow}`
         : ` --dport ${rule.portLow}:${rule.portHigh}`;
-  return `-d ${rule.address}/${rule.prefix} -p tcp${ports}`;
+  return `-d ${rule.address}/${rule.prefix} -p ${protocol}${ports}`;
 }
 
 /**
@@ -142,28 +145,42 @@ export function natCleanupScript(saveOutput: string, port: number): string | nul
   return chainCleanupScript(saveOutput, 'nat', chainName(port));
 }
 
+/** The iptables tables whose chains of ours are cleaned this way. */
+export type CleanedTable = 'nat' | 'filter' | 'mangle';
+
 /** natCleanupScript for any table and chain (the kill switch's is in `filter`). */
-export function chainCleanupScript(saveOutput: string, table: 'nat' | 'filter', chain: string): string | null {
+export function chainCleanupScript(saveOutput: string, table: CleanedTable, chain: string): string | null {
+  return chainsCleanupScript(saveOutput, table, [chain]);
+}
+
+/**
+ * The same for several chains of one table in one script (the tproxy method's two in `mangle`):
+ * every rule outside them that jumps or goes to one of them is deleted, then each is flushed and
+ * deleted.
+ */
+export function chainsCleanupScript(saveOutput: string, table: CleanedTable, chains: readonly string[]): string | null {
   const deletes: string[] = [];
-  let chainExists = false;
-  let inNat = false;
+  const existing = new Set<string>();
+  let inTable = false;
   for (const line of saveOutput.split('\n')) {
     if (line.startsWith('*')) {
-      inNat = line.trim() === `*${table}`;
+      inTable = line.trim() === `*${table}`;
       continue;
     }
-    if (!inNat) continue;
-    if (line.startsWith(`:${chain} `)) {
-      chainExists = true;
+    if (!inTable) continue;
+    if (line.startsWith(':')) {
+      const name = line.slice(1).split(' ')[0] ?? '';
+      if (chains.includes(name)) existing.add(name);
     } else if (line.startsWith('-A ')) {
       const words = savedWords(line);
-      // The chain's own rules go with the flush below.
-      if (words[1] !== chain && jumpsTo(words, chain)) deletes.push(`-D ${line.trim().slice(3)}`);
+      // The chains' own rules go with the flush below.
+      if (!chains.includes(words[1] ?? '') && chains.some((chain) => jumpsTo(words, chain))) deletes.push(`-D ${line.trim().slice(3)}`);
     }
   }
-  if (!chainExists && deletes.length === 0) return null;
+  if (existing.size === 0 && deletes.length === 0) return null;
   const lines = [`*${table}`, ...deletes];
-  if (chainExists) lines.push(`-F ${chain}`, `-X ${chain}`);
+  for (const chain of chains) if (existing.has(chain)) lines.push(`-F ${chain}`);
+  for (const chain of chains) if (existing.has(chain)) lines.push(`-X ${chain}`);
   lines.push('COMMIT', '');
   return lines.join('\n');
 }

@@ -21,8 +21,11 @@ export interface SubnetRule {
   exclude: boolean;
 }
 
-/** `nat`: iptables' nat table (rules.ts); `nft`: one nftables table of the instance's own (nft.ts). */
-export type FirewallMethod = 'nat' | 'nft';
+/**
+ * `nat`: iptables' nat table (rules.ts); `nft`: one nftables table of the instance's own (nft.ts);
+ * `tproxy`: iptables' mangle table with TPROXY, TCP and UDP, and the policy routing it needs (tproxy.ts).
+ */
+export type FirewallMethod = 'nat' | 'nft' | 'tproxy';
 
 export interface FirewallSetup {
   /** Helper protocol version; the helper refuses anything else. */
@@ -51,6 +54,16 @@ export interface FirewallSetup {
   user?: number;
   /** --group: only sockets whose group (the process's primary group) is this gid are captured on this host. */
   group?: number;
+  /**
+   * tproxy: UDP to the tunneled subnets goes to this port (a transparent socket of the client's);
+   * absent: UDP is not captured. Differs from dnsPort (it may be `port`'s number: UDP's ports are apart).
+   */
+  udpPort?: number;
+  /**
+   * tproxy: the firewall mark (--tmark) that sends captured packets to the instance's local route
+   * table; 1..0xffffffff.
+   */
+  tmark?: number;
   /** -H: the client will send HOST lines for /etc/hosts (without it the helper refuses them). */
   hosts?: boolean;
   /**

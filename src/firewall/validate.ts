@@ -20,7 +20,7 @@ export class SetupValidationError extends Error {
   override name = 'SetupValidationError';
 }
 
-const SETUP_KEYS = ['version', 'method', 'port', 'routerMode', 'rules', 'bypassGid', 'dnsPort', 'dnsServers', 'hosts', 'killSwitch', 'user', 'group'] as const;
+const SETUP_KEYS = ['version', 'method', 'port', 'routerMode', 'rules', 'bypassGid', 'dnsPort', 'dnsServers', 'hosts', 'killSwitch', 'user', 'group', 'udpPort', 'tmark'] as const;
 /** resolv.conf names at most 3; --ns-hosts may name a few more. */
 export const MAX_DNS_SERVERS = 32;
 const SETUP_REQUIRED = ['version', 'method', 'port', 'routerMode', 'rules'] as const;
@@ -41,7 +41,7 @@ export function validateSetup(value: unknown): FirewallSetup {
   const obj = record(value, 'setup');
   exactKeys(obj, 'setup', SETUP_KEYS, SETUP_REQUIRED);
   if (obj.version !== 1) fail('version', 'must be 1 (helper protocol version)');
-  if (obj.method !== 'nat' && obj.method !== 'nft') fail('method', 'must be "nat" or "nft"');
+  if (obj.method !== 'nat' && obj.method !== 'nft' && obj.method !== 'tproxy') fail('method', 'must be "nat", "nft" or "tproxy"');
   const port = integer(obj.port, 'port', 1, 65535);
   if (typeof obj.routerMode !== 'boolean') fail('routerMode', 'must be a boolean');
   if (!Array.isArray(obj.rules)) fail('rules', 'must be an array');
@@ -65,6 +65,17 @@ export function validateSetup(value: unknown): FirewallSetup {
   // root (0) is a user like any other here: --user root captures root's traffic only.
   if (Object.hasOwn(obj, 'user')) setup.user = integer(obj.user, 'user', 0, MAX_GID);
   if (Object.hasOwn(obj, 'group')) setup.group = integer(obj.group, 'group', 0, MAX_GID);
+  if (Object.hasOwn(obj, 'udpPort') || Object.hasOwn(obj, 'tmark')) {
+    if (obj.method !== 'tproxy') fail('udpPort', 'and tmark are for the tproxy method only');
+  }
+  if (Object.hasOwn(obj, 'udpPort')) {
+    const udpPort = integer(obj.udpPort, 'udpPort', 1, 65535);
+    // The same number as `port` is fine: TCP's and UDP's ports are apart. dnsPort is UDP too.
+    if (udpPort === setup.dnsPort) fail('udpPort', 'must differ from dnsPort');
+    setup.udpPort = udpPort;
+  }
+  if (Object.hasOwn(obj, 'tmark')) setup.tmark = integer(obj.tmark, 'tmark', 1, 2 ** 32 - 1);
+  if (obj.method === 'tproxy' && setup.tmark === undefined) fail('tmark', 'is required by the tproxy method');
   if (Object.hasOwn(obj, 'killSwitch')) {
     if (typeof obj.killSwitch !== 'boolean') fail('killSwitch', 'must be a boolean');
     setup.killSwitch = obj.killSwitch;

@@ -12,8 +12,9 @@
  * blocks). When the helper has removed everything, it writes `DONE` and closes the pipe; the
  * watchdog exits 0 and does nothing. When the pipe closes without `DONE` (the kernel closes it
  * whatever killed the helper), the watchdog takes the port lock and removes the chain
- * `rxshuttle-P` (both families) or the nft table of that name (methods.ts), the hosts block and
- * the lock file, as a new helper for that port would. If another helper already holds the lock,
+ * `rxshuttle-P` (both families), the nft table of that name, or the tproxy method's mangle
+ * chains and policy routing (methods.ts), the hosts block and the lock file, as a new helper for
+ * that port would. If another helper already holds the lock,
  * that one has cleaned the leftovers on its start and the watchdog leaves its live rules alone.
  *
  * The watchdog keeps one bounded line of orders and otherwise only waits: whatever the helper was
@@ -103,7 +104,7 @@ export function parseOrders(line: string): WatchdogOrders {
   const keys = Object.keys(o).sort().join(',');
   if (keys !== 'dns,hostsPath,killSwitch,lockDirs,method,port') throw new Error('malformed watchdog orders');
   const { port, method, hostsPath, dns, lockDirs, killSwitch } = o;
-  if (method !== 'nat' && method !== 'nft') throw new Error('malformed watchdog orders: method');
+  if (method !== 'nat' && method !== 'nft' && method !== 'tproxy') throw new Error('malformed watchdog orders: method');
   const isPath = (p: unknown) => typeof p === 'string' && p.startsWith('/') && !p.includes('\0') && p.length < 4096;
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error('malformed watchdog orders: port');
   if (hostsPath !== null && !isPath(hostsPath)) throw new Error('malformed watchdog orders: hostsPath');

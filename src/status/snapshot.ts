@@ -196,6 +196,9 @@ export function reduceStatus(snapshot: StatusSnapshot, input: StatusInput, at: n
     case 'routes':
     case 'host':
     case 'name':
+    case 'udp-open':
+    case 'udp-drop':
+    case 'udp-close':
       return snapshot;
   }
 }

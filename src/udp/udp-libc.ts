@@ -113,6 +113,15 @@ export function openTransparentSocket(family: UdpFamily, bindTo: UdpEndpoint, ro
 
 const optionValue = Buffer.alloc(4);
 
+/**
+ * IP_TRANSPARENT (IPV6_TRANSPARENT) on a socket Node opened: a TCP listener that TPROXY may hand
+ * connections to (the kernel hands them only to transparent sockets). Throws a UdpSocketError
+ * (EPERM without CAP_NET_ADMIN).
+ */
+export function setTransparent(fd: number, family: UdpFamily, what: string): void {
+  setOption(fd, family === 4 ? SOL_IP : SOL_IPV6, family === 4 ? IP_TRANSPARENT : IPV6_TRANSPARENT, 1, what, family === 4 ? 'IP_TRANSPARENT' : 'IPV6_TRANSPARENT');
+}
+
 function trySetOption(fd: number, level: number, name: number, value: number): boolean {
   optionValue.writeInt32LE(value, 0);
   return udpLibc().setsockopt(fd, level, name, optionValue, 4) === 0;

@@ -84,6 +84,12 @@ describe('checkRestrictedSetup', () => {
     expect(() => checkRestrictedSetup({ ...SETUP, dnsPort: 53 }, 1000, bound)).toThrow(/^DNS port 53 is not bound by uid 1000/);
   });
 
+  it('refuses the tproxy method, whose transparent sockets need a client running as root', () => {
+    expect(() => checkRestrictedSetup({ ...SETUP, method: 'tproxy', tmark: 1, udpPort: 12302 }, 1000, () => true)).toThrow(
+      /^method tproxy is refused: its transparent sockets need the client to run as root; run rxshuttle as root/,
+    );
+  });
+
   it("--user: only the user's own uid; --group narrows further and is taken", () => {
     expect(() => checkRestrictedSetup({ ...SETUP, user: 1000 }, 1000, bound)).not.toThrow();
     expect(() => checkRestrictedSetup({ ...SETUP, user: 0 }, 1000, bound)).toThrow(/^--user 0 is refused: .* another user's traffic/);

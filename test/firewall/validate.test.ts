@@ -57,6 +57,14 @@ describe('validateSetup accepts', () => {
     expect(out).not.toBe(input);
   });
 
+  it('a tproxy setup: tmark required, udpPort optional', () => {
+    const tproxy: FirewallSetup = { ...SETUP, method: 'tproxy', tmark: 0xffff_ffff, udpPort: 12302 };
+    expect(validateSetup(JSON.parse(JSON.stringify(tproxy)))).toEqual(tproxy);
+    expect(validateSetup({ ...SETUP, method: 'tproxy', tmark: 1 })).toEqual({ ...SETUP, method: 'tproxy', tmark: 1 });
+    // TCP's and UDP's ports are apart: the same number is fine.
+    expect(validateSetup({ ...SETUP, method: 'tproxy', tmark: 1, udpPort: SETUP.port }).udpPort).toBe(SETUP.port);
+  });
+
   it('every field at its limits', () => {
     const setup: FirewallSetup = {
       version: 1,
@@ -130,7 +138,15 @@ describe('validateSetup refuses', () => {
     ['a missing key', { version: 1, method: 'nat', port: 1, routerMode: false }, /setup is missing "rules"/],
     ['version 2', { ...SETUP, version: 2 }, /version must be 1/],
     ['version "1"', { ...SETUP, version: '1' }, /version must be 1/],
-    ['another method', { ...SETUP, method: 'tproxy' }, /method must be "nat"/],
+    ['another method', { ...SETUP, method: 'pf' }, /method must be "nat", "nft" or "tproxy"/],
+    ['tproxy without tmark', { ...SETUP, method: 'tproxy' }, /tmark is required by the tproxy method/],
+    ['udpPort with nat', { ...SETUP, udpPort: 12302 }, /udpPort and tmark are for the tproxy method only/],
+    ['tmark with nft', { ...SETUP, method: 'nft', tmark: 1 }, /udpPort and tmark are for the tproxy method only/],
+    ['udpPort equal to dnsPort', { ...SETUP, method: 'tproxy', tmark: 1, udpPort: 12301, dnsPort: 12301, dnsServers: ['10.0.0.53'] }, /udpPort must differ from dnsPort/],
+    ['tmark 0', { ...SETUP, method: 'tproxy', tmark: 0 }, /tmark must be an integer 1..4294967295/],
+    ['tmark 2^32', { ...SETUP, method: 'tproxy', tmark: 2 ** 32 }, /tmark must be an integer/],
+    ['tmark "0x1"', { ...SETUP, method: 'tproxy', tmark: '0x1' }, /tmark must be an integer/],
+    ['udpPort 0', { ...SETUP, method: 'tproxy', tmark: 1, udpPort: 0 }, /udpPort must be an integer 1..65535/],
     ['port 0', { ...SETUP, port: 0 }, /port must be an integer 1..65535/],
     ['port 65536', { ...SETUP, port: 65536 }, /port must be an integer/],
     ['a fractional port', { ...SETUP, port: 80.5 }, /port must be an integer/],

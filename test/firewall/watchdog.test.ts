@@ -118,6 +118,7 @@ describe('runWatchdog', () => {
       lockDirs: ['/run/rxshuttle'],
       killSwitch: null,
     });
+    expect(parseOrders(JSON.stringify({ port: 2, method: 'tproxy', hostsPath: null, dns: false, lockDirs: null, killSwitch: null })).method).toBe('tproxy');
     for (const bad of [
       { port: 0, method: 'nat', hostsPath: null, dns: false, lockDirs: null, killSwitch: null },
       { port: 1, method: 'pf', hostsPath: null, dns: false, lockDirs: null, killSwitch: null },

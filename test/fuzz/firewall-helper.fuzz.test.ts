@@ -1,8 +1,9 @@
 // Hostile input into the firewall helper's command reader (it runs as root; its input comes from
 // an unprivileged client): any bytes, plausible setups with one hostile field, HOST lines, in any
 // chunking. The helper must end (no hang) with 0 or 1, answer only protocol lines without echoing
-// what it read, run only iptables-save/-restore with fixed arguments, feed them only rules of its
-// own chain built from validated values, and leave no rule and no hosts entry behind.
+// what it read, run only iptables-save/-restore, nft and ip with fixed arguments, feed them only
+// rules of its own chains (nat, mangle for tproxy), its own nft table, its own route table, mark
+// and rule priority, built from validated values, and leave no rule, route and hosts entry behind.
 import { isIP } from 'node:net';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -46,7 +47,9 @@ const setupArb = fc.record({
   bypassGid: fc.option(fc.integer({ min: 1, max: 2 ** 32 - 2 }), { nil: undefined }),
   hosts: fc.boolean(),
   dns: fc.boolean(),
-  method: fc.constantFrom('nat', 'nft'),
+  method: fc.constantFrom('nat', 'nft', 'tproxy'),
+  tmark: fc.oneof(fc.constantFrom(1, 0x10, 0xffff_ffff), fc.integer({ min: 1, max: 2 ** 32 - 1 })),
+  udp: fc.boolean(),
 });
 type SetupShape = typeof setupArb extends fc.Arbitrary<infer T> ? T : never;
 function setupObject(s: SetupShape): Record<string, unknown> {
@@ -66,6 +69,7 @@ function setupObject(s: SetupShape): Record<string, unknown> {
     ...(s.bypassGid === undefined ? {} : { bypassGid: s.bypassGid }),
     ...(s.hosts ? { hosts: true } : {}),
     ...(s.dns && s.port < 65535 ? { dnsPort: s.port + 1, dnsServers: ['10.0.0.53'] } : {}),
+    ...(s.method === 'tproxy' ? { tmark: s.tmark, ...(s.udp && s.port > 1 ? { udpPort: s.port - 1 } : {}) } : {}),
   };
 }
 
@@ -94,7 +98,7 @@ const hostile = fc.oneof(
   fc.constantFrom(null, true, [], {}, [[[]]], { __proto__: { admin: true } }),
 );
 const hostileSetupLine = fc
-  .tuple(setupArb, fc.constantFrom('port', 'method', 'version', 'routerMode', 'bypassGid', 'rules', 'rule.address', 'rule.prefix', 'rule.family', 'rule.portLow', 'extra', 'dnsServers', 'dnsPort'), hostile)
+  .tuple(setupArb, fc.constantFrom('port', 'method', 'version', 'routerMode', 'bypassGid', 'rules', 'rule.address', 'rule.prefix', 'rule.family', 'rule.portLow', 'extra', 'dnsServers', 'dnsPort', 'tmark', 'udpPort'), hostile)
   .map(([s, field, value]) => {
     const obj = setupObject(s);
     const rules = obj.rules as Record<string, unknown>[];
@@ -144,23 +148,33 @@ const inputArb = fc.tuple(
 );
 
 const RESTORE_ARGS = [['--wait=10', '--noflush'], ['--noflush']];
-const PROGRAMS = ['iptables-save', 'iptables-restore', 'ip6tables-save', 'ip6tables-restore', 'nft'];
+const PROGRAMS = ['iptables-save', 'iptables-restore', 'ip6tables-save', 'ip6tables-restore', 'nft', 'ip'];
 const NFT_TABLE = /^rxshuttle-\d{1,5}$/;
 const BUILTIN = ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'];
 const TOKEN = /^[A-Za-z0-9_.:/!-]+$/;
+/** Our chains: nat's `rxshuttle-P`, tproxy's mangle `rxshuttle-tproxy-P` and `rxshuttle-mark-P`. */
+const OUR_CHAIN = /^rxshuttle-(tproxy-|mark-)?\d{1,5}$/;
+const ROUTE_TABLE_BASE = 0x7278_0000;
+
+/** What the setup line (the first line) asked for, when it is one: the port and the tproxy mark. */
+interface Asked {
+  port: number | null;
+  tmark: number | null;
+}
 
 /** One line of a restore script the helper produced: its own chain, fixed words, checked values. */
-function checkScriptLine(line: string): void {
-  if (line === '' || line === '*nat' || line === 'COMMIT') return;
+function checkScriptLine(line: string, asked: Asked): void {
+  if (line === '' || line === '*nat' || line === '*mangle' || line === 'COMMIT') return;
   if (line.startsWith(':')) {
-    expect(line).toMatch(/^:rxshuttle-\d{1,5} - \[0:0\]$/);
+    expect(line).toMatch(/^:rxshuttle-(tproxy-|mark-)?\d{1,5} - \[0:0\]$/);
     return;
   }
   const tokens = line.split(' ');
   for (const t of tokens) expect(t, line).toMatch(TOKEN);
   expect(['-A', '-I', '-D', '-F', '-X']).toContain(tokens[0]);
   const chain = tokens[1] ?? '';
-  expect(BUILTIN.includes(chain) || /^rxshuttle-\d{1,5}$/.test(chain), line).toBe(true);
+  expect(BUILTIN.includes(chain) || OUR_CHAIN.test(chain), line).toBe(true);
+  const mark = asked.tmark === null ? null : `0x${asked.tmark.toString(16)}/0x${asked.tmark.toString(16)}`;
   tokens.forEach((t, i) => {
     const next = tokens[i + 1] ?? '';
     if (t === '-d' || t === '-s') {
@@ -168,10 +182,35 @@ function checkScriptLine(line: string): void {
       expect(isIP(address), line).not.toBe(0);
       expect(prefix, line).toMatch(/^\d{1,3}$/);
     }
-    if (t === '-j') expect(['RETURN', 'REDIRECT'].includes(next) || /^rxshuttle-\d{1,5}$/.test(next), line).toBe(true);
-    if (t === '--to-ports' || t === '--dport' || t === '--gid-owner') expect(next, line).toMatch(/^\d+(:\d+)?$/);
+    if (t === '-j') expect(['RETURN', 'REDIRECT', 'TPROXY', 'MARK'].includes(next) || OUR_CHAIN.test(next), line).toBe(true);
+    if (t === '--to-ports' || t === '--dport' || t === '--gid-owner' || t === '--on-port') expect(next, line).toMatch(/^\d+(:\d+)?$/);
     if (t === '-p') expect(['tcp', 'udp']).toContain(next);
+    if (t === '-i') expect(next, line).toBe('lo');
+    if (t === '-m') expect(['addrtype', 'owner', 'mark'], line).toContain(next);
+    if (t === '--on-ip') expect(['127.0.0.1', '::1'], line).toContain(next);
+    // Only the setup's own mark, as the setup gave it.
+    if (t === '--tproxy-mark' || t === '--set-xmark' || t === '--mark') expect(next, line).toBe(mark);
   });
+}
+
+/** An ip call the helper made: fixed words, the setup's own route table, mark and priority only. */
+function checkIpCall(args: readonly string[], asked: Asked): void {
+  expect(asked.port, args.join(' ')).not.toBeNull();
+  const table = String(ROUTE_TABLE_BASE + (asked.port ?? 0));
+  const [flag, ...rest] = args;
+  expect(['-4', '-6']).toContain(flag);
+  const words = rest.join(' ');
+  const everywhere = flag === '-4' ? '0.0.0.0/0' : '::/0';
+  const mark = asked.tmark === null ? null : `0x${asked.tmark.toString(16)}`;
+  const allowed = [
+    `rule show table ${table}`,
+    `rule del priority 120 table ${table}`,
+    `route show table ${table}`,
+    `route flush table ${table}`,
+    `route add local ${everywhere} dev lo table ${table}`,
+    ...(mark === null ? [] : [`rule add fwmark ${mark}/${mark} lookup ${table} priority 120`]),
+  ];
+  expect(allowed, words).toContain(words);
 }
 
 /** An nft call the helper made: its own table by name, fixed words, checked values. */
@@ -206,6 +245,17 @@ interface Outcome {
   status: number | 'hang';
   lines: string[];
   fake: FakeIptables;
+  asked: Asked;
+}
+
+function askedBy(bytes: Buffer): Asked {
+  try {
+    const setup = JSON.parse(bytes.toString('utf8').split('\n')[0] ?? '') as { port?: unknown; tmark?: unknown };
+    const int = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) ? v : null);
+    return { port: int(setup.port), tmark: int(setup.tmark) };
+  } catch {
+    return { port: null, tmark: null };
+  }
 }
 
 async function runHelper(chunks: readonly Buffer[]): Promise<Outcome> {
@@ -228,7 +278,7 @@ async function runHelper(chunks: readonly Buffer[]): Promise<Outcome> {
   let timer: NodeJS.Timeout | undefined;
   const status = await Promise.race([done, new Promise<'hang'>((r) => (timer = setTimeout(() => r('hang'), 5000)))]);
   clearTimeout(timer);
-  return { status, lines: text.split('\n').slice(0, -1), fake };
+  return { status, lines: text.split('\n').slice(0, -1), fake, asked: askedBy(Buffer.concat(chunks)) };
 }
 
 function checkOutcome(out: Outcome): void {
@@ -248,17 +298,26 @@ function checkOutcome(out: Outcome): void {
       checkNftCall(call.args, call.input);
       continue;
     }
-    // nat: the redirect; filter: looked at for a kill switch left on the port (none here: no setup asks for one)
-    if (call.file.endsWith('-save')) expect([['-t', 'nat'], ['-t', 'filter']]).toContainEqual([...call.args]);
+    if (call.file === 'ip') {
+      checkIpCall(call.args, out.asked);
+      expect(call.input).toBeUndefined();
+      continue;
+    }
+    // nat: the redirect; mangle: tproxy; filter: looked at for a kill switch left on the port (none here: no setup asks for one)
+    if (call.file.endsWith('-save')) expect([['-t', 'nat'], ['-t', 'filter'], ['-t', 'mangle']]).toContainEqual([...call.args]);
     else {
       expect(RESTORE_ARGS).toContainEqual([...call.args]);
-      for (const line of (call.input ?? '').split('\n')) checkScriptLine(line);
+      for (const line of (call.input ?? '').split('\n')) checkScriptLine(line, out.asked);
       expect(call.input ?? '').not.toContain(CANARY);
     }
   }
-  // Whatever happened, nothing of it stays: no rule, the hosts file as it was.
-  expect(out.fake.rxshuttleLines(4)).toEqual([]);
-  expect(out.fake.rxshuttleLines(6)).toEqual([]);
+  // Whatever happened, nothing of it stays: no rule, no route, the hosts file as it was.
+  for (const family of [4, 6] as const) {
+    expect(out.fake.rxshuttleLines(family)).toEqual([]);
+    expect(out.fake.rxshuttleLines(family, 'mangle')).toEqual([]);
+    expect(out.fake.ip[family].rules.map((r) => r.table)).toEqual(['local', 'main', 'default']);
+    for (const [table, routes] of out.fake.ip[family].routes) expect(routes, `table ${table}`).toEqual([]);
+  }
   expect([...out.fake.nftTables.keys()]).toEqual([]);
   expect(fs.readFileSync(hostsPath, 'utf8')).toBe(HOSTS_ORIGINAL);
 }
@@ -279,6 +338,7 @@ describe.each(SEEDS)('firewall helper fuzzing, %s', (_name, seed) => {
     // Each case may rewrite (and fsync) a hosts file: fewer cases here than elsewhere.
     const numRuns = Math.ceil(RUNS / 8);
     let installed = 0;
+    let tproxyInstalled = 0;
     let hostsAccepted = 0;
     await fc.assert(
       fc.asyncProperty(inputArb, async ([lines, finalNewline, points]) => {
@@ -286,12 +346,14 @@ describe.each(SEEDS)('firewall helper fuzzing, %s', (_name, seed) => {
         const out = await runHelper(cut(Buffer.from(text, 'utf8'), points));
         checkOutcome(out);
         if (out.lines.includes('READY')) installed++;
+        if (out.lines.includes('READY') && out.fake.calls.some((c) => c.file === 'ip' && c.args.includes('add'))) tproxyInstalled++;
         if (out.lines.includes('OK')) hostsAccepted++;
       }),
       { seed, numRuns },
     );
     // The generators reach the interesting paths, not only the first refusal.
     expect(installed).toBeGreaterThan(numRuns / 10);
+    expect(tproxyInstalled).toBeGreaterThan(0);
     expect(hostsAccepted).toBeGreaterThan(0);
   });
 

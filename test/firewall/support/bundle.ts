@@ -19,7 +19,7 @@ export interface Bundle {
   remove(): void;
 }
 
-export async function bundleFixture(name: 'helper-main' | 'probe-main'): Promise<Bundle> {
+export async function bundleFixture(name: 'helper-main' | 'probe-main' | 'tproxy-probe-main'): Promise<Bundle> {
   const dir = mkdtempSync(join(tmpdir(), 'rxs-fwtest-'));
   const file = join(dir, `${name}.cjs`);
   await build({

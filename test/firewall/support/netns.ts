@@ -35,9 +35,9 @@ export class Netns {
 
   private constructor(readonly name: string) {}
 
-  /** Creates `rxs-fwtest-<random>` with loopback up. */
-  static async create(): Promise<Netns> {
-    const ns = new Netns(`rxs-fwtest-${randomBytes(4).toString('hex')}`);
+  /** Creates `name` (default `rxs-fwtest-<random>`) with loopback up. */
+  static async create(name = `rxs-fwtest-${randomBytes(4).toString('hex')}`): Promise<Netns> {
+    const ns = new Netns(name);
     await execFileP('ip', ['netns', 'add', ns.name]);
     await ns.ip('link', 'set', 'lo', 'up');
     return ns;
