@@ -106,6 +106,20 @@ describe('--method tproxy', () => {
     await expectNothingLeft(lab);
   });
 
+  it("--user: nobody's TCP and UDP are tunneled, root's are not", async () => {
+    const rx = await Rxshuttle.remote(lab, ['--method', 'tproxy', '--user', 'nobody', LAB.targetSubnet]);
+    const as = (user: 'root' | 'nobody', argv: string[]) =>
+      lab.exec('cli', [...(user === 'nobody' ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] : []), ...argv], { timeoutMs: 20_000 });
+    const dig = ['dig', '+time=2', '+tries=1', '+notcp', `@${LAB.target}`, 'target.lab'];
+    const page = ['curl', '-sS', '--max-time', '3', `http://${LAB.target}/`];
+    expect((await as('nobody', dig)).stdout).toMatch(/status: NOERROR/);
+    expect((await as('nobody', page)).stdout).toContain(PAGE_MARKER);
+    expect((await as('root', dig)).stdout).not.toMatch(/status: NOERROR/);
+    expect((await as('root', page)).stdout).not.toContain(PAGE_MARKER);
+    await rx.stop();
+    await expectNothingLeft(lab);
+  });
+
   it('stock-sshd mode (no node on the remote): one line saying UDP needs node, nothing left', async () => {
     const r = await lab.exec('cli', [process.execPath, fileURLToPath(new URL('../../dist/cli.js', import.meta.url)), '-r', lab.sshHostNoNode, '-e', lab.sshCommand, '--method', 'tproxy', LAB.targetSubnet], {
       timeoutMs: 60_000,
