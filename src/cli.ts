@@ -6,27 +6,27 @@ import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import createDebug from 'debug';
 import { config as rxConfig, type Subscription } from 'rxjs';
-import { connect } from './connect.js';
-import { errorMessage, exitCodeFor, RxshuttleError, UsageError } from './errors.js';
-import { withoutErrnoCodes } from './errno.js';
-import { printable } from './printable.js';
-import { helperCommand } from './firewall/client.js';
-import { type Method, parseSeedHosts, readSubnetFile, resolveOptions, type Transport, type TunnelOptions } from './options.js';
-import { hostwatch$ } from './remote/hostwatch.js';
-import { runServer } from './remote/server.js';
-import { readyLine, render, stopLine } from './render.js';
-import { raiseFileLimit } from './rlimit.js';
-import { cliOutput, type Severity } from './cli-output.js';
-import { detachDaemon, runDaemonParent } from './daemon.js';
-import { checkSudoersFilename, runSudoersCommand } from './firewall/sudoers.js';
-import { checkPidfile, DEFAULT_PIDFILE, removePidfile, writePidfile } from './pidfile.js';
-import { expandArgs, type ExpandedArgs } from './cli/argv.js';
+import { type ExpandedArgs, expandArgs } from './cli/argv.js';
 import { completionScript, type Shell } from './cli/completion.js';
 import { CLI_SPEC } from './cli/definitions.js';
 import { withoutEffect } from './cli/ineffective.js';
 import { buildProgram } from './cli/program.js';
 import { packageVersion } from './cli/version.js';
+import { cliOutput, type Severity } from './cli-output.js';
+import { connect } from './connect.js';
+import { detachDaemon, runDaemonParent } from './daemon.js';
+import { withoutErrnoCodes } from './errno.js';
+import { errorMessage, exitCodeFor, RxshuttleError, UsageError } from './errors.js';
+import { helperCommand } from './firewall/client.js';
 import { HELPER_NODE_OPTIONS, helperScriptPath } from './firewall/protocol.js';
+import { checkSudoersFilename, runSudoersCommand } from './firewall/sudoers.js';
+import { type Method, parseSeedHosts, readSubnetFile, resolveOptions, type Transport, type TunnelOptions } from './options.js';
+import { checkPidfile, DEFAULT_PIDFILE, removePidfile, writePidfile } from './pidfile.js';
+import { printable } from './printable.js';
+import { hostwatch$ } from './remote/hostwatch.js';
+import { runServer } from './remote/server.js';
+import { readyLine, render, stopLine } from './render.js';
+import { raiseFileLimit } from './rlimit.js';
 import { sdNotifier } from './sd-notify.js';
 import { renderStatus, statusJson } from './status/render.js';
 import { STOPPING, statusTracker } from './status/snapshot.js';
@@ -359,7 +359,10 @@ function runHostwatch(seeds: string | undefined): void {
   const subscription = hostwatch$({
     seeds: seeds === undefined ? [] : parseSeedHosts(seeds),
     log: (message) => say(message, 'warning'),
-  }).subscribe((host) => process.stdout.write(`hostwatch: Found: ${host.name}: ${host.address}\n`));
+  }).subscribe({
+    next: (host) => process.stdout.write(`hostwatch: Found: ${host.name}: ${host.address}\n`),
+    error: fail,
+  });
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(signal, () => {
       subscription.unsubscribe();

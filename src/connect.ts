@@ -1,4 +1,5 @@
 import { isIPv4 } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import createDebug from 'debug';
 import {
   BehaviorSubject,
@@ -19,37 +20,35 @@ import {
   tap,
   throwError,
 } from 'rxjs';
-import { discoveryClient, listensOnIpv6, sessionDiscovery, type StartFirewall } from './discovery-client.js';
-import { errorMessage, RxshuttleError, TransportError, UsageError } from './errors.js';
+import { descriptorBudget, guardDescriptors, openFileLimit } from './descriptor-guard.js';
+import { routeRedirected } from './direct.js';
+import { discoveryClient, listensOnIpv6, type StartFirewall, sessionDiscovery } from './discovery-client.js';
 import { type DnsKeeper, dnsKeeper } from './dns-keeper.js';
-import { firewallKeeper } from './firewall-keeper.js';
-import type { NameAnswer } from './name-rules.js';
-import { wakeOrRouteChange$ } from './nudges.js';
-import type { Frame } from './streams/frame.js';
-import type { UdpMessage } from './streams/udp.js';
-import { type LocalDatagram, udpFlows } from './streams/udp-flows.js';
-import { capturedDatagrams$, localDestination, makeListenersTransparent, ReplySockets } from './udp/tproxy-client.js';
-import { backoffMs, holdWhileDown, withReconnect } from './streams/reconnect.js';
-import { resetSocket } from './streams/socket-end.js';
+import { errorMessage, TransportError, UsageError } from './errors.js';
 import type { TunnelEvent } from './events.js';
-import { firewall$ } from './firewall/client.js';
+import { chooseMethod, firewall$, helperCommand } from './firewall/client.js';
 import { originalDestination } from './firewall/original-dst.js';
 import type { FirewallSetup, SubnetRule } from './firewall/types.js';
-import { routeRedirected } from './direct.js';
-import { isServerLink, isStockLink, keepaliveLost, type ServerLink, serverLink$, type StockRemote } from './server-link.js';
-import { stockDiscovery } from './stock/discovery.js';
+import { firewallKeeper } from './firewall-keeper.js';
 import { asAccepted, type Listener, listener$, type Redirected, redirected$ } from './listener.js';
-import { fileURLToPath } from 'node:url';
-import { chooseMethod, helperCommand } from './firewall/client.js';
+import type { NameAnswer } from './name-rules.js';
+import { wakeOrRouteChange$ } from './nudges.js';
 import { type ConnectOptions, DEFAULT_TMARK, KEEPALIVE_MISSES, resolveOptions, type TunnelOptions } from './options.js';
 import { printable, printableLines } from './printable.js';
-import { descriptorBudget, guardDescriptors, openFileLimit } from './descriptor-guard.js';
-import { keepalive } from './streams/keepalive.js';
+import { isServerLink, isStockLink, keepaliveLost, type ServerLink, type StockRemote, serverLink$ } from './server-link.js';
+import { stockDiscovery } from './stock/discovery.js';
 import { DEFAULT_WINDOW, FLAG_NO_LATENCY_CONTROL } from './streams/defaults.js';
+import type { Frame } from './streams/frame.js';
+import { keepalive } from './streams/keepalive.js';
+import { backoffMs, holdWhileDown, withReconnect } from './streams/reconnect.js';
 import { session } from './streams/session.js';
+import { resetSocket } from './streams/socket-end.js';
+import type { UdpMessage } from './streams/udp.js';
+import { type LocalDatagram, udpFlows } from './streams/udp-flows.js';
 import { ServerExit } from './transport/server-process.js';
 import { type SshHostInfo, sshHostInfo } from './transport/ssh.js';
 import { MIN_REMOTE_NODE_MAJOR, NODE_TOO_OLD_EXIT } from './transport/stub.js';
+import { capturedDatagrams$, localDestination, makeListenersTransparent, ReplySockets } from './udp/tproxy-client.js';
 
 const debug = createDebug('rxshuttle:connect');
 
@@ -443,5 +442,3 @@ export function explainFailure(err: unknown, greeted: boolean, where: string, op
   if (err.exitCode === 255) return new TransportError('RXS_ERR_SSH', `ssh to ${where} failed${said}`);
   return new TransportError('RXS_ERR_REMOTE_EXIT', `server on ${where} exited before it started (${err.message})${said}`);
 }
-
-export { RxshuttleError };

@@ -1,5 +1,5 @@
-import createDebug from 'debug';
 import type { Socket } from 'node:net';
+import createDebug from 'debug';
 import { defer, EMPTY, finalize, ignoreElements, mergeMap, type Observable, of, tap } from 'rxjs';
 import type { TunnelEvent } from './events.js';
 import type { Redirected } from './listener.js';

@@ -39,7 +39,7 @@ import {
   throwError,
   timer,
 } from 'rxjs';
-import { dnsCapture$, type DnsSockets, dnsSockets$, resolvConfNameservers } from './dns-capture.js';
+import { type DnsSockets, dnsCapture$, dnsSockets$, resolvConfNameservers } from './dns-capture.js';
 import { errorMessage, UsageError } from './errors.js';
 import type { TunnelEvent } from './events.js';
 import type { FirewallEvent } from './firewall/client.js';
@@ -51,7 +51,7 @@ import { type NameAnswer, type NameEvent, namedRules, resolveNames$, startEvents
 import type { TunnelOptions } from './options.js';
 import { encodeHostsRequest, type HostEntry, type Route } from './streams/discovery.js';
 import { DnsIds, type DnsReply, dnsQuery } from './streams/dns.js';
-import { Command, CONTROL_CHANNEL, type Frame, frame } from './streams/frame.js';
+import { CONTROL_CHANNEL, Command, type Frame, frame } from './streams/frame.js';
 import type { SessionEvent } from './streams/session.js';
 
 /** How long a captured query waits for the server (which itself gives up after 12 s). */

@@ -15,13 +15,13 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, isIPv4, isIPv6, type Server, type Socket } from 'node:net';
 import createDebug from 'debug';
 import { finalize, Observable, Subscription } from 'rxjs';
+import { checkAnswer, fitForUdp, inspectQuery, rcodeName, rcodeOf, servfail } from './dns-message.js';
 import { DnsError, errorMessage, ListenError } from './errors.js';
 import type { TunnelEvent } from './events.js';
-import { checkAnswer, fitForUdp, inspectQuery, rcodeName, rcodeOf, servfail } from './dns-message.js';
 import { parseSubnet } from './options.js';
+import { resource$ } from './resource.js';
 import { formatPeer } from './streams/destination.js';
 import { MAX_DNS_QUERY } from './streams/dns.js';
-import { resource$ } from './resource.js';
 
 const debug = createDebug('rxshuttle:dns');
 

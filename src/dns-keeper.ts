@@ -6,7 +6,7 @@
  * long as they ask for the same addresses. The sockets close when the tunnel ends.
  */
 import { BehaviorSubject, combineLatest, defer, EMPTY, Observable, ReplaySubject, Subscription, switchMap, throwError } from 'rxjs';
-import { dnsCapture$, type DnsSockets, dnsSockets$ } from './dns-capture.js';
+import { type DnsSockets, dnsCapture$, dnsSockets$ } from './dns-capture.js';
 import { DnsError } from './errors.js';
 import type { TunnelEvent } from './events.js';
 

@@ -14,6 +14,6 @@ export {
   type RemoteSpec,
   type TunnelOptions,
 } from './options.js';
-export type { Destination } from './streams/frame.js';
-export { reduceStatus, STOPPING, statusTracker, tunnelStatus } from './status/snapshot.js';
 export type { StatusSnapshot, TunnelState } from './status/snapshot.js';
+export { reduceStatus, STOPPING, statusTracker, tunnelStatus } from './status/snapshot.js';
+export type { Destination } from './streams/frame.js';

@@ -1,15 +1,15 @@
 import { createServer, isIPv4, isIPv6, type Server, type Socket } from 'node:net';
 import createDebug from 'debug';
-import { map, Observable } from 'rxjs';
-import { errorMessage, ListenError } from './errors.js';
+import { Observable } from 'rxjs';
 import { errnoWords } from './errno.js';
+import { errorMessage, ListenError } from './errors.js';
 import type { ListenSpec } from './options.js';
 import { DEFAULT_LISTEN_PORT } from './options.js';
+import { resource$ } from './resource.js';
+import { formatPeer } from './streams/destination.js';
 import type { Destination } from './streams/frame.js';
 import type { AcceptedConnection } from './streams/mux.js';
 import { socketEnd } from './streams/socket-end.js';
-import { resource$ } from './resource.js';
-import { formatPeer } from './streams/destination.js';
 
 const debug = createDebug('rxshuttle:listen');
 
@@ -114,18 +114,6 @@ export const asAccepted = (redirected: Redirected, blocked$: Observable<boolean>
   destination: redirected.destination,
   source: redirected.source,
 });
-
-/**
- * Redirected sockets as connections to carry. `originalDestination` asks the kernel where each was
- * going; a socket without one (someone connected to the port directly) is dropped.
- */
-export function accepted$(
-  listener: Listener,
-  originalDestination: (socket: Socket) => Destination,
-  blocked$: Observable<boolean>,
-): Observable<AcceptedConnection> {
-  return redirected$(listener, originalDestination).pipe(map((r) => asAccepted(r, blocked$)));
-}
 
 /** Sockets the firewall redirected to us; dropped when the kernel knows no original destination. */
 export function redirected$(

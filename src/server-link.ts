@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import type { Socket } from 'node:net';
-import createDebug from 'debug';
 import type { Duplex } from 'node:stream';
+import createDebug from 'debug';
 import { catchError, concat, finalize, from, ignoreElements, map, merge, NEVER, type Observable, of, switchMap, throwError } from 'rxjs';
 import { type Carrier, controlMasterCarrier } from './direct.js';
 import { errorMessage, TransportError, UsageError } from './errors.js';
@@ -9,12 +9,12 @@ import type { TunnelEvent } from './events.js';
 import { KEEPALIVE_MISSES, type TunnelOptions } from './options.js';
 import type { Destination } from './streams/frame.js';
 import { type ControlSocket, controlChannel$, controlKeepalive$, controlSocket } from './transport/control-master.js';
+import type { ExecResult } from './transport/exec-output.js';
+import { type ProbeResult, parseProbe, probeScript, probeThenServerScript, splitProbe } from './transport/remote-probe.js';
 import { type ServerProcess, serverProcess$ } from './transport/server-process.js';
 import { runCollecting, type SshHostInfo, sshMuxArgv, sshServerArgv } from './transport/ssh.js';
-import { LATENCY_CONTROL_WINDOW } from './transport/ssh2-credit.js';
 import { Ssh2Unsuitable, ssh2Connection$, ssh2Forward$, ssh2Server$, ssh2Unsuitable } from './transport/ssh2.js';
-import { parseProbe, type ProbeResult, probeScript, probeThenServerScript, splitProbe } from './transport/remote-probe.js';
-import type { ExecResult } from './transport/exec-output.js';
+import { LATENCY_CONTROL_WINDOW } from './transport/ssh2-credit.js';
 import { checkForwarding, ssh2Channel$, ssh2Exec } from './transport/ssh2-exec.js';
 import { MIN_REMOTE_NODE_MAJOR, remoteCommand, stubSource } from './transport/stub.js';
 

@@ -5,6 +5,7 @@ import { firstValueFrom, of, Subject, toArray } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectionLimit, descriptorBudget, FD_RESERVE, guardDescriptors, openFileLimit, WARN_INTERVAL_MS } from '../src/descriptor-guard.js';
 import type { TunnelEvent } from '../src/events.js';
+import { unexpectedError } from './support/unexpected-error.js';
 
 const servers: Server[] = [];
 afterEach(() => {
@@ -54,7 +55,7 @@ describe('guardDescriptors', () => {
     let clock = 0;
     const tunnel$ = new Subject<TunnelEvent>();
     // open-file limit 8 → 4 connections
-    const sub = tunnel$.pipe(guardDescriptors([server], { fileLimit: 8, now: () => clock })).subscribe((e) => events.push(e));
+    const sub = tunnel$.pipe(guardDescriptors([server], { fileLimit: 8, now: () => clock })).subscribe({ next: (e) => events.push(e), error: unexpectedError });
     const keep: Socket[] = [];
     const first = await Promise.all(Array.from({ length: 4 }, () => echo(port, keep)));
     expect(first).toEqual([true, true, true, true]);

@@ -19,8 +19,9 @@ import { resolveOptions } from '../src/options.js';
 import { render } from '../src/render.js';
 import { encodeHostsRequest, type Route } from '../src/streams/discovery.js';
 import { decodeDnsRequest } from '../src/streams/dns.js';
-import { Command, CONTROL_CHANNEL, type Frame, frame } from '../src/streams/frame.js';
+import { CONTROL_CHANNEL, Command, type Frame, frame } from '../src/streams/frame.js';
 import type { SessionEvent } from '../src/streams/session.js';
+import { unexpectedError } from './support/unexpected-error.js';
 
 const rule = (address: string, prefix: number, exclude: boolean, family: 4 | 6 = 4): SubnetRule => ({
   family,
@@ -100,7 +101,7 @@ describe('discoveryClient', () => {
   });
   const session = (d: ReturnType<typeof sessionDiscovery>, event: SessionEvent) => {
     const out: TunnelEvent[] = [];
-    d.onSessionEvent(event)?.subscribe((e) => out.push(e));
+    d.onSessionEvent(event)?.subscribe({ next: (e) => out.push(e), error: unexpectedError });
     return out;
   };
 
@@ -109,7 +110,7 @@ describe('discoveryClient', () => {
     const s = sessionDiscovery(options);
     const d = discoveryClient(options, listener(12300), s.source);
     const control: Frame[] = [];
-    s.control$.subscribe((f) => control.push(f));
+    s.control$.subscribe({ next: (f) => control.push(f), error: unexpectedError });
     expect(control).toEqual([frame(CONTROL_CHANNEL, Command.ROUTES_REQUEST)]);
 
     const ready = new Subject<FirewallEvent>();
@@ -120,7 +121,7 @@ describe('discoveryClient', () => {
       started.push(setup);
       hosts$ = h;
       return ready;
-    }).subscribe((e) => events.push(e));
+    }).subscribe({ next: (e) => events.push(e), error: unexpectedError });
     expect(started).toEqual([]);
 
     expect(session(s, { kind: 'routes', routes: [route('0.0.0.0', 0), route('10.98.0.0', 24), route('10.99.0.2', 32)] })).toEqual([]);
@@ -128,7 +129,7 @@ describe('discoveryClient', () => {
     expect(started).toEqual([{ ...base(12300), rules: [rule('10.99.0.2', 32, true), rule('10.98.0.0', 24, false)], hosts: true }]);
 
     const entries: HostsEntry[] = [];
-    hosts$?.subscribe((e) => entries.push(e));
+    hosts$?.subscribe({ next: (e) => entries.push(e), error: unexpectedError });
     ready.next('ready');
     expect(events[1]).toEqual({ kind: 'firewall-ready', method: 'nat', port: 12300, rules: started[0]?.rules });
     expect(control[1]).toEqual(encodeHostsRequest(['seed.lab']));
@@ -151,16 +152,16 @@ describe('discoveryClient', () => {
     const s = sessionDiscovery(options);
     const d = discoveryClient(options, listener(12300), s.source);
     const control: Frame[] = [];
-    s.control$.subscribe((f) => control.push(f));
+    s.control$.subscribe({ next: (f) => control.push(f), error: unexpectedError });
     const started: Array<{ setup: FirewallSetup; extra: Array<readonly SubnetRule[]> }> = [];
     const ready = new Subject<FirewallEvent>();
     const events: TunnelEvent[] = [];
     d.firewall$(base(12300), (setup, _hosts, extra$) => {
       const entry = { setup, extra: [] as Array<readonly SubnetRule[]> };
       started.push(entry);
-      extra$?.subscribe((rules) => entry.extra.push(rules));
+      extra$?.subscribe({ next: (rules) => entry.extra.push(rules), error: unexpectedError });
       return ready;
-    }).subscribe((e) => events.push(e));
+    }).subscribe({ next: (e) => events.push(e), error: unexpectedError });
     // Two questions (A only: this listener has no IPv6), answered by the remote.
     const answers: Record<string, string> = { 'wiki.corp': '192.168.50.7', 'printer.corp': '192.168.50.9' };
     expect(control).toHaveLength(2);
@@ -190,13 +191,13 @@ describe('discoveryClient', () => {
     const s = sessionDiscovery(options);
     const d = discoveryClient(options, listener(12300), s.source);
     const control: Frame[] = [];
-    s.control$.subscribe((f) => control.push(f));
+    s.control$.subscribe({ next: (f) => control.push(f), error: unexpectedError });
     let started = false;
     let error: unknown;
     d.firewall$(base(12300), () => {
       started = true;
       return new Subject<FirewallEvent>();
-    }).subscribe({ error: (e) => (error = e) });
+    }).subscribe({ error: (e: unknown) => (error = e) });
     const request = decodeDnsRequest(control[0]?.payload ?? Buffer.alloc(0));
     const query = dnsPacket.decode(request.message);
     session(s, { kind: 'dns-response', id: request.id, message: dnsPacket.encode({ type: 'response', id: query.id, flags: 3, questions: query.questions }) });
@@ -214,7 +215,7 @@ describe('discoveryClient', () => {
     d.firewall$(base(12300), (setup) => {
       started.push(setup);
       return new Subject<FirewallEvent>();
-    }).subscribe((e) => events.push(e));
+    }).subscribe({ next: (e) => events.push(e), error: unexpectedError });
     session(s, { kind: 'routes', routes });
     return { events, rules: started[0]?.rules };
   };
@@ -266,10 +267,10 @@ describe('discoveryClient', () => {
       const sub = d
         .firewall$({ ...base(12300), rules: setupRules }, (setup, h) => {
           setups.push(setup);
-          h?.subscribe((e) => entries.push(e));
+          h?.subscribe({ next: (e) => entries.push(e), error: unexpectedError });
           return ready;
         })
-        .subscribe((e) => events.push(e));
+        .subscribe({ next: (e) => events.push(e), error: unexpectedError });
       if (routes) session(s, { kind: 'routes', routes });
       ready.next('ready');
       const host = (address: string, name: string) => session(s, { kind: 'host', host: { family: address.includes(':') ? 6 : 4, address, name } });
@@ -342,13 +343,13 @@ describe('discoveryClient', () => {
     const s = sessionDiscovery(options);
     const d = discoveryClient(options, listener(port), s.source);
     const control: Frame[] = [];
-    s.control$.subscribe((f) => control.push(f));
+    s.control$.subscribe({ next: (f) => control.push(f), error: unexpectedError });
     const events: TunnelEvent[] = [];
     let setup: FirewallSetup | undefined;
     const sub = d.firewall$(base(port), (s) => {
       setup = s;
       return of<FirewallEvent>('ready');
-    }).subscribe((e) => events.push(e));
+    }).subscribe({ next: (e) => events.push(e), error: unexpectedError });
     await new Promise((r) => setTimeout(r, 100));
     expect(setup?.dnsServers).toEqual(['10.98.0.3']);
     expect(setup?.dnsPort).toBeGreaterThan(port);

@@ -4,12 +4,12 @@ import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
 import { connect, createServer } from 'node:net';
 import dnsPacket from 'dns-packet';
-import { NEVER, Observable, type Subscription, throwError, timer } from 'rxjs';
-import { map } from 'rxjs/operators';
+import { map, NEVER, Observable, type Subscription, throwError, timer } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type AskDns, bindDnsSockets, dnsCapture$, type DnsSockets, resolvConfNameservers } from '../src/dns-capture.js';
+import { type AskDns, bindDnsSockets, type DnsSockets, dnsCapture$, resolvConfNameservers } from '../src/dns-capture.js';
 import { DnsError } from '../src/errors.js';
 import type { TunnelEvent } from '../src/events.js';
+import { unexpectedError } from './support/unexpected-error.js';
 
 const query = (id: number, name = 'target.lab', edns?: number) =>
   dnsPacket.encode({
@@ -50,7 +50,7 @@ afterEach(() => {
 async function start(ask: AskDns, maxInFlight?: number): Promise<{ port: number; events: TunnelEvent[] }> {
   sockets = await bindDnsSockets(['127.0.0.1'], 20000 + Math.floor(Math.random() * 20000), 0);
   const events: TunnelEvent[] = [];
-  capture = dnsCapture$(sockets, ask, maxInFlight).subscribe((e) => events.push(e));
+  capture = dnsCapture$(sockets, ask, maxInFlight).subscribe({ next: (e) => events.push(e), error: unexpectedError });
   return { port: sockets.port, events };
 }
 

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { FirewallEvent } from '../src/firewall/client.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from '../src/firewall/types.js';
 import { firewallKeeper } from '../src/firewall-keeper.js';
+import { unexpectedError } from './support/unexpected-error.js';
 
 const SETUP: FirewallSetup = { version: 1, method: 'nat', port: 12300, routerMode: false, rules: [] };
 const rule = (address: string): SubnetRule => ({ family: 4, address, prefix: 32, portLow: 0, portHigh: 0, exclude: false });
@@ -13,14 +14,14 @@ describe('firewallKeeper with the rules of host names', () => {
     const keeper = firewallKeeper((setup, _hosts?: Observable<HostsEntry>, extra$?: Observable<readonly SubnetRule[]>) => {
       const launch = { setup, extra: [] as Array<readonly SubnetRule[]>, events: new Subject<FirewallEvent>() };
       launches.push(launch);
-      extra$?.subscribe((rules) => launch.extra.push(rules));
+      extra$?.subscribe({ next: (rules) => launch.extra.push(rules), error: unexpectedError });
       return launch.events;
     });
     const held = keeper.held$.subscribe();
     // Session 1 resolved wiki.corp to .1 before starting the firewall: the helper gets that first.
     const first = new BehaviorSubject<readonly SubnetRule[]>([rule('10.0.0.1')]);
     const seen1: FirewallEvent[] = [];
-    const s1 = keeper.start(SETUP, undefined, first).subscribe((e) => seen1.push(e));
+    const s1 = keeper.start(SETUP, undefined, first).subscribe({ next: (e) => seen1.push(e), error: unexpectedError });
     expect(launches).toHaveLength(1);
     expect(launches[0]?.extra).toEqual([[rule('10.0.0.1')]]);
     launches[0]?.events.next('ready');
@@ -30,7 +31,7 @@ describe('firewallKeeper with the rules of host names', () => {
     // Session 2 (after a reconnect) asks for the same setup: the same helper, ready at once, its list goes there.
     const second = new BehaviorSubject<readonly SubnetRule[]>([rule('10.0.0.3')]);
     const seen2: FirewallEvent[] = [];
-    const s2 = keeper.start(SETUP, undefined, second).subscribe((e) => seen2.push(e));
+    const s2 = keeper.start(SETUP, undefined, second).subscribe({ next: (e) => seen2.push(e), error: unexpectedError });
     expect(launches).toHaveLength(1);
     expect(seen2).toEqual(['ready']);
     expect(launches[0]?.extra).toEqual([[rule('10.0.0.1')], [rule('10.0.0.2')], [rule('10.0.0.3')]]);

@@ -17,6 +17,7 @@ import {
   watchNames$,
 } from '../src/name-rules.js';
 import type { NamedSubnet } from '../src/options.js';
+import { unexpectedError } from './support/unexpected-error.js';
 
 type Zone = Record<string, { A?: string[]; AAAA?: string[]; ttl?: number; rcode?: 'NXDOMAIN' | 'SERVFAIL'; cname?: string }>;
 
@@ -65,8 +66,8 @@ describe('addressesOf: what an answer gives', () => {
     const zone: Zone = { 'rr.lab': { A: ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5', '10.0.0.6'], ttl: 0 }, 'slow.lab': { A: ['10.0.0.9'], ttl: 86_400 } };
     const ask = resolver(() => zone);
     const got: unknown[] = [];
-    resolveName$('rr.lab', ask, false).subscribe((a) => got.push(a));
-    resolveName$('slow.lab', ask, false).subscribe((a) => got.push(a));
+    resolveName$('rr.lab', ask, false).subscribe({ next: (a) => got.push(a), error: unexpectedError });
+    resolveName$('slow.lab', ask, false).subscribe({ next: (a) => got.push(a), error: unexpectedError });
     expect(got).toEqual([
       { addresses: ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4'], ttlS: MIN_REFRESH_S },
       { addresses: ['10.0.0.9'], ttlS: MAX_REFRESH_S },
@@ -77,9 +78,9 @@ describe('addressesOf: what an answer gives', () => {
     const query = encodeQuery('a.lab', 'A');
     const other = resolver(() => ({ 'b.lab': { A: ['10.0.0.2'] } }))(encodeQuery('b.lab', 'A'));
     let answer: Buffer = Buffer.alloc(0);
-    other.subscribe((a) => {
+    other.subscribe({ next: (a) => {
       answer = a;
-    });
+    }, error: unexpectedError });
     expect(() => addressesOf(query, answer, 'A')).toThrow(/unusable answer/);
   });
 });
@@ -95,7 +96,7 @@ describe('resolveName$ and resolveNames$', () => {
   const take = (o: Observable<unknown>) => {
     const out: unknown[] = [];
     let error: unknown;
-    o.subscribe({ next: (v) => out.push(v), error: (e) => (error = e) });
+    o.subscribe({ next: (v) => out.push(v), error: (e: unknown) => (error = e) });
     return { out, error };
   };
 
@@ -162,8 +163,8 @@ describe('watchNames$ (virtual time)', () => {
     ]);
     const events: string[] = [];
     const seen: Array<[string, string[]]> = [];
-    const sub = watchNames$(names, ask, first, { ipv6: false, scheduler, onAnswer: (n, a) => seen.push([n, [...a.addresses]]) }).subscribe((e: NameEvent) =>
-      events.push(`${scheduler.now() / 1000}s ${e.kind === 'rules' ? `rules ${e.rules.map((r) => `${r.address}:${r.portLow}`).join(' ')}` : e.kind === 'resolved' ? `${e.name} ${e.addresses.join(' ')}` : `stale ${e.name} ${e.reason}`}`),
+    const sub = watchNames$(names, ask, first, { ipv6: false, scheduler, onAnswer: (n, a) => seen.push([n, [...a.addresses]]) }).subscribe({ next: (e: NameEvent) =>
+      events.push(`${scheduler.now() / 1000}s ${e.kind === 'rules' ? `rules ${e.rules.map((r) => `${r.address}:${r.portLow}`).join(' ')}` : e.kind === 'resolved' ? `${e.name} ${e.addresses.join(' ')}` : `stale ${e.name} ${e.reason}`}`), error: unexpectedError },
     );
     // 60 s: a.lab asked again, unchanged: nothing reported.
     const advance = (toS: number) => {

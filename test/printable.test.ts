@@ -11,6 +11,7 @@ import { resolveOptions } from '../src/options.js';
 import { printable, printableLines } from '../src/printable.js';
 import { render } from '../src/render.js';
 import { ServerExit, stderrLines } from '../src/transport/server-process.js';
+import { unexpectedError } from './support/unexpected-error.js';
 
 /** Retitles the terminal window (OSC 0, ended by BEL), then clears the screen (CSI 2J). */
 const HOSTILE = '\x1b]0;pwned\x07\x1b[2J';
@@ -90,7 +91,7 @@ describe('remote text reaches the terminal escaped (regressions)', () => {
     const stream = new PassThrough();
     const errors = stderrLines(stream);
     const lines: string[] = [];
-    errors.lines$.subscribe((line) => lines.push(line));
+    errors.lines$.subscribe({ next: (line) => lines.push(line), error: unexpectedError });
     stream.write(`one${HOSTILE}\r\nbanner \u202eevil\n`);
     stream.write(`unterminated${HOSTILE}`);
     await new Promise((r) => setImmediate(r));

@@ -9,8 +9,8 @@
  *   copied from a shell command). An `@FILE` inside is read too. After `--` nothing is expanded.
  */
 import { readFileSync } from 'node:fs';
-import { UsageError } from '../errors.js';
 import { errnoWords } from '../errno.js';
+import { UsageError } from '../errors.js';
 import { splitShellWords } from '../options.js';
 import { ARGS_ENV, SSHUTTLE_ARGS_ENV } from './definitions.js';
 

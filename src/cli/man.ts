@@ -2,7 +2,7 @@
  * The man page, rxshuttle(1), in roff (man macros), made from a CliSpec: the same options, groups
  * and examples as --help, each option with its longer text. scripts/man.mjs writes it at build.
  */
-import { type CliSpec, flagParts, GROUPS, GROUP_TITLES, type OptionDef, visibleOptions } from './definitions.js';
+import { type CliSpec, flagParts, GROUP_TITLES, GROUPS, type OptionDef, visibleOptions } from './definitions.js';
 
 /** Text as roff reads it literally: backslashes and minus signs escaped, no line taken for a request. */
 export function roff(text: string): string {

@@ -10,21 +10,21 @@ import createDebug from 'debug';
 import { Observable } from 'rxjs';
 import { FirewallError } from './errors.js';
 import { LINE_TOO_LONG, type LineItem, LineSplitter } from './lines.js';
+import { findPrograms } from './programs.js';
 import {
   ERROR_PREFIX,
   HELLO_LINE,
   HELPER_NODE_OPTIONS,
+  helperScriptPath,
   MAX_LINE_BYTES,
   OK_LINE,
+  oneLine,
   QUIT_LINE,
   READY_LINE,
   RULES_PREFIX,
-  helperScriptPath,
-  oneLine,
   setupLine,
 } from './protocol.js';
 import { RESTRICTED_FLAG } from './restricted.js';
-import { findPrograms } from './programs.js';
 import type { FirewallMethod, FirewallSetup, HostsEntry, SubnetRule } from './types.js';
 
 const log = createDebug('rxshuttle:fw');

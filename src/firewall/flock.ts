@@ -18,7 +18,6 @@ const log = createDebug('rxshuttle:fw');
 type Flock = (fd: number, operation: number) => number;
 const LOCK_EX = 2;
 const LOCK_NB = 4;
-const LOCK_UN = 8;
 
 let flockFn: Flock | null | undefined;
 
@@ -60,9 +59,4 @@ export async function waitLock(fd: number, ms: number, busyMessage: string): Pro
     if (Date.now() > deadline) throw new Error(busyMessage);
     await sleep(20);
   }
-}
-
-/** Releases a lock taken here (closing the file does it too). */
-export function unlock(fd: number): void {
-  flockFn?.(fd, LOCK_UN);
 }

@@ -24,21 +24,21 @@
  * refused before it touches anything.
  */
 import createDebug from 'debug';
-import type { RunCommand } from './iptables.js';
-import { LINE_TOO_LONG, type LineItem, LineSplitter } from './lines.js';
-import { type InstalledRules, installRules } from './methods.js';
-import { LOCK_DIRS, type PortLock, lockPort } from './port-lock.js';
-import { HELPER_PROGRAMS, findPrograms, programRunner } from './programs.js';
-import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, QUIT_LINE, READY_LINE, RULES_PREFIX, oneLine } from './protocol.js';
 import { TunneledSubnets } from './host-address.js';
 import { HOSTS_PATH, HostsBlock, MAX_BLOCK_BYTES, MAX_HOSTS } from './hosts-file.js';
+import type { RunCommand } from './iptables.js';
 import { installKillSwitch, removeKillSwitches } from './kill-switch.js';
+import { LINE_TOO_LONG, type LineItem, LineSplitter } from './lines.js';
+import { type InstalledRules, installRules } from './methods.js';
+import { LOCK_DIRS, lockPort, type PortLock } from './port-lock.js';
+import { findPrograms, HELPER_PROGRAMS, programRunner } from './programs.js';
+import { ERROR_PREFIX, HELLO_LINE, MAX_LINE_BYTES, OK_LINE, oneLine, QUIT_LINE, READY_LINE, RULES_PREFIX } from './protocol.js';
 import { endRedirected } from './redirected.js';
-import { boundBy, checkRestrictedSetup } from './restricted.js';
-import { type StartWatchdog, type Watchdog, spawnWatchdog } from './watchdog.js';
 import { flushResolvedCache } from './resolved.js';
+import { boundBy, checkRestrictedSetup } from './restricted.js';
 import type { FirewallSetup } from './types.js';
 import { MAX_RULES_LINE_BYTES, parseHostLine, parseRulesLine, parseSetupLine } from './validate.js';
+import { type StartWatchdog, spawnWatchdog, type Watchdog } from './watchdog.js';
 
 const log = createDebug('rxshuttle:fw');
 

@@ -4,9 +4,9 @@
  * installed, so it also clears what a crashed earlier instance with the same port left behind.
  */
 import createDebug from 'debug';
-import { type NatTable, type RunCommand, natTable } from './iptables.js';
-import { natChainUpdate, natCleanupScript, natRules } from './rules.js';
+import { type NatTable, natTable, type RunCommand } from './iptables.js';
 import type { InstalledRules } from './methods.js';
+import { natChainUpdate, natCleanupScript, natRules } from './rules.js';
 import type { FirewallSetup, IpFamily } from './types.js';
 
 const log = createDebug('rxshuttle:fw');

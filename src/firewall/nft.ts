@@ -39,8 +39,8 @@
  */
 import createDebug from 'debug';
 import { CommandNotFoundError, type RunCommand } from './iptables.js';
-import { byPrecedence, chainName } from './rules.js';
 import type { InstalledRules } from './methods.js';
+import { byPrecedence, chainName } from './rules.js';
 import type { FirewallSetup, SubnetRule } from './types.js';
 
 const log = createDebug('rxshuttle:fw');

@@ -4,9 +4,10 @@
  * IP6T_SO_ORIGINAL_DST, same number). Node has no binding for that, so libc is called
  * through koffi on the socket's file descriptor.
  */
-import { isIPv4 } from 'node:net';
+
 import type { Socket } from 'node:net';
-import { constants, endianness } from 'node:os';
+import { isIPv4 } from 'node:net';
+import { endianness } from 'node:os';
 import koffi from 'koffi';
 import { formatIp } from '../ip.js';
 import { descriptorOf, errnoName, getsockopt } from '../libc.js';

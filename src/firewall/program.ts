@@ -12,11 +12,11 @@
  *   --flush         removes every kill switch (kill-switch.ts) and exits: `rxshuttle --flush`
  */
 import { type FirewallHelperOptions, runFirewallHelper } from './helper.js';
+import { removeKillSwitches } from './kill-switch.js';
 import { leaveProcessGroup } from './process-group.js';
-import { HELPER_PROGRAMS, findPrograms, programRunner } from './programs.js';
+import { findPrograms, HELPER_PROGRAMS, programRunner } from './programs.js';
 import { RESTRICTED_FLAG, restrictedUid } from './restricted.js';
 import { runWatchdog, WATCHDOG_FLAG } from './watchdog.js';
-import { removeKillSwitches } from './kill-switch.js';
 
 /** The argument that removes every kill switch. */
 export const FLUSH_FLAG = '--flush';

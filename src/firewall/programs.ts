@@ -15,7 +15,7 @@
  * (xtables-nft-multi) tells what to do from the name it was started by.
  */
 import { spawn } from 'node:child_process';
-import { lstatSync, readdirSync, readlinkSync, statSync, type Stats } from 'node:fs';
+import { lstatSync, readdirSync, readlinkSync, type Stats, statSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import createDebug from 'debug';
 import { CommandNotFoundError, type RunCommand } from './iptables.js';

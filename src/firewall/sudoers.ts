@@ -15,11 +15,11 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createRequire } from 'node:module';
 import { RxshuttleError, UsageError } from '../errors.js';
-import { PROGRAM_ENV, findPrograms, untrustedReason, untrustedTreeReason } from './programs.js';
+import { findPrograms, PROGRAM_ENV, untrustedReason, untrustedTreeReason } from './programs.js';
 import { HELPER_NODE_OPTIONS, helperScriptPath } from './protocol.js';
 import { RESTRICTED_FLAG } from './restricted.js';
 

@@ -49,11 +49,11 @@
  * rules again); the jumps and the policy routing stay as they are.
  */
 import createDebug from 'debug';
-import { iptablesTable, natTable, type NatTable, type RunCommand } from './iptables.js';
+import { iptablesTable, type NatTable, natTable, type RunCommand } from './iptables.js';
 import type { InstalledRules } from './methods.js';
 import { removeChain } from './nat.js';
 import { addPolicyRouting, markText, removePolicyRouting } from './policy-routing.js';
-import { byPrecedence, chainsCleanupScript, natRules, type NatScripts, ownerMatch, subnetMatch } from './rules.js';
+import { byPrecedence, chainsCleanupScript, type NatScripts, natRules, ownerMatch, subnetMatch } from './rules.js';
 import type { FirewallSetup, IpFamily, SubnetRule } from './types.js';
 
 const log = createDebug('rxshuttle:fw');

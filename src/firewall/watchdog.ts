@@ -25,12 +25,12 @@ import type { Writable } from 'node:stream';
 import createDebug from 'debug';
 import { hostsBlockName, removeBlockWithRetries } from './hosts-file.js';
 import type { RunCommand } from './iptables.js';
+import { installKillSwitch } from './kill-switch.js';
 import { LINE_TOO_LONG, LineSplitter } from './lines.js';
+import { removeInstanceRules } from './methods.js';
 import { lockPort, PortInUseError } from './port-lock.js';
 import { MAX_LINE_BYTES, oneLine } from './protocol.js';
-import { installKillSwitch } from './kill-switch.js';
 import { flushResolvedCache } from './resolved.js';
-import { removeInstanceRules } from './methods.js';
 import type { FirewallMethod, FirewallSetup } from './types.js';
 import { MAX_RULES_LINE_BYTES, parseSetupLine } from './validate.js';
 

@@ -266,7 +266,7 @@ export function hostwatch$(options: HostwatchOptions = {}): Observable<HostEntry
     for (const name of (options.seeds ?? []).slice(0, MAX_SEEDS)) safely('seed', seed(name));
     safely('scan', scan());
     const timer = setInterval(() => safely('scan', scan()), options.pollMs ?? POLL_MS);
-    const seen = options.seen$?.subscribe((address) => lookUp(address));
+    const seen = options.seen$?.subscribe({ next: (address) => lookUp(address), error: (err: unknown) => subscriber.error(err) });
     return () => {
       clearInterval(timer);
       seen?.unsubscribe();

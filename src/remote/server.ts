@@ -3,9 +3,9 @@ import { map, type Observable, Subject, type Subscription } from 'rxjs';
 import { DEFAULT_WINDOW } from '../streams/defaults.js';
 import { encodeHost, encodeRoutes } from '../streams/discovery.js';
 import { type DnsRequest, encodeDnsFailed, encodeDnsResponse, MAX_DNS_ANSWER } from '../streams/dns.js';
-import { Command, CONTROL_CHANNEL, type Destination, type Frame, frame } from '../streams/frame.js';
-import { frameWriter } from '../streams/frame-writer.js';
 import { fdSocket } from '../streams/fd-socket.js';
+import { CONTROL_CHANNEL, Command, type Destination, type Frame, frame } from '../streams/frame.js';
+import { frameWriter } from '../streams/frame-writer.js';
 import { fromReadable } from '../streams/from-readable.js';
 import { type SessionEvent, session } from '../streams/session.js';
 import { socketEnd } from '../streams/socket-end.js';
@@ -79,7 +79,11 @@ function controlRequests(control: Subject<Frame>) {
       case 'routes-request':
         return control.next(encodeRoutes(listRoutes()));
       case 'hosts-request':
-        hostwatch ??= hostwatch$({ seeds: event.seeds, seen$: seen, log }).subscribe((host) => control.next(encodeHost(host)));
+        // Host discovery failing ends -H's finds, not the server.
+        hostwatch ??= hostwatch$({ seeds: event.seeds, seen$: seen, log }).subscribe({
+          next: (host) => control.next(encodeHost(host)),
+          error: (err: unknown) => log(`hostwatch: ${err instanceof Error ? err.message : String(err)}`),
+        });
         return;
       case 'open':
         // Where the tunnel goes is worth a reverse lookup for -H.

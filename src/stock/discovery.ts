@@ -13,7 +13,6 @@
 import createDebug from 'debug';
 import { defer, type Observable, of, Subject } from 'rxjs';
 import type { DiscoverySource } from '../discovery-client.js';
-import { dnsLookups, tcpDnsResolver } from './dns-over-tcp.js';
 import type { TunnelEvent } from '../events.js';
 import type { TunnelOptions } from '../options.js';
 import { parseResolvConf } from '../remote/dns-server.js';
@@ -22,6 +21,7 @@ import { parseProcIpv6Route, parseProcRoute, uniqueRoutes } from '../remote/rout
 import type { StockRemote } from '../server-link.js';
 import type { Route } from '../streams/discovery.js';
 import { hostsScanScript, type ProbeResult, type Sections } from '../transport/remote-probe.js';
+import { dnsLookups, tcpDnsResolver } from './dns-over-tcp.js';
 import { parseIpRoute, parseNetstatRoutes } from './route-text.js';
 
 const debug = createDebug('rxshuttle:stock');

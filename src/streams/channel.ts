@@ -64,7 +64,6 @@ export function channelMachine(config: ChannelConfig): OperatorFunction<ChannelI
       let localEof = false;
       let eofSent = false;
       let peerEof = false;
-      let unacked = 0; // bytes written to the local socket, not yet flushed
       let freed = 0; // flushed bytes not yet returned as credit
       let outstanding = 0; // received bytes not yet returned as credit: the peer's view of its window
       const creditThreshold = Math.max(1, Math.floor(recvWindow / 8));
@@ -126,7 +125,6 @@ export function channelMachine(config: ChannelConfig): OperatorFunction<ChannelI
             localEof = true;
             return updateFlow();
           case 'written':
-            unacked -= event.bytes;
             freed += event.bytes;
             // Only in batches: an eager CREDIT per small write doubled the frames (and syscalls) of
             // every request/response exchange. A sender out of credit has a whole window
@@ -155,7 +153,6 @@ export function channelMachine(config: ChannelConfig): OperatorFunction<ChannelI
           case Command.DATA:
             if (peerEof) return violation('DATA after EOF');
             if (role === 'opener' && !opened) return violation('DATA before OPEN_OK');
-            unacked += payload.length;
             outstanding += payload.length;
             if (outstanding > recvWindow) return violation(`window violation: ${outstanding} bytes outstanding, window ${recvWindow}`);
             return toLocal({ kind: 'write', chunk: payload });

@@ -9,7 +9,7 @@
 import { isIP } from 'node:net';
 import { ProtocolError } from '../errors.js';
 import { addressBytes, formatAddress } from './destination.js';
-import { Command, CONTROL_CHANNEL, type Frame, frame, MAX_PAYLOAD } from './frame.js';
+import { CONTROL_CHANNEL, Command, type Frame, frame, MAX_PAYLOAD } from './frame.js';
 
 /** A network the server routes to. `address` has no bits set after `prefix`. */
 export interface Route {

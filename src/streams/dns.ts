@@ -11,7 +11,7 @@
 import { filter, map, Observable, take, throwError, timeout } from 'rxjs';
 import { DnsError, ProtocolError } from '../errors.js';
 import { decodeDestination, encodeDestination } from './destination.js';
-import { Command, CONTROL_CHANNEL, type Destination, type Frame, frame, MAX_PAYLOAD } from './frame.js';
+import { CONTROL_CHANNEL, Command, type Destination, type Frame, frame, MAX_PAYLOAD } from './frame.js';
 
 /** A DNS header is 12 bytes: anything shorter is not a DNS message. */
 export const DNS_HEADER_SIZE = 12;

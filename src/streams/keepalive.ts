@@ -1,5 +1,5 @@
 import { asyncScheduler, interval, type MonoTypeOperatorFunction, Observable, type SchedulerLike, tap } from 'rxjs';
-import { Command, CONTROL_CHANNEL, type Frame, frame } from './frame.js';
+import { CONTROL_CHANNEL, Command, type Frame, frame } from './frame.js';
 
 export interface KeepaliveConfig {
   /** A PING every this many milliseconds. */
@@ -32,13 +32,16 @@ export function keepalive(config: KeepaliveConfig, scheduler: SchedulerLike = as
       let missed = 0;
       let sequence = 0;
       heard = false;
-      return interval(config.intervalMs, scheduler).subscribe(() => {
-        if (heard) missed = 0;
-        else if (++missed >= config.misses) return out.error(config.timeout());
-        heard = false;
-        const payload = Buffer.allocUnsafe(4);
-        payload.writeUInt32BE(sequence++ >>> 0, 0);
-        out.next(frame(CONTROL_CHANNEL, Command.PING, payload));
+      return interval(config.intervalMs, scheduler).subscribe({
+        next: () => {
+          if (heard) missed = 0;
+          else if (++missed >= config.misses) return out.error(config.timeout());
+          heard = false;
+          const payload = Buffer.allocUnsafe(4);
+          payload.writeUInt32BE(sequence++ >>> 0, 0);
+          out.next(frame(CONTROL_CHANNEL, Command.PING, payload));
+        },
+        error: (err: unknown) => out.error(err),
       });
     }),
   };

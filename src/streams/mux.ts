@@ -12,8 +12,8 @@ import {
 } from './channel.js';
 import { SESSION_CREDIT_BATCH } from './defaults.js';
 import { decodeHost, decodeHostsRequest, decodeRoutes, type HostEntry, type Route } from './discovery.js';
-import { decodeDnsReply, decodeDnsRequest, type DnsReply, type DnsRequest } from './dns.js';
-import { Command, CONTROL_CHANNEL, commandName, type Destination, type Frame, frame } from './frame.js';
+import { type DnsReply, type DnsRequest, decodeDnsReply, decodeDnsRequest } from './dns.js';
+import { CONTROL_CHANNEL, Command, commandName, type Destination, type Frame, frame } from './frame.js';
 import { decodeUdpMessage, isUdpCommand, type UdpMessage } from './udp.js';
 
 const debug = createDebug('rxshuttle:mux');
@@ -124,6 +124,7 @@ export function runMux(config: MuxConfig): Observable<MuxOutput> {
       };
       let subscription: Subscription | undefined;
       subscription = merge(local$, peerInput)
+        // eslint-disable-next-line rxjs-x/no-unsafe-takeuntil -- deliberate: the machine resets and reports its channel when its input ends.
         .pipe(takeUntil(sessionEnd), machine)
         .subscribe({
           next: route,

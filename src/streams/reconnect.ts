@@ -14,8 +14,8 @@
 import {
   asyncScheduler,
   defer,
-  NEVER,
   type MonoTypeOperatorFunction,
+  NEVER,
   Observable,
   race,
   retry,

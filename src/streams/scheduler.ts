@@ -1,6 +1,6 @@
 import createDebug from 'debug';
 import { Observable, Subscription } from 'rxjs';
-import { Command, CONTROL_CHANNEL, type Frame, frame } from './frame.js';
+import { CONTROL_CHANNEL, Command, type Frame, frame } from './frame.js';
 
 const debug = createDebug('rxshuttle:scheduler');
 

@@ -1,4 +1,4 @@
-import { BehaviorSubject, map, type Observable, Observable as Obs, Subject, Subscription } from 'rxjs';
+import { BehaviorSubject, map, Observable as Obs, type Observable, Subject, Subscription } from 'rxjs';
 import { decodeFrames } from './decode-frames.js';
 import { BULK_QUEUE, FLAG_NO_LATENCY_CONTROL, SCHEDULER_MAX_QUEUED, SESSION_WINDOW } from './defaults.js';
 import type { Destination, Frame } from './frame.js';

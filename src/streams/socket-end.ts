@@ -34,9 +34,12 @@ export function socketEnd(socket: Socket, blocked$?: Obs<boolean>): LocalEnd {
     socket.once('end', onEnd);
     socket.once('error', onError);
     socket.once('connect', onConnect);
-    const blockedSubscription = blocked$?.subscribe((blocked) => {
-      transportBlocked = blocked;
-      applyFlow();
+    const blockedSubscription = blocked$?.subscribe({
+      next: (blocked) => {
+        transportBlocked = blocked;
+        applyFlow();
+      },
+      error: (err: unknown) => subscriber.error(err),
     });
     applyFlow();
     return () => {

@@ -11,7 +11,7 @@
  */
 import { ProtocolError } from '../errors.js';
 import { decodeDestination, encodeDestination } from './destination.js';
-import { Command, CONTROL_CHANNEL, type Destination, type Frame, frame } from './frame.js';
+import { CONTROL_CHANNEL, Command, type Destination, type Frame, frame } from './frame.js';
 
 /**
  * The largest UDP payload there is: 65 535 minus the 8-byte UDP header, over IPv6 without

@@ -1,13 +1,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect as netConnect, Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
 import { catchError, defer, ignoreElements, interval, map, Observable, of, switchMap, take, tap, throwError } from 'rxjs';
 import { TransportError } from '../errors.js';
-import type { Destination } from '../streams/frame.js';
 import { descriptorOf } from '../libc.js';
+import type { Destination } from '../streams/frame.js';
 import { sendFd, tcpByteCounts } from './fd-passing.js';
 import { socketPair } from './socketpair.js';
 

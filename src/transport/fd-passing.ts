@@ -22,7 +22,8 @@ let libc: Libc | undefined;
 function load(): Libc {
   if (!libc) {
     const iovec = koffi.struct('rxs_iovec', { iov_base: 'void *', iov_len: 'size_t' });
-    const msghdr = koffi.struct('rxs_msghdr', {
+    // Registered by name: the sendmsg prototype below refers to rxs_msghdr.
+    koffi.struct('rxs_msghdr', {
       msg_name: 'void *',
       msg_namelen: 'uint32_t',
       msg_iov: koffi.pointer(iovec),

@@ -2,10 +2,10 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import createDebug from 'debug';
 import { catchError, concat, EMPTY, from, map, mergeMap, Observable, race, Subject, throwError, timer } from 'rxjs';
 import { TransportError } from '../errors.js';
-import { type FrameWriter, frameWriter } from '../streams/frame-writer.js';
-import { fdSocket } from '../streams/fd-socket.js';
-import { fromReadable } from '../streams/from-readable.js';
 import { printable } from '../printable.js';
+import { fdSocket } from '../streams/fd-socket.js';
+import { type FrameWriter, frameWriter } from '../streams/frame-writer.js';
+import { fromReadable } from '../streams/from-readable.js';
 import { serverUpload } from './bundle.js';
 import { socketPair } from './socketpair.js';
 

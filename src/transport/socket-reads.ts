@@ -1,5 +1,5 @@
-import { constants } from 'node:os';
 import type { Socket } from 'node:net';
+import { constants } from 'node:os';
 import koffi from 'koffi';
 import { descriptorOf, errnoName, recv } from '../libc.js';
 

@@ -4,8 +4,8 @@ import { isIP } from 'node:net';
 import { homedir, userInfo } from 'node:os';
 import { promisify } from 'node:util';
 import { parseRemote, type RemoteSpec } from '../options.js';
-import { parseSshG, type ResolvedSshConfig } from './ssh-config.js';
 import { ExecOutput, type ExecResult } from './exec-output.js';
+import { parseSshG, type ResolvedSshConfig } from './ssh-config.js';
 import { remoteCommand } from './stub.js';
 
 const execFileAsync = promisify(execFile);

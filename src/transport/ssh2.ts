@@ -7,28 +7,28 @@ import type { AnyAuthMethod, Client, ClientChannel, ConnectConfig, NextAuthHandl
 import { errorMessage, TransportError } from '../errors.js';
 import { printable } from '../printable.js';
 import { corkForThisTick, corkForThisTurn } from '../streams/cork.js';
-import { frameWriter } from '../streams/frame-writer.js';
-import { resetSocket } from '../streams/socket-end.js';
 import type { Destination } from '../streams/frame.js';
+import { frameWriter } from '../streams/frame-writer.js';
 import { fromReadable } from '../streams/from-readable.js';
+import { resetSocket } from '../streams/socket-end.js';
 import { serverUpload } from './bundle.js';
 import type { HandOff } from './control-master.js';
 import {
   checkHostKey,
   hostKeyDecision,
+  type KnownHostEntry,
   knownHostsLine,
   knownHostsNames,
-  type KnownHostEntry,
   parseKnownHosts,
   preferredHostKeyAlgorithms,
 } from './known-hosts.js';
 import { ServerExit, type ServerProcess, stderrLines } from './server-process.js';
-import { creditChannel, LATENCY_CONTROL_WINDOW } from './ssh2-credit.js';
 import { readIntoSharedBuffer, readWaiting } from './socket-reads.js';
+import type { ResolvedSshConfig } from './ssh-config.js';
+import { creditChannel, LATENCY_CONTROL_WINDOW } from './ssh2-credit.js';
 import { Ssh2Inbound } from './ssh2-inbound.js';
 import { loadSsh2, sshRandomFill } from './ssh2-module.js';
 import { Ssh2Outbound } from './ssh2-outbound.js';
-import type { ResolvedSshConfig } from './ssh-config.js';
 
 const debug = createDebug('rxshuttle:ssh2');
 // Loaded through ssh2-module.ts (CommonJS, with its randomFillSync pooled).

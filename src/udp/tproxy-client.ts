@@ -7,8 +7,7 @@
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { isIPv4 } from 'node:net';
 import createDebug from 'debug';
-import { merge, type Observable } from 'rxjs';
-import { filter, map } from 'rxjs/operators';
+import { filter, map, merge, type Observable } from 'rxjs';
 import type { Destination } from '../streams/frame.js';
 import type { LocalDatagram, UdpFlowOutput } from '../streams/udp-flows.js';
 import { ReplySocket } from './reply-socket.js';

@@ -7,7 +7,7 @@ import { endianness } from 'node:os';
 import koffi from 'koffi';
 import { errnoName, libcFunction } from '../libc.js';
 import { UdpSocketError } from './errors.js';
-import { AF_INET, AF_INET6, type UdpEndpoint, type UdpFamily, encodeSockaddr } from './sockaddr.js';
+import { AF_INET, AF_INET6, encodeSockaddr, type UdpEndpoint, type UdpFamily } from './sockaddr.js';
 
 const SOCK_DGRAM = 2;
 const SOCK_NONBLOCK = 0o4000;

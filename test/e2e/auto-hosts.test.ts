@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LAB, type Lab } from './lab.js';
-import { CLI_JS, Rxshuttle, waitFast, useLab } from './tunnel-helpers.js';
+import { CLI_JS, Rxshuttle, useLab, waitFast } from './tunnel-helpers.js';
 
 const SRV_HOSTS = '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n10.98.0.4\techo4-srv\n10.98.0.5\tbox5.corp.lab box5\n';
 

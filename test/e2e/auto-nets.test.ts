@@ -3,8 +3,8 @@
 // server's own address exclude. Only srv's routing table knows 10.98.0.0/24 is there; cli
 // cannot reach it otherwise (srv does not forward).
 import { describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, type Lab } from './lab.js';
-import { Rxshuttle, curl, rxshuttleRules, useLab } from './tunnel-helpers.js';
+import { LAB, type Lab, PAGE_MARKER } from './lab.js';
+import { curl, Rxshuttle, rxshuttleRules, useLab } from './tunnel-helpers.js';
 
 let lab: Lab;
 

@@ -7,8 +7,8 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, type Lab } from './lab.js';
-import { Rxshuttle, curl, expectNothingLeft, rxshuttleRules, useLab } from './tunnel-helpers.js';
+import { LAB, type Lab, PAGE_MARKER } from './lab.js';
+import { curl, expectNothingLeft, Rxshuttle, rxshuttleRules, useLab } from './tunnel-helpers.js';
 
 let lab: Lab;
 const work = fs.mkdtempSync(path.join(tmpdir(), 'rxs-e2e-args-'));

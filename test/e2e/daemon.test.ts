@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { findProgram, LAB, PAGE_MARKER, requireProgram, startLab, stopProcess, type Lab } from './lab.js';
+import { findProgram, LAB, type Lab, PAGE_MARKER, requireProgram, startLab, stopProcess } from './lab.js';
 import {
   argvOf,
   assertBuilt,

@@ -7,8 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { DNS_NAMES, LAB, PAGE_MARKER, type Lab } from './lab.js';
-import { Rxshuttle, curl, rxshuttleRules, useLab } from './tunnel-helpers.js';
+import { DNS_NAMES, LAB, type Lab, PAGE_MARKER } from './lab.js';
+import { curl, Rxshuttle, rxshuttleRules, useLab } from './tunnel-helpers.js';
 
 const DNS_LOAD = fileURLToPath(new URL('./dns-load.mjs', import.meta.url));
 /** big.lab TXT: six strings of 200 bytes, an answer of about 1 250 bytes. */

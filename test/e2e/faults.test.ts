@@ -3,24 +3,23 @@
 // the client running out of file descriptors, and Ctrl-C pressed again during shutdown. Each
 // fault ends with one clear line, every rule removed and a non-zero exit, within seconds — or,
 // for the failures that concern one connection, with only that connection affected.
-import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { findProgram, LAB, PAGE_MARKER, type Lab } from './lab.js';
+import { findProgram, LAB, type Lab, PAGE_MARKER } from './lab.js';
 import {
   argvOf,
   curl,
+  defaultReceiveBuffers,
   echoLoad,
   echoOnce,
   isGone,
-  remoteNodePids,
   Rxshuttle,
+  remoteNodePids,
   rxshuttleProcessesIn,
   rxshuttleRules,
-  waitFast,
-  useLab,
-  defaultReceiveBuffers,
   sshdSessionOf,
+  useLab,
+  waitFast,
 } from './tunnel-helpers.js';
 
 let lab: Lab;

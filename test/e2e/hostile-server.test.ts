@@ -22,17 +22,17 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { Config, Scenario } from './fixtures/hostile/fake-server.js';
 import { LAB, type Lab } from './lab.js';
 import {
   argvOf,
   isGone,
-  remoteNodePids,
   Rxshuttle,
+  remoteNodePids,
+  runRxshuttle,
   rxshuttleProcessesIn,
   rxshuttleRules,
-  runRxshuttle,
   useLab,
   waitFast,
 } from './tunnel-helpers.js';

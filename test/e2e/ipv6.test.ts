@@ -3,8 +3,8 @@
 // binary's mux; and ssh itself over IPv6 (the `lab6` host). cli reaches fd00:98::/64 only
 // through the tunnel: srv does not forward.
 import { describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, type Lab } from './lab.js';
-import { Rxshuttle, curl, rxshuttleRules, useLab } from './tunnel-helpers.js';
+import { LAB, type Lab, PAGE_MARKER } from './lab.js';
+import { curl, Rxshuttle, rxshuttleRules, useLab } from './tunnel-helpers.js';
 
 let lab: Lab;
 

@@ -6,8 +6,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, type Lab } from './lab.js';
-import { CLI_JS, curl, remoteNodePids, Rxshuttle, rxshuttleRules, sshdSessionOf, statusOf, useLab, waitFast } from './tunnel-helpers.js';
+import { LAB, type Lab, PAGE_MARKER } from './lab.js';
+import { CLI_JS, curl, Rxshuttle, remoteNodePids, rxshuttleRules, sshdSessionOf, statusOf, useLab, waitFast } from './tunnel-helpers.js';
 
 let lab: Lab;
 useLab({}, (up) => {

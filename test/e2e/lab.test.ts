@@ -7,15 +7,15 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   LAB,
-  PAGE_MARKER,
-  TestLab,
+  type Lab,
   labBytes,
   labBytesSha256,
+  PAGE_MARKER,
   requireProgram,
   startLab,
   sweepStaleLabs,
+  TestLab,
   waitForOutput,
-  type Lab,
 } from './lab.js';
 
 let lab: Lab;

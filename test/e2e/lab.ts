@@ -19,7 +19,7 @@
 //
 // This file must stay self-contained (Node built-ins only): scripts/lab.sh
 // transpiles it with esbuild and runs it outside vitest.
-import { spawn as cpSpawn, execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { type ChildProcess, spawn as cpSpawn, execFileSync, type SpawnOptions } from 'node:child_process';
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import * as fs from 'node:fs';

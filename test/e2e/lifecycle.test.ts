@@ -5,18 +5,18 @@
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, type Lab } from './lab.js';
+import { LAB, type Lab, PAGE_MARKER } from './lab.js';
 import {
-  Rxshuttle,
   argvOf,
   curl,
   echoOnce,
   isGone,
+  Rxshuttle,
   remoteNodePids,
   rxshuttleProcessesIn,
   rxshuttleRules,
-  waitFast,
   useLab,
+  waitFast,
 } from './tunnel-helpers.js';
 
 let lab: Lab;

@@ -4,7 +4,7 @@
 // Bounded: echo-load.mjs stops by itself after 90 s and reports.
 import { describe, expect, it } from 'vitest';
 import { LAB, type Lab } from './lab.js';
-import { Rxshuttle, echoLoad, rxshuttleRules, waitFast, useLab } from './tunnel-helpers.js';
+import { echoLoad, Rxshuttle, rxshuttleRules, useLab, waitFast } from './tunnel-helpers.js';
 
 // Issue 3 asks for 1 000, issue 4 for 2 000: one run covers both.
 const COUNT = 2000;

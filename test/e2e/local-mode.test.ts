@@ -3,16 +3,16 @@
 // really goes out — and must not be caught by the tunnel's own rule again
 // (a loop would show up as a storm of Accept lines for one request).
 import { describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, type Lab } from './lab.js';
+import { LAB, type Lab, PAGE_MARKER } from './lab.js';
 import {
-  Rxshuttle,
   argvOf,
   curl,
   isRemoteNode,
+  Rxshuttle,
   rxshuttleProcessesIn,
   rxshuttleRules,
-  waitFast,
   useLab,
+  waitFast,
 } from './tunnel-helpers.js';
 
 let lab: Lab;

@@ -3,7 +3,7 @@
 // after a clean stop, after SIGKILL of the client (the helper removes it) and after SIGKILL of the
 // helper (its watchdog does).
 import { describe, expect, it } from 'vitest';
-import { LAB, type Lab, PAGE_MARKER, labBytesSha256 } from './lab.js';
+import { LAB, type Lab, labBytesSha256, PAGE_MARKER } from './lab.js';
 import { curl, expectNothingLeft, isGone, Rxshuttle, rxshuttleRules, useLab, waitFast } from './tunnel-helpers.js';
 
 const MB20 = 20_000_000;

@@ -5,8 +5,8 @@
 // outage waits and is carried once the session is back.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, type Lab } from './lab.js';
-import { curl, defaultReceiveBuffers, remoteNodePids, Rxshuttle, rxshuttleRules, sshdSessionOf, statusOf, useLab, waitFast } from './tunnel-helpers.js';
+import { LAB, type Lab, PAGE_MARKER } from './lab.js';
+import { curl, defaultReceiveBuffers, Rxshuttle, remoteNodePids, rxshuttleRules, sshdSessionOf, statusOf, useLab, waitFast } from './tunnel-helpers.js';
 
 let lab: Lab;
 

@@ -7,12 +7,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, type Lab } from './lab.js';
+import { LAB, type Lab, PAGE_MARKER } from './lab.js';
 import {
   CLI_JS,
+  curl,
   expectNothingLeft,
   oneErrorLine,
-  curl,
   Rxshuttle,
   runRxshuttle,
   useLab,

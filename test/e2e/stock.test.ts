@@ -6,17 +6,17 @@
 import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LAB, labBytesSha256, PAGE_MARKER, type Lab } from './lab.js';
+import { LAB, type Lab, labBytesSha256, PAGE_MARKER } from './lab.js';
 import {
   curl,
   echoOnce,
   expectNothingLeft,
   oneErrorLine,
-  remoteNodePids,
   Rxshuttle,
+  remoteNodePids,
+  runRxshuttle,
   rxshuttleProcessesIn,
   rxshuttleRules,
-  runRxshuttle,
   useLab,
   waitFast,
 } from './tunnel-helpers.js';

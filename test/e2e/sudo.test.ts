@@ -5,20 +5,21 @@
 // is only installed for a package that only root can change (finding 6), so the tests run a copy
 // of this checkout installed under /opt, as `npm install -g` would put it.
 // The user, its home, the copy and the sudoers file are removed afterwards, even when a test fails.
-import { randomBytes } from 'node:crypto';
+
 import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { findProgram, LAB, PAGE_MARKER, startLab, type Lab } from './lab.js';
+import { findProgram, LAB, type Lab, PAGE_MARKER, startLab } from './lab.js';
 import {
   argvOf,
   assertBuilt,
   CLI_JS,
   curl,
-  reportRxshuttleOnFailure,
   Rxshuttle,
+  reportRxshuttleOnFailure,
   rxshuttleProcessesIn,
   rxshuttleRules,
   stopAllRxshuttle,

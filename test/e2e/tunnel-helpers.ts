@@ -6,7 +6,7 @@ import { type ChildProcess, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
-import { LAB, startLab, stopProcess, waitUntil, type ExecResult, type Lab, type LabOptions, type Role } from './lab.js';
+import { type ExecResult, LAB, type Lab, type LabOptions, type Role, startLab, stopProcess, waitUntil } from './lab.js';
 
 export const CLI_JS = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 export const ECHO_LOAD = fileURLToPath(new URL('./echo-load.mjs', import.meta.url));

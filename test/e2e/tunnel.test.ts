@@ -3,8 +3,8 @@
 // cli cannot reach 10.98.0.0/24 on its own (srv does not forward, see
 // lifecycle.test.ts), so everything that arrives here came through the tunnel.
 import { describe, expect, it } from 'vitest';
-import { LAB, PAGE_MARKER, labBytesSha256, type Lab } from './lab.js';
-import { GEN_BYTES, Rxshuttle, curl, echoOnce, useLab } from './tunnel-helpers.js';
+import { LAB, type Lab, labBytesSha256, PAGE_MARKER } from './lab.js';
+import { curl, echoOnce, GEN_BYTES, Rxshuttle, useLab } from './tunnel-helpers.js';
 
 const MB100 = 100_000_000;
 

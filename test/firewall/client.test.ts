@@ -106,7 +106,7 @@ describe('firewall$ with extra rules (host names as subnets)', () => {
     const fake = fakeHelper('rules');
     const extra = new BehaviorSubject<readonly ReturnType<typeof hostRule>[]>([hostRule('10.5.0.1')]);
     const events: unknown[] = [];
-    const sub = firewall$(SETUP, { helperArgv: fake.argv, extraRules$: extra }).subscribe({ next: (e) => events.push(e), error: (e) => events.push(e) });
+    const sub = firewall$(SETUP, { helperArgv: fake.argv, extraRules$: extra }).subscribe({ next: (e) => events.push(e), error: (e: unknown) => events.push(e) });
     await waitFor(() => events.length > 0);
     expect(events).toEqual(['ready']);
     expect(fake.log()).toBe(`got ${JSON.stringify(SETUP)}\ngot RULES ${JSON.stringify([hostRule('10.5.0.1')])}\n`);
@@ -141,7 +141,7 @@ describe('firewall$', () => {
     const events: string[] = [];
     const sub = firewall$(SETUP, { helperArgv: fake.argv }).subscribe({
       next: (v) => events.push(v),
-      error: (e: Error) => events.push(`error ${e.message}`),
+      error: (e: unknown) => events.push(`error ${(e as Error).message}`),
       complete: () => events.push('complete'),
     });
     await waitFor(() => events.length > 0);
@@ -176,7 +176,7 @@ describe('firewall$', () => {
     const events: string[] = [];
     firewall$(SETUP, { helperArgv: fake.argv }).subscribe({
       next: (v) => events.push(v),
-      error: (e: Error) => events.push(`error ${e.message}`),
+      error: (e: unknown) => events.push(`error ${(e as Error).message}`),
     });
     await waitFor(() => events.length >= 2);
     expect(events).toEqual(['ready', 'error firewall helper was killed by SIGKILL while the rules were in place']);

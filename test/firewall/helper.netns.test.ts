@@ -13,9 +13,10 @@ import { firstValueFrom } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { firewall$ } from '../../src/firewall/client.js';
 import type { FirewallSetup, SubnetRule } from '../../src/firewall/types.js';
+import { unexpectedError } from '../support/unexpected-error.js';
 import { type Bundle, bundleFixture } from './support/bundle.js';
 import { HelperProcess, watchdogsOf, within } from './support/helper-process.js';
-import { type Netns, createLab, netnsSkip } from './support/netns.js';
+import { createLab, type Netns, netnsSkip } from './support/netns.js';
 import { runProbe, startServerProbe } from './support/probe.js';
 
 const BYPASS_GID = 4242;
@@ -533,7 +534,7 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     const argv = ['ip', 'netns', 'exec', client.name, 'env', ...env, ...helperBundle!.argv];
     const rules$ = firewall$(labSetup(port), { helperArgv: argv });
     let ready = false;
-    const sub = rules$.subscribe({ next: () => (ready = true) });
+    const sub = rules$.subscribe({ next: () => (ready = true), error: unexpectedError });
     await within(10_000, async () => ready);
     expect(await client.natSave(4)).toContain(`:rxshuttle-${port} - [0:0]`);
     sub.unsubscribe();

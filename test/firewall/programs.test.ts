@@ -21,8 +21,8 @@ import {
   UntrustedProgramError,
   untrustedReason,
 } from '../../src/firewall/programs.js';
-import { FakeIptables } from './support/fake-iptables.js';
 import { CONNTRACK_LINE } from './redirected.test.js';
+import { FakeIptables } from './support/fake-iptables.js';
 
 const NOBODY = 65534;
 const asRoot = process.getuid?.() === 0;

@@ -7,12 +7,12 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { runFirewallHelper } from '../../src/firewall/helper.js';
-import { boundBy, checkRestrictedSetup, restrictedUid } from '../../src/firewall/restricted.js';
 import { killSwitchScript } from '../../src/firewall/kill-switch.js';
 import { nftScript } from '../../src/firewall/nft.js';
+import { boundBy, checkRestrictedSetup, restrictedUid } from '../../src/firewall/restricted.js';
 import { natRules } from '../../src/firewall/rules.js';
-import { validateSetup } from '../../src/firewall/validate.js';
 import type { FirewallSetup } from '../../src/firewall/types.js';
+import { validateSetup } from '../../src/firewall/validate.js';
 import { FakeIptables } from './support/fake-iptables.js';
 import { outputLines } from './support/output-lines.js';
 

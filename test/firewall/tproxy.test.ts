@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { type FirewallHelperOptions, runFirewallHelper } from '../../src/firewall/helper.js';
 import { killSwitchScript } from '../../src/firewall/kill-switch.js';
 import { installRules, removeInstanceRules } from '../../src/firewall/methods.js';
-import { IP_NOT_FOUND, RULE_PRIORITY, markText, policyRoutingCommands, routeTable } from '../../src/firewall/policy-routing.js';
+import { IP_NOT_FOUND, markText, policyRoutingCommands, RULE_PRIORITY, routeTable } from '../../src/firewall/policy-routing.js';
 import { chainsCleanupScript, natRules } from '../../src/firewall/rules.js';
 import { installTproxy, removeTproxyCapture, tproxyChains, tproxyDnsScripts, tproxyMangleScript, tproxyMangleUpdate } from '../../src/firewall/tproxy.js';
 import type { FirewallSetup, SubnetRule } from '../../src/firewall/types.js';

@@ -10,9 +10,9 @@ import {
   MAX_GID,
   MAX_RULES,
   MAX_RULES_LINE_BYTES,
-  SetupValidationError,
   parseRulesLine,
   parseSetupLine,
+  SetupValidationError,
   validateSetup,
 } from '../../src/firewall/validate.js';
 import { formatIp } from '../../src/ip.js';

@@ -4,8 +4,9 @@
 // what it read, run only iptables-save/-restore, nft and ip with fixed arguments, feed them only
 // rules of its own chains (nat, mangle for tproxy), its own nft table, its own route table, mark
 // and rule priority, built from validated values, and leave no rule, route and hosts entry behind.
-import { isIP } from 'node:net';
+
 import * as fs from 'node:fs';
+import { isIP } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';

@@ -22,7 +22,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Bundle, bundleFixture } from '../firewall/support/bundle.js';
 import { Netns, netnsSkip } from '../firewall/support/netns.js';
 import { RANDOM_SEED } from './seeds.js';
-import { type FloodResult, FloodedHelper, KiB, MiB, type Source, flood, randomBytesFrom, repeating } from './support/flooded-helper.js';
+import { FloodedHelper, type FloodResult, flood, KiB, MiB, randomBytesFrom, repeating, type Source } from './support/flooded-helper.js';
 
 const execFileP = promisify(execFile);
 

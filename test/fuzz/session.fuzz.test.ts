@@ -4,12 +4,12 @@
 // with a ProtocolError or completes when the bytes end; it never throws anything else, never
 // leaves an error unhandled, never hangs, and writes only well-formed frames.
 import fc from 'fast-check';
-import { BehaviorSubject, config as rxConfig, Observable, Subject } from 'rxjs';
+import { BehaviorSubject, Observable, config as rxConfig, Subject } from 'rxjs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RxshuttleError } from '../../src/errors.js';
 import type { LocalAction, LocalEvent } from '../../src/streams/channel.js';
 import { encodeDestination } from '../../src/streams/destination.js';
-import { Command, CONTROL_CHANNEL, type Destination, encodeFrame, type Frame, frame, MAX_PAYLOAD } from '../../src/streams/frame.js';
+import { CONTROL_CHANNEL, Command, type Destination, encodeFrame, type Frame, frame, MAX_PAYLOAD } from '../../src/streams/frame.js';
 import type { FrameWriter } from '../../src/streams/frame-writer.js';
 import { encodeHello, PROTOCOL_VERSION } from '../../src/streams/handshake.js';
 import type { AcceptedConnection, LocalEnd } from '../../src/streams/mux.js';

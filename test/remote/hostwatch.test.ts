@@ -2,8 +2,8 @@ import { Subject } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   cleanName,
-  hostwatch$,
   type HostwatchSources,
+  hostwatch$,
   isLocalOnly,
   parseHostsFile,
   parseIpNeigh,
@@ -11,6 +11,7 @@ import {
   parseProcTcp,
 } from '../../src/remote/hostwatch.js';
 import type { HostEntry } from '../../src/streams/discovery.js';
+import { unexpectedError } from '../support/unexpected-error.js';
 
 describe('hostwatch parsers', () => {
   it('/etc/hosts', () => {
@@ -96,7 +97,7 @@ describe('hostwatch$', () => {
   });
   const watch = (sources: HostwatchSources, extra: Parameters<typeof hostwatch$>[0] = {}) => {
     const found: HostEntry[] = [];
-    subscriptions.push(hostwatch$({ sources, pollMs: 60_000, ...extra }).subscribe((h) => found.push(h)));
+    subscriptions.push(hostwatch$({ sources, pollMs: 60_000, ...extra }).subscribe({ next: (h) => found.push(h), error: unexpectedError }));
     return found;
   };
 
@@ -171,7 +172,7 @@ describe('hostwatch$', () => {
     let address = '10.0.0.5';
     const sources = fakeSources({ readFile: async () => `${address} moving\n` });
     const found: HostEntry[] = [];
-    subscriptions.push(hostwatch$({ sources, pollMs: 30 }).subscribe((h) => found.push(h)));
+    subscriptions.push(hostwatch$({ sources, pollMs: 30 }).subscribe({ next: (h) => found.push(h), error: unexpectedError }));
     await settle();
     address = '10.0.0.6';
     await new Promise((r) => setTimeout(r, 80));

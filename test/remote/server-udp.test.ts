@@ -20,6 +20,7 @@ import { session } from '../../src/streams/session.js';
 import { decodeUdpMessage, encodeUdpData, encodeUdpOpen, type UdpMessage } from '../../src/streams/udp.js';
 import { type LocalDatagram, type UdpFlowOutput, udpFlows } from '../../src/streams/udp-flows.js';
 import { pattern } from '../streams/marbles.js';
+import { unexpectedError } from '../support/unexpected-error.js';
 
 let dir = '';
 let bundle = '';
@@ -59,7 +60,7 @@ async function startServer() {
     skipped += chunk.length - rest.length;
     if (rest.length > 0) bytes.next(rest);
   });
-  bytes.pipe(decodeFrames()).subscribe((f) => frames.push(f));
+  bytes.pipe(decodeFrames()).subscribe({ next: (f) => frames.push(f), error: unexpectedError });
   child.stdin.write(encodeHello({ version: PROTOCOL_VERSION, window: 4 * 1024 * 1024, flags: 0 }));
   const until = async (test: (all: readonly Frame[]) => boolean, ms = 5000) => {
     const deadline = Date.now() + ms;
@@ -124,14 +125,14 @@ describe('the server with UDP', () => {
       .pipe(filter((event) => event.kind === 'hello' || event.kind === 'udp'))
       .subscribe({
         next: (event) => (event.kind === 'udp' ? fromServer.next(event.message) : greet()),
-        complete: () => fromServer.complete(),
+        complete: () => fromServer.complete(), error: unexpectedError,
       });
     const flowsSubscription = local
       .pipe(udpFlows({ fromServer$: fromServer, writable$: writer.blocked$.pipe(map((blocked) => !blocked)) }))
-      .subscribe((o) => {
+      .subscribe({ next: (o) => {
         outputs.push(o);
         if (o.kind === 'frame') udpFrames.next(o.frame);
-      });
+      }, error: unexpectedError });
     await greeted;
     const program = { family: 4, address: '10.0.0.5', port: 40_000 } as const;
     const sizes = [1, 1400, 65_000];

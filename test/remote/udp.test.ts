@@ -10,6 +10,7 @@ import { SERVER_UDP_LIMITS, udpRelay } from '../../src/remote/udp.js';
 import { Command, type Destination, type Frame } from '../../src/streams/frame.js';
 import { decodeUdpMessage, MAX_UDP_DATAGRAM, QUEUED_DATAGRAM_OVERHEAD, type UdpLimits, type UdpMessage } from '../../src/streams/udp.js';
 import { pattern, protocolError } from '../streams/marbles.js';
+import { unexpectedError } from '../support/unexpected-error.js';
 
 const sockets: Socket[] = [];
 const subscriptions: Subscription[] = [];
@@ -308,10 +309,10 @@ describe('udpRelay: bounds', () => {
     const received: Frame[] = [];
     subscriptions.push(
       // Like a frame writer over a slow pipe: full again after every frame.
-      udpRelay({ messages$: client, writable$: writable }).subscribe((f) => {
+      udpRelay({ messages$: client, writable$: writable }).subscribe({ next: (f) => {
         received.push(f);
         writable.next(false);
-      }),
+      }, error: unexpectedError }),
     );
     client.next({ kind: 'open', flow: 1, destination: server });
     client.next({ kind: 'data', flow: 1, data: Buffer.from('go') });

@@ -17,6 +17,7 @@ import {
 } from '../../src/status/snapshot.js';
 import type { Destination } from '../../src/streams/frame.js';
 import { testScheduler } from '../streams/marbles.js';
+import { unexpectedError } from '../support/unexpected-error.js';
 
 const DST: Destination = { family: 4, address: '10.0.0.1', port: 80 };
 const DST6: Destination = { family: 6, address: 'fd00::2', port: 443 };
@@ -236,7 +237,7 @@ describe('tunnelStatus (marbles)', () => {
     const seen: string[] = [];
     merge(of(e.connected()), stop)
       .pipe(tunnelStatus({ now: () => 0 }))
-      .subscribe((s) => seen.push(s.state));
+      .subscribe({ next: (s) => seen.push(s.state), error: unexpectedError });
     stop.next(STOPPING);
     expect(seen).toEqual(['connected', 'stopping']);
   });

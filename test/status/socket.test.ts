@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import type { Subscription } from 'rxjs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { initialStatus, type StatusSnapshot, statusTracker } from '../../src/status/snapshot.js';
-import { listInstances, parseSnapshot, ROOT_STATUS_DIR, socketName, StatusError, statusDirs, statusServer$ } from '../../src/status/socket.js';
+import { listInstances, parseSnapshot, ROOT_STATUS_DIR, StatusError, socketName, statusDirs, statusServer$ } from '../../src/status/socket.js';
 
 let tmp: string;
 let dir: string;

@@ -6,6 +6,7 @@ import type { Duplex } from 'node:stream';
 import dnsPacket, { type Answer, type DecodedPacket } from 'dns-packet';
 import { firstValueFrom, lastValueFrom, Observable, toArray } from 'rxjs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { DnsError } from '../../src/errors.js';
 import {
   DnsTcpFramer,
   dnsLookups,
@@ -16,7 +17,6 @@ import {
   type TcpNameserver,
   tcpDnsResolver,
 } from '../../src/stock/dns-over-tcp.js';
-import { DnsError } from '../../src/errors.js';
 
 const query = (id: number, name = 'a.lab', type: 'A' | 'TXT' = 'A') =>
   dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name }] });

@@ -2,17 +2,18 @@ import { Subject } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { DnsError } from '../../src/errors.js';
 import {
-  decodeDnsReply,
-  decodeDnsRequest,
   DnsIds,
   type DnsReply,
+  decodeDnsReply,
+  decodeDnsRequest,
   dnsQuery,
   encodeDnsFailed,
   encodeDnsRequest,
   encodeDnsResponse,
   MAX_DNS_QUERY,
 } from '../../src/streams/dns.js';
-import { Command, CONTROL_CHANNEL, type Frame, frame, MAX_PAYLOAD } from '../../src/streams/frame.js';
+import { CONTROL_CHANNEL, Command, type Frame, frame, MAX_PAYLOAD } from '../../src/streams/frame.js';
+import { unexpectedError } from '../support/unexpected-error.js';
 import { protocolError, testScheduler } from './marbles.js';
 
 /** A DNS message: 12-byte header (id 0x1234) and some bytes. */
@@ -88,7 +89,7 @@ describe('dnsQuery', () => {
     const sent: Frame[] = [];
     const replies$ = new Subject<DnsReply>();
     const results: Buffer[] = [];
-    const sub = dnsQuery({ id: 3, message: QUERY }, { send: (f) => sent.push(f), replies$, timeoutMs: 1000 }).subscribe((a) => results.push(a));
+    const sub = dnsQuery({ id: 3, message: QUERY }, { send: (f) => sent.push(f), replies$, timeoutMs: 1000 }).subscribe({ next: (a) => results.push(a), error: unexpectedError });
     expect(sent).toEqual([encodeDnsRequest({ id: 3, message: QUERY })]);
     replies$.next({ kind: 'dns-response', id: 3, message: ANSWER });
     expect(results).toEqual([ANSWER]);

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeFrames } from '../../src/streams/decode-frames.js';
 import { type Frame, MAX_PAYLOAD } from '../../src/streams/frame.js';
 import { frameWriter } from '../../src/streams/frame-writer.js';
+import { unexpectedError } from '../support/unexpected-error.js';
 import { f, pattern } from './marbles.js';
 
 /** A writable that records each writev batch and completes writes only when told to. */
@@ -53,7 +54,7 @@ describe('frameWriter', () => {
     const rec = recorder(1000);
     const writer = frameWriter(rec.writable);
     const seen: boolean[] = [];
-    writer.blocked$.subscribe((blocked) => seen.push(blocked));
+    writer.blocked$.subscribe({ next: (blocked) => seen.push(blocked), error: unexpectedError });
     expect(seen).toEqual([false]);
     writer.write(f.data(1, pattern(500)));
     expect(seen).toEqual([false]);
@@ -71,7 +72,7 @@ describe('frameWriter', () => {
     const rec = recorder(1000);
     const writer = frameWriter(rec.writable, 200_000);
     const seen: boolean[] = [];
-    writer.blocked$.subscribe((blocked) => seen.push(blocked));
+    writer.blocked$.subscribe({ next: (blocked) => seen.push(blocked), error: unexpectedError });
     writer.write(f.data(1, pattern(MAX_PAYLOAD)));
     writer.write(f.data(1, pattern(MAX_PAYLOAD)));
     expect(seen).toEqual([false]);

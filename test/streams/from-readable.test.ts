@@ -31,7 +31,7 @@ describe('fromReadable', () => {
 
   it('completes when the stream closes without an end', async () => {
     const stream = new PassThrough();
-    const done = new Promise<void>((resolve) => fromReadable(stream).subscribe({ complete: resolve }));
+    const done = new Promise<void>((resolve, reject) => fromReadable(stream).subscribe({ complete: resolve, error: reject }));
     stream.destroy();
     await done;
   });
@@ -49,14 +49,14 @@ describe('fromReadable', () => {
     const stream = new PassThrough();
     const source$ = fromReadable(stream);
     const seen: string[] = [];
-    const done = new Promise<void>((resolve) =>
+    const done = new Promise<void>((resolve, reject) =>
       // The next reader subscribes while the first is still being torn down (splitProbe's case).
       source$
         .pipe(
           take(1),
           switchMap((first) => concat(of(first), source$)),
         )
-        .subscribe({ next: (c) => seen.push(c.toString()), complete: resolve }),
+        .subscribe({ next: (c) => seen.push(c.toString()), complete: resolve, error: reject }),
     );
     stream.write('first');
     await new Promise((r) => setImmediate(r));
@@ -69,9 +69,9 @@ describe('fromReadable', () => {
   it('a subscription after the end completes at once', async () => {
     const stream = new PassThrough();
     const source$ = fromReadable(stream);
-    const first = new Promise<void>((resolve) => source$.subscribe({ complete: resolve }));
+    const first = new Promise<void>((resolve, reject) => source$.subscribe({ complete: resolve, error: reject }));
     stream.end();
     await first;
-    await new Promise<void>((resolve) => source$.subscribe({ complete: resolve }));
+    await new Promise<void>((resolve, reject) => source$.subscribe({ complete: resolve, error: reject }));
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { CONTROL_CHANNEL, Command, frame } from '../../src/streams/frame.js';
 import { keepalive } from '../../src/streams/keepalive.js';
-import { Command, CONTROL_CHANNEL, frame } from '../../src/streams/frame.js';
 import { testScheduler } from './marbles.js';
 
 const ping = (n: number) => {

@@ -14,7 +14,7 @@ import type {
   LocalEvent,
 } from '../../src/streams/channel.js';
 import { encodeDestination } from '../../src/streams/destination.js';
-import { Command, CONTROL_CHANNEL, type Destination, type Frame, frame } from '../../src/streams/frame.js';
+import { CONTROL_CHANNEL, Command, type Destination, type Frame, frame } from '../../src/streams/frame.js';
 import type { MuxOutput } from '../../src/streams/mux.js';
 
 export const testScheduler = (): TestScheduler =>

@@ -4,7 +4,7 @@ import type { Observable } from 'rxjs';
 import { describe, it } from 'vitest';
 import { encodeHost, encodeHostsRequest, encodeRoutes } from '../../src/streams/discovery.js';
 import { encodeDnsFailed, encodeDnsRequest, encodeDnsResponse } from '../../src/streams/dns.js';
-import { Command, CONTROL_CHANNEL, type Frame, frame } from '../../src/streams/frame.js';
+import { CONTROL_CHANNEL, Command, type Frame, frame } from '../../src/streams/frame.js';
 import { type LocalEnd, type MuxConfig, runMux } from '../../src/streams/mux.js';
 import { encodeUdpClose, encodeUdpData, encodeUdpOpen } from '../../src/streams/udp.js';
 import { protocolError, testScheduler } from './marbles.js';

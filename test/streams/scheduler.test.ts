@@ -1,7 +1,8 @@
 import { BehaviorSubject, of, Subject } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { Command, CONTROL_CHANNEL, type Frame, frame } from '../../src/streams/frame.js';
+import { CONTROL_CHANNEL, Command, type Frame, frame } from '../../src/streams/frame.js';
 import { CONGESTED_CREDIT_FRAMES, type SchedulerConfig, type SchedulerOutput, schedule } from '../../src/streams/scheduler.js';
+import { unexpectedError } from '../support/unexpected-error.js';
 import { f, pattern, testScheduler } from './marbles.js';
 
 const sent = (fr: Frame): SchedulerOutput => ({ kind: 'frame', frame: fr });
@@ -73,7 +74,7 @@ describe('schedule (fair scheduler)', () => {
   it('keeps working when writable$ completes after its last value (e.g. of(true))', () => {
     const frames$ = new Subject<Frame>();
     const seen: SchedulerOutput[] = [];
-    schedule(roomy, { frames$, writable$: of(true), credit$: new Subject<number>() }).subscribe((o) => seen.push(o));
+    schedule(roomy, { frames$, writable$: of(true), credit$: new Subject<number>() }).subscribe({ next: (o) => seen.push(o), error: unexpectedError });
     frames$.next(f.ping('a'));
     frames$.next(f.data(1, 'b'));
     expect(seen).toEqual([sent(f.ping('a')), sent(f.data(1, 'b'))]);
@@ -169,7 +170,7 @@ describe('schedule (fair scheduler)', () => {
       const frames$ = new Subject<Frame>();
       const writable$ = new BehaviorSubject(true);
       const seen: SchedulerOutput[] = [];
-      schedule(roomy, { frames$, writable$, credit$: new Subject<number>() }).subscribe((o) => seen.push(o));
+      schedule(roomy, { frames$, writable$, credit$: new Subject<number>() }).subscribe({ next: (o) => seen.push(o), error: unexpectedError });
       writable$.next(false);
       for (let i = 0; i < CONGESTED_CREDIT_FRAMES; i++) frames$.next(f.credit(3, 1));
       expect(seen.length).toBe(CONGESTED_CREDIT_FRAMES);

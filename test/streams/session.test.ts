@@ -1,11 +1,11 @@
-import { createServer, type Server, type Socket, connect as netConnect } from 'node:net';
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { setImmediate as tick } from 'node:timers/promises';
 import { BehaviorSubject, Subject, type Subscription } from 'rxjs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ProtocolError } from '../../src/errors.js';
 import type { LocalAction, LocalEvent } from '../../src/streams/channel.js';
-import { Command, CONTROL_CHANNEL, type Destination, encodeFrame, type Frame, frame } from '../../src/streams/frame.js';
+import { CONTROL_CHANNEL, Command, type Destination, encodeFrame, type Frame, frame } from '../../src/streams/frame.js';
 import { type FrameWriter, frameWriter } from '../../src/streams/frame-writer.js';
 import { fromReadable } from '../../src/streams/from-readable.js';
 import { encodeHello, PROTOCOL_VERSION } from '../../src/streams/handshake.js';

@@ -1,10 +1,11 @@
 import { once } from 'node:events';
-import { createServer, type Server, type Socket, connect as netConnect } from 'node:net';
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BehaviorSubject, type Observable, type Subscription } from 'rxjs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { LocalEvent } from '../../src/streams/channel.js';
 import { resetSocket, socketEnd } from '../../src/streams/socket-end.js';
+import { unexpectedError } from '../support/unexpected-error.js';
 import { act } from './marbles.js';
 
 const servers: Server[] = [];
@@ -44,7 +45,7 @@ async function pair(): Promise<{ ours: Socket; theirs: Socket }> {
 
 function watch(events$: Observable<LocalEvent>) {
   const events: LocalEvent[] = [];
-  subscriptions.push(events$.subscribe((e) => events.push(e)));
+  subscriptions.push(events$.subscribe({ next: (e) => events.push(e), error: unexpectedError }));
   return events;
 }
 
@@ -198,7 +199,7 @@ describe('socketEnd (real loopback sockets)', () => {
     const { ours, theirs } = await pair();
     const end = socketEnd(ours);
     const events: LocalEvent[] = [];
-    const subscription = end.events$.subscribe((e) => events.push(e));
+    const subscription = end.events$.subscribe({ next: (e) => events.push(e), error: unexpectedError });
     const peer = received(theirs);
     theirs.end();
     await vi.waitFor(() => expect(events).toContainEqual({ kind: 'eof' }));

@@ -21,6 +21,7 @@ import {
   type UdpFlowOutput,
   udpFlows,
 } from '../../src/streams/udp-flows.js';
+import { unexpectedError } from '../support/unexpected-error.js';
 import { b, pattern, protocolError, testScheduler } from './marbles.js';
 
 const APP: Destination = { family: 4, address: '10.0.0.5', port: 40_000 };
@@ -156,7 +157,7 @@ describe('udpFlows: flows', () => {
   it('the same program to two destinations, or two programs to one, are separate flows; IPv6 too', () => {
     const outputs: UdpFlowOutput[] = [];
     const local$ = new Subject<LocalDatagram>();
-    local$.pipe(udpFlows({ fromServer$: new Subject(), writable$: new Subject() })).subscribe((o) => outputs.push(o));
+    local$.pipe(udpFlows({ fromServer$: new Subject(), writable$: new Subject() })).subscribe({ next: (o) => outputs.push(o), error: unexpectedError });
     local$.next(dg(APP, ECHO, 'x'));
     local$.next(dg(APP, OTHER, 'x'));
     local$.next(dg(APP2, ECHO, 'x'));
@@ -177,7 +178,7 @@ describe('udpFlows: flows', () => {
     const sizes = [0, 1, 1400, 65_000, MAX_UDP_DATAGRAM];
     const frames: Frame[] = [];
     const local$ = new Subject<LocalDatagram>();
-    local$.pipe(udpFlows({ fromServer$: new Subject(), writable$: new Subject() })).subscribe((o) => o.kind === 'frame' && frames.push(o.frame));
+    local$.pipe(udpFlows({ fromServer$: new Subject(), writable$: new Subject() })).subscribe({ next: (o) => o.kind === 'frame' && frames.push(o.frame), error: unexpectedError });
     for (const size of sizes) local$.next(dg(APP, ECHO, pattern(size, size)));
     local$.complete();
     const data = frames.filter((f) => f.payload.length >= 4 && f.command === encodeUdpData(1, b('')).command);
@@ -189,7 +190,7 @@ describe('udpFlows: flows', () => {
     const local$ = new Subject<LocalDatagram>();
     const outputs: UdpFlowOutput[] = [];
     let error: unknown;
-    local$.pipe(udpFlows({ fromServer$: new Subject(), writable$: new Subject() })).subscribe({ next: (o) => outputs.push(o), error: (e) => (error = e) });
+    local$.pipe(udpFlows({ fromServer$: new Subject(), writable$: new Subject() })).subscribe({ next: (o) => outputs.push(o), error: (e: unknown) => (error = e) });
     local$.next(dg(APP, { family: 4, address: 'fd00::7', port: 7 }, 'x'));
     expect(error).toBeInstanceOf(TypeError);
     expect(outputs).toEqual([]);
@@ -396,7 +397,7 @@ describe('udpFlows: bounds and pressure', () => {
     const writable$ = new Subject<boolean>();
     const local$ = new Subject<LocalDatagram>();
     const outputs: UdpFlowOutput[] = [];
-    local$.pipe(udpFlows({ fromServer$: new Subject(), writable$, limits })).subscribe((o) => outputs.push(o));
+    local$.pipe(udpFlows({ fromServer$: new Subject(), writable$, limits })).subscribe({ next: (o) => outputs.push(o), error: unexpectedError });
     writable$.next(false);
     let offered = 0;
     for (let i = 0; i < 20_000; i++) {

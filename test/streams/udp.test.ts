@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Command, CONTROL_CHANNEL, frame, MAX_PAYLOAD } from '../../src/streams/frame.js';
+import { CONTROL_CHANNEL, Command, frame, MAX_PAYLOAD } from '../../src/streams/frame.js';
 import {
   DEFAULT_UDP_LIMITS,
   decodeUdpMessage,

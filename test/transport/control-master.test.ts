@@ -1,5 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type Server, type Socket, connect as netConnect } from 'node:net';
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { concat, lastValueFrom, NEVER, type Observable, of, Subject, toArray } from 'rxjs';
@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type Carrier, controlMasterCarrier, routeRedirected } from '../../src/direct.js';
 import type { Redirected } from '../../src/listener.js';
 import { ControlPool, type HandOff, handOff$ } from '../../src/transport/control-master.js';
+import { unexpectedError } from '../support/unexpected-error.js';
 
 const DST = { family: 4 as const, address: '10.98.0.3', port: 80 };
 
@@ -174,7 +175,7 @@ describe('routeRedirected', () => {
     const redirected = new Subject<Redirected>();
     const toMux: Redirected[] = [];
     const events: string[] = [];
-    const subscription = routeRedirected(redirected, () => controlMasterCarrier(path), (r) => toMux.push(r), 1).subscribe((e) => events.push(e.kind));
+    const subscription = routeRedirected(redirected, () => controlMasterCarrier(path), (r) => toMux.push(r), 1).subscribe({ next: (e) => events.push(e.kind), error: unexpectedError });
     cleanups.push(() => subscription.unsubscribe());
     for (let i = 0; i < 2; i++) {
       const pair = await tcpPair();

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
-import { describe, expect, it } from 'vitest';
 import { Socket } from 'node:net';
 import { firstValueFrom, Observable, of, switchMap } from 'rxjs';
+import { describe, expect, it } from 'vitest';
 import { fdSocket } from '../../src/streams/fd-socket.js';
 import { hostsScanScript, parseProbe, probeScript, probeThenServerScript, sectionScript, splitProbe } from '../../src/transport/remote-probe.js';
 import { socketPair } from '../../src/transport/socketpair.js';

@@ -1,4 +1,4 @@
-import { createServer, connect as netConnect, type AddressInfo, type Socket } from 'node:net';
+import { type AddressInfo, createServer, connect as netConnect, type Socket } from 'node:net';
 import { join } from 'node:path';
 
 let unixSockets = 0;

@@ -1,12 +1,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { type AddressInfo, connect as netConnect, createServer, type Socket } from 'node:net';
+import { type AddressInfo, createServer, connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { recv } from '../../src/libc.js';
 import { readIntoSharedBuffer, readWaiting } from '../../src/transport/socket-reads.js';
-import { content, firstDifference } from './test-data.js';
 import { socketPair as makeSocketPair } from './socket-pair.js';
+import { content, firstDifference } from './test-data.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rxshuttle-socket-reads-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -2,16 +2,14 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import { type AddressInfo, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { firstValueFrom, lastValueFrom, type Observable, throwError, timeout, toArray } from 'rxjs';
-import ssh2 from 'ssh2';
 import type {
   AcceptConnection,
   Algorithms,
   CipherAlgorithm,
-  Client,
   ClientChannel,
   Connection,
   MacAlgorithm,
@@ -20,19 +18,20 @@ import type {
   ServerChannel,
   TcpipRequestInfo,
 } from 'ssh2';
+import ssh2 from 'ssh2';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { TransportError } from '../../src/errors.js';
 import type { HandOff } from '../../src/transport/control-master.js';
 import { checkHostKey, knownHostsNames, parseKnownHosts } from '../../src/transport/known-hosts.js';
-import type { ResolvedSshConfig, StrictHostKeyChecking } from '../../src/transport/ssh-config.js';
 import { SLAB_BYTES } from '../../src/transport/read-slabs.js';
+import type { ResolvedSshConfig, StrictHostKeyChecking } from '../../src/transport/ssh-config.js';
+import { type Ssh2Connection, Ssh2Unsuitable, ssh2Connection$, ssh2Forward$ } from '../../src/transport/ssh2.js';
 import { LATENCY_CONTROL_WINDOW } from '../../src/transport/ssh2-credit.js';
 import { Ssh2Inbound } from '../../src/transport/ssh2-inbound.js';
 import { Ssh2Outbound } from '../../src/transport/ssh2-outbound.js';
-import { type Ssh2Connection, ssh2Connection$, ssh2Forward$, Ssh2Unsuitable } from '../../src/transport/ssh2.js';
-import { content, firstDifference, prng } from './test-data.js';
-import { socketPair as makeSocketPair } from './socket-pair.js';
 import { fakeSsh2Client } from './fake-ssh2.js';
+import { socketPair as makeSocketPair } from './socket-pair.js';
+import { content, firstDifference, prng } from './test-data.js';
 
 // ssh2 is CommonJS: its named exports exist only on the default export under ESM.
 const { Server, utils } = ssh2;

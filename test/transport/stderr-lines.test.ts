@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { stderrLines } from '../../src/transport/server-process.js';
+import { unexpectedError } from '../support/unexpected-error.js';
 
 /** The longest piece stderrLines keeps whole (UTF-16 units). */
 const MAX_LINE = 8 * 1024;
@@ -22,7 +23,7 @@ function collect() {
   const t = textStream();
   const errors = stderrLines(t.stream);
   const lines: string[] = [];
-  errors.lines$.subscribe((line) => lines.push(line));
+  errors.lines$.subscribe({ next: (line) => lines.push(line), error: unexpectedError });
   return { ...t, errors, lines };
 }
 
@@ -31,7 +32,7 @@ describe('stderrLines', () => {
     const stream = new PassThrough();
     const errors = stderrLines(stream);
     const lines: string[] = [];
-    errors.lines$.subscribe((line) => lines.push(line));
+    errors.lines$.subscribe({ next: (line) => lines.push(line), error: unexpectedError });
     stream.write('Warning: Permanently added\r\n\nde');
     stream.write(Buffer.from('bug1: Grüße', 'utf8').subarray(0, 11)); // ends inside the ü
     stream.write(Buffer.from('bug1: Grüße', 'utf8').subarray(11));
@@ -67,10 +68,10 @@ describe('stderrLines', () => {
     const c = collect();
     let emitted = 0;
     let longest = 0;
-    c.errors.lines$.subscribe((line) => {
+    c.errors.lines$.subscribe({ next: (line) => {
       emitted += line.length;
       longest = Math.max(longest, line.length);
-    });
+    }, error: unexpectedError });
     c.lines.length = 0;
     const chunk = 'x'.repeat(64 * 1024);
     const chunks = Math.ceil((50 * 1024 * 1024) / chunk.length);

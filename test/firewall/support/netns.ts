@@ -2,7 +2,7 @@
  * Throwaway network namespaces for tests that need real iptables. Nothing here touches the
  * host's own tables: every command runs inside a namespace (`ip netns exec` / `ip -n`).
  */
-import { type ChildProcess, type SpawnOptions, execFile, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 

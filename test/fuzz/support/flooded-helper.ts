@@ -5,9 +5,10 @@
  * (VmHWM, VmRSS of /proc/<pid>/status) polled all along, with a ceiling past which the flood stops
  * and one past which the helper is killed (so a leaking helper cannot take the machine with it).
  */
-import { HELPER_NODE_OPTIONS } from '../../../src/firewall/protocol.js';
+
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { HELPER_NODE_OPTIONS } from '../../../src/firewall/protocol.js';
 import type { Bundle } from '../../firewall/support/bundle.js';
 import type { Netns } from '../../firewall/support/netns.js';
 
