@@ -123,7 +123,10 @@ describe.skipIf(netnsSkip())('transparent UDP under TPROXY (namespace)', () => {
       // A burst: what was not received was dropped by the kernel (a loaded machine may drop).
       expect(report.burst.received).toBeGreaterThan(0);
       expect(report.burst.received + report.burst.dropped).toBeLessThanOrEqual(report.burst.sent);
-      expect(report.drain.received + report.drain.dropped).toBe(report.drain.queued);
+      // Nothing is lost without being counted. The count may also hold drops of the burst before:
+      // the kernel reports a drop with the next datagram read, which can be the drain's first.
+      expect(report.drain.received).toBeLessThanOrEqual(report.drain.queued);
+      expect(report.drain.received + report.drain.dropped).toBeGreaterThanOrEqual(report.drain.queued);
 
       // Paused: nothing is read; the kernel queue holds what fits, the rest is dropped and counted.
       expect(report.paused.receivedWhilePaused).toBe(0);
