@@ -2,14 +2,14 @@
 // rxshuttle benchmark (not a test). See bench/README.md.
 //
 //   npm run bench                       build, then the full run
-//   node bench/run.mjs [--quick] [--only direct,ssh-L,sshuttle,rxshuttle,rxshuttle-nolc,rxshuttle-ssh,rxshuttle-ssh-nolc,rxshuttle-sshfwd,rxshuttle-stock,rxshuttle-stock-ssh] [--rows IDS]
+//   node bench/run.mjs [--quick] [--only direct,ssh-L,ssh-L-gcm,sshuttle,sshuttle-tproxy,rxshuttle,rxshuttle-tproxy,…] [--rows IDS]
 //
 // Builds its own lab with the e2e harness (test/e2e/lab.ts, transpiled on the
 // fly with esbuild, like scripts/lab.sh), measures every selected path from the
-// cli namespace to the target 10.98.0.3, prints one table (ratios to `ssh -L`;
-// the DNS rows' to `direct`)
-// and writes it as JSON to bench/results/<timestamp>.json. The lab is always
-// torn down: on success, on failure, on Ctrl-C/SIGTERM/SIGHUP.
+// cli namespace to the target 10.98.0.3, prints one table (ratios to the better
+// of the two `ssh -L` paths in each row, default cipher and ssh2's; the DNS and
+// UDP rows' to `direct`) and writes it as JSON to bench/results/<timestamp>.json.
+// The lab is always torn down: on success, on failure, on Ctrl-C/SIGTERM/SIGHUP.
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -25,14 +25,19 @@ const SUBNET = '10.98.0.0/24';
 const ECHO_PORT = 7007;
 const IPERF_PORT = 5201;
 const LOCAL_FWD = { [ECHO_PORT]: 17007, [IPERF_PORT]: 15201 };
+/** The UDP echo server in tgt (bench/udp-echo-server.mjs): the same port number as the TCP one. */
+const UDP_ECHO_PORT = 7007;
 
-const ALL_PATHS = ['direct', 'ssh-L', 'sshuttle', 'rxshuttle', 'rxshuttle-nolc', 'rxshuttle-ssh', 'rxshuttle-ssh-nolc', 'rxshuttle-sshfwd',
-  'rxshuttle-stock', 'rxshuttle-stock-ssh'];
+const ALL_PATHS = ['direct', 'ssh-L', 'ssh-L-gcm', 'sshuttle', 'sshuttle-tproxy', 'rxshuttle', 'rxshuttle-tproxy', 'rxshuttle-nolc',
+  'rxshuttle-ssh', 'rxshuttle-ssh-nolc', 'rxshuttle-sshfwd', 'rxshuttle-stock', 'rxshuttle-stock-ssh'];
 const PATH_LABEL = {
   direct: 'direct',
   'ssh-L': 'ssh -L',
+  'ssh-L-gcm': 'ssh -L (same cipher)',
   sshuttle: 'sshuttle',
+  'sshuttle-tproxy': 'sshuttle tproxy',
   rxshuttle: 'rxshuttle',
+  'rxshuttle-tproxy': 'rxs --method tproxy',
   'rxshuttle-ssh': 'rxs --transport ssh',
   'rxshuttle-nolc': 'rxs --no-lat-ctl',
   'rxshuttle-ssh-nolc': 'rxs ssh --no-lat-ctl',
@@ -40,8 +45,10 @@ const PATH_LABEL = {
   'rxshuttle-stock': 'rxs stock sshd',
   'rxshuttle-stock-ssh': 'rxs stock, ssh binary',
 };
-/** Ratios are to this path, except in rows that name a baseline of their own (the DNS rows: direct). */
-const BASELINE = 'ssh-L';
+/** Ratios are to the better of these two paths in each row (ssh -L with OpenSSH's default cipher, and
+ *  with the cipher ssh2 negotiates: issue 16), except in rows that name a baseline of their own (the
+ *  DNS and UDP rows: direct). */
+const BASELINE = ['ssh-L', 'ssh-L-gcm'];
 
 // ---------------------------------------------------------------------------
 // Options.
@@ -89,11 +96,15 @@ function parseArgs(argv) {
 const opts = parseArgs(process.argv.slice(2));
 const CFG = opts.quick
   ? { iperfSeconds: 1, iperfOmit: 0, rateN: 300, rateSeconds: 3, rttN: 300, rttSeconds: 2, holds: [2000], holdSeconds: 1, openSeconds: 40, repeats: 1,
-    dnsN: 2000, dnsSeconds: 5 }
+    dnsN: 2000, dnsSeconds: 5, udpRttN: 2000, udpRttSeconds: 3, udpWindowSeconds: 3 }
   : { iperfSeconds: 5, iperfOmit: 1, rateN: 2000, rateSeconds: 10, rttN: 2000, rttSeconds: 5, holds: [2000, 10000], holdSeconds: 3, openSeconds: 90, repeats: 3,
-    dnsN: 10000, dnsSeconds: 10 };
+    dnsN: 10000, dnsSeconds: 10, udpRttN: 5000, udpRttSeconds: 5, udpWindowSeconds: 5 };
 /** DNS rows: queries in flight, and each one's timeout (the lab's resolv.conf says timeout:2 attempts:1). */
 const DNS = { conc: 20, timeoutMs: 2000, port: 53 };
+/** UDP rows: one datagram of rttBytes at a time, and window datagrams of bytes in flight; each
+ *  datagram is given waitMs to come back (else it is lost, and the next goes: a lossy path still gets
+ *  measured), at most maxN in all. */
+const UDP = { rttBytes: 64, bytes: 1000, window: 32, waitMs: 250, maxN: 2_000_000 };
 
 // ---------------------------------------------------------------------------
 // Small helpers.
@@ -350,7 +361,45 @@ async function startLab(dnsMissing) {
   const echo = lab.spawn('tgt', [NODE, path.join(BENCH, 'echo-server.mjs'), TARGET, String(ECHO_PORT)]);
   await labModule.waitForOutput(echo, /^ready$/m, 15_000);
   tailOf(echo);
+  const udpEcho = lab.spawn('tgt', [NODE, path.join(BENCH, 'udp-echo-server.mjs'), TARGET, String(UDP_ECHO_PORT)]);
+  await labModule.waitForOutput(udpEcho, /^ready$/m, 15_000);
+  tailOf(udpEcho);
   await startIperfServer();
+}
+
+// ---------------------------------------------------------------------------
+// Ciphers (issue 16): what OpenSSH and ssh2 negotiate with the lab's sshd.
+
+/** Negotiated ciphers, found once per run: `openssh` (ssh's default), `ssh2` (what ssh2's own
+ *  defaults get, as rxshuttle's transport uses them), `openssh_same` (ssh -c <ssh2's>). In the JSON. */
+const ciphers = {};
+
+/** The cipher ssh -v reports for client→server and server→client with these extra arguments. */
+async function opensshCipher(extra) {
+  const r = await exec('cli', ['ssh', '-v', '-F', lab.sshConfigPath, ...extra, lab.sshHost, 'true'], { timeoutMs: 20_000 });
+  const get = (dir) => new RegExp(`kex: ${dir} cipher: (\\S+)`).exec(r.stderr)?.[1];
+  const cs = get('client->server');
+  const sc = get('server->client');
+  if (r.code !== 0 || !cs) throw new Error(`ssh -v ${extra.join(' ')} true: exit ${r.code}: ${r.stderr.trim().split('\n').slice(-2).join(' | ')}`);
+  return cs === sc ? cs : `${cs} up, ${sc} down`;
+}
+
+/** The cipher ssh2 negotiates (bench/ssh2-cipher.mjs: one handshake with ssh2's defaults). */
+async function ssh2Cipher() {
+  if (ciphers.ssh2) return ciphers.ssh2;
+  const r = await exec('cli', [NODE, path.join(BENCH, 'ssh2-cipher.mjs'), labModule.LAB.srv, String(labModule.LAB.sshPort), 'root',
+    lab.identityPath], { timeoutMs: 20_000 });
+  let j;
+  try {
+    j = JSON.parse(r.stdout.trim().split('\n').pop());
+  } catch {
+    throw new Error(`ssh2-cipher.mjs: exit ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
+  }
+  if (j.error || !j.cs?.cipher) throw new Error(`ssh2-cipher.mjs: ${j.error ?? 'no cipher'}`);
+  if (j.cs.cipher !== j.sc.cipher) throw new Error(`ssh2 negotiated ${j.cs.cipher} up and ${j.sc.cipher} down: no single cipher for ssh -c`);
+  ciphers.ssh2 = j.cs.cipher;
+  ciphers.ssh2_negotiated = j;
+  return ciphers.ssh2;
 }
 
 // ---------------------------------------------------------------------------
@@ -437,13 +486,13 @@ async function iperf(ep, o) {
 // ---------------------------------------------------------------------------
 // Paths: how to bring each up, where its endpoints are, which processes are its.
 
-async function waitForRules(child, out, pattern, what) {
+async function waitForRules(child, out, pattern, what, table = 'nat') {
   await labModule.waitUntil(
     async () => {
       if (child.exitCode !== null || child.signalCode !== null) {
         throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}): ${out() || 'no output'}`);
       }
-      const r = await exec('cli', ['iptables-save', '-t', 'nat']);
+      const r = await exec('cli', ['iptables-save', '-t', table]);
       return pattern.test(r.stdout);
     },
     { timeoutMs: 30_000, intervalMs: 200, what: `${what} firewall rules` },
@@ -462,7 +511,27 @@ async function waitForEcho(ep, child, out, what) {
   );
 }
 
-/** After a path stops: nothing of it may stay (processes, nat rules). */
+/** The cli namespace's policy routing rules beyond the three every namespace starts with
+ *  (priority 0 local, 32766 main, 32767 default), per family. */
+async function extraIpRules() {
+  const out = [];
+  for (const fam of ['-4', '-6']) {
+    const r = await exec('cli', ['ip', '-j', fam, 'rule', 'show']);
+    let list = [];
+    try {
+      list = JSON.parse(r.stdout || '[]');
+    } catch {
+      continue;
+    }
+    for (const rule of list) {
+      if ([0, 32766, 32767].includes(rule.priority) && ['local', 'main', 'default'].includes(rule.table) && !rule.fwmark) continue;
+      out.push({ fam, ...rule });
+    }
+  }
+  return out;
+}
+
+/** After a path stops: nothing of it may stay (processes, nat and mangle rules, ip rules). */
 async function settle(notes, name) {
   const leftovers = () => [
     ...procsInNetns(lab.ns.cli).filter((p) => !probePids.has(p.pid)),
@@ -481,11 +550,24 @@ async function settle(notes, name) {
     }
     await sleep(300);
   }
-  const nat = (await exec('cli', ['iptables-save', '-t', 'nat'])).stdout;
-  if (/sshuttle|rxshuttle/.test(nat)) {
-    notes.push(`${name}: nat rules left behind after stop; flushed the bench lab's cli nat table`);
-    await exec('cli', ['iptables', '-t', 'nat', '-F']);
-    await exec('cli', ['iptables', '-t', 'nat', '-X']);
+  for (const [save, prog] of [['iptables-save', 'iptables'], ['ip6tables-save', 'ip6tables']]) {
+    for (const table of ['nat', 'mangle']) {
+      const text = (await exec('cli', [save, '-t', table])).stdout;
+      if (/sshuttle|rxshuttle/.test(text)) {
+        notes.push(`${name}: ${prog} ${table} rules left behind after stop; flushed the bench lab's cli ${table} table`);
+        await exec('cli', [prog, '-t', table, '-F']);
+        await exec('cli', [prog, '-t', table, '-X']);
+      }
+    }
+  }
+  const rules = await extraIpRules();
+  if (rules.length > 0) {
+    notes.push(`${name}: ip rules left behind after stop, removed with their tables' routes: ` +
+      rules.map((r) => `${r.fam} ${r.priority}: ${r.fwmark ? `fwmark ${r.fwmark} ` : ''}lookup ${r.table}`).join('; '));
+    for (const r of rules) {
+      await exec('cli', ['ip', r.fam, 'rule', 'del', 'priority', String(r.priority), 'table', String(r.table)]);
+      await exec('cli', ['ip', r.fam, 'route', 'flush', 'table', String(r.table)]);
+    }
   }
 }
 
@@ -501,9 +583,12 @@ function deathOf(child, out) {
   };
 }
 
+// `dns`: the path carries the DNS rows' queries (UDP to 10.98.0.3:53); `udp`: the UDP rows' datagrams
+// (to 10.98.0.3:7007), else `noUdp` says why not. The others get n/a there.
 const PATHS = {
   direct: {
     dns: true, // srv forwards: the queries go straight to dnsmasq
+    udp: true, // and the datagrams straight to the UDP echo server
     async start() {
       await sysctl('srv', 'net.ipv4.ip_forward=1');
       const h = {
@@ -522,81 +607,134 @@ const PATHS = {
       return h;
     },
   },
-  'ssh-L': {
-    async start() {
-      const child = lab.spawn('cli', ['ssh', '-F', lab.sshConfigPath, '-N', '-o', 'ExitOnForwardFailure=yes',
-        '-L', `127.0.0.1:${LOCAL_FWD[IPERF_PORT]}:${TARGET}:${IPERF_PORT}`,
-        '-L', `127.0.0.1:${LOCAL_FWD[ECHO_PORT]}:${TARGET}:${ECHO_PORT}`, lab.sshHost]);
-      const out = tailOf(child);
-      const h = {
-        endpoint: (port) => ({ host: '127.0.0.1', port: LOCAL_FWD[port] }),
-        classify: (p, ns) => (ns === 'cli' && p.pid === child.pid ? 'client' : ns === 'srv' && isSshdSession(p) ? 'server' : undefined),
-        stop: () => labModule.stopProcess(child, 'SIGTERM', 5000),
-        death: deathOf(child, out),
-        output: out,
-      };
-      try {
-        await waitForEcho(h.endpoint(ECHO_PORT), child, out, 'ssh -L');
-      } catch (e) {
-        await h.stop().catch(() => {});
-        throw e;
-      }
-      return h;
+  'ssh-L': { noUdp: 'ssh -L carries no UDP', start: () => startSshL([]) },
+  // Issue 16: OpenSSH with the cipher ssh2 negotiates (rxshuttle's default transport), so that a ratio
+  // to ssh -L measures the tunnel, not the cipher. ssh2's choice is asked of ssh2 itself in the lab.
+  'ssh-L-gcm': {
+    noUdp: 'ssh -L carries no UDP',
+    start: async () => {
+      const cipher = await ssh2Cipher();
+      ciphers.openssh_same ??= await opensshCipher(['-c', cipher]);
+      return startSshL(['-c', cipher], cipher);
     },
   },
-  sshuttle: {
-    async start() {
-      const missing = ensureCommand('sshuttle', 'sshuttle');
-      if (missing) throw new Error(missing);
-      const child = lab.spawn('cli', ['sshuttle', '-r', lab.sshHost, '-e', lab.sshCommand, SUBNET]);
-      const out = tailOf(child);
-      const h = {
-        endpoint: transparent(),
-        classify: (p, ns) => {
-          if (ns === 'cli') {
-            if (p.comm === 'ssh') return 'transport';
-            if (p.cmd.includes('sshuttle') && !p.cmd.includes('--firewall')) return 'client';
-            return undefined;
-          }
-          if (/python/.test(p.comm) || /python/.test(p.cmd.split(' ')[0] ?? '')) return 'server';
-          return isSshdSession(p) ? 'transport' : undefined;
-        },
-        stop: () => labModule.stopProcess(child, 'SIGTERM', 8000),
-        death: deathOf(child, out),
-        output: out,
-      };
-      try {
-        await waitForRules(child, out, /sshuttle/, 'sshuttle');
-        await waitForEcho(h.endpoint(ECHO_PORT), child, out, 'sshuttle');
-      } catch (e) {
-        await h.stop().catch(() => {});
-        throw e;
-      }
-      return h;
-    },
-  },
-  // `dns`: the path carries the DNS rows' queries (UDP to 10.98.0.3:53); the others get n/a there.
+  sshuttle: { noUdp: 'no UDP with --method nat', start: () => startSshuttle([]) },
+  // sshuttle's tproxy (TCP and UDP): it leaves the policy routing to the user, as its manual says,
+  // so the bench adds it in cli around the path (fwmark 1 → table 100, a local default route there)
+  // and removes it when the path stops, whatever happened.
+  'sshuttle-tproxy': { udp: true, start: () => startSshuttle(['--method', 'tproxy'], { tproxy: true }) },
   // The rxshuttle paths run with --dns for every row: it adds only the DNS capture (two REDIRECT
   // rules for 10.98.0.3 port 53 at the head of its chain, a `-p udp --dport 53` OUTPUT jump, and
   // idle UDP/TCP sockets on the client); TCP to ports 7007/5201 is handled as without it.
-  rxshuttle: { dns: true, start: () => startRxshuttle([]) },
-  'rxshuttle-ssh': { dns: true, start: () => startRxshuttle(['--transport', 'ssh']) },
-  'rxshuttle-nolc': { dns: true, start: () => startRxshuttle(['--no-latency-control']) },
-  'rxshuttle-ssh-nolc': { dns: true, start: () => startRxshuttle(['--transport', 'ssh', '--no-latency-control']) },
-  'rxshuttle-sshfwd': { dns: true, start: () => startRxshuttle(['--ssh-forward']) },
+  rxshuttle: { dns: true, noUdp: 'no UDP with --method nat', start: () => startRxshuttle([]) },
+  // TCP and UDP through iptables mangle TPROXY, the policy routing its own (--dns as with nat).
+  'rxshuttle-tproxy': { dns: true, udp: true, start: () => startRxshuttle(['--method', 'tproxy'], { rules: 'mangle' }) },
+  'rxshuttle-ssh': { dns: true, noUdp: 'no UDP with --method nat', start: () => startRxshuttle(['--transport', 'ssh']) },
+  'rxshuttle-nolc': { dns: true, noUdp: 'no UDP with --method nat', start: () => startRxshuttle(['--no-latency-control']) },
+  'rxshuttle-ssh-nolc': { dns: true, noUdp: 'no UDP with --method nat', start: () => startRxshuttle(['--transport', 'ssh', '--no-latency-control']) },
+  'rxshuttle-sshfwd': { dns: true, noUdp: 'no UDP with --method nat', start: () => startRxshuttle(['--ssh-forward']) },
   // Stock-sshd mode: the host alias whose sshd hides node; rxshuttle finds no node there and runs
   // nothing on the remote (TCP in direct-tcpip channels, --dns as DNS over TCP through them).
-  'rxshuttle-stock': { dns: true, start: () => startRxshuttle([], { host: lab.sshHostNoNode, stock: true }) },
-  'rxshuttle-stock-ssh': { dns: true, start: () => startRxshuttle(['--transport', 'ssh'], { host: lab.sshHostNoNode, stock: true }) },
+  'rxshuttle-stock': { dns: true, noUdp: 'no UDP with --method nat', start: () => startRxshuttle([], { host: lab.sshHostNoNode, stock: true }) },
+  'rxshuttle-stock-ssh': { dns: true, noUdp: 'no UDP with --method nat', start: () => startRxshuttle(['--transport', 'ssh'], { host: lab.sshHostNoNode, stock: true }) },
 };
 
-async function startRxshuttle(extra, { host = lab.sshHost, stock = false } = {}) {
+/** `ssh -N -L` for the iperf3 and echo ports, with extra arguments (`-c CIPHER`). */
+async function startSshL(extra, cipher) {
+  const child = lab.spawn('cli', ['ssh', '-F', lab.sshConfigPath, '-N', '-o', 'ExitOnForwardFailure=yes', ...extra,
+    '-L', `127.0.0.1:${LOCAL_FWD[IPERF_PORT]}:${TARGET}:${IPERF_PORT}`,
+    '-L', `127.0.0.1:${LOCAL_FWD[ECHO_PORT]}:${TARGET}:${ECHO_PORT}`, lab.sshHost]);
+  const out = tailOf(child);
+  const h = {
+    endpoint: (port) => ({ host: '127.0.0.1', port: LOCAL_FWD[port] }),
+    classify: (p, ns) => (ns === 'cli' && p.pid === child.pid ? 'client' : ns === 'srv' && isSshdSession(p) ? 'server' : undefined),
+    stop: () => labModule.stopProcess(child, 'SIGTERM', 5000),
+    death: deathOf(child, out),
+    output: out,
+  };
+  try {
+    // The cipher this ssh negotiates (a separate `ssh -v … true` with the same arguments; not knowing
+    // it does not stop the path).
+    h.cipher = cipher ?? (ciphers.openssh ??= await opensshCipher(extra).catch((e) => void log(`ssh -L cipher: ${errText(e)}`)));
+    await waitForEcho(h.endpoint(ECHO_PORT), child, out, 'ssh -L');
+  } catch (e) {
+    await h.stop().catch(() => {});
+    throw e;
+  }
+  return h;
+}
+
+/** sshuttle (Debian's) with extra arguments; `tproxy`: with the policy routing it needs, added in
+ *  cli before it starts and removed after it stops (also when it does not come up). */
+async function startSshuttle(extra, { tproxy = false } = {}) {
+  const missing = ensureCommand('sshuttle', 'sshuttle');
+  if (missing) throw new Error(missing);
+  const undo = [];
+  const unroute = async () => {
+    while (undo.length > 0) {
+      const argv = undo.pop();
+      const r = await exec('cli', argv);
+      if (r.code !== 0) log(`sshuttle-tproxy cleanup: ${argv.join(' ')}: ${r.stderr.trim()}`);
+    }
+  };
+  if (tproxy) {
+    // As sshuttle's manual gives it (fwmark 1 = sshuttle's default --tmark, table 100).
+    for (const [add, del] of [
+      [['ip', 'rule', 'add', 'fwmark', '1', 'lookup', '100'], ['ip', 'rule', 'del', 'fwmark', '1', 'lookup', '100']],
+      [['ip', 'route', 'add', 'local', 'default', 'dev', 'lo', 'table', '100'], ['ip', 'route', 'flush', 'table', '100']],
+    ]) {
+      const r = await exec('cli', add);
+      if (r.code !== 0) {
+        await unroute();
+        throw new Error(`${add.join(' ')}: ${r.stderr.trim()}`);
+      }
+      undo.push(del);
+    }
+  }
+  const child = lab.spawn('cli', ['sshuttle', ...extra, '-r', lab.sshHost, '-e', lab.sshCommand, SUBNET]);
+  const out = tailOf(child);
+  const h = {
+    endpoint: transparent(),
+    classify: (p, ns) => {
+      if (ns === 'cli') {
+        if (p.comm === 'ssh') return 'transport';
+        if (p.cmd.includes('sshuttle') && !p.cmd.includes('--firewall')) return 'client';
+        return undefined;
+      }
+      if (/python/.test(p.comm) || /python/.test(p.cmd.split(' ')[0] ?? '')) return 'server';
+      return isSshdSession(p) ? 'transport' : undefined;
+    },
+    stop: async () => {
+      try {
+        await labModule.stopProcess(child, 'SIGTERM', 8000);
+      } finally {
+        // After sshuttle's own cleanup (its firewall process removes its mangle rules on exit).
+        await unroute();
+      }
+    },
+    death: deathOf(child, out),
+    output: out,
+  };
+  try {
+    await waitForRules(child, out, /sshuttle/, 'sshuttle', tproxy ? 'mangle' : 'nat');
+    await waitForEcho(h.endpoint(ECHO_PORT), child, out, 'sshuttle');
+  } catch (e) {
+    await h.stop().catch(() => {});
+    throw e;
+  }
+  return h;
+}
+
+async function startRxshuttle(extra, { host = lab.sshHost, stock = false, rules = 'nat' } = {}) {
   const cli = path.join(ROOT, 'dist', 'cli.js');
   if (!fs.existsSync(cli)) throw new Error('dist/cli.js missing: run npm run build (npm run bench does)');
   // BENCH_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof' profiles the client (NODE_OPTIONS may not).
   const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
   const dns = labDns ? ['--dns'] : [];
-  const child = lab.spawn('cli', [NODE, ...nodeFlags, cli, '-r', host, '-e', lab.sshCommand, ...dns, ...extra, SUBNET]);
+  // DEBUG=rxshuttle:ssh2: the line with the cipher ssh2 negotiated (and the slab counts at exit;
+  // nothing per connection).
+  const child = lab.spawn('cli', [NODE, ...nodeFlags, cli, '-r', host, '-e', lab.sshCommand, ...dns, ...extra, SUBNET],
+    { env: { ...process.env, DEBUG: [process.env.DEBUG, 'rxshuttle:ssh2'].filter(Boolean).join(',') } });
   const out = tailOf(child);
   // BENCH_CLIENT_LOG=FILE keeps the client's whole output (e.g. with BENCH_NODE_FLAGS=--trace-gc).
   if (process.env.BENCH_CLIENT_LOG) {
@@ -619,8 +757,11 @@ async function startRxshuttle(extra, { host = lab.sshHost, stock = false } = {})
     output: out,
   };
   try {
-    await waitForRules(child, out, /rxshuttle-\d+/, 'rxshuttle');
+    await waitForRules(child, out, rules === 'mangle' ? /rxshuttle-tproxy-\d+/ : /rxshuttle-\d+/, 'rxshuttle', rules);
     await waitForEcho(h.endpoint(ECHO_PORT), child, out, 'rxshuttle');
+    // ssh2's cipher, from its debug line; none when the ssh binary carries the session (its default).
+    const m = /ciphers: (\S+) up, (\S+) down/.exec(out());
+    h.cipher = m ? (m[1] === m[2] ? m[1] : `${m[1]} up, ${m[2]} down`) : undefined;
     if (stock) {
       // The echo went through: if a node server runs in srv, this is not stock-sshd mode.
       const server = procsInNetns(lab.ns.srv).find((p) => h.classify(p, 'srv') === 'server');
@@ -637,8 +778,10 @@ async function startRxshuttle(extra, { host = lab.sshHost, stock = false } = {})
 // Rows and the steps that fill them.
 
 const ROWS = [];
-function row(id, label, unit, better, baseline = BASELINE) {
-  ROWS.push({ id, label, unit, better, baseline });
+/** `baseline`: the paths a row's ratios may be to (the better of them in that row); `ratio: false`
+ *  for a row without ratios (the UDP loss, where the baseline is usually 0). */
+function row(id, label, unit, better, baseline = BASELINE, { ratio = true } = {}) {
+  ROWS.push({ id, label, unit, better, baseline: [baseline].flat(), ...(ratio ? {} : { ratio: false }) });
 }
 row('up1', 'upload, 1 stream', 'Gbit/s', 'higher');
 row('up4', 'upload, 4 streams', 'Gbit/s', 'higher');
@@ -654,6 +797,12 @@ row('rtt_load_bulk', 'bulk download during rtt', 'Gbit/s', 'higher');
 // Only direct (the baseline here: ssh -L cannot carry UDP) and the paths with DNS capture.
 row('dns_qps', `DNS queries/s, ${DNS.conc} in flight`, 'q/s', 'higher', 'direct');
 row('dns_p50', 'DNS round trip p50', 'ms', 'lower', 'direct');
+// Only direct (the baseline: ssh -L cannot carry UDP) and the tproxy paths.
+row('udp_rtt_p50', `UDP rtt p50, ${UDP.rttBytes} B one at a time`, 'ms', 'lower', 'direct');
+row('udp_rtt_p99', `UDP rtt p99, ${UDP.rttBytes} B one at a time`, 'ms', 'lower', 'direct');
+row('udp_rtt_lost', 'UDP lost, one at a time', '%', 'lower', 'direct', { ratio: false });
+row('udp_dps', `UDP datagrams/s, ${UDP.bytes} B, ${UDP.window} in flight`, 'dgram/s', 'higher', 'direct');
+row('udp_dps_lost', `UDP lost, ${UDP.window} in flight`, '%', 'lower', 'direct', { ratio: false });
 row('bulk20_gbps', '20 bulk (10 up + 10 down): total', 'Gbit/s', 'higher');
 row('bulk20_client', '20 bulk: client RSS', 'MiB', 'lower');
 row('bulk20_server', '20 bulk: server RSS', 'MiB', 'lower');
@@ -673,10 +822,53 @@ const median = (values) => {
 };
 const na = (reason) => ({ ok: true, value: null, na: reason });
 
+const UDP_PROBE = path.join(BENCH, 'udp-probe.mjs');
+const UDP_COUNTERS = ['InDatagrams', 'NoPorts', 'InErrors', 'OutDatagrams', 'RcvbufErrors', 'SndbufErrors'];
+
+/** The Udp line of /proc/net/snmp in each namespace of the lab. */
+async function udpCounters() {
+  const out = {};
+  for (const role of ['cli', 'srv', 'tgt']) {
+    const lines = (await exec(role, ['cat', '/proc/net/snmp'])).stdout.split('\n').filter((l) => l.startsWith('Udp:'));
+    const keys = lines[0]?.split(/\s+/) ?? [];
+    const vals = lines[1]?.split(/\s+/) ?? [];
+    out[role] = Object.fromEntries(UDP_COUNTERS.map((k) => [k, Number(vals[keys.indexOf(k)] ?? NaN)]));
+  }
+  return out;
+}
+
+/** One udp-probe.mjs run, with the lab's UDP counters before and after (`udp_counters`: the
+ *  difference, per namespace: RcvbufErrors there are datagrams a full socket buffer dropped). */
+async function udpProbe(args) {
+  const before = await udpCounters();
+  const seconds = Number(args[args[0] === 'window' ? 6 : 5]);
+  const r = await probe(args, (seconds + 30) * 1000, UDP_PROBE);
+  const after = await udpCounters();
+  r.udp_counters = Object.fromEntries(Object.keys(after).map((role) =>
+    [role, Object.fromEntries(UDP_COUNTERS.map((k) => [k, after[role][k] - before[role][k]]))]));
+  return r;
+}
+
+function udpLossText(r) {
+  const drops = Object.entries(r.udp_counters ?? {}).filter(([, c]) => c.RcvbufErrors || c.InErrors || c.SndbufErrors || c.NoPorts)
+    .map(([role, c]) => `${role}: ${['RcvbufErrors', 'InErrors', 'SndbufErrors', 'NoPorts'].filter((k) => c[k]).map((k) => `${k} ${c[k]}`).join(' ')}`);
+  return `${r.sent} sent, ${r.echoed} echoed, ${r.lost} lost (${r.late} of them late), ${r.wrong} wrong, ${r.from_elsewhere} from elsewhere` +
+    `${Object.keys(r.errors ?? {}).length ? ` ${JSON.stringify(r.errors)}` : ''}${drops.length ? `; kernel counters: ${drops.join('; ')}` : ''}`;
+}
+
+/** The loss cell (% of datagrams sent, over all runs) and a note for every run that lost any. */
+function udpLoss(notes, what, runs) {
+  for (const r of runs) if (r.lost > 0 || r.wrong > 0 || r.from_elsewhere > 0) notes.push(`${what}: ${udpLossText(r)}`);
+  const sent = runs.reduce((n, r) => n + r.sent, 0);
+  const lost = runs.reduce((n, r) => n + r.lost, 0);
+  if (runs.every((r) => r.echoed === 0)) throw new Error(`no datagram came back (${runs.map(udpLossText).join('; ')})`);
+  return ok(sent ? (100 * lost) / sent : null, { sent, lost, late: runs.reduce((n, r) => n + r.late, 0) });
+}
+
 /** A cell with the summed peak RSS (MiB) of one role's processes, as RssSampler saw them. */
 function peakRssCell(name, procs, kind) {
   if (name === 'direct') return na('no relay');
-  if (kind === 'transport' && name === 'ssh-L') return na('ssh/sshd are the relay');
+  if (kind === 'transport' && name.startsWith('ssh-L')) return na('ssh/sshd are the relay');
   if (kind === 'server' && name.startsWith('rxshuttle-stock')) return na('nothing runs on the remote');
   const list = procs[kind];
   if (!list || list.length === 0) return { ok: false, reason: `no ${kind} process found` };
@@ -789,6 +981,39 @@ function steps() {
       };
     },
   });
+  list.push({
+    rows: ['udp_rtt_p50', 'udp_rtt_p99', 'udp_rtt_lost'],
+    what: 'UDP one datagram at a time',
+    naFor: (name) => (PATHS[name].udp ? undefined : PATHS[name].noUdp ?? 'no UDP'),
+    run: async (h, notes, name) => {
+      // Not in the rows: proves datagrams come back, and opens what the first one opens (a flow).
+      const warmup = await udpProbe(['rtt', TARGET, UDP_ECHO_PORT, UDP.rttBytes, 20, 10, UDP.waitMs]);
+      if (warmup.echoed === 0) throw new Error(`no datagram came back (${udpLossText(warmup)})`);
+      const runs = [];
+      for (let i = 0; i < CFG.repeats; i++) {
+        runs.push(await udpProbe(['rtt', TARGET, UDP_ECHO_PORT, UDP.rttBytes, CFG.udpRttN, CFG.udpRttSeconds, UDP.waitMs]));
+      }
+      const lost = udpLoss(notes, `${name} / UDP one at a time`, runs);
+      return {
+        udp_rtt_p50: ok(median(runs.map((r) => r.p50_ms)), { runs, warmup }),
+        udp_rtt_p99: ok(median(runs.map((r) => r.p99_ms)), { runs, warmup }),
+        udp_rtt_lost: lost,
+      };
+    },
+  });
+  list.push({
+    rows: ['udp_dps', 'udp_dps_lost'],
+    what: `UDP ${UDP.window} datagrams in flight`,
+    naFor: (name) => (PATHS[name].udp ? undefined : PATHS[name].noUdp ?? 'no UDP'),
+    run: async (h, notes, name) => {
+      const runs = [];
+      for (let i = 0; i < CFG.repeats; i++) {
+        runs.push(await udpProbe(['window', TARGET, UDP_ECHO_PORT, UDP.bytes, UDP.window, UDP.maxN, CFG.udpWindowSeconds, UDP.waitMs]));
+      }
+      const lost = udpLoss(notes, `${name} / UDP ${UDP.window} in flight`, runs);
+      return { udp_dps: ok(median(runs.map((r) => r.dgram_per_s)), { runs }), udp_dps_lost: lost };
+    },
+  });
   // Memory under many bulk transfers at once, on a fresh process so its peak is this step's.
   list.push({
     rows: ['bulk20_gbps', 'bulk20_client', 'bulk20_server', 'bulk20_transport'],
@@ -859,7 +1084,8 @@ async function runPath(name, cells, notes) {
   const start = async () => {
     const t = Date.now();
     h = await def.start();
-    log(`[${name}] up in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+    if (h.cipher) (ciphers.paths ??= {})[name] = h.cipher;
+    log(`[${name}] up in ${((Date.now() - t) / 1000).toFixed(1)} s${h.cipher ? ` (cipher ${h.cipher})` : ''}`);
   };
   const stop = async () => {
     if (!h) return;
@@ -923,7 +1149,10 @@ function fmtNum(v, unit) {
     case 'conn/s':
     case 'conns':
     case 'q/s':
+    case 'dgram/s':
       return String(Math.round(v));
+    case '%':
+      return v.toFixed(2);
     case 'MiB':
       return v.toFixed(1);
     case 'ms':
@@ -940,12 +1169,26 @@ function fmtCell(cell, r) {
   return fmtNum(cell.value, r.unit);
 }
 
+/** Each row's baseline: the better of the row's baseline paths that have a number (ties: the first
+ *  listed), marked `baseline: true`; every other number gets `ratio` and `ratio_to`. */
 function addRatios(cells) {
+  const usable = (c) => c?.ok && !c.na && typeof c.value === 'number' && c.value > 0;
   for (const r of ROWS) {
-    const base = cells[r.id][r.baseline];
+    if (r.ratio === false) continue;
+    let baseName;
+    for (const name of r.baseline) {
+      const c = cells[r.id][name];
+      if (!usable(c)) continue;
+      const b = cells[r.id][baseName];
+      if (!b || (r.better === 'higher' ? c.value > b.value : c.value < b.value)) baseName = name;
+    }
+    if (!baseName) continue;
+    const base = cells[r.id][baseName];
+    base.baseline = true;
     for (const [name, cell] of Object.entries(cells[r.id])) {
-      if (!cell.ok || cell.na || cell.value === null || name === r.baseline) continue;
-      if (base?.ok && !base.na && typeof base.value === 'number' && base.value > 0) cell.ratio = cell.value / base.value;
+      if (!cell.ok || cell.na || cell.value === null || name === baseName) continue;
+      cell.ratio = cell.value / base.value;
+      cell.ratio_to = baseName;
     }
   }
 }
@@ -965,7 +1208,8 @@ function renderTable(paths, cells, failRefs) {
         line.push(`fail[${i + 1}]`);
       } else {
         let s = fmtCell(c, r);
-        if (c.ratio !== undefined) s += ` (${c.ratio.toFixed(2)}×)`;
+        if (c.baseline) s += '*';
+        else if (c.ratio !== undefined) s += ` (${c.ratio.toFixed(2)}×)`;
         line.push(s);
       }
     }
@@ -992,9 +1236,12 @@ async function main() {
     `rxshuttle bench ${opts.quick ? '(--quick) ' : ''}${started.toISOString()}`,
     `machine: nproc=${machine.nproc} (${machine.cpu}), ${machine.memory_gib} GiB, kernel ${machine.kernel}, node ${machine.node}, load ${machine.loadavg.join(' ')}`,
     `tools: ${machine.ssh}; sshuttle ${machine.sshuttle ?? 'not installed'}; ${machine.iperf3 ?? 'iperf3 not installed'}; rxshuttle ${machine.rxshuttle_git ?? '?'} (ssh2 binding ${machine.ssh2_binding ? 'built' : 'not built'}); open files ${nofile?.soft}/${nofile?.hard}`,
-    `paths: ${paths.join(', ')}; ratios are to ssh -L (same sshd), the DNS rows' to direct; ` +
+    `paths: ${paths.join(', ')}; ratios are to the better of ssh -L and ssh -L (same cipher) in each row (same sshd; marked *), ` +
+      `the DNS and UDP rows' to direct; ` +
       `iperf3 -t ${CFG.iperfSeconds}${CFG.iperfOmit ? ` -O ${CFG.iperfOmit}` : ''}; conns/s: ${CFG.rateN} or ${CFG.rateSeconds} s; rtt: ${CFG.rttN} or ${CFG.rttSeconds} s; ` +
-      `DNS: ${CFG.dnsN} queries or ${CFG.dnsSeconds} s, ${DNS.conc} in flight, ${DNS.timeoutMs} ms timeout; conns/s, idle rtt and DNS: median of ${CFG.repeats}; held ${CFG.holdSeconds} s`,
+      `DNS: ${CFG.dnsN} queries or ${CFG.dnsSeconds} s, ${DNS.conc} in flight, ${DNS.timeoutMs} ms timeout; ` +
+      `UDP: ${UDP.rttBytes} B one at a time, ${CFG.udpRttN} or ${CFG.udpRttSeconds} s; ${UDP.bytes} B, ${UDP.window} in flight, ` +
+      `${CFG.udpWindowSeconds} s; ${UDP.waitMs} ms before a datagram counts as lost; conns/s, idle rtt, DNS and UDP: median of ${CFG.repeats}; held ${CFG.holdSeconds} s`,
   ];
   process.stdout.write(`${head.join('\n')}\n\n`);
   const missing = ensureCommand('iperf3', 'iperf3');
@@ -1023,14 +1270,28 @@ async function main() {
     await teardown();
   }
   if (interrupted) return;
+  // ssh -L (same cipher) took ssh2's cipher from one handshake: say so if a tunnel got another.
+  for (const [p, c] of Object.entries(ciphers.paths ?? {})) {
+    if (p.startsWith('rxshuttle') && ciphers.openssh_same && c !== ciphers.ssh2) {
+      notes.push(`${p}: ssh2 negotiated ${c}, where ssh -L (same cipher) used ${ciphers.ssh2}`);
+    }
+  }
 
   addRatios(cells);
   const failRefs = [];
   const table = renderTable(paths, cells, failRefs);
   const finished = new Date();
   process.stdout.write(`${table}\n`);
-  process.stdout.write('\nratio = path ÷ ssh -L in the same run (throughput, conns/s, alive: higher is better; rtt, RSS: lower is better);\n' +
-    'DNS rows: path ÷ direct (ssh -L carries no UDP; only direct and the rxshuttle paths, started with --dns, have DNS cells).\n');
+  const cipherText = [
+    ciphers.openssh && `ssh -L: ${ciphers.openssh} (OpenSSH's default)`,
+    ciphers.ssh2 && `ssh2 (rxshuttle's default transport): ${ciphers.ssh2}`,
+    ciphers.openssh_same && `ssh -L (same cipher): -c ${ciphers.ssh2} → ${ciphers.openssh_same}`,
+  ].filter(Boolean);
+  process.stdout.write('\nratio = path ÷ the row\'s baseline (*) in the same run (throughput, conns/s, datagrams/s, alive: higher is better; ' +
+    'rtt, RSS: lower is better);\nthe baseline is the better of ssh -L and ssh -L (same cipher) in that row (the one that ran, if one did),\n' +
+    'except in the DNS and UDP rows: direct (ssh -L carries no UDP; DNS cells only for direct and the rxshuttle paths, started with --dns;\n' +
+    'UDP cells only for direct and the tproxy paths). UDP lost: % of the datagrams sent that did not come back intact in time (no ratio).\n');
+  if (cipherText.length > 0) process.stdout.write(`ciphers: ${cipherText.join('; ')}.\n`);
   process.stdout.write('RSS = peak VmHWM (MiB, summed over the processes of a role): client = rxshuttle node / sshuttle python / ssh -L client;\n' +
     'server = remote rxshuttle node / remote sshuttle python / sshd session; +ssh/sshd = the ssh transport under rxshuttle/sshuttle.\n');
   if (failRefs.length > 0) {
@@ -1051,6 +1312,7 @@ async function main() {
     config: CFG,
     paths,
     baseline: BASELINE,
+    ciphers,
     rows: ROWS.map((r) => ({ ...r, cells: cells[r.id] })),
     failures: failRefs,
     notes,
