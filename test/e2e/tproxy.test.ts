@@ -90,10 +90,10 @@ describe('--method tproxy', () => {
     for (const round of [0, 1, 2]) {
       const rx = await Rxshuttle.remote(lab, ['--method', 'tproxy', '--no-reconnect', LAB.targetSubnet]);
       // UDP and TCP in flight when it dies; the kill comes at a different moment each round.
-      // Bounded: once the tunnel is gone each datagram waits 200 ms for nothing (40 at most: 8 s), curl 10 s.
-      const udp = udpEcho({ targets: [`${LAB.target}:${LAB.echoPort}`], count: 40, minBytes: 1, maxBytes: 30_000, waitMs: 200 });
-      const tcp = curl(lab, 'cli', `http://${LAB.target}/bytes/${MB20}`, ['-o', '/dev/null', '--limit-rate', '2M'], 10);
-      await new Promise((resolve) => setTimeout(resolve, 100 + round * 300));
+      // Bounded: once the tunnel is gone each datagram waits 50 ms for nothing (100 at most: 5 s), curl 3 s.
+      const udp = udpEcho({ targets: [`${LAB.target}:${LAB.echoPort}`], count: 100, minBytes: 1, maxBytes: 30_000, waitMs: 50 });
+      const tcp = curl(lab, 'cli', `http://${LAB.target}/bytes/${MB20}`, ['-o', '/dev/null', '--limit-rate', '2M'], 3);
+      await new Promise((resolve) => setTimeout(resolve, 100 + round * 150));
       const procs = rx.processes();
       process.kill(procs.main, 'SIGKILL');
       await waitFast(async () => (await leftovers(rx.port)).length === 0, 5_000, `nothing left after SIGKILL (round ${round})`).catch(async (e: unknown) => {
