@@ -47,7 +47,7 @@ import { type HostAddressRefusal, TunneledSubnets } from './firewall/host-addres
 import type { FirewallSetup, HostsEntry, SubnetRule } from './firewall/types.js';
 import { parseIp } from './ip.js';
 import type { Listener } from './listener.js';
-import { type NameAnswer, type NameEvent, namedRules, resolveNames$, startEvents, watchNames$ } from './name-rules.js';
+import { addressLists, type NameAnswer, type NameEvent, namedRules, resolveNames$, startEvents, watchNames$ } from './name-rules.js';
 import type { TunnelOptions } from './options.js';
 import { encodeHostsRequest, type HostEntry, type Route } from './streams/discovery.js';
 import { DnsIds, type DnsReply, dnsQuery } from './streams/dns.js';
@@ -308,7 +308,7 @@ export function discoveryClient(
           for (const [name, answer] of named ?? []) knownNames.set(name, answer);
           // Host names as subnets: their rules go to the helper apart (RULES lines), so that new
           // answers replace them in place.
-          const extraRules = new BehaviorSubject<readonly SubnetRule[]>(named ? namedRules(options.names, addressesOf(named)) : []);
+          const extraRules = new BehaviorSubject<readonly SubnetRule[]>(named ? namedRules(options.names, addressLists(named)) : []);
           const nameEvents$ = named
             ? concat(
                 from(startEvents(options.names, named)),
@@ -363,9 +363,6 @@ export function discoveryClient(
     },
   };
 }
-
-const addressesOf = (answers: ReadonlyMap<string, NameAnswer>): Map<string, readonly string[]> =>
-  new Map([...answers].map(([name, answer]) => [name, answer.addresses]));
 
 /** A host name's news as tunnel events; new rules go to the helper instead. */
 function nameEvent(event: NameEvent, extraRules: BehaviorSubject<readonly SubnetRule[]>): Observable<TunnelEvent> {

@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { constants } from 'node:os';
 import koffi from 'koffi';
 
@@ -20,8 +20,8 @@ export function libcFunction<T>(signature: string): T {
   return fn as T;
 }
 
-/** A Node socket's file descriptor (Node keeps it on its private handle); undefined once closed. */
-export function descriptorOf(socket: Socket): number | undefined {
+/** A Node socket's or server's file descriptor (Node keeps it on its private handle); undefined once closed. */
+export function descriptorOf(socket: Socket | Server): number | undefined {
   const fd: unknown = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
   return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : undefined;
 }

@@ -115,6 +115,10 @@ export function resolveName$(name: string, ask: AskDns, ipv6: boolean): Observab
   );
 }
 
+/** Each name's addresses, as namedRules takes them. */
+export const addressLists = (answers: ReadonlyMap<string, NameAnswer>): Map<string, readonly string[]> =>
+  new Map([...answers].map(([name, answer]) => [name, answer.addresses]));
+
 /** The rules of the names given, for what each resolved to (one /32 or /128 per address). */
 export function namedRules(names: readonly NamedSubnet[], resolved: ReadonlyMap<string, readonly string[]>): SubnetRule[] {
   const rules: SubnetRule[] = [];
@@ -179,7 +183,7 @@ export function watchNames$(
   options: NameOptions & { readonly onAnswer?: (name: string, answer: NameAnswer) => void },
 ): Observable<NameEvent> {
   const scheduler = options.scheduler ?? asyncScheduler;
-  const current = new Map<string, readonly string[]>([...first].map(([name, answer]) => [name, answer.addresses]));
+  const current = addressLists(first);
   const again = (name: string): Observable<Step> =>
     resolveName$(name, ask, options.ipv6).pipe(
       switchMap((answer): Observable<Step> => {
@@ -213,10 +217,9 @@ export function watchNames$(
 
 /** The events of the start: what each name resolved to, then the rules of all. */
 export function startEvents(names: readonly NamedSubnet[], first: ReadonlyMap<string, NameAnswer>): NameEvent[] {
-  const resolved = new Map([...first].map(([name, answer]) => [name, answer.addresses]));
   return [
     ...[...first].map(([name, answer]): NameEvent => ({ kind: 'resolved', name, addresses: answer.addresses, ttlS: answer.ttlS })),
-    { kind: 'rules', rules: namedRules(names, resolved) },
+    { kind: 'rules', rules: namedRules(names, addressLists(first)) },
   ];
 }
 

@@ -8,6 +8,7 @@ import type { AddressInfo, Server, Socket } from 'node:net';
 import { isIPv4 } from 'node:net';
 import createDebug from 'debug';
 import { filter, map, merge, type Observable } from 'rxjs';
+import { descriptorOf } from '../libc.js';
 import type { Destination } from '../streams/frame.js';
 import type { LocalDatagram, UdpFlowOutput } from '../streams/udp-flows.js';
 import { ReplySocket } from './reply-socket.js';
@@ -19,9 +20,9 @@ const debug = createDebug('rxshuttle:udp');
 /** Sets IP_TRANSPARENT on every listening socket: TPROXY hands connections only to transparent ones. */
 export function makeListenersTransparent(servers: readonly Server[]): void {
   for (const server of servers) {
-    const fd: unknown = (server as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+    const fd = descriptorOf(server);
     const address = server.address() as AddressInfo | null;
-    if (typeof fd !== 'number' || address === null) throw new Error('--method tproxy: a listener has no descriptor');
+    if (fd === undefined || address === null) throw new Error('--method tproxy: a listener has no descriptor');
     setTransparent(fd, address.family === 'IPv6' ? 6 : 4, `the listener on ${address.address}:${address.port}`);
   }
 }
