@@ -9,9 +9,9 @@
  *   copied from a shell command). An `@FILE` inside is read too. After `--` nothing is expanded.
  */
 import { readFileSync } from 'node:fs';
-import { errnoWords } from '../errno.js';
-import { UsageError } from '../errors.js';
-import { splitShellWords } from '../options.js';
+import { errnoWords } from '../os/errno.js';
+import { UsageError } from '../shared/errors.js';
+import { splitShellWords } from '../shared/options.js';
 import { ARGS_ENV, SSHUTTLE_ARGS_ENV } from './definitions.js';
 
 /** Argument files inside argument files: deeper than this is a loop. */

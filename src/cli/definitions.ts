@@ -5,8 +5,8 @@
  * an option added here shows in all three; each generator takes the spec as an argument, which
  * lets a test add one without touching this file.
  */
-import { DEFAULT_KEEPALIVE, DEFAULT_LISTEN_PORT, METHODS, TRANSPORTS } from '../options.js';
-import { DEFAULT_PIDFILE } from '../pidfile.js';
+import { DEFAULT_KEEPALIVE, DEFAULT_LISTEN_PORT, METHODS, TRANSPORTS } from '../shared/options.js';
+import { DEFAULT_PIDFILE } from './pidfile.js';
 
 /** Help groups, in the order --help and the man page show them. */
 export const GROUPS = ['tunnel', 'names', 'ssh', 'running', 'privileges'] as const;

@@ -1,4 +1,4 @@
-import { RxshuttleError } from '../errors.js';
+import { RxshuttleError } from '../shared/errors.js';
 
 /** The helper refused or failed to install the rules, or went away. `message` is its reason. */
 export class FirewallError extends RxshuttleError {

@@ -11,7 +11,7 @@
 import { constants } from 'node:os';
 import createDebug from 'debug';
 import koffi from 'koffi';
-import { libcFunction } from '../libc.js';
+import { libcFunction } from '../os/libc.js';
 
 const log = createDebug('rxshuttle:fw');
 

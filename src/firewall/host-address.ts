@@ -9,7 +9,7 @@
  * firewall helper with it, and the helper (root, trusting the client no more than the server)
  * checks every HOST line with it again.
  *
- * An address is first normalised (`normaliseIp` in src/ip.ts): an IPv6 form that carries an IPv4
+ * An address is first normalised (`normaliseIp` in src/shared/ip.ts): an IPv6 form that carries an IPv4
  * address (mapped, translated, compatible, NAT64, 6to4, Teredo) is judged as that IPv4 address,
  * so `::ffff:7f00:1` is 127.0.0.1 (refused as loopback) and `64:ff9b::a62:3` is 10.98.0.3.
  * Then neither form may mean this host only (loopback, unspecified, link-local, multicast), and
@@ -18,7 +18,7 @@
  * (rules.ts: longest prefix first, the exclude first at equal length, the first match wins), for
  * at least one TCP port.
  */
-import { inPrefix, normaliseIp, type ParsedIp, parseIp } from '../ip.js';
+import { inPrefix, normaliseIp, type ParsedIp, parseIp } from '../shared/ip.js';
 import { byPrecedence } from './rules.js';
 import type { SubnetRule } from './types.js';
 

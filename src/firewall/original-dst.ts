@@ -9,8 +9,8 @@ import type { Socket } from 'node:net';
 import { isIPv4 } from 'node:net';
 import { endianness } from 'node:os';
 import koffi from 'koffi';
-import { formatIp } from '../ip.js';
-import { descriptorOf, errnoName, getsockopt } from '../libc.js';
+import { descriptorOf, errnoName, getsockopt } from '../os/libc.js';
+import { formatIp } from '../shared/ip.js';
 import type { IpFamily } from './types.js';
 
 export interface OriginalDestination {

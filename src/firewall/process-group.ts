@@ -7,7 +7,7 @@
  */
 import createDebug from 'debug';
 import koffi from 'koffi';
-import { libcFunction } from '../libc.js';
+import { libcFunction } from '../os/libc.js';
 
 const log = createDebug('rxshuttle:fw');
 

@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { RxshuttleError, UsageError } from '../errors.js';
+import { RxshuttleError, UsageError } from '../shared/errors.js';
 import { findPrograms, PROGRAM_ENV, untrustedReason, untrustedTreeReason } from './programs.js';
 import { HELPER_NODE_OPTIONS, helperScriptPath } from './protocol.js';
 import { RESTRICTED_FLAG } from './restricted.js';

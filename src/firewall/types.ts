@@ -9,7 +9,7 @@ export interface SubnetRule {
    * Network address in canonical text form, e.g. "10.98.0.0" or "fd00::": dotted decimal without
    * leading zeros, or RFC 5952 IPv6 (lower case, longest zero run as "::", no dotted tail), with
    * no bits set after `prefix`. The helper refuses any other spelling (`formatIp` in
-   * src/ip.ts produces it from bytes).
+   * src/shared/ip.ts produces it from bytes).
    */
   address: string;
   /** Prefix length, 0..32 (v4) or 0..128 (v6). */

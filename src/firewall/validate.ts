@@ -6,7 +6,7 @@
  * Error messages name the field, never echo the value: they travel back on a one-line protocol.
  */
 import { isIP } from 'node:net';
-import { hasHostBits, isCanonicalIp, parseIp } from '../ip.js';
+import { hasHostBits, isCanonicalIp, parseIp } from '../shared/ip.js';
 import type { HostAddressRefusal, TunneledSubnets } from './host-address.js';
 import { RULES_PREFIX } from './protocol.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from './types.js';

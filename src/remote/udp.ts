@@ -16,7 +16,7 @@
 import { createSocket, type Socket } from 'node:dgram';
 import createDebug from 'debug';
 import { asyncScheduler, Observable, type SchedulerLike, Subscription } from 'rxjs';
-import { ProtocolError } from '../errors.js';
+import { ProtocolError } from '../shared/errors.js';
 import { DatagramQueues } from '../streams/datagram-queues.js';
 import type { Destination, Frame } from '../streams/frame.js';
 import { DEFAULT_UDP_LIMITS, DNS_PORT, encodeUdpClose, encodeUdpData, QUEUED_DATAGRAM_OVERHEAD, type UdpLimits, type UdpMessage, udpLimits } from '../streams/udp.js';

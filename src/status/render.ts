@@ -3,7 +3,7 @@
  * its open connections too), or with --json one document `{"instances": [...]}` whose entries
  * have exactly the fields of StatusSnapshot (`statusJson`).
  */
-import { printable } from '../printable.js';
+import { printable } from '../shared/printable.js';
 import type { StatusSnapshot } from './snapshot.js';
 
 export interface StatusRenderOptions {

@@ -16,7 +16,7 @@
  * count once they close.
  */
 import { defer, type Observable, type OperatorFunction, scan } from 'rxjs';
-import type { TunnelEvent } from '../events.js';
+import type { TunnelEvent } from '../shared/events.js';
 import { formatDestination } from '../streams/destination.js';
 
 export type TunnelState = 'connecting' | 'connected' | 'reconnecting' | 'stopping';

@@ -24,8 +24,8 @@ import { chmodSync, closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdi
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { isAbsolute, join } from 'node:path';
 import { map, type Observable } from 'rxjs';
-import { processExists } from '../pidfile.js';
-import { resource$ } from '../resource.js';
+import { processExists } from '../cli/pidfile.js';
+import { resource$ } from '../streams/resource.js';
 import type { DnsCounters, OpenConnection, StatusSnapshot, TunnelState } from './snapshot.js';
 
 /** The status socket or its directory cannot be used. */

@@ -1,5 +1,5 @@
 import { Observable, type OperatorFunction } from 'rxjs';
-import { ProtocolError } from '../errors.js';
+import { ProtocolError } from '../shared/errors.js';
 import { decodeDestination, encodeDestination } from './destination.js';
 import { Command, commandName, type Destination, type Frame, frame, MAX_PAYLOAD } from './frame.js';
 

@@ -1,5 +1,5 @@
 import { Observable, type OperatorFunction } from 'rxjs';
-import { ProtocolError } from '../errors.js';
+import { ProtocolError } from '../shared/errors.js';
 import { commandName, type Frame, HEADER_SIZE, isCommand, MAX_PAYLOAD } from './frame.js';
 
 /**

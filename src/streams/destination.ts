@@ -1,5 +1,5 @@
-import { ProtocolError } from '../errors.js';
-import { formatIp, parseIp } from '../ip.js';
+import { ProtocolError } from '../shared/errors.js';
+import { formatIp, parseIp } from '../shared/ip.js';
 import type { Destination } from './frame.js';
 
 /** OPEN payload: u8 family (4 or 6), u16 port, then 4 or 16 address bytes. */

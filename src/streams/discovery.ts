@@ -7,7 +7,7 @@
  *   HOST            server → client: u8 family, 4/16 address bytes, host name (UTF-8)
  */
 import { isIP } from 'node:net';
-import { ProtocolError } from '../errors.js';
+import { ProtocolError } from '../shared/errors.js';
 import { addressBytes, formatAddress } from './destination.js';
 import { CONTROL_CHANNEL, Command, type Frame, frame, MAX_PAYLOAD } from './frame.js';
 

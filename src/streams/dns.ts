@@ -9,7 +9,7 @@
  *   DNS_FAILED    u32 id, reason (UTF-8)
  */
 import { filter, map, Observable, take, throwError, timeout } from 'rxjs';
-import { DnsError, ProtocolError } from '../errors.js';
+import { DnsError, ProtocolError } from '../shared/errors.js';
 import { decodeDestination, encodeDestination } from './destination.js';
 import { CONTROL_CHANNEL, Command, type Destination, type Frame, frame, MAX_PAYLOAD } from './frame.js';
 

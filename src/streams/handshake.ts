@@ -1,5 +1,5 @@
 import { Observable, type OperatorFunction } from 'rxjs';
-import { ProtocolError } from '../errors.js';
+import { ProtocolError } from '../shared/errors.js';
 
 /**
  * The hello each side sends before any frame: magic, protocol version, the sender's receive window

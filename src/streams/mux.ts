@@ -1,6 +1,6 @@
 import createDebug from 'debug';
 import { EMPTY, map, merge, Observable, Subject, Subscription, takeUntil } from 'rxjs';
-import { ProtocolError } from '../errors.js';
+import { ProtocolError } from '../shared/errors.js';
 import {
   type ChannelInput,
   type ChannelOutput,

@@ -1,7 +1,7 @@
 /**
  * Coming back by itself (issue 14): the state machine that re-runs a session after it was lost,
  * and the hold that keeps new connections waiting while there is none. Pure operators over an
- * injected scheduler, marble-tested in test/streams/reconnect.test.ts; connect.ts supplies the
+ * injected scheduler, marble-tested in test/streams/reconnect.test.ts; tunnel/tunnel.ts supplies the
  * session and the signals.
  *
  *   connecting ──up──▶ connected ──lost──▶ reconnecting ──(delay | nudge)──▶ connecting …

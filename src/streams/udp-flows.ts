@@ -5,7 +5,7 @@
  */
 import createDebug from 'debug';
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, Subscription } from 'rxjs';
-import { ProtocolError } from '../errors.js';
+import { ProtocolError } from '../shared/errors.js';
 import { DatagramQueues, type QueueRefusal } from './datagram-queues.js';
 import type { Destination, Frame } from './frame.js';
 import { DNS_PORT, encodeUdpClose, encodeUdpData, encodeUdpOpen, MAX_UDP_DATAGRAM, type UdpLimits, type UdpMessage, udpLimits } from './udp.js';

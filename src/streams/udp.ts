@@ -9,7 +9,7 @@
  * One UDP_DATA is one datagram: the largest a UDP datagram can be fits in one frame with its id,
  * so a datagram is never split and its boundaries are the frame's.
  */
-import { ProtocolError } from '../errors.js';
+import { ProtocolError } from '../shared/errors.js';
 import { decodeDestination, encodeDestination } from './destination.js';
 import { CONTROL_CHANNEL, Command, type Destination, type Frame, frame } from './frame.js';
 

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
-import { TransportError } from '../errors.js';
+import { TransportError } from '../shared/errors.js';
 
 let upload: Buffer | null = null;
 

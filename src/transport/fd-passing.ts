@@ -1,5 +1,5 @@
 import koffi from 'koffi';
-import { getsockopt, libcFunction } from '../libc.js';
+import { getsockopt, libcFunction } from '../os/libc.js';
 
 const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;

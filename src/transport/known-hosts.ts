@@ -1,5 +1,5 @@
 import { createHmac, randomBytes } from 'node:crypto';
-import { TransportError } from '../errors.js';
+import { TransportError } from '../shared/errors.js';
 import type { StrictHostKeyChecking } from './ssh-config.js';
 
 /**

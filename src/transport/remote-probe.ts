@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { concat, defer, filter, map, type Observable, of, take } from 'rxjs';
-import { TransportError } from '../errors.js';
+import { TransportError } from '../shared/errors.js';
 import { MIN_REMOTE_NODE_MAJOR, remoteCommand, shellQuote } from './stub.js';
 
 /** Sections of one exec's output, by name (`@@rxs-NONCE name` lines start each). */

@@ -1,8 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import createDebug from 'debug';
 import { catchError, concat, EMPTY, from, map, mergeMap, Observable, race, Subject, throwError, timer } from 'rxjs';
-import { TransportError } from '../errors.js';
-import { printable } from '../printable.js';
+import { TransportError } from '../shared/errors.js';
+import { printable } from '../shared/printable.js';
 import { fdSocket } from '../streams/fd-socket.js';
 import { type FrameWriter, frameWriter } from '../streams/frame-writer.js';
 import { fromReadable } from '../streams/from-readable.js';

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { constants } from 'node:os';
 import koffi from 'koffi';
-import { descriptorOf, errnoName, recv } from '../libc.js';
+import { descriptorOf, errnoName, recv } from '../os/libc.js';
 
 const MSG_DONTWAIT = 0x40;
 

@@ -1,4 +1,4 @@
-import { libcFunction } from '../libc.js';
+import { libcFunction } from '../os/libc.js';
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;

@@ -3,7 +3,7 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { homedir, userInfo } from 'node:os';
 import { promisify } from 'node:util';
-import { parseRemote, type RemoteSpec } from '../options.js';
+import { parseRemote, type RemoteSpec } from '../shared/options.js';
 import { ExecOutput, type ExecResult } from './exec-output.js';
 import { parseSshG, type ResolvedSshConfig } from './ssh-config.js';
 import { remoteCommand } from './stub.js';

@@ -2,8 +2,8 @@ import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
 import { Observable } from 'rxjs';
 import type { Client, ClientChannel } from 'ssh2';
-import { errorMessage, TransportError } from '../errors.js';
-import { printable } from '../printable.js';
+import { errorMessage, TransportError } from '../shared/errors.js';
+import { printable } from '../shared/printable.js';
 import { ExecOutput, type ExecResult } from './exec-output.js';
 import type { Ssh2Inbound } from './ssh2-inbound.js';
 

@@ -1,4 +1,4 @@
-import { ListenError } from '../errors.js';
+import { ListenError } from '../shared/errors.js';
 
 /**
  * A transparent UDP socket could not be opened or used. `syscall` and `errnoCode` ("EPERM",

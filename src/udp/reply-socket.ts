@@ -13,7 +13,7 @@
  */
 import { constants } from 'node:os';
 import koffi from 'koffi';
-import { errnoName } from '../libc.js';
+import { errnoName } from '../os/libc.js';
 import { UdpSocketError } from './errors.js';
 import { encodeSockaddr, type UdpEndpoint, type UdpFamily } from './sockaddr.js';
 import { formatEndpoint, MSG_DONTWAIT, openTransparentSocket, udpLibc } from './udp-libc.js';

@@ -4,7 +4,7 @@
  * udp-libc.ts), the port in network order, then the address (sockaddr_in6 has a 4-byte flow
  * label before it and a scope id after it).
  */
-import { formatIp, parseIp } from '../ip.js';
+import { formatIp, parseIp } from '../shared/ip.js';
 
 export type UdpFamily = 4 | 6;
 

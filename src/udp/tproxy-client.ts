@@ -8,7 +8,7 @@ import type { AddressInfo, Server, Socket } from 'node:net';
 import { isIPv4 } from 'node:net';
 import createDebug from 'debug';
 import { filter, map, merge, type Observable } from 'rxjs';
-import { descriptorOf } from '../libc.js';
+import { descriptorOf } from '../os/libc.js';
 import type { Destination } from '../streams/frame.js';
 import type { LocalDatagram, UdpFlowOutput } from '../streams/udp-flows.js';
 import { ReplySocket } from './reply-socket.js';

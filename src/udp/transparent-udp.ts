@@ -54,7 +54,7 @@
  */
 import koffi from 'koffi';
 import { Observable } from 'rxjs';
-import { errnoName } from '../libc.js';
+import { errnoName } from '../os/libc.js';
 import { DatagramReader, type TransparentDatagram } from './datagram-reader.js';
 import { UdpSocketError } from './errors.js';
 import type { UdpEndpoint, UdpFamily } from './sockaddr.js';

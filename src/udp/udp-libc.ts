@@ -5,7 +5,7 @@
  */
 import { endianness } from 'node:os';
 import koffi from 'koffi';
-import { errnoName, libcFunction } from '../libc.js';
+import { errnoName, libcFunction } from '../os/libc.js';
 import { UdpSocketError } from './errors.js';
 import { AF_INET, AF_INET6, encodeSockaddr, type UdpEndpoint, type UdpFamily } from './sockaddr.js';
 

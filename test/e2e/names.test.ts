@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MIN_REFRESH_S } from '../../src/name-rules.js';
+import { MIN_REFRESH_S } from '../../src/tunnel/name-rules.js';
 import { LAB, type Lab, PAGE_MARKER } from './lab.js';
 import { curl, echoOnce, expectNothingLeft, oneErrorLine, Rxshuttle, runRxshuttle, rxshuttleRules, useLab, waitFast } from './tunnel-helpers.js';
 

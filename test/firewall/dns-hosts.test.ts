@@ -17,7 +17,7 @@ import { flushResolvedCache } from '../../src/firewall/resolved.js';
 import { natRules } from '../../src/firewall/rules.js';
 import type { FirewallSetup } from '../../src/firewall/types.js';
 import { HostLineError, parseHostLine, validateSetup } from '../../src/firewall/validate.js';
-import { formatIp } from '../../src/ip.js';
+import { formatIp } from '../../src/shared/ip.js';
 import { FakeIptables } from './support/fake-iptables.js';
 import { outputLines } from './support/output-lines.js';
 

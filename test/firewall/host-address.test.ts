@@ -16,7 +16,7 @@ import { TunneledSubnets } from '../../src/firewall/host-address.js';
 import { byPrecedence } from '../../src/firewall/rules.js';
 import type { FirewallSetup, SubnetRule } from '../../src/firewall/types.js';
 import { HostLineError, parseHostLine } from '../../src/firewall/validate.js';
-import { inPrefix, parseIp } from '../../src/ip.js';
+import { inPrefix, parseIp } from '../../src/shared/ip.js';
 import { FakeIptables } from './support/fake-iptables.js';
 import { outputLines } from './support/output-lines.js';
 

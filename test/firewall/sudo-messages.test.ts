@@ -5,8 +5,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { firstValueFrom } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { firewall$ } from '../../src/firewall/client.js';
 import type { FirewallSetup } from '../../src/firewall/types.js';
+import { firewall$ } from '../../src/tunnel/firewall-client.js';
 
 const SETUP: FirewallSetup = { version: 1, method: 'nat', port: 12300, routerMode: false, rules: [] };
 let dir: string;

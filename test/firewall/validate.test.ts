@@ -15,7 +15,7 @@ import {
   SetupValidationError,
   validateSetup,
 } from '../../src/firewall/validate.js';
-import { formatIp } from '../../src/ip.js';
+import { formatIp } from '../../src/shared/ip.js';
 
 const RULE: SubnetRule = { family: 4, address: '10.0.0.0', prefix: 8, portLow: 0, portHigh: 0, exclude: false };
 const SETUP: FirewallSetup = { version: 1, method: 'nat', port: 12300, routerMode: false, rules: [RULE] };

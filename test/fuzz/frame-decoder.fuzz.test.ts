@@ -4,7 +4,7 @@
 import fc from 'fast-check';
 import { Subject } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { ProtocolError } from '../../src/errors.js';
+import { ProtocolError } from '../../src/shared/errors.js';
 import { decodeFrames } from '../../src/streams/decode-frames.js';
 import { Command, encodeFrame, type Frame, frame, HEADER_SIZE, isCommand, MAX_PAYLOAD } from '../../src/streams/frame.js';
 import { RUNS, SEEDS } from './seeds.js';

@@ -6,7 +6,7 @@
 import fc from 'fast-check';
 import { BehaviorSubject, Observable, config as rxConfig, Subject } from 'rxjs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { RxshuttleError } from '../../src/errors.js';
+import { RxshuttleError } from '../../src/shared/errors.js';
 import type { LocalAction, LocalEvent } from '../../src/streams/channel.js';
 import { encodeDestination } from '../../src/streams/destination.js';
 import { CONTROL_CHANNEL, Command, type Destination, encodeFrame, type Frame, frame, MAX_PAYLOAD } from '../../src/streams/frame.js';

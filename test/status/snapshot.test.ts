@@ -4,7 +4,7 @@
  */
 import { merge, of, Subject } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import type { TunnelEvent } from '../../src/events.js';
+import type { TunnelEvent } from '../../src/shared/events.js';
 import {
   initialStatus,
   MAX_LISTED,

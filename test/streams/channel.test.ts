@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { filter, Subject } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { ProtocolError } from '../../src/errors.js';
+import { ProtocolError } from '../../src/shared/errors.js';
 import {
   type ChannelConfig,
   type ChannelInput,

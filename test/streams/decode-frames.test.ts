@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { from, lastValueFrom, Subject, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { ProtocolError } from '../../src/errors.js';
+import { ProtocolError } from '../../src/shared/errors.js';
 import { decodeFrames } from '../../src/streams/decode-frames.js';
 import {
   Command,

@@ -1,7 +1,7 @@
 import { isIPv6 } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ProtocolError } from '../../src/errors.js';
+import { ProtocolError } from '../../src/shared/errors.js';
 import { decodeDestination, encodeDestination, formatDestination } from '../../src/streams/destination.js';
 import type { Destination } from '../../src/streams/frame.js';
 

@@ -1,6 +1,6 @@
 import { Subject } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { DnsError } from '../../src/errors.js';
+import { DnsError } from '../../src/shared/errors.js';
 import {
   DnsIds,
   type DnsReply,

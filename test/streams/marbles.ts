@@ -5,7 +5,7 @@
  */
 import { TestScheduler } from 'rxjs/testing';
 import { expect } from 'vitest';
-import { ProtocolError } from '../../src/errors.js';
+import { ProtocolError } from '../../src/shared/errors.js';
 import type {
   ChannelInput,
   ChannelOutput,

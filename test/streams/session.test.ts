@@ -3,7 +3,7 @@ import { Writable } from 'node:stream';
 import { setImmediate as tick } from 'node:timers/promises';
 import { BehaviorSubject, Subject, type Subscription } from 'rxjs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ProtocolError } from '../../src/errors.js';
+import { ProtocolError } from '../../src/shared/errors.js';
 import type { LocalAction, LocalEvent } from '../../src/streams/channel.js';
 import { CONTROL_CHANNEL, Command, type Destination, encodeFrame, type Frame, frame } from '../../src/streams/frame.js';
 import { type FrameWriter, frameWriter } from '../../src/streams/frame-writer.js';

@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { concat, lastValueFrom, NEVER, type Observable, of, Subject, toArray } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Carrier, controlMasterCarrier, routeRedirected } from '../../src/direct.js';
-import type { Redirected } from '../../src/listener.js';
 import { ControlPool, type HandOff, handOff$ } from '../../src/transport/control-master.js';
+import type { Redirected } from '../../src/tunnel/listener.js';
+import { type Carrier, controlMasterCarrier, routeRedirected } from '../../src/tunnel/route-connections.js';
 import { unexpectedError } from '../support/unexpected-error.js';
 
 const DST = { family: 4 as const, address: '10.98.0.3', port: 80 };

@@ -3,7 +3,7 @@ import { type AddressInfo, createServer, connect as netConnect, type Socket } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { recv } from '../../src/libc.js';
+import { recv } from '../../src/os/libc.js';
 import { readIntoSharedBuffer, readWaiting } from '../../src/transport/socket-reads.js';
 import { socketPair as makeSocketPair } from './socket-pair.js';
 import { content, firstDifference } from './test-data.js';

@@ -20,7 +20,7 @@ import type {
 } from 'ssh2';
 import ssh2 from 'ssh2';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { TransportError } from '../../src/errors.js';
+import { TransportError } from '../../src/shared/errors.js';
 import type { HandOff } from '../../src/transport/control-master.js';
 import { checkHostKey, knownHostsNames, parseKnownHosts } from '../../src/transport/known-hosts.js';
 import { SLAB_BYTES } from '../../src/transport/read-slabs.js';

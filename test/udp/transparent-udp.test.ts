@@ -8,7 +8,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import fc from 'fast-check';
 import { BehaviorSubject, firstValueFrom, take, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { formatIp } from '../../src/ip.js';
+import { formatIp } from '../../src/shared/ip.js';
 import { UdpSocketError } from '../../src/udp/errors.js';
 import { ReplySocket } from '../../src/udp/reply-socket.js';
 import { decodeSockaddr, encodeSockaddr } from '../../src/udp/sockaddr.js';
