@@ -46,7 +46,7 @@ import type { FirewallEvent } from './firewall/client.js';
 import { type HostAddressRefusal, TunneledSubnets } from './firewall/host-address.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from './firewall/types.js';
 import { parseIp } from './ip.js';
-import type { Listener } from './listener.js';
+import { type Listener, LOCAL_DELIVERY } from './listener.js';
 import { addressLists, type NameAnswer, type NameEvent, namedRules, resolveNames$, startEvents, watchNames$ } from './name-rules.js';
 import type { TunnelOptions } from './options.js';
 import { encodeHostsRequest, type HostEntry, type Route } from './streams/discovery.js';
@@ -132,12 +132,21 @@ export function autoNetRules(routes: readonly Route[], rules: readonly SubnetRul
 export const listensOnIpv6 = (listener: Listener): boolean =>
   listener.servers.some((server) => (server.address() as AddressInfo | null)?.family === 'IPv6');
 
-/** Where REDIRECT sends DNS: 127.0.0.1 and ::1 for local traffic; the listen address in router mode. */
-function dnsHosts(listenHost: string): { v4: string; v6: string } {
-  const v4 = isIPv4(listenHost) ? listenHost : '127.0.0.1';
-  const v6 = isIPv6(listenHost) ? listenHost : v4 === '0.0.0.0' ? '::' : '::1';
+/**
+ * Where REDIRECT sends DNS: this machine's queries to 127.0.0.1 and ::1 whatever the listen
+ * address (LOCAL_DELIVERY: a DNS socket on 127.0.0.2 would hear none); forwarded ones (router
+ * mode) to the address they came to, which a wildcard listen address covers.
+ */
+export function dnsHosts(listenHost: string): { v4: string[]; v6: string[] } {
+  const local = (family: 4 | 6, own: boolean, wildcard: string): string[] =>
+    listenHost === wildcard ? [wildcard] : own && !isLoopbackAddress(listenHost) ? [listenHost, LOCAL_DELIVERY[family]] : [LOCAL_DELIVERY[family]];
+  const v4 = local(4, isIPv4(listenHost), '0.0.0.0');
+  // 0.0.0.0 (router mode) takes IPv6's forwarded queries on :: too.
+  const v6 = listenHost === '0.0.0.0' ? ['::'] : local(6, isIPv6(listenHost), '::');
   return { v4, v6 };
 }
+
+const isLoopbackAddress = (host: string): boolean => host.startsWith('127.') || host === '::1';
 
 /**
  * Where -N, -H and --dns get their answers: the node server over the session's control channel
@@ -239,8 +248,8 @@ export function discoveryClient(
       const where = dnsHosts(listener.host);
       const v4 = nameservers.filter((ns) => isIPv4(ns));
       const hostsFor = (servers: string[]) => [
-        ...(servers.some((ns) => isIPv4(ns)) ? [where.v4] : []),
-        ...(servers.some((ns) => isIPv6(ns)) ? [where.v6] : []),
+        ...(servers.some((ns) => isIPv4(ns)) ? where.v4 : []),
+        ...(servers.some((ns) => isIPv6(ns)) ? where.v6 : []),
       ];
       return bindDns(hostsFor(nameservers), listener.port + 1, listener.port).pipe(
         map((sockets) => ({ sockets, nameservers })),

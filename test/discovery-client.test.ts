@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   autoNetRules,
   discoveryClient,
+  dnsHosts,
   isWideRoute,
   REFUSED_HOSTS_WARNING_MS,
   refusedHostsWarning,
@@ -87,6 +88,22 @@ describe('autoNetRules (-N)', () => {
     );
     const many = Array.from({ length: 20 }, (_, i) => rule(`${i * 8}.0.0.0`, 5, false));
     expect(wideRoutesIgnored(many)).toMatch(/: 0\.0\.0\.0\/5, .*, 120\.0\.0\.0\/5 and 4 more \(--auto-nets-wide takes them\)$/);
+  });
+});
+
+describe('dnsHosts (--dns): where the DNS sockets listen', () => {
+  it.each([
+    ['127.0.0.1', ['127.0.0.1'], ['::1']],
+    // REDIRECT sends this machine's queries to 127.0.0.1 whatever -l says: a socket on 127.0.0.2 would hear none (issue 16, finding 1).
+    ['127.0.0.2', ['127.0.0.1'], ['::1']],
+    ['::1', ['127.0.0.1'], ['::1']],
+    ['0.0.0.0', ['0.0.0.0'], ['::']],
+    ['::', ['127.0.0.1'], ['::']],
+    // Router mode on one address: forwarded queries come to it, this machine's own to loopback.
+    ['192.168.1.5', ['192.168.1.5', '127.0.0.1'], ['::1']],
+    ['fd00::5', ['127.0.0.1'], ['fd00::5', '::1']],
+  ])('listening on %s: IPv4 %j, IPv6 %j', (host, v4, v6) => {
+    expect(dnsHosts(host)).toEqual({ v4, v6 });
   });
 });
 
