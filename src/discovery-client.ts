@@ -45,6 +45,7 @@ import type { TunnelEvent } from './events.js';
 import type { FirewallEvent } from './firewall/client.js';
 import { type HostAddressRefusal, TunneledSubnets } from './firewall/host-address.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from './firewall/types.js';
+import { MAX_RULES } from './firewall/validate.js';
 import { parseIp } from './ip.js';
 import { type Listener, LOCAL_DELIVERY } from './listener.js';
 import { addressLists, type NameAnswer, type NameEvent, namedRules, resolveNames$, startEvents, watchNames$ } from './name-rules.js';
@@ -295,15 +296,16 @@ export function discoveryClient(
 
   return {
     firewall$(base, start) {
-      const auto$: Observable<{ list: readonly Route[]; chosen: SubnetRule[]; ignored: SubnetRule[] } | null> = options.autoNets
+      const auto$: Observable<{ list: readonly Route[]; chosen: SubnetRule[]; ignored: SubnetRule[]; overflow: number } | null> = options.autoNets
         ? source.routes$.pipe(
             take(1),
             map((list) => {
               // What -N would take with --auto-nets-wide; without it, the wide ones are left out and named.
               const all = autoNetRules(list, base.rules, listensOnIpv6(listener), true);
-              return options.autoNetsWide
-                ? { list, chosen: all, ignored: [] }
-                : { list, chosen: all.filter((r) => !isWideRoute(r)), ignored: all.filter(isWideRoute) };
+              const taken = options.autoNetsWide ? all : all.filter((r) => !isWideRoute(r));
+              // The helper takes MAX_RULES rules in all: the routes beyond are left out (and counted).
+              const room = Math.max(0, MAX_RULES - base.rules.length);
+              return { list, chosen: taken.slice(0, room), ignored: options.autoNetsWide ? [] : all.filter(isWideRoute), overflow: Math.max(0, taken.length - room) };
             }),
           )
         : of(null);
@@ -326,6 +328,9 @@ export function discoveryClient(
             : EMPTY;
           const reported: TunnelEvent[] = auto ? [{ kind: 'routes', routes: auto.list, tunneled: auto.chosen.length }] : [];
           if (auto && auto.ignored.length > 0) reported.push({ kind: 'warning', message: wideRoutesIgnored(auto.ignored) });
+          if (auto && auto.overflow > 0) {
+            reported.push({ kind: 'warning', message: `-N: ${auto.overflow} of the server's routes left out: the firewall takes at most ${MAX_RULES} rules` });
+          }
           if (auto && !rules.some((r) => !r.exclude) && !extraRules.value.some((r) => !r.exclude) && !dns) {
             reported.push({ kind: 'warning', message: '-N: the server named no route to tunnel' });
           }

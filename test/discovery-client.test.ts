@@ -15,6 +15,7 @@ import {
 import type { TunnelEvent } from '../src/events.js';
 import type { FirewallEvent } from '../src/firewall/client.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from '../src/firewall/types.js';
+import { MAX_RULES } from '../src/firewall/validate.js';
 import type { Listener } from '../src/listener.js';
 import { resolveOptions } from '../src/options.js';
 import { render } from '../src/render.js';
@@ -264,6 +265,28 @@ describe('discoveryClient', () => {
     const { events, rules } = withRoutes(halves, true);
     expect(rules).toEqual([rule('10.99.0.2', 32, true), rule('0.0.0.0', 1, false), rule('128.0.0.0', 1, false), rule('10.98.0.0', 24, false)]);
     expect(events).toEqual([{ kind: 'routes', routes: halves, tunneled: 3 }]);
+  });
+
+  it('-N: routes beyond what the helper takes (MAX_RULES in all) are left out, counted in a warning (issue 16, finding 3)', () => {
+    const options = resolveOptions({ subnets: [], autoNets: true }, () => ['fw']);
+    const s = sessionDiscovery(options);
+    const d = discoveryClient(options, listener(12300), s.source);
+    const started: FirewallSetup[] = [];
+    const events: TunnelEvent[] = [];
+    // As many of the user's own as fit but two.
+    const full = { ...base(12300), rules: Array.from({ length: MAX_RULES - 2 }, (_, i) => rule(`10.${i >> 8}.${i & 255}.0`, 24, true)) };
+    d.firewall$(full, (setup) => {
+      started.push(setup);
+      return new Subject<FirewallEvent>();
+    }).subscribe({ next: (e) => events.push(e), error: unexpectedError });
+    const routes = [route('192.168.1.0', 24), route('192.168.2.0', 24), route('192.168.3.0', 24), route('192.168.4.0', 24)];
+    session(s, { kind: 'routes', routes });
+    expect(started[0]?.rules).toHaveLength(MAX_RULES);
+    expect(started[0]?.rules.slice(-2)).toEqual([rule('192.168.1.0', 24, false), rule('192.168.2.0', 24, false)]);
+    expect(events).toEqual([
+      { kind: 'routes', routes, tunneled: 2 },
+      { kind: 'warning', message: `-N: 2 of the server's routes left out: the firewall takes at most ${MAX_RULES} rules` },
+    ]);
   });
 
   describe('-H: only names whose address the firewall tunnels go to the helper (issue 17, finding 5)', () => {
