@@ -25,7 +25,7 @@ import { routeRedirected } from './direct.js';
 import { discoveryClient, listensOnIpv6, type StartFirewall, sessionDiscovery } from './discovery-client.js';
 import { type DnsKeeper, dnsKeeper } from './dns-keeper.js';
 import { errorMessage, TransportError, UsageError } from './errors.js';
-import type { TunnelEvent } from './events.js';
+import { ConnectionIds, channelEvent, flowEvent, type TunnelEvent } from './events.js';
 import { chooseMethod, firewall$, helperCommand } from './firewall/client.js';
 import { originalDestination } from './firewall/original-dst.js';
 import type { FirewallSetup, SubnetRule } from './firewall/types.js';
@@ -178,6 +178,8 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
       );
       const around: Session = {
         listener,
+        // One for the tunnel's life: no two connections or flows share an id, across paths and sessions.
+        ids: new ConnectionIds(),
         incoming$: incoming,
         startFirewall: keeper.start,
         bindDns: dns.bind,
@@ -223,6 +225,8 @@ function tunnel(options: TunnelOptions, listener: Listener, maxHandOffs: number)
 /** What one session gets from the tunnel around it. */
 interface Session {
   readonly listener: Listener;
+  /** Numbers every connection and flow the tunnel reports, whichever path and session carries it. */
+  readonly ids: ConnectionIds;
   /** Connections the firewall redirected, once this session routes them (`routing`). */
   readonly incoming$: Observable<Redirected>;
   readonly startFirewall: StartFirewall;
@@ -281,6 +285,8 @@ function nodeTunnel(
         })
       : null;
   const udp = udpOverSession(options, around, server.writer.blocked$);
+  // The mux counts its channels from 1 in each session: they get the tunnel's ids.
+  const channels = around.ids.renumbering();
   const session$ = session({
     role: 'client',
     recvWindow: DEFAULT_WINDOW,
@@ -302,14 +308,13 @@ function nodeTunnel(
             of<TunnelEvent>({ kind: 'connected', remote: where, window: event.hello.window }),
             merge(
               discovery.firewall$(setup, around.startFirewall),
-              routing$(around, routeRedirected(around.incoming$, link.carrier(), (r) => forMux.next(r), maxHandOffs)),
+              routing$(around, routeRedirected(around.incoming$, link.carrier(), (r) => forMux.next(r), maxHandOffs, around.ids)),
               udp.flows$,
             ),
           );
         case 'open':
-          return of({ kind: 'accept', id: event.id, source: event.source ?? '?', destination: event.destination });
         case 'close':
-          return of({ ...event, kind: 'close' });
+          return of(channelEvent(event, channels));
         case 'exit':
           return serverStopped(event.reason, where);
         case 'pong':
@@ -338,6 +343,8 @@ function udpOverSession(options: TunnelOptions, around: Session, blocked$: Obser
       ? EMPTY
       : defer(() => {
           const replies = new ReplySockets();
+          // Flow ids count from 1 in each session: the events get the tunnel's ids.
+          const flows = around.ids.renumbering();
           return around.datagrams$.pipe(
             udpFlows({ fromServer$: fromServer, writable$: blocked$.pipe(map((blocked) => !blocked)) }),
             mergeMap((output): Observable<TunnelEvent> => {
@@ -346,7 +353,7 @@ function udpOverSession(options: TunnelOptions, around: Session, blocked$: Obser
                 return EMPTY;
               }
               replies.take(output);
-              return output.kind === 'reply' ? EMPTY : of(output);
+              return output.kind === 'reply' ? EMPTY : of(flowEvent(output, flows));
             }),
             finalize(() => replies.closeAll()),
           );
@@ -382,7 +389,7 @@ function stockTunnel(options: TunnelOptions, around: Session, remote: StockRemot
         remote.ended$,
         stock.notices$,
         discovery.firewall$(setup, around.startFirewall),
-        routing$(around, routeRedirected(around.incoming$, remote.carrier, null)),
+        routing$(around, routeRedirected(around.incoming$, remote.carrier, null, Number.POSITIVE_INFINITY, around.ids)),
       ),
     ).pipe(finalize(() => stock.close()));
   });
