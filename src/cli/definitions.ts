@@ -122,7 +122,9 @@ export const CLI_SPEC: CliSpec = {
         '(plus ::1 when IPv6 subnets are tunneled). A bare port means 127.0.0.1, a bare address (or localhost) ' +
         'port 0, the first free port. IPv6 goes in brackets: [::1]:0. Several addresses, comma-separated, listen ' +
         'at once on one port (the rules redirect to one): -l 127.0.0.1:0,[::1]:0. An address beyond loopback ' +
-        '(0.0.0.0:0) also catches traffic this machine forwards (router mode).',
+        '(0.0.0.0:0) also catches traffic this machine forwards (router mode). The rules hand this machine\'s own ' +
+        'connections to 127.0.0.1 (::1) whatever the address, so it is listened on too when -l does not cover it; ' +
+        'the rules are per port: a second rxshuttle on the same port with another address fails at once.',
       group: 'tunnel',
       value: 'text',
     },

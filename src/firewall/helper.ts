@@ -4,7 +4,7 @@
  * Protocol (version 1; lines end with '\n'; docs/firewall-helper.md has the full text):
  *
  *   helper → client  HELLO rxshuttle-fw 1
- *   client → helper  one line of JSON: a FirewallSetup (at most 2 MiB)
+ *   client → helper  one line of JSON: a FirewallSetup (at most 3 MiB, 20 000 rules)
  *   helper → client  READY                    rules are installed
  *                or  ERROR <one-line reason>  nothing is installed; the helper exits non-zero
  *   client → helper  HOST <address> <name> (setup with hosts: -H) → OK once in /etc/hosts, or

@@ -30,7 +30,12 @@ const log = createDebug('rxshuttle:fw');
 
 /** The kill switch's chain for port P. */
 export const killSwitchChain = (port: number): string => `rxshuttle-ks-${port}`;
-const KILL_SWITCH_CHAIN = /^:(rxshuttle-ks-\d+) /;
+/** A kill switch's chain in iptables-save output: `rxshuttle-ks-` and a port (1..65535, no leading zero), nothing else. */
+const KILL_SWITCH_CHAIN = /^:(rxshuttle-ks-([1-9]\d{0,4})) /;
+const killSwitchChainIn = (line: string): string | null => {
+  const m = KILL_SWITCH_CHAIN.exec(line);
+  return m && Number(m[2]) <= 65535 ? (m[1] as string) : null;
+};
 
 /** iptables-restore input for one family, or null when nothing of that family is tunneled. */
 export function killSwitchScript(setup: FirewallSetup, family: IpFamily, ownerUid?: number): string | null {
@@ -84,7 +89,7 @@ export async function removeKillSwitch(family: IpFamily, run: RunCommand, port: 
   const saved = await table.save();
   const chains =
     port === null
-      ? saved.split('\n').flatMap((line) => KILL_SWITCH_CHAIN.exec(line)?.[1] ?? [])
+      ? saved.split('\n').flatMap((line) => killSwitchChainIn(line) ?? [])
       : [killSwitchChain(port)];
   let removed = false;
   for (const chain of chains) {

@@ -3,7 +3,7 @@
  * both sides so they cannot drift apart.
  */
 import { dirname, join } from 'node:path';
-import type { FirewallSetup } from './types.js';
+import type { FirewallSetup, SubnetRule } from './types.js';
 
 /** The helper's program, built next to the CLI (scripts/bundle.mjs; src/firewall/program.ts). */
 export const HELPER_SCRIPT = 'firewall-helper.cjs';
@@ -33,14 +33,18 @@ export const QUIT_LINE = 'QUIT';
 export const ERROR_PREFIX = 'ERROR ';
 /**
  * Longest line either side accepts. The longest setup line the helper's validator lets through
- * (MAX_RULES IPv6 rules with 39-character addresses, /128 and 5-digit port ranges, every
- * optional field at its longest) is about 1.27 MB; test/firewall/validate.test.ts checks that it
- * fits.
+ * (MAX_RULES, 20 000, IPv6 rules with 39-character addresses, /128 and 5-digit port ranges, every
+ * optional field at its longest) is about 2.54 MB; test/firewall/validate.test.ts checks that it
+ * fits. The helper reads one such line once (its parts, then the line, then the parsed setup:
+ * some tens of MiB at worst); every later line is held to MAX_RULES_LINE_BYTES.
  */
-export const MAX_LINE_BYTES = 2 * 1024 * 1024;
+export const MAX_LINE_BYTES = 3 * 1024 * 1024;
 
 /** The setup as the client sends it: one JSON line. */
 export const setupLine = (setup: FirewallSetup): string => `${JSON.stringify(setup)}\n`;
+
+/** The rules beyond the setup's as the client sends them: one RULES line. */
+export const rulesLine = (rules: readonly SubnetRule[]): string => `${RULES_PREFIX}${JSON.stringify(rules)}\n`;
 
 /** Squeezes a message onto one protocol line: no control characters, bounded length. */
 export function oneLine(message: string, maxLength = 500): string {

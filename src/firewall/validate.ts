@@ -11,8 +11,18 @@ import type { HostAddressRefusal, TunneledSubnets } from './host-address.js';
 import { RULES_PREFIX } from './protocol.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from './types.js';
 
-/** Far beyond any real command line; bounds the work a hostile client can cause. */
-export const MAX_RULES = 10_000;
+/**
+ * Subnets a user may give (command line, -s, -x, -X, each rule counted): a -s file of 10 000
+ * /128s, as sshuttle takes, fits. options.ts refuses more before anything starts.
+ */
+export const MAX_SUBNETS = 10_000;
+/** Rules the client adds to the user's: the ssh server's addresses (excluded), -N's routes. */
+export const MAX_DERIVED_RULES = 10_000;
+/**
+ * Rules of a setup: the user's and what the client adds. Bounds the work a hostile client can
+ * cause, and the setup line (MAX_LINE_BYTES).
+ */
+export const MAX_RULES = MAX_SUBNETS + MAX_DERIVED_RULES;
 /** Group ids 0 (root) and 2^32-1 ((gid_t)-1, "no group") make no sense as a bypass group. */
 export const MAX_GID = 2 ** 32 - 2;
 
@@ -27,17 +37,21 @@ const SETUP_REQUIRED = ['version', 'method', 'port', 'routerMode', 'rules'] as c
 const RULE_KEYS = ['family', 'address', 'prefix', 'portLow', 'portHigh', 'exclude'] as const;
 
 /** Parses and validates one setup line. Throws `SetupValidationError` with a one-line message. */
-export function parseSetupLine(line: string): FirewallSetup {
+export function parseSetupLine(line: string, maxRules: number = MAX_RULES): FirewallSetup {
   let value: unknown;
   try {
     value = JSON.parse(line);
   } catch {
     throw new SetupValidationError('setup is not valid JSON');
   }
-  return validateSetup(value);
+  return validateSetup(value, maxRules);
 }
 
-export function validateSetup(value: unknown): FirewallSetup {
+/**
+ * `maxRules`: the watchdog's kill switch carries a RULES line's rules too (MAX_RULES +
+ * MAX_EXTRA_RULES); a setup line, MAX_RULES.
+ */
+export function validateSetup(value: unknown, maxRules: number = MAX_RULES): FirewallSetup {
   const obj = record(value, 'setup');
   exactKeys(obj, 'setup', SETUP_KEYS, SETUP_REQUIRED);
   if (obj.version !== 1) fail('version', 'must be 1 (helper protocol version)');
@@ -45,7 +59,7 @@ export function validateSetup(value: unknown): FirewallSetup {
   const port = integer(obj.port, 'port', 1, 65535);
   if (typeof obj.routerMode !== 'boolean') fail('routerMode', 'must be a boolean');
   if (!Array.isArray(obj.rules)) fail('rules', 'must be an array');
-  if (obj.rules.length > MAX_RULES) fail('rules', `must have at most ${MAX_RULES} entries`);
+  if (obj.rules.length > maxRules) fail('rules', `must have at most ${maxRules} entries`);
   const rules = obj.rules.map((r: unknown, i: number) => validateRule(r, `rules[${i}]`));
   const setup: FirewallSetup = { version: 1, method: obj.method, port, routerMode: obj.routerMode, rules };
   if (Object.hasOwn(obj, 'bypassGid')) setup.bypassGid = integer(obj.bypassGid, 'bypassGid', 1, MAX_GID);

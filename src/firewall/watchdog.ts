@@ -32,7 +32,7 @@ import { lockPort, PortInUseError } from './port-lock.js';
 import { MAX_LINE_BYTES, oneLine } from './protocol.js';
 import { flushResolvedCache } from './resolved.js';
 import type { FirewallMethod, FirewallSetup } from './types.js';
-import { MAX_RULES_LINE_BYTES, parseSetupLine } from './validate.js';
+import { MAX_EXTRA_RULES, MAX_RULES, MAX_RULES_LINE_BYTES, parseSetupLine } from './validate.js';
 
 const log = createDebug('rxshuttle:fw');
 
@@ -121,8 +121,8 @@ function parseKillSwitch(value: unknown, port: number): WatchdogOrders['killSwit
   if (typeof o !== 'object' || Array.isArray(o) || !Object.keys(o).every((k) => k === 'setup' || k === 'ownerUid')) {
     throw new Error('malformed watchdog orders: killSwitch');
   }
-  // The same strict check as the helper's own input.
-  const setup = parseSetupLine(JSON.stringify(o.setup));
+  // The same strict check as the helper's own input; after a RULES line the kill switch blocks its rules too.
+  const setup = parseSetupLine(JSON.stringify(o.setup), MAX_RULES + MAX_EXTRA_RULES);
   if (setup.port !== port) throw new Error('malformed watchdog orders: killSwitch port');
   const uid = o.ownerUid;
   if (uid !== undefined && !(typeof uid === 'number' && Number.isInteger(uid) && uid > 0 && uid < 2 ** 32 - 1)) {

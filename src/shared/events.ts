@@ -2,6 +2,7 @@ import type { FirewallMethod, SubnetRule } from '../firewall/types.js';
 import type { CloseReason } from '../streams/channel.js';
 import type { Route } from '../streams/discovery.js';
 import type { Destination } from '../streams/frame.js';
+import type { MuxEvent } from '../streams/mux.js';
 import type { UdpFlowEvent } from '../streams/udp-flows.js';
 
 /** Everything a running tunnel reports. The CLI renders these; API users subscribe to them. */
@@ -78,3 +79,66 @@ export type TunnelEvent =
   | { readonly kind: 'host'; readonly name: string; readonly address: string };
 
 export type TunnelEventKind = TunnelEvent['kind'];
+
+/**
+ * Numbers what a tunnel reports by id: its TCP connections ('accept' and 'close', whichever path
+ * carries them: ssh's own channels, the mux, stock-sshd's channels) and its UDP flows ('udp-open',
+ * 'udp-drop', 'udp-close'). One counter per tunnel (tunnel/tunnel.ts makes it and hands it to every
+ * path and session), so no two of them ever carry the same id, live or not: the mux's channel ids
+ * and the flows' ids are the wire protocol's, counted from 1 in each session, and ssh's hand-offs
+ * had a counter of their own, so `#1` could be two connections at once.
+ */
+export class ConnectionIds {
+  #next = 1;
+
+  /** A new id. */
+  next(): number {
+    return this.#next++;
+  }
+
+  /** For a path that numbers its own (a session's channels or flows): its ids to the tunnel's, from open to close. */
+  renumbering(): Renumbering {
+    const ids = new Map<number, number>();
+    const opened = (own: number) => {
+      const id = this.next();
+      ids.set(own, id);
+      return id;
+    };
+    const of = (own: number) => ids.get(own) ?? opened(own);
+    const closed = (own: number) => {
+      const id = of(own);
+      ids.delete(own);
+      return id;
+    };
+    return { opened, of, closed };
+  }
+}
+
+export interface Renumbering {
+  /** One of the path's opened: its id in the tunnel. */
+  opened(own: number): number;
+  /** The tunnel's id of one that is open (one never seen open gets a new one). */
+  of(own: number): number;
+  /** One of the path's ended: its id in the tunnel, forgotten here. */
+  closed(own: number): number;
+}
+
+/** A session's mux 'open' or 'close' (channel ids) as the tunnel's 'accept' or 'close'. */
+export function channelEvent(event: Extract<MuxEvent, { kind: 'open' | 'close' }>, channels: Renumbering): TunnelEvent {
+  if (event.kind === 'open') {
+    return { kind: 'accept', id: channels.opened(event.id), source: event.source ?? '?', destination: event.destination };
+  }
+  return { ...event, kind: 'close', id: channels.closed(event.id) };
+}
+
+/** A session's UDP flow event (the flows' ids) with the tunnel's id. */
+export function flowEvent(event: UdpFlowEvent, flows: Renumbering): UdpFlowEvent {
+  switch (event.kind) {
+    case 'udp-open':
+      return { ...event, id: flows.opened(event.id) };
+    case 'udp-drop':
+      return { ...event, id: flows.of(event.id) };
+    case 'udp-close':
+      return { ...event, id: flows.closed(event.id) };
+  }
+}

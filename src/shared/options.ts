@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { collapseIPv6Number, IPv4CidrRange, IPv6CidrRange } from 'ip-num';
 import type { SubnetRule } from '../firewall/types.js';
+import { MAX_SUBNETS } from '../firewall/validate.js';
 import { errnoWords } from '../os/errno.js';
 import { isValidHostName } from '../streams/discovery.js';
 import type { Destination } from '../streams/frame.js';
@@ -186,6 +187,9 @@ export function resolveOptions(options: ConnectOptions, defaultFirewallCommand: 
   // IPv6 excludes exclude nothing without IPv6 rules: left out.
   const subnets = given.filter((s): s is SubnetRule => !isNamedSubnet(s) && !(disableIpv6 && s.family === 6));
   const names = given.filter(isNamedSubnet);
+  if (subnets.length > MAX_SUBNETS) {
+    throw new UsageError(`too many subnets: ${subnets.length} given (the command line, -s, -x and -X together), at most ${MAX_SUBNETS}`);
+  }
   if (names.length > MAX_NAMED_SUBNETS) throw new UsageError(`at most ${MAX_NAMED_SUBNETS} host names as subnets (${names.length} given)`);
   const dns = resolveDns(options);
   const autoNets = options.autoNets ?? false;

@@ -21,7 +21,7 @@ import { formatDestination } from '../streams/destination.js';
 
 export type TunnelState = 'connecting' | 'connected' | 'reconnecting' | 'stopping';
 
-/** One open connection, for `status -v`. `via: 'ssh'`: carried by ssh in a channel of its own (ids are counted apart). */
+/** One open connection, for `status -v`. `via: 'ssh'`: carried by ssh in a channel of its own. `id`: the tunnel's (events.ts ConnectionIds), whichever path carries it. */
 export interface OpenConnection {
   readonly id: number;
   readonly via?: 'ssh';

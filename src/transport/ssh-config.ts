@@ -21,6 +21,8 @@ export interface ResolvedSshConfig {
   readonly proxyCommand: string | undefined;
   readonly connectTimeoutMs: number | undefined;
   readonly batchMode: boolean;
+  /** CanonicalizeHostname yes or always: ssh may find the host under a name of its own making. */
+  readonly canonicalizeHostname?: boolean;
 }
 
 export interface SshGEnvironment {
@@ -106,5 +108,6 @@ export function parseSshG(stdout: string, env: SshGEnvironment): ResolvedSshConf
     proxyCommand: unlessNone('proxycommand'),
     connectTimeoutMs: timeout === undefined ? undefined : Number(timeout) * 1000,
     batchMode: flag('batchmode'),
+    canonicalizeHostname: ['yes', 'true', 'always'].includes(values.get('canonicalizehostname') ?? ''),
   };
 }

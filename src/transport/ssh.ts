@@ -3,7 +3,9 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { homedir, userInfo } from 'node:os';
 import { promisify } from 'node:util';
+import { TransportError } from '../shared/errors.js';
 import { parseRemote, type RemoteSpec } from '../shared/options.js';
+import { printable } from '../shared/printable.js';
 import { ExecOutput, type ExecResult } from './exec-output.js';
 import { parseSshG, type ResolvedSshConfig } from './ssh-config.js';
 import { remoteCommand } from './stub.js';
@@ -30,16 +32,60 @@ export interface SshHostInfo {
   readonly config?: ResolvedSshConfig;
 }
 
-export async function sshHostInfo(sshCommand: readonly string[], remote: RemoteSpec): Promise<SshHostInfo> {
-  const config = await resolveConfig(sshCommand, remote);
+/** How sshHostInfo finds things out (tests inject their own). */
+export interface HostLookups {
+  /** `ssh -G` for a destination; undefined when the command is not OpenSSH. */
+  readonly sshG?: (sshCommand: readonly string[], remote: RemoteSpec) => Promise<ResolvedSshConfig | undefined>;
+  /** Every address of a host name (dns.lookup, as ssh's getaddrinfo); rejects when there is none. */
+  readonly lookup?: (hostname: string) => Promise<string[]>;
+}
+
+const lookupAll = async (hostname: string): Promise<string[]> => (await lookup(hostname, { all: true })).map((entry) => entry.address);
+
+/**
+ * Throws a TransportError when the host ssh connects to first has no address: ssh would look the
+ * name up again and fail the same way, after as long again (issue 16, finding 5: an unknown host
+ * took twice as long to fail as with ssh alone). Only where ssh itself looks the name up from
+ * here: OpenSSH (`ssh -G` answered), no ProxyCommand (the proxy reaches the host), no
+ * CanonicalizeHostname (ssh may find the name under another). Otherwise the addresses are only
+ * for the rules, and none found means no exclude.
+ */
+export async function sshHostInfo(sshCommand: readonly string[], remote: RemoteSpec, lookups: HostLookups = {}): Promise<SshHostInfo> {
+  const sshG = lookups.sshG ?? resolveConfig;
+  const config = await sshG(sshCommand, remote);
   const found = { openssh: config !== undefined, ...(config ? { config } : {}) };
   // With ProxyJump, ssh connects from here only to the first jump host; the rest is reached
   // through it. That address must escape the rules (and the target's need not).
   const jump = config?.proxyJump ? firstJumpHop(config.proxyJump) : undefined;
-  const direct = jump
-    ? ((await resolveConfig(jumpCommand(sshCommand), jump))?.hostname ?? jump.host)
-    : (config?.hostname ?? remote.host);
-  return { addresses: await addressesOf(direct), ...found };
+  const jumpConfig = jump ? await sshG(jumpCommand(sshCommand), jump) : undefined;
+  const direct = jump ? (jumpConfig?.hostname ?? jump.host) : (config?.hostname ?? remote.host);
+  // What ssh connects to first, as ssh sees it: the jump host's configuration, or the target's.
+  const first = jump ? jumpConfig : config;
+  if (isIP(direct)) return { addresses: [direct], ...found };
+  try {
+    return { addresses: await (lookups.lookup ?? lookupAll)(direct), ...found };
+  } catch (err) {
+    if (first !== undefined && first.proxyCommand === undefined && !first.canonicalizeHostname) {
+      throw new TransportError('RXS_ERR_SSH', `ssh to ${remote.host} failed: ${unresolved(direct, err)}`);
+    }
+    return { addresses: [], ...found };
+  }
+}
+
+/** What ssh says when getaddrinfo fails, in its words (glibc's gai_strerror for Node's codes). */
+function unresolved(hostname: string, err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  const why =
+    code === 'ENOTFOUND'
+      ? 'Name or service not known'
+      : code === 'EAI_AGAIN'
+        ? 'Temporary failure in name resolution'
+        : code === 'EAI_FAIL'
+          ? 'Non-recoverable failure in name resolution'
+          : code === 'ENODATA'
+            ? 'No address associated with hostname'
+            : printable(err instanceof Error ? err.message : String(err));
+  return `Could not resolve hostname ${hostname}: ${why}`;
 }
 
 /** ssh reaches a jump host with its config file (-F) but without the command line's other options. */
@@ -64,15 +110,6 @@ async function resolveConfig(sshCommand: readonly string[], remote: RemoteSpec):
     return parseSshG(stdout, { home: homedir(), localUser: userInfo().username, originalHost: remote.host });
   } catch {
     return undefined;
-  }
-}
-
-async function addressesOf(hostname: string): Promise<string[]> {
-  if (isIP(hostname)) return [hostname];
-  try {
-    return (await lookup(hostname, { all: true })).map((entry) => entry.address);
-  } catch {
-    return [];
   }
 }
 

@@ -1,6 +1,7 @@
+import type { LookupAddress } from 'node:dns';
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { connect as netConnect, type Socket } from 'node:net';
+import { isIP, type LookupFunction, connect as netConnect, type Socket } from 'node:net';
 import createDebug from 'debug';
 import { catchError, concat, defer, EMPTY, Observable } from 'rxjs';
 import type { AnyAuthMethod, Client, ClientChannel, ConnectConfig, NextAuthHandler } from 'ssh2';
@@ -152,7 +153,30 @@ export interface Ssh2Keepalive {
  * Opens and authenticates the ssh connection; unsubscribing ends it. Errors are one-line
  * TransportErrors that say what to do (unknown host key, no usable key, unreachable host).
  */
-export function ssh2Connection$(config: ResolvedSshConfig, where: string, keepalive?: Ssh2Keepalive): Observable<Ssh2Connection> {
+/**
+ * A `lookup` for net.connect that answers with addresses found already (sshHostInfo), so the
+ * host name is not looked up a second time.
+ */
+export function knownAddresses(addresses: readonly string[]): LookupFunction {
+  return (hostname, options, callback) => {
+    const found = addresses.map((address) => ({ address, family: isIP(address) })).filter((a) => !options.family || a.family === options.family);
+    const [first] = found;
+    if (first === undefined) {
+      const err: NodeJS.ErrnoException = Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND', hostname });
+      callback(err, '', 0);
+    } else if (options.all) {
+      (callback as unknown as (err: null, all: LookupAddress[]) => void)(null, found);
+    } else {
+      callback(null, first.address, first.family);
+    }
+  };
+}
+
+/**
+ * `addresses`: where config.hostname is, as sshHostInfo found it (connected to without looking
+ * the name up again); empty: net.connect looks it up.
+ */
+export function ssh2Connection$(config: ResolvedSshConfig, where: string, keepalive?: Ssh2Keepalive, addresses: readonly string[] = []): Observable<Ssh2Connection> {
   return new Observable<Ssh2Connection>((subscriber) => {
     const unsuitable = ssh2Unsuitable(config);
     if (unsuitable) {
@@ -186,6 +210,7 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string, keepal
     const socket: Socket = netConnect({
       host: config.hostname,
       port: config.port,
+      ...(addresses.length > 0 ? { lookup: knownAddresses(addresses) } : {}),
       onread: {
         buffer: inbound.nextBuffer,
         callback: (bytes: number) => {

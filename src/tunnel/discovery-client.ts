@@ -41,6 +41,7 @@ import {
 } from 'rxjs';
 import { type HostAddressRefusal, TunneledSubnets } from '../firewall/host-address.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from '../firewall/types.js';
+import { MAX_RULES } from '../firewall/validate.js';
 import { errorMessage, UsageError } from '../shared/errors.js';
 import type { TunnelEvent } from '../shared/events.js';
 import { parseIp } from '../shared/ip.js';
@@ -51,7 +52,7 @@ import { CONTROL_CHANNEL, Command, type Frame, frame } from '../streams/frame.js
 import type { SessionEvent } from '../streams/session.js';
 import { type DnsSockets, dnsCapture$, dnsSockets$, resolvConfNameservers } from './dns-capture.js';
 import type { FirewallEvent } from './firewall-client.js';
-import type { Listener } from './listener.js';
+import { type Listener, LOCAL_DELIVERY } from './listener.js';
 import { addressLists, type NameAnswer, type NameEvent, namedRules, resolveNames$, startEvents, watchNames$ } from './name-rules.js';
 
 /** How long a captured query waits for the server (which itself gives up after 12 s). */
@@ -132,12 +133,21 @@ export function autoNetRules(routes: readonly Route[], rules: readonly SubnetRul
 export const listensOnIpv6 = (listener: Listener): boolean =>
   listener.servers.some((server) => (server.address() as AddressInfo | null)?.family === 'IPv6');
 
-/** Where REDIRECT sends DNS: 127.0.0.1 and ::1 for local traffic; the listen address in router mode. */
-function dnsHosts(listenHost: string): { v4: string; v6: string } {
-  const v4 = isIPv4(listenHost) ? listenHost : '127.0.0.1';
-  const v6 = isIPv6(listenHost) ? listenHost : v4 === '0.0.0.0' ? '::' : '::1';
+/**
+ * Where REDIRECT sends DNS: this machine's queries to 127.0.0.1 and ::1 whatever the listen
+ * address (LOCAL_DELIVERY: a DNS socket on 127.0.0.2 would hear none); forwarded ones (router
+ * mode) to the address they came to, which a wildcard listen address covers.
+ */
+export function dnsHosts(listenHost: string): { v4: string[]; v6: string[] } {
+  const local = (family: 4 | 6, own: boolean, wildcard: string): string[] =>
+    listenHost === wildcard ? [wildcard] : own && !isLoopbackAddress(listenHost) ? [listenHost, LOCAL_DELIVERY[family]] : [LOCAL_DELIVERY[family]];
+  const v4 = local(4, isIPv4(listenHost), '0.0.0.0');
+  // 0.0.0.0 (router mode) takes IPv6's forwarded queries on :: too.
+  const v6 = listenHost === '0.0.0.0' ? ['::'] : local(6, isIPv6(listenHost), '::');
   return { v4, v6 };
 }
+
+const isLoopbackAddress = (host: string): boolean => host.startsWith('127.') || host === '::1';
 
 /**
  * Where -N, -H and --dns get their answers: the node server over the session's control channel
@@ -239,8 +249,8 @@ export function discoveryClient(
       const where = dnsHosts(listener.host);
       const v4 = nameservers.filter((ns) => isIPv4(ns));
       const hostsFor = (servers: string[]) => [
-        ...(servers.some((ns) => isIPv4(ns)) ? [where.v4] : []),
-        ...(servers.some((ns) => isIPv6(ns)) ? [where.v6] : []),
+        ...(servers.some((ns) => isIPv4(ns)) ? where.v4 : []),
+        ...(servers.some((ns) => isIPv6(ns)) ? where.v6 : []),
       ];
       return bindDns(hostsFor(nameservers), listener.port + 1, listener.port).pipe(
         map((sockets) => ({ sockets, nameservers })),
@@ -286,15 +296,16 @@ export function discoveryClient(
 
   return {
     firewall$(base, start) {
-      const auto$: Observable<{ list: readonly Route[]; chosen: SubnetRule[]; ignored: SubnetRule[] } | null> = options.autoNets
+      const auto$: Observable<{ list: readonly Route[]; chosen: SubnetRule[]; ignored: SubnetRule[]; overflow: number } | null> = options.autoNets
         ? source.routes$.pipe(
             take(1),
             map((list) => {
               // What -N would take with --auto-nets-wide; without it, the wide ones are left out and named.
               const all = autoNetRules(list, base.rules, listensOnIpv6(listener), true);
-              return options.autoNetsWide
-                ? { list, chosen: all, ignored: [] }
-                : { list, chosen: all.filter((r) => !isWideRoute(r)), ignored: all.filter(isWideRoute) };
+              const taken = options.autoNetsWide ? all : all.filter((r) => !isWideRoute(r));
+              // The helper takes MAX_RULES rules in all: the routes beyond are left out (and counted).
+              const room = Math.max(0, MAX_RULES - base.rules.length);
+              return { list, chosen: taken.slice(0, room), ignored: options.autoNetsWide ? [] : all.filter(isWideRoute), overflow: Math.max(0, taken.length - room) };
             }),
           )
         : of(null);
@@ -317,6 +328,9 @@ export function discoveryClient(
             : EMPTY;
           const reported: TunnelEvent[] = auto ? [{ kind: 'routes', routes: auto.list, tunneled: auto.chosen.length }] : [];
           if (auto && auto.ignored.length > 0) reported.push({ kind: 'warning', message: wideRoutesIgnored(auto.ignored) });
+          if (auto && auto.overflow > 0) {
+            reported.push({ kind: 'warning', message: `-N: ${auto.overflow} of the server's routes left out: the firewall takes at most ${MAX_RULES} rules` });
+          }
           if (auto && !rules.some((r) => !r.exclude) && !extraRules.value.some((r) => !r.exclude) && !dns) {
             reported.push({ kind: 'warning', message: '-N: the server named no route to tunnel' });
           }

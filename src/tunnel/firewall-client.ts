@@ -21,11 +21,12 @@ import {
   oneLine,
   QUIT_LINE,
   READY_LINE,
-  RULES_PREFIX,
+  rulesLine,
   setupLine,
 } from '../firewall/protocol.js';
 import { RESTRICTED_FLAG } from '../firewall/restricted.js';
 import type { FirewallMethod, FirewallSetup, HostsEntry, SubnetRule } from '../firewall/types.js';
+import { MAX_RULES, MAX_SUBNETS } from '../firewall/validate.js';
 
 const log = createDebug('rxshuttle:fw');
 
@@ -52,6 +53,10 @@ export type FirewallEvent = 'ready' | { readonly kind: 'warning'; readonly messa
 
 /** Hosts entries waiting for the helper (before READY, or while its stdin is full), at most. */
 export const MAX_WAITING_HOSTS = 10_000;
+
+/** Why a setup with `count` rules cannot go to the helper. */
+export const tooManyRules = (count: number): string =>
+  `too many firewall rules: ${count}, at most ${MAX_RULES} (${MAX_SUBNETS} subnets given, plus the ssh server's addresses and -N's routes)`;
 
 /** How many of the helper's last stderr lines are kept to explain a failure. */
 const STDERR_TAIL = 5;
@@ -162,6 +167,11 @@ export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Ob
       subscriber.error(new FirewallError('firewall helper command is empty'));
       return;
     }
+    // The helper would refuse it (validate.ts) after sudo and its start: say so at once, in numbers.
+    if (setup.rules.length > MAX_RULES) {
+      subscriber.error(new FirewallError(tooManyRules(setup.rules.length)));
+      return;
+    }
     const fail = (message: string) => {
       if (!subscriber.closed) subscriber.error(new FirewallError(message));
     };
@@ -215,7 +225,7 @@ export function firewall$(setup: FirewallSetup, opts: FirewallClientOptions): Ob
       rulesInFlight = true;
       answering.push('rules');
       log('→ RULES (%d)', latestRules.length);
-      child.stdin.write(`${RULES_PREFIX}${JSON.stringify(latestRules)}\n`);
+      child.stdin.write(rulesLine(latestRules));
     };
     const becomeReady = () => {
       state = 'ready';

@@ -19,8 +19,8 @@ const PORT_SEARCH = 100;
 
 export interface Listener {
   /**
-   * One server per address: those of -l (default 127.0.0.1), and the IPv6 twin of the first
-   * when IPv6 subnets are tunneled and -l names no IPv6 address.
+   * One server per address: those of -l (default 127.0.0.1), and those the rules deliver this
+   * machine's connections to when -l does not cover them (listenHosts).
    */
   readonly servers: readonly Server[];
   /** The address that says what is caught: the first beyond loopback (router mode), else the first. */
@@ -28,40 +28,67 @@ export interface Listener {
   readonly port: number;
 }
 
-function tryListen(host: string, port: number): Promise<Server> {
+/** `ipv6Only`: a `::` listener beside an IPv4 one must leave IPv4 to it (dual-stack, both would want 0.0.0.0's share). */
+function tryListen(host: string, port: number, ipv6Only: boolean): Promise<Server> {
   return new Promise((resolve, reject) => {
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
     server.once('error', reject);
-    server.listen({ host, port, backlog: BACKLOG }, () => {
+    server.listen({ host, port, backlog: BACKLOG, ...(ipv6Only ? { ipv6Only } : {}) }, () => {
       server.off('error', reject);
       resolve(server);
     });
   });
 }
 
-/** The IPv6 twin of an IPv4 listen address: ip6tables REDIRECTs to ::1 (or any address in router mode). */
-const ipv6Twin = (host: string): string => (host.startsWith('127.') ? '::1' : host === '0.0.0.0' ? '::' : host);
-
 const isLoopback = (host: string): boolean => host.startsWith('127.') || host === '::1';
 
-/** The addresses to listen on: those of spec, and the IPv6 twin of the first when `ipv6` needs one. */
-export function listenHosts(spec: ListenSpec, ipv6: boolean | 'if-available'): string[] {
-  const hosts = [spec.host, ...(spec.more ?? [])];
-  const needsTwin = ipv6 !== false && isIPv4(spec.host) && !hosts.some((host) => isIPv6(host));
-  return needsTwin ? [...hosts, ipv6Twin(spec.host)] : hosts;
-}
+/**
+ * Where the rules deliver this machine's own connections, whatever -l says: REDIRECT (nat, nft)
+ * rewrites their destination to 127.0.0.1 (::1 for IPv6), and TPROXY hands them to the listener
+ * on 127.0.0.1 (::1) (firewall/tproxy.ts). Only forwarded traffic (router mode) comes to the
+ * address it arrived at.
+ */
+export const LOCAL_DELIVERY = { 4: '127.0.0.1', 6: '::1' } as const;
 
 /**
- * Listens on every address of spec (and the IPv6 twin when `ipv6`), all on one port: the rules
- * redirect to one. Port 0 takes the first port from 12300 upwards that is free on every address,
- * as sshuttle does.
+ * What to listen on: the addresses of -l; the IPv6 twin of the first when `ipv6` needs one and
+ * -l names no IPv6 address (`::` for 0.0.0.0, else ::1); and 127.0.0.1 (and ::1 with `ipv6`)
+ * unless an address already covers it, since the rules deliver this machine's connections there
+ * (LOCAL_DELIVERY). That last one also makes the port ours: the rules, their chain and the
+ * helper's lock are named by the port alone, so a second instance on the same port with another
+ * address (`-l 127.0.0.2:12300` beside a `-l 127.0.0.1:12300`) could only be refused, or take
+ * the other's connections; it fails here instead, at once, and port 0 skips the port. `optional`:
+ * the addresses that may be left out when the system has no IPv6 (`ipv6` 'if-available').
+ */
+export function listenPlan(spec: ListenSpec, ipv6: boolean | 'if-available'): { hosts: string[]; optional: string[] } {
+  const hosts = [spec.host, ...(spec.more ?? [])];
+  const added: string[] = [];
+  const add = (host: string) => {
+    if (hosts.includes(host)) return;
+    hosts.push(host);
+    added.push(host);
+  };
+  if (ipv6 !== false && isIPv4(spec.host) && !hosts.some((host) => isIPv6(host))) add(spec.host === '0.0.0.0' ? '::' : LOCAL_DELIVERY[6]);
+  // `::` takes IPv4 too only when it listens alone among IPv4 addresses (tryListen).
+  const v4Covered = hosts.some((host) => host === LOCAL_DELIVERY[4] || host === '0.0.0.0' || (host === '::' && !hosts.some((h) => isIPv4(h))));
+  if (!v4Covered) add(LOCAL_DELIVERY[4]);
+  if (ipv6 !== false && !hosts.some((host) => host === LOCAL_DELIVERY[6] || host === '::')) add(LOCAL_DELIVERY[6]);
+  return { hosts, optional: ipv6 === 'if-available' ? added.filter((host) => isIPv6(host)) : [] };
+}
+
+/** The addresses to listen on (listenPlan). */
+export const listenHosts = (spec: ListenSpec, ipv6: boolean | 'if-available'): string[] => listenPlan(spec, ipv6).hosts;
+
+/**
+ * Listens on every address of listenPlan, all on one port: the rules redirect to one. Port 0
+ * takes the first port from 12300 upwards that is free on every address, as sshuttle does.
  */
 export async function listen(spec: ListenSpec, ipv6: boolean | 'if-available' = false): Promise<Listener> {
   const candidates =
     spec.port === 0 ? Array.from({ length: PORT_SEARCH }, (_, i) => DEFAULT_LISTEN_PORT + i) : [spec.port];
-  let hosts = listenHosts(spec, ipv6);
-  // Host names as subnets may resolve to IPv6 addresses, or not: without IPv6 here, they take only IPv4 ones.
-  const twin = ipv6 === 'if-available' && hosts.length > 1 + (spec.more?.length ?? 0) ? hosts.at(-1) : undefined;
+  const plan = listenPlan(spec, ipv6);
+  let hosts = plan.hosts;
+  const given = 1 + (spec.more?.length ?? 0);
   // Router mode is decided by the listener's host (tunnel/tunnel.ts): any address beyond loopback means it.
   const host = hosts.find((h) => !isLoopback(h)) ?? spec.host;
   let lastError: unknown;
@@ -72,12 +99,13 @@ export async function listen(spec: ListenSpec, ipv6: boolean | 'if-available' = 
     try {
       for (const address of hosts) {
         try {
-          servers.push(await tryListen(address, port));
+          servers.push(await tryListen(address, port, address === '::' && hosts.some((h) => isIPv4(h))));
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
-          if (address !== twin || (code !== 'EADDRNOTAVAIL' && code !== 'EAFNOSUPPORT')) throw err;
+          // Host names as subnets may resolve to IPv6 addresses, or not: without IPv6 here, they take only IPv4 ones.
+          if (!plan.optional.includes(address) || (code !== 'EADDRNOTAVAIL' && code !== 'EAFNOSUPPORT')) throw err;
           debug('not listening on %s: %s', address, code);
-          hosts = hosts.filter((h) => h !== twin);
+          hosts = hosts.filter((h) => h !== address);
         }
       }
       for (const server of servers) {
@@ -98,7 +126,9 @@ export async function listen(spec: ListenSpec, ipv6: boolean | 'if-available' = 
   }
   const where = hosts.map((h) => (isIPv6(h) ? `[${h}]` : h)).join(', ');
   const ports = lastPort === candidates[0] ? `port ${lastPort}` : `ports ${candidates[0]} to ${lastPort}`;
-  throw new ListenError(`cannot listen on ${where}, ${ports}: ${errnoWords(lastError)} (-l/--listen chooses another)`);
+  // 127.0.0.1 when -l did not name it: why it is listened on too.
+  const why = hosts.slice(given).includes(LOCAL_DELIVERY[4]) ? `; ${LOCAL_DELIVERY[4]} too, where the rules deliver this machine's connections` : '';
+  throw new ListenError(`cannot listen on ${where}, ${ports}: ${errnoWords(lastError)} (-l/--listen chooses another${why})`);
 }
 
 /** A socket the firewall redirected to us, with where it was going. Still paused. */

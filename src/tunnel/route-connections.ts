@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import createDebug from 'debug';
 import { defer, EMPTY, finalize, ignoreElements, mergeMap, type Observable, of, tap } from 'rxjs';
-import type { TunnelEvent } from '../shared/events.js';
+import { ConnectionIds, type TunnelEvent } from '../shared/events.js';
 import type { Destination } from '../streams/frame.js';
 import { resetSocket } from '../streams/socket-end.js';
 import { ControlPool, type HandOff, halfCloseHandOff$, handOff$ } from '../transport/control-master.js';
@@ -46,6 +46,8 @@ export function routeRedirected(
   toMux: ((redirected: Redirected) => void) | null,
   /** Connections ssh may carry at once (its descriptors); beyond, new ones go to the mux. */
   maxHandOffs = Number.POSITIVE_INFINITY,
+  /** The tunnel's ids (events.ts), shared with the mux's connections and the UDP flows. */
+  ids: ConnectionIds = new ConnectionIds(),
 ): Observable<TunnelEvent> {
   if (carrier === null) {
     if (toMux === null) throw new TypeError('routeRedirected: nothing to carry the connections');
@@ -53,7 +55,7 @@ export function routeRedirected(
   }
   return defer(() => {
     const opened = carrier();
-    return handOffAll(redirected$, opened, toMux, maxHandOffs).pipe(finalize(() => opened.close()));
+    return handOffAll(redirected$, opened, toMux, maxHandOffs, ids).pipe(finalize(() => opened.close()));
   });
 }
 
@@ -62,12 +64,12 @@ function handOffAll(
   carrier: Carrier,
   toMux: ((redirected: Redirected) => void) | null,
   maxHandOffs: number,
+  ids: ConnectionIds,
 ): Observable<TunnelEvent> {
   let active = 0;
   let refusedInARow = 0;
   let everOpened = false;
   let enabled = true;
-  let nextId = 1;
   return redirected$.pipe(
     mergeMap((redirected) => {
       if (toMux !== null && (!enabled || active >= maxHandOffs)) {
@@ -75,7 +77,7 @@ function handOffAll(
         return EMPTY;
       }
       active++;
-      const id = nextId++;
+      const id = ids.next();
       const { socket, destination, source } = redirected;
       // 'pending' until ssh answers; after 'refused' the socket is the mux's and must stay open.
       let owner: 'pending' | 'ssh' | 'mux' = 'pending';

@@ -136,7 +136,8 @@ export function serverLink$(
     options.keepalive > 0
       ? { intervalMs: options.keepalive * 1000, misses: KEEPALIVE_MISSES, lost: keepaliveLost(where, options.keepalive) }
       : undefined;
-  const viaSsh2$ = ssh2Connection$(config, where, keepalive).pipe(
+  // The addresses sshHostInfo found are config.hostname's (ssh2 takes no ProxyJump): not looked up again.
+  const viaSsh2$ = ssh2Connection$(config, where, keepalive, host.addresses).pipe(
     switchMap((connection) => {
       debug('ssh2: authenticated with %s', connection.authenticatedWith);
       const receiveWindow = options.latencyControl ? LATENCY_CONTROL_WINDOW : null;

@@ -1,6 +1,6 @@
 import { concat, EMPTY, from, mergeMap, type Observable, type OperatorFunction, of, throwError } from 'rxjs';
 import { TransportError } from '../shared/errors.js';
-import type { TunnelEvent } from '../shared/events.js';
+import { channelEvent, type Renumbering, type TunnelEvent } from '../shared/events.js';
 import { printable, printableLines } from '../shared/printable.js';
 import type { Hello } from '../streams/handshake.js';
 import type { SessionEvent } from '../streams/session.js';
@@ -10,6 +10,8 @@ import type { UdpMessage } from '../streams/udp.js';
 export interface SessionHandlers {
   /** The remote host, for messages. */
   readonly where: string;
+  /** The mux's channel ids (from 1 in each session) as the tunnel's connection ids. */
+  readonly channels: Renumbering;
   /** Starts what needs a greeted server: the firewall, routing connections, UDP flows. */
   readonly afterHello: (hello: Hello) => Observable<TunnelEvent>;
   /** A UDP message from the server (--method tproxy). */
@@ -31,9 +33,8 @@ export const sessionEvents = (handlers: SessionHandlers): OperatorFunction<Sessi
       case 'hello':
         return concat(of<TunnelEvent>({ kind: 'connected', remote: handlers.where, window: event.hello.window }), handlers.afterHello(event.hello));
       case 'open':
-        return of({ kind: 'accept', id: event.id, source: event.source ?? '?', destination: event.destination });
       case 'close':
-        return of({ ...event, kind: 'close' });
+        return of(channelEvent(event, handlers.channels));
       case 'exit':
         return serverStopped(event.reason, handlers.where);
       case 'pong':

@@ -27,7 +27,7 @@ import {
 } from 'rxjs';
 import type { FirewallMethod, FirewallSetup, SubnetRule } from '../firewall/types.js';
 import { errorMessage, TransportError, UsageError } from '../shared/errors.js';
-import type { TunnelEvent } from '../shared/events.js';
+import { ConnectionIds, flowEvent, type TunnelEvent } from '../shared/events.js';
 import { DEFAULT_TMARK, KEEPALIVE_MISSES, type TunnelOptions } from '../shared/options.js';
 import { printable } from '../shared/printable.js';
 import { DEFAULT_WINDOW, FLAG_NO_LATENCY_CONTROL } from '../streams/defaults.js';
@@ -138,6 +138,8 @@ function tunnelSessions(
     const datagrams$ = parts.datagrams$.pipe(share());
     const around: Around = {
       listener,
+      // One for the tunnel's life: no two connections or flows share an id, across paths and sessions.
+      ids: new ConnectionIds(),
       incoming$,
       startFirewall: keeper.start,
       bindDns: dns.bind,
@@ -193,6 +195,8 @@ function sessionOver(
 /** What one session gets from the tunnel around it. */
 interface Around {
   readonly listener: Listener;
+  /** Numbers every connection and flow the tunnel reports, whichever path and session carries it. */
+  readonly ids: ConnectionIds;
   /** Connections the firewall redirected, once this session routes them (`routing`). */
   readonly incoming$: Observable<Redirected>;
   readonly startFirewall: StartFirewall;
@@ -243,6 +247,8 @@ function nodeTunnel(
         })
       : null;
   const udp = udpOverSession(options, around, server.writer.blocked$);
+  // The mux counts its channels from 1 in each session: they get the tunnel's ids.
+  const channels = around.ids.renumbering();
   const session$ = session({
     role: 'client',
     recvWindow: DEFAULT_WINDOW,
@@ -256,11 +262,12 @@ function nodeTunnel(
   }).pipe(
     sessionEvents({
       where,
+      channels,
       afterHello: () => {
         greet();
         return merge(
           discovery.firewall$(setup, around.startFirewall),
-          routing$(around, routeRedirected(around.incoming$, link.carrier(), (r) => forMux.next(r), maxHandOffs)),
+          routing$(around, routeRedirected(around.incoming$, link.carrier(), (r) => forMux.next(r), maxHandOffs, around.ids)),
           udp.flows$,
         );
       },
@@ -285,6 +292,8 @@ function udpOverSession(options: TunnelOptions, around: Around, blocked$: Observ
       ? EMPTY
       : defer(() => {
           const replies = around.replies();
+          // Flow ids count from 1 in each session: the events get the tunnel's ids.
+          const flows = around.ids.renumbering();
           return around.datagrams$.pipe(
             udpFlows({ fromServer$: fromServer, writable$: blocked$.pipe(map((blocked) => !blocked)) }),
             mergeMap((output): Observable<TunnelEvent> => {
@@ -293,7 +302,7 @@ function udpOverSession(options: TunnelOptions, around: Around, blocked$: Observ
                 return EMPTY;
               }
               replies.take(output);
-              return output.kind === 'reply' ? EMPTY : of(output);
+              return output.kind === 'reply' ? EMPTY : of(flowEvent(output, flows));
             }),
             finalize(() => replies.closeAll()),
           );
@@ -329,7 +338,7 @@ function stockTunnel(options: TunnelOptions, around: Around, remote: StockRemote
         remote.ended$,
         stock.notices$,
         discovery.firewall$(setup, around.startFirewall),
-        routing$(around, routeRedirected(around.incoming$, remote.carrier, null)),
+        routing$(around, routeRedirected(around.incoming$, remote.carrier, null, Number.POSITIVE_INFINITY, around.ids)),
       ),
     ).pipe(finalize(() => stock.close()));
   });

@@ -187,7 +187,20 @@ describe('-l/--listen: localhost and comma-separated lists', () => {
     expect(listenHosts(parseListen('localhost'), true)).toEqual(['127.0.0.1', '::1']);
     expect(listenHosts(parseListen('0.0.0.0:0'), true)).toEqual(['0.0.0.0', '::']);
     expect(listenHosts(parseListen('127.0.0.1,[::1]'), true)).toEqual(['127.0.0.1', '::1']);
-    expect(listenHosts(parseListen('127.0.0.2,[::1]'), false)).toEqual(['127.0.0.2', '::1']);
+    expect(listenHosts(parseListen('127.0.0.1,[::1]'), false)).toEqual(['127.0.0.1', '::1']);
+    expect(listenHosts(parseListen('[::]'), true)).toEqual(['::']);
+  });
+
+  it('also on 127.0.0.1 (and ::1 for IPv6) when -l does not cover them: the rules deliver this machine\'s connections there (issue 16, finding 1)', () => {
+    expect(listenHosts(parseListen('127.0.0.2'), false)).toEqual(['127.0.0.2', '127.0.0.1']);
+    expect(listenHosts(parseListen('127.0.0.2'), true)).toEqual(['127.0.0.2', '::1', '127.0.0.1']);
+    expect(listenHosts(parseListen('127.0.0.2,[::1]'), false)).toEqual(['127.0.0.2', '::1', '127.0.0.1']);
+    expect(listenHosts(parseListen('[::1]'), false)).toEqual(['::1', '127.0.0.1']);
+    expect(listenHosts(parseListen('127.0.0.1,[fd00::5]'), true)).toEqual(['127.0.0.1', 'fd00::5', '::1']);
+    // Router mode on one address: forwarded traffic comes to it, this machine's own to 127.0.0.1 (::1).
+    expect(listenHosts(parseListen('192.168.1.5'), true)).toEqual(['192.168.1.5', '::1', '127.0.0.1']);
+    // A :: beside an IPv4 address leaves IPv4 to it (listen() makes it IPv6-only), so 127.0.0.1 is not covered.
+    expect(listenHosts(parseListen('127.0.0.2,[::]'), false)).toEqual(['127.0.0.2', '::', '127.0.0.1']);
   });
 
   it('IPv4 and IPv6 listeners at once, on one port (the first free from 12300 on both)', async () => {
@@ -212,6 +225,34 @@ describe('-l/--listen: localhost and comma-separated lists', () => {
       );
     } finally {
       for (const server of first.servers) server.close();
+    }
+  });
+
+  it('the same port on another address (-l 127.0.0.2 beside a 127.0.0.1 instance): refused at once, in words; port 0 takes the next free one (issue 16, finding 1)', async () => {
+    const first = await listen(parseListen('127.0.0.1:0'));
+    try {
+      await expect(listen(parseListen(`127.0.0.2:${first.port}`))).rejects.toThrow(
+        `cannot listen on 127.0.0.2, 127.0.0.1, port ${first.port}: address already in use (-l/--listen chooses another; 127.0.0.1 too, where the rules deliver this machine's connections)`,
+      );
+      const second = await listen(parseListen('127.0.0.2:0'));
+      try {
+        expect(second.port).not.toBe(first.port);
+        expect(second.servers.map((s) => (s.address() as AddressInfo).address)).toEqual(['127.0.0.2', '127.0.0.1']);
+        expect(second.host).toBe('127.0.0.2');
+      } finally {
+        for (const server of second.servers) server.close();
+      }
+    } finally {
+      for (const server of first.servers) server.close();
+    }
+  });
+
+  it('an IPv4 address and :: on one port: :: is IPv6-only then (dual-stack it would collide with the IPv4 listener)', async () => {
+    const listener = await listen(parseListen('127.0.0.1:0,[::]:0'));
+    try {
+      expect(listener.servers.map((s) => (s.address() as AddressInfo).address)).toEqual(['127.0.0.1', '::']);
+    } finally {
+      for (const server of listener.servers) server.close();
     }
   });
 });

@@ -259,6 +259,32 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     expect((await helper.exited).code).toBe(0);
   });
 
+  // Issue 16, finding 1: why listener.ts also listens on 127.0.0.1 (::1) whatever -l says, and so
+  // why a second instance with the same port on another address fails at once, before ssh.
+  it("delivers this machine's connections to 127.0.0.1 and ::1 whatever the instance listens on: a listener on 127.0.0.2 alone hears none", async () => {
+    const port = freshPort();
+    const helper = new HelperProcess(client, helperBundle!);
+    expect(await helper.setup(labSetup(port))).toBe('READY');
+    const targets = [
+      { host: '10.123.0.1', port: 80 },
+      { host: 'fd00:123::1', port: 80 },
+    ];
+    const alone = await runProbe(client, probe!, { listen: [{ host: '127.0.0.2', port, label: 'two' }], connect: targets });
+    expect(alone.map((r) => r.reply ?? r.error)).toEqual(['ECONNREFUSED', 'ECONNREFUSED']);
+    const both = await runProbe(client, probe!, {
+      listen: [
+        { host: '127.0.0.2', port, label: 'two' },
+        { host: '127.0.0.1', port, label: 'one' },
+        { host: '::1', port, label: 'one' },
+      ],
+      connect: targets,
+    });
+    expect(both.map((r) => r.reply ?? r.error)).toEqual(['one 10.123.0.1:80 v4', 'one [fd00:123::1]:80 v6']);
+    helper.closeInput();
+    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    expect((await helper.exited).code).toBe(0);
+  });
+
   it('refuses a second helper for a port in use (a listener on another address), leaving the first one working', async () => {
     const port = freshPort();
     const lockFiles = () => lockFilesOf(port);

@@ -44,6 +44,7 @@ describe('parseSshG on real ssh -G output', () => {
       proxyCommand: undefined,
       connectTimeoutMs: undefined,
       batchMode: false,
+      canonicalizeHostname: false,
     });
     expect(config.identityFiles).toContain(`${home}/.ssh/id_ed25519`);
     expect(config.identityFiles.every((f) => f.startsWith(`${home}/.ssh/id_`))).toBe(true);
@@ -66,6 +67,7 @@ describe('parseSshG on real ssh -G output', () => {
       'ProxyJump=jump@gate:2200',
       'ConnectTimeout=7',
       'BatchMode=yes',
+      'CanonicalizeHostname=yes',
     ]);
     expect(config).toEqual({
       hostname: '10.1.2.3',
@@ -83,6 +85,7 @@ describe('parseSshG on real ssh -G output', () => {
       proxyCommand: undefined,
       connectTimeoutMs: 7000,
       batchMode: true,
+      canonicalizeHostname: true,
     });
   });
 

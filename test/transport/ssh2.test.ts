@@ -189,6 +189,16 @@ describe('ssh2Connection$', () => {
     expect(connection.sendQueue.congested()).toBe(false);
   }, 10_000);
 
+  it('connects to the addresses sshHostInfo found, without looking the name up again (issue 16, finding 5)', async () => {
+    const { port } = await startServer();
+    const config = configFor(port, { hostname: 'rxs-never-looked-up.invalid' });
+    const connection = await new Promise<Ssh2Connection>((resolve, reject) => {
+      const subscription = bounded(ssh2Connection$(config, 'testhost', undefined, ['127.0.0.1']), 3000, 'connect').subscribe({ next: resolve, error: reject });
+      cleanups.push(() => subscription.unsubscribe());
+    });
+    expect(connection.authenticatedWith).toBe(keys.client.file);
+  }, 10_000);
+
   it('fails with Ssh2Unsuitable, promptly, when the server closes during the handshake', async () => {
     const fake = createNetServer((socket) => {
       socket.on('error', () => {});

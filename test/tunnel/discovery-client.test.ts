@@ -4,6 +4,7 @@ import { type Observable, of, Subject } from 'rxjs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { render } from '../../src/cli/render.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from '../../src/firewall/types.js';
+import { MAX_RULES } from '../../src/firewall/validate.js';
 import type { TunnelEvent } from '../../src/shared/events.js';
 import { resolveOptions } from '../../src/shared/options.js';
 import { encodeHostsRequest, type Route } from '../../src/streams/discovery.js';
@@ -13,6 +14,7 @@ import type { SessionEvent } from '../../src/streams/session.js';
 import {
   autoNetRules,
   discoveryClient,
+  dnsHosts,
   isWideRoute,
   REFUSED_HOSTS_WARNING_MS,
   refusedHostsWarning,
@@ -87,6 +89,22 @@ describe('autoNetRules (-N)', () => {
     );
     const many = Array.from({ length: 20 }, (_, i) => rule(`${i * 8}.0.0.0`, 5, false));
     expect(wideRoutesIgnored(many)).toMatch(/: 0\.0\.0\.0\/5, .*, 120\.0\.0\.0\/5 and 4 more \(--auto-nets-wide takes them\)$/);
+  });
+});
+
+describe('dnsHosts (--dns): where the DNS sockets listen', () => {
+  it.each([
+    ['127.0.0.1', ['127.0.0.1'], ['::1']],
+    // REDIRECT sends this machine's queries to 127.0.0.1 whatever -l says: a socket on 127.0.0.2 would hear none (issue 16, finding 1).
+    ['127.0.0.2', ['127.0.0.1'], ['::1']],
+    ['::1', ['127.0.0.1'], ['::1']],
+    ['0.0.0.0', ['0.0.0.0'], ['::']],
+    ['::', ['127.0.0.1'], ['::']],
+    // Router mode on one address: forwarded queries come to it, this machine's own to loopback.
+    ['192.168.1.5', ['192.168.1.5', '127.0.0.1'], ['::1']],
+    ['fd00::5', ['127.0.0.1'], ['fd00::5', '::1']],
+  ])('listening on %s: IPv4 %j, IPv6 %j', (host, v4, v6) => {
+    expect(dnsHosts(host)).toEqual({ v4, v6 });
   });
 });
 
@@ -247,6 +265,28 @@ describe('discoveryClient', () => {
     const { events, rules } = withRoutes(halves, true);
     expect(rules).toEqual([rule('10.99.0.2', 32, true), rule('0.0.0.0', 1, false), rule('128.0.0.0', 1, false), rule('10.98.0.0', 24, false)]);
     expect(events).toEqual([{ kind: 'routes', routes: halves, tunneled: 3 }]);
+  });
+
+  it('-N: routes beyond what the helper takes (MAX_RULES in all) are left out, counted in a warning (issue 16, finding 3)', () => {
+    const options = resolveOptions({ subnets: [], autoNets: true }, () => ['fw']);
+    const s = sessionDiscovery(options);
+    const d = discoveryClient(options, listener(12300), s.source);
+    const started: FirewallSetup[] = [];
+    const events: TunnelEvent[] = [];
+    // As many of the user's own as fit but two.
+    const full = { ...base(12300), rules: Array.from({ length: MAX_RULES - 2 }, (_, i) => rule(`10.${i >> 8}.${i & 255}.0`, 24, true)) };
+    d.firewall$(full, (setup) => {
+      started.push(setup);
+      return new Subject<FirewallEvent>();
+    }).subscribe({ next: (e) => events.push(e), error: unexpectedError });
+    const routes = [route('192.168.1.0', 24), route('192.168.2.0', 24), route('192.168.3.0', 24), route('192.168.4.0', 24)];
+    session(s, { kind: 'routes', routes });
+    expect(started[0]?.rules).toHaveLength(MAX_RULES);
+    expect(started[0]?.rules.slice(-2)).toEqual([rule('192.168.1.0', 24, false), rule('192.168.2.0', 24, false)]);
+    expect(events).toEqual([
+      { kind: 'routes', routes, tunneled: 2 },
+      { kind: 'warning', message: `-N: 2 of the server's routes left out: the firewall takes at most ${MAX_RULES} rules` },
+    ]);
   });
 
   describe('-H: only names whose address the firewall tunnels go to the helper (issue 17, finding 5)', () => {

@@ -4,7 +4,7 @@ import { TestScheduler } from 'rxjs/testing';
 import { describe, expect, it, vi } from 'vitest';
 import type { FirewallSetup } from '../../src/firewall/types.js';
 import { TransportError } from '../../src/shared/errors.js';
-import type { TunnelEvent } from '../../src/shared/events.js';
+import { ConnectionIds, type TunnelEvent } from '../../src/shared/events.js';
 import { resolveOptions } from '../../src/shared/options.js';
 import type { Hello } from '../../src/streams/handshake.js';
 import type { SessionEvent } from '../../src/streams/session.js';
@@ -32,14 +32,14 @@ describe('sessionEvents', () => {
         p: { kind: 'pong', payload: Buffer.alloc(0) },
       });
       const afterHello = vi.fn(() => cold<TunnelEvent>('-f', { f: { kind: 'notice', message: 'firewall' } }));
-      const out$ = session$.pipe(sessionEvents({ where: 'host', afterHello, onUdp: () => undefined, onOther: () => null }));
+      const out$ = session$.pipe(sessionEvents({ where: 'host', channels: new ConnectionIds().renumbering(), afterHello, onUdp: () => undefined, onOther: () => null }));
       expectObservable(out$).toBe('(ab)-cd-e-g', {
         a: { kind: 'remote-output', line: 'Welcome' },
         b: { kind: 'remote-output', line: 'to the host' },
         c: { kind: 'connected', remote: 'host', window: 65_536 },
         d: { kind: 'notice', message: 'firewall' },
-        e: { kind: 'accept', id: 7, source: '127.0.0.1:5000', destination },
-        g: { kind: 'close', id: 7, destination, reason: 'done', bytesSent: 3, bytesReceived: 4 },
+        e: { kind: 'accept', id: 1, source: '127.0.0.1:5000', destination },
+        g: { kind: 'close', id: 1, destination, reason: 'done', bytesSent: 3, bytesReceived: 4 },
       });
     });
   });
@@ -47,7 +47,7 @@ describe('sessionEvents', () => {
   it("ends with the server's EXIT reason, made printable, as an event and then the error", () => {
     scheduler().run(({ cold, expectObservable }) => {
       const session$ = cold<SessionEvent>('h-x', { h: { kind: 'hello', hello }, x: { kind: 'exit', reason: 'bye\u001b[2J' } });
-      const out$ = session$.pipe(sessionEvents({ where: 'host', afterHello: () => NEVER, onUdp: () => undefined, onOther: () => null }));
+      const out$ = session$.pipe(sessionEvents({ where: 'host', channels: new ConnectionIds().renumbering(), afterHello: () => NEVER, onUdp: () => undefined, onOther: () => null }));
       expectObservable(out$).toBe(
         'c-(r#)',
         { c: { kind: 'connected', remote: 'host', window: 65_536 }, r: { kind: 'remote-exit', reason: 'bye\\x1b[2J' } },
@@ -62,7 +62,7 @@ describe('sessionEvents', () => {
     const onOther = vi.fn((event: SessionEvent) => (event.kind === 'routes' ? of<TunnelEvent>({ kind: 'notice', message: 'routes' }) : null));
     scheduler().run(({ cold, expectObservable }) => {
       const session$ = cold<SessionEvent>('u-r', { u: { kind: 'udp', message }, r: { kind: 'routes', routes: [] } });
-      expectObservable(session$.pipe(sessionEvents({ where: 'host', afterHello: () => NEVER, onUdp, onOther }))).toBe('--n', {
+      expectObservable(session$.pipe(sessionEvents({ where: 'host', channels: new ConnectionIds().renumbering(), afterHello: () => NEVER, onUdp, onOther }))).toBe('--n', {
         n: { kind: 'notice', message: 'routes' },
       });
     });
