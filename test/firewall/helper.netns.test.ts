@@ -13,6 +13,7 @@ import { firstValueFrom } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { firewall$ } from '../../src/firewall/client.js';
 import type { FirewallSetup, SubnetRule } from '../../src/firewall/types.js';
+import { skipBecause } from '../support/skip.js';
 import { unexpectedError } from '../support/unexpected-error.js';
 import { waitUntil } from '../support/wait-until.js';
 import { type Bundle, bundleFixture } from './support/bundle.js';
@@ -53,7 +54,7 @@ function lockFilesOf(port: number): string[] {
   return found;
 }
 
-describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
+describe('firewall helper in a namespace', skipBecause(netnsSkip()), () => {
   let lab: Awaited<ReturnType<typeof createLab>> | undefined;
   let helperBundle: Bundle | undefined;
   let probe: Bundle | undefined;

@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FirewallSetup, SubnetRule } from '../../src/firewall/types.js';
+import { skipBecause } from '../support/skip.js';
 import { waitUntil } from '../support/wait-until.js';
 import type { TproxyProbeResult, TproxyProbeSpec } from './fixtures/tproxy-probe-main.js';
 import { type Bundle, bundleFixture } from './support/bundle.js';
@@ -65,7 +66,7 @@ function lockFilesOf(port: number): string[] {
   return existsSync(dir) ? readdirSync(dir).filter((n) => n.startsWith(`rxshuttle-${port}-net`)).map((n) => join(dir, n)) : [];
 }
 
-describe.skipIf(netnsSkip())('tproxy method in a namespace (the real helper)', () => {
+describe('tproxy method in a namespace (the real helper)', skipBecause(netnsSkip()), () => {
   let client: Netns | undefined;
   let target: Netns | undefined;
   let helperBundle: Bundle | undefined;

@@ -21,6 +21,7 @@ import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Bundle, bundleFixture } from '../firewall/support/bundle.js';
 import { Netns, netnsSkip } from '../firewall/support/netns.js';
+import { skipBecause } from '../support/skip.js';
 import { waitUntil } from '../support/wait-until.js';
 import { RANDOM_SEED } from './seeds.js';
 import { FloodedHelper, type FloodResult, flood, KiB, MiB, randomBytesFrom, repeating, type Source } from './support/flooded-helper.js';
@@ -68,7 +69,7 @@ interface Run {
  */
 const LOCK_DIR = `/run/rxshuttle-flood-${process.pid}`;
 
-describe.skipIf(netnsSkip())('the real helper under floods (issue 17, finding 1)', () => {
+describe('the real helper under floods (issue 17, finding 1)', skipBecause(netnsSkip()), () => {
   let ns: Netns | undefined;
   let bundle: Bundle | undefined;
   let dir = '';
