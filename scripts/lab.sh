@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Brings up a throwaway e2e lab outside vitest — the same harness as the tests
-# (test/e2e/lab.ts, transpiled on the fly with esbuild) — and keeps it until
+# (test/e2e/lab.ts, bundled on the fly with esbuild) — and keeps it until
 # SIGINT/SIGTERM/SIGHUP, then tears it down (namespaces, sshd, services).
 #
 # usage (as root): bash scripts/lab.sh [--env FILE] [--dns] [--ipv6]
@@ -28,8 +28,8 @@ esbuild="$root/node_modules/.bin/esbuild"
 [ -x "$esbuild" ] || { echo "lab.sh: $esbuild missing — run npm ci" >&2; exit 1; }
 
 build=$(mktemp -d "${TMPDIR:-/tmp}/rxshuttle-labjs.XXXXXX")
-"$esbuild" "$root/test/e2e/lab.ts" --format=esm --platform=node --target=node20 \
-  --log-level=warning --outfile="$build/lab.mjs"
+"$esbuild" "$root/test/e2e/lab.ts" --bundle --packages=external --format=esm --platform=node \
+  --target=node20 --log-level=warning --outfile="$build/lab.mjs"
 
 # The holder: the lab lives as long as this node process.
 read -r -d '' runner <<'JS' || true

@@ -16,7 +16,7 @@ import { promises as dnsPromises } from 'node:dns';
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { endianness, hostname, networkInterfaces } from 'node:os';
-import { Observable } from 'rxjs';
+import { asyncScheduler, Observable, type SchedulerLike } from 'rxjs';
 import { formatAddress } from '../streams/destination.js';
 import { type HostEntry, isValidHostName } from '../streams/discovery.js';
 
@@ -39,6 +39,8 @@ export interface HostwatchOptions {
   /** Addresses seen elsewhere (the tunnel's destinations): they are looked up too. */
   readonly seen$?: Observable<string>;
   readonly pollMs?: number;
+  /** What times the polls; default asyncScheduler (tests give a virtual-time one). */
+  readonly scheduler?: SchedulerLike;
   readonly sources?: HostwatchSources;
   /** Where to report trouble (stderr of the server by default: the client shows it with -vv). */
   readonly log?: (message: string) => void;
@@ -265,10 +267,16 @@ export function hostwatch$(options: HostwatchOptions = {}): Observable<HostEntry
 
     for (const name of (options.seeds ?? []).slice(0, MAX_SEEDS)) safely('seed', seed(name));
     safely('scan', scan());
-    const timer = setInterval(() => safely('scan', scan()), options.pollMs ?? POLL_MS);
+    // Every pollMs, as setInterval would (asyncScheduler keeps one interval for an action that
+    // schedules itself again with the same delay).
+    const pollMs = options.pollMs ?? POLL_MS;
+    const polling = (options.scheduler ?? asyncScheduler).schedule(function poll() {
+      safely('scan', scan());
+      this.schedule(undefined, pollMs);
+    }, pollMs);
     const seen = options.seen$?.subscribe({ next: (address) => lookUp(address), error: (err: unknown) => subscriber.error(err) });
     return () => {
-      clearInterval(timer);
+      polling.unsubscribe();
       seen?.unsubscribe();
       queue.length = 0;
     };

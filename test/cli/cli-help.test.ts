@@ -13,6 +13,7 @@ import { CLI_SPEC, type CliSpec, flagParts, GROUP_TITLES, GROUPS, type OptionDef
 import { manPage, roff } from '../../src/cli/man.js';
 import { buildProgram, helpText } from '../../src/cli/program.js';
 import { packageVersion } from '../../src/cli/version.js';
+import { skipBecause } from '../support/skip.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rxs-cli-help-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -107,7 +108,7 @@ describe('one set of definitions', () => {
   });
 
   // In CI (which installs groff and zsh) a missing one fails the test rather than skipping it.
-  it.skipIf(!has('groff') && process.env['CI'] !== 'true')('the man page renders through groff without a warning', () => {
+  it('the man page renders through groff without a warning', skipBecause(!has('groff') && process.env['CI'] !== 'true' && 'groff is not installed'), () => {
     const page = join(dir, 'rxshuttle.1');
     writeFileSync(page, out.man);
     const r = spawnSync('groff', ['-man', '-Tutf8', '-ww', page], { encoding: 'utf8' });
@@ -171,7 +172,7 @@ describe('zsh completion', () => {
     expect(script).toContain("_values 'print the bash or zsh completion script' 'bash' 'zsh'");
   });
 
-  it.skipIf(!has('zsh') && process.env['CI'] !== 'true')('passes zsh -n and loads with compinit', () => {
+  it('passes zsh -n and loads with compinit', skipBecause(!has('zsh') && process.env['CI'] !== 'true' && 'zsh is not installed'), () => {
     const file = join(dir, '_rxshuttle');
     writeFileSync(file, script);
     expect(spawnSync('zsh', ['-n', file]).status).toBe(0);

@@ -4,8 +4,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { notifyAddress, sdNotifier } from '../../src/cli/sd-notify.js';
+import { waitUntil } from '../support/wait-until.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rxs-notify-'));
 const receivers: ChildProcess[] = [];
@@ -14,22 +15,14 @@ afterEach(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** socat receiving datagrams at `address` (socat's syntax), once `bound()`; `got` waits for `count` of them. */
-async function receiver(address: string, bound: () => boolean): Promise<{ got(count: number): Promise<string> }> {
+/** socat receiving datagrams at `address` (socat's syntax), once `bound()`; `text()`: what it received so far. */
+async function receiver(address: string, bound: () => boolean): Promise<{ text(): string }> {
   const socat = spawn('socat', ['-u', address, 'STDOUT'], { stdio: ['ignore', 'pipe', 'pipe'] });
   receivers.push(socat);
   let out = '';
   socat.stdout.on('data', (c: Buffer) => (out += c.toString()));
-  for (const deadline = Date.now() + 5000; !bound(); await new Promise((r) => setTimeout(r, 10))) {
-    if (Date.now() > deadline) throw new Error(`socat did not bind ${address}`);
-  }
-  return {
-    async got(count) {
-      const deadline = Date.now() + 5000;
-      while (out.split('\n').filter(Boolean).length < count && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      return out;
-    },
-  };
+  await waitUntil(bound, { what: `socat to bind ${address}` });
+  return { text: () => out };
 }
 
 describe('sd_notify', () => {
@@ -38,14 +31,14 @@ describe('sd_notify', () => {
     const r = await receiver(`UNIX-RECV:${path}`, () => existsSync(path));
     const notify = sdNotifier({ NOTIFY_SOCKET: path });
     for (const state of ['READY=1\n', 'STATUS=Connected to lab\n', 'STOPPING=1\n']) notify(state);
-    expect(await r.got(3)).toBe('READY=1\nSTATUS=Connected to lab\nSTOPPING=1\n');
+    await vi.waitFor(() => expect(r.text()).toBe('READY=1\nSTATUS=Connected to lab\nSTOPPING=1\n'), { timeout: 5000 });
   });
 
   it('to an abstract name (@name)', async () => {
     const name = `rxs-notify-${process.pid}`;
     const r = await receiver(`ABSTRACT-RECV:${name}`, () => readFileSync('/proc/net/unix', 'latin1').includes(`@${name}`));
     sdNotifier({ NOTIFY_SOCKET: `@${name}` })('READY=1\n');
-    expect(await r.got(1)).toBe('READY=1\n');
+    await vi.waitFor(() => expect(r.text()).toBe('READY=1\n'), { timeout: 5000 });
   });
 
   it('without NOTIFY_SOCKET, or with one it cannot use, it does nothing and never throws', () => {

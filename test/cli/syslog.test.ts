@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import koffi from 'koffi';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Facility, formatMessage, openSyslog, sockaddrUn } from '../../src/cli/syslog.js';
+import { waitUntil } from '../support/wait-until.js';
 
 const AF_UNIX = 1;
 const SOCK_DGRAM = 2;
@@ -135,10 +136,7 @@ describe('openSyslog', () => {
       const syslog = openSyslog({ tag: 'rxshuttle', path: file, pid: 5 });
       expect(syslog.log('notice', 'one')).toBe(true);
       expect(syslog.log('notice', 'two')).toBe(true);
-      const deadline = Date.now() + 2000;
-      while (Buffer.concat(received).toString().split('\0').length < 3 && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      await waitUntil(() => Buffer.concat(received).toString().split('\0').length >= 3, { what: 'both messages at the socket' });
       syslog.close();
       const parts = Buffer.concat(received).toString().split('\0');
       expect(parts).toEqual([expect.stringMatching(/^<29>.* rxshuttle\[5\]: one$/), expect.stringMatching(/rxshuttle\[5\]: two$/), '']);

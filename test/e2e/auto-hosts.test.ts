@@ -36,7 +36,7 @@ function block(port: number): string[] {
   return start < 0 || end < start ? [] : lines.slice(start + 1, end);
 }
 const waitForEntries = (port: number, entries: string[]) =>
-  waitFast(() => entries.every((e) => block(port).includes(e)), 15_000, `${entries.join(', ')} in the block of ${port}:\n${hostsText()}`);
+  waitFast(() => entries.every((e) => block(port).includes(e)), 15_000, () => `${entries.join(', ')} in the block of ${port}:\n${hostsText()}`);
 const backToOriginal = (what: string, withinMs = 3_000) =>
   waitFast(() => fs.readFileSync(hostsPath).equals(original), withinMs, `${hostsPath} as before ${what}`);
 

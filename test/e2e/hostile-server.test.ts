@@ -23,6 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { afterEach, describe, expect, it } from 'vitest';
+import { waitUntil } from '../support/wait-until.js';
 import type { Config, Scenario } from './fixtures/hostile/fake-server.js';
 import { LAB, type Lab } from './lab.js';
 import {
@@ -144,21 +145,20 @@ function readStatus(fake: Fake): FakeStatus | undefined {
 
 /** Waits until the fake's status satisfies `ok`; fails early (with the client's output) if the client exits first. */
 async function waitForFake(fake: Fake, rx: Rxshuttle | null, ok: (s: FakeStatus) => boolean, timeoutMs: number, what: string): Promise<FakeStatus> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
+  const okStatus = () => {
     const status = readStatus(fake);
-    if (status && ok(status)) return status;
-    if (rx && !rx.running) {
-      await sleep(100);
-      const last = readStatus(fake);
-      if (last && ok(last)) return last;
-      throw new Error(`rxshuttle exited (${rx.child.exitCode ?? rx.child.signalCode}) before ${what}; fake: ${JSON.stringify(last)}; output:\n${rx.output}`);
-    }
-    if (Date.now() >= deadline) {
-      throw new Error(`timeout (${timeoutMs} ms) waiting for ${what}; fake: ${JSON.stringify(status)}; output:\n${rx?.output ?? ''}`);
-    }
-    await sleep(50);
-  }
+    return status && ok(status) ? status : undefined;
+  };
+  const ended = await waitUntil(() => okStatus() ?? (rx && !rx.running ? 'client gone' : undefined), {
+    timeoutMs,
+    intervalMs: 50,
+    what: () => `${what}; fake: ${JSON.stringify(readStatus(fake))}; output:\n${rx?.output ?? ''}`,
+  });
+  if (ended !== 'client gone') return ended;
+  // The client exited: the fake may still be writing what it saw last.
+  const last = await waitUntil(okStatus, { timeoutMs: 500, intervalMs: 50 }).catch(() => undefined);
+  if (last) return last;
+  throw new Error(`rxshuttle exited (${rx?.child.exitCode ?? rx?.child.signalCode}) before ${what}; fake: ${JSON.stringify(readStatus(fake))}; output:\n${rx?.output}`);
 }
 
 /** Pids of fakes still running on srv (any scenario of this file: their argv names our bundle). */

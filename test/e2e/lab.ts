@@ -17,8 +17,9 @@
 // random prefix (`rxs` + 4 hex), every file lives in its own state dir.
 // Needs root. A missing program is an Error naming its Debian package.
 //
-// This file must stay self-contained (Node built-ins only): scripts/lab.sh
-// transpiles it with esbuild and runs it outside vitest.
+// It must run outside vitest too: scripts/lab.sh bundles it with esbuild and
+// runs it with plain Node. So Node built-ins only, and test/support/wait-until.ts
+// (plain Node as well); nothing from vitest or npm packages.
 import { type ChildProcess, spawn as cpSpawn, execFileSync, type SpawnOptions } from 'node:child_process';
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -26,6 +27,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { waitUntil } from '../support/wait-until.js';
 
 /** Addresses and ports of the topology (the same in every lab instance). */
 export const LAB = {
@@ -225,8 +227,6 @@ export function labBytesSha256(n: number, seed = '0'): string {
 // ---------------------------------------------------------------------------
 // Small process helpers.
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 function run(argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
   const [cmd, ...args] = argv;
   if (cmd === undefined) return Promise.reject(new Error('run: empty argv'));
@@ -389,28 +389,6 @@ export async function stopProcess(
   child.kill('SIGKILL');
   const [code, sig] = await exited;
   return { code, signal: sig, killed: true };
-}
-
-/** Polls `fn` every intervalMs until it returns a truthy value (returned) or
- *  timeoutMs passes (throws, with the last error if `fn` threw). */
-export async function waitUntil<T>(
-  fn: () => T | Promise<T>,
-  { timeoutMs = 20_000, intervalMs = 250, what = 'condition' }: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() >= deadline) {
-      throw new Error(`timeout (${timeoutMs} ms) waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    }
-    await sleep(intervalMs);
-  }
 }
 
 // ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 // outage waits and is carried once the session is back.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
+import { waitUntil } from '../support/wait-until.js';
 import { LAB, type Lab, PAGE_MARKER } from './lab.js';
 import { curl, defaultReceiveBuffers, Rxshuttle, remoteNodePids, rxshuttleRules, sshdSessionOf, statusOf, useLab, waitFast } from './tunnel-helpers.js';
 
@@ -36,12 +37,16 @@ function sampleRules(): { stop(): Promise<number[]> } {
 
 /** Fetches the page until it works (each try bounded); ms from `from` until it did. */
 async function workingAgain(from: number, withinMs: number): Promise<number> {
-  for (;;) {
-    const page = await curl(lab, 'cli', `http://${LAB.target}/`, [], 2);
-    if (page.code === 0 && page.stdout.includes(PAGE_MARKER)) return Date.now() - from;
-    if (Date.now() - from > withinMs) throw new Error(`not working again within ${withinMs} ms: ${page.stderr}`);
-    await sleep(100);
-  }
+  let stderr = '';
+  await waitUntil(
+    async () => {
+      const page = await curl(lab, 'cli', `http://${LAB.target}/`, [], 2);
+      stderr = page.stderr;
+      return page.code === 0 && page.stdout.includes(PAGE_MARKER);
+    },
+    { timeoutMs: Math.max(0, withinMs - (Date.now() - from)), intervalMs: 100, what: () => `the page through the tunnel again (curl: ${stderr})` },
+  );
+  return Date.now() - from;
 }
 
 describe('the session is lost and comes back', () => {

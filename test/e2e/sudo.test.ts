@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { skipBecause } from '../support/skip.js';
 import { findProgram, LAB, type Lab, PAGE_MARKER, startLab } from './lab.js';
 import {
   argvOf,
@@ -105,7 +106,7 @@ afterAll(async () => {
   await lab?.down();
 });
 
-describe.skipIf(missing.length > 0 && process.env['CI'] !== 'true')('as an unprivileged user, through sudo', () => {
+describe('as an unprivileged user, through sudo', skipBecause(missing.length > 0 && process.env['CI'] !== 'true' && `${missing.join(', ')} not installed`), () => {
   const args = () => ['-v', '-r', lab.sshHost, '-e', `ssh -F ${sshConfig}`, LAB.targetSubnet];
 
   it('without a sudoers rule: sudo refuses, one clear line says what to do, nothing stays', async () => {

@@ -6,7 +6,8 @@ import { type ChildProcess, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
-import { type ExecResult, LAB, type Lab, type LabOptions, type Role, startLab, stopProcess, waitUntil } from './lab.js';
+import { waitUntil } from '../support/wait-until.js';
+import { type ExecResult, LAB, type Lab, type LabOptions, type Role, startLab, stopProcess } from './lab.js';
 
 export const CLI_JS = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 export const ECHO_LOAD = fileURLToPath(new URL('./echo-load.mjs', import.meta.url));
@@ -16,8 +17,6 @@ export const GEN_BYTES = fileURLToPath(new URL('./gen-bytes.mjs', import.meta.ur
 export function assertBuilt(): void {
   if (!fs.existsSync(CLI_JS)) throw new Error(`${CLI_JS} not found: run \`npm run build\` before the e2e tests`);
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------
 // /proc
@@ -205,23 +204,19 @@ export class Rxshuttle {
   /** Waits until the output matches; fails fast (quoting the output) if the process exits. */
   async waitFor(pattern: RegExp | string, timeoutMs = 20_000): Promise<string> {
     const test = () => (typeof pattern === 'string' ? this.text.includes(pattern) : pattern.test(this.text));
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (test()) return this.text;
-      if (!this.running) {
-        // the last chunks may still be in the pipe
-        await sleep(50);
-        if (test()) return this.text;
-        throw new Error(
-          `rxshuttle ${this.args.join(' ')} exited (${this.child.exitCode ?? this.child.signalCode}) ` +
-            `before printing ${String(pattern)}; output:\n${this.text}`,
-        );
-      }
-      if (Date.now() >= deadline) {
-        throw new Error(`timeout (${timeoutMs} ms) waiting for ${String(pattern)} from rxshuttle; output so far:\n${this.text}`);
-      }
-      await sleep(25);
-    }
+    await waitUntil(() => test() || !this.running, {
+      timeoutMs,
+      intervalMs: 25,
+      what: () => `${String(pattern)} from rxshuttle; output so far:\n${this.text}`,
+    });
+    if (test()) return this.text;
+    // It exited: the last chunks may still be in the pipe.
+    await waitUntil(test, { timeoutMs: 500, intervalMs: 25 }).catch(() => undefined);
+    if (test()) return this.text;
+    throw new Error(
+      `rxshuttle ${this.args.join(' ')} exited (${this.child.exitCode ?? this.child.signalCode}) ` +
+        `before printing ${String(pattern)}; output:\n${this.text}`,
+    );
   }
 
   /** Resolves once the firewall rules are in place (`Firewall ready`). */
@@ -247,8 +242,7 @@ export class Rxshuttle {
   /** Waits (up to timeoutMs) until at least n Accept lines to `dst` were printed — a line
    *  can reach us just after the client that caused it has finished — and returns them all. */
   async acceptsAtLeast(n: number, dst?: string, timeoutMs = 5_000): Promise<string[]> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.accepts(dst).length < n && Date.now() < deadline) await sleep(25);
+    await waitUntil(() => this.accepts(dst).length >= n, { timeoutMs, intervalMs: 25 }).catch(() => undefined);
     return this.accepts(dst);
   }
 
@@ -357,7 +351,7 @@ export async function echoOnce(lab: Lab, ns: Role, host: string, port: number = 
 }
 
 /** Waits until `fn` holds, polling fast; for the timed cleanup checks. */
-export function waitFast<T>(fn: () => T | Promise<T>, timeoutMs: number, what: string): Promise<T> {
+export function waitFast<T>(fn: () => T | Promise<T>, timeoutMs: number, what: string | (() => string)): Promise<T> {
   return waitUntil(fn, { timeoutMs, intervalMs: 50, what });
 }
 

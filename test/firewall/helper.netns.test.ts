@@ -13,9 +13,11 @@ import { firstValueFrom } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FirewallSetup, SubnetRule } from '../../src/firewall/types.js';
 import { firewall$ } from '../../src/tunnel/firewall-client.js';
+import { skipBecause } from '../support/skip.js';
 import { unexpectedError } from '../support/unexpected-error.js';
+import { waitUntil } from '../support/wait-until.js';
 import { type Bundle, bundleFixture } from './support/bundle.js';
-import { HelperProcess, watchdogsOf, within } from './support/helper-process.js';
+import { HelperProcess, watchdogsOf } from './support/helper-process.js';
 import { createLab, type Netns, netnsSkip } from './support/netns.js';
 import { runProbe, startServerProbe } from './support/probe.js';
 
@@ -52,7 +54,7 @@ function lockFilesOf(port: number): string[] {
   return found;
 }
 
-describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
+describe('firewall helper in a namespace', skipBecause(netnsSkip()), () => {
   let lab: Awaited<ReturnType<typeof createLab>> | undefined;
   let helperBundle: Bundle | undefined;
   let probe: Bundle | undefined;
@@ -136,7 +138,7 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     expect((await rxshuttleLines()).length).toBeGreaterThan(0);
 
     helper.closeInput();
-    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    await waitUntil(async () => (await rxshuttleLines()).length === 0, { timeoutMs: 2000, intervalMs: 50, what: 'no rxshuttle rule left' });
     expect(await helper.exited).toEqual({ code: 0, signal: null });
     const after = await probeFrom(port, [{ host: '10.123.0.1', port: 80 }]);
     expect(after[0]?.reply).toMatch(/^direct /);
@@ -148,7 +150,7 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     expect(await helper.setup(labSetup(port))).toBe('READY');
     expect((await rxshuttleLines()).length).toBeGreaterThan(0);
     helper.child.kill('SIGTERM');
-    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    await waitUntil(async () => (await rxshuttleLines()).length === 0, { timeoutMs: 2000, intervalMs: 50, what: 'no rxshuttle rule left' });
     expect(await helper.exited).toEqual({ code: 0, signal: null });
   });
 
@@ -182,9 +184,9 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
         helper.child.kill('SIGKILL');
         await helper.exited;
         // (the hosts file's lock may be held a while by other tests' helpers: the watchdog waits for it)
-        await within(20_000, async () => (await rxshuttleLines()).length === 0);
-        await within(20_000, async () => readFileSync(hostsFile, 'utf8') === original);
-        await within(20_000, async () => lockFilesOf(port).length === 0 && watchdogsOf(-1, helperBundle!.file).length === 0);
+        await waitUntil(async () => (await rxshuttleLines()).length === 0, { timeoutMs: 20_000, intervalMs: 50, what: 'no rxshuttle rule left' });
+        await waitUntil(async () => readFileSync(hostsFile, 'utf8') === original, { timeoutMs: 20_000, intervalMs: 50, what: 'the hosts file as it was' });
+        await waitUntil(async () => lockFilesOf(port).length === 0 && watchdogsOf(-1, helperBundle!.file).length === 0, { timeoutMs: 20_000, intervalMs: 50, what: 'no lock file or watchdog left' });
       }
     } catch (e) {
       throw new Error(`seed ${seed}, moments ${moments.join(', ')}: ${(e as Error).message}`);
@@ -222,10 +224,10 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
       const port2 = freshPort();
       const killed = new HelperProcess(client, helperBundle!);
       expect(await killed.setup(labSetup(port2, { killSwitch: true }))).toBe('READY');
-      await within(5_000, async () => killed.watchdogPid() !== undefined);
+      await waitUntil(async () => killed.watchdogPid() !== undefined, { timeoutMs: 5_000, intervalMs: 50 });
       killed.child.kill('SIGKILL');
       await killed.exited;
-      await within(10_000, async () => (await rxshuttleLines()).length === 0 && (await filterLines()).some((l) => l.includes(`rxshuttle-ks-${port2}`)));
+      await waitUntil(async () => (await rxshuttleLines()).length === 0 && (await filterLines()).some((l) => l.includes(`rxshuttle-ks-${port2}`)), { timeoutMs: 10_000, intervalMs: 50 });
 
       expect(await flush()).toBe('');
       expect(await filterLines()).toEqual([]);
@@ -255,7 +257,7 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     expect(results[0]?.reply).toBe('redirect 10.123.0.1:80 v4');
 
     helper.closeInput();
-    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    await waitUntil(async () => (await rxshuttleLines()).length === 0, { timeoutMs: 2000, intervalMs: 50, what: 'no rxshuttle rule left' });
     expect((await helper.exited).code).toBe(0);
   });
 
@@ -281,7 +283,7 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     });
     expect(both.map((r) => r.reply ?? r.error)).toEqual(['one 10.123.0.1:80 v4', 'one [fd00:123::1]:80 v6']);
     helper.closeInput();
-    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    await waitUntil(async () => (await rxshuttleLines()).length === 0, { timeoutMs: 2000, what: 'the helper to remove its rules' });
     expect((await helper.exited).code).toBe(0);
   });
 
@@ -303,14 +305,14 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     expect(results[0]?.reply).toBe('redirect 10.123.0.1:80 v4');
 
     first.child.kill('SIGTERM');
-    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    await waitUntil(async () => (await rxshuttleLines()).length === 0, { timeoutMs: 2000, intervalMs: 50, what: 'no rxshuttle rule left' });
     expect(await first.exited).toEqual({ code: 0, signal: null });
     expect(lockFiles()).toEqual([]);
 
     const third = new HelperProcess(client, helperBundle!);
     expect(await third.setup(labSetup(port))).toBe('READY');
     third.closeInput();
-    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    await waitUntil(async () => (await rxshuttleLines()).length === 0, { timeoutMs: 2000, intervalMs: 50, what: 'no rxshuttle rule left' });
     expect((await third.exited).code).toBe(0);
     expect(lockFiles()).toEqual([]);
   });
@@ -330,7 +332,7 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
       expect(await helper.setup(labSetup(port, { rules: [subnet('10.123.0.0', 16)] }))).toBe('READY');
       expect(await client.natSave(4)).toContain(`-A rxshuttle-${port} -d 10.123.0.0/16 -p tcp -j REDIRECT --to-ports ${port}`);
       helper.closeInput();
-      await within(2000, async () => (await rxshuttleLines()).length === 0);
+      await waitUntil(async () => (await rxshuttleLines()).length === 0, { timeoutMs: 2000, intervalMs: 50, what: 'no rxshuttle rule left' });
       expect(await helper.exited).toEqual({ code: 0, signal: null });
       expect(existsSync(marker) ? readFileSync(marker, 'utf8') : 'nothing planted ran').toBe('nothing planted ran');
     } finally {
@@ -363,7 +365,7 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
       expect(await helper.setup(labSetup(port))).toBe('READY');
       expect((await rxshuttleLines()).some((l) => l.includes('10.99.0.0/16'))).toBe(false);
       helper.closeInput();
-      await within(2000, async () => (await rxshuttleLines()).length === 0);
+      await waitUntil(async () => (await rxshuttleLines()).length === 0, { timeoutMs: 2000, intervalMs: 50, what: 'no rxshuttle rule left' });
       expect((await helper.exited).code).toBe(0);
       expect(lockFilesOf(port)).toEqual([]);
     } finally {
@@ -489,13 +491,13 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     expect(await a.setup(labSetup(portA, { rules: [subnet('10.123.0.1', 32)] }))).toBe('READY');
     expect(await b.setup(labSetup(portB, { rules: [subnet('10.123.0.0', 16)] }))).toBe('READY');
     a.closeInput();
-    await within(2000, async () => !(await rxshuttleLines()).some((l) => l.includes(`rxshuttle-${portA}`)));
+    await waitUntil(async () => !(await rxshuttleLines()).some((l) => l.includes(`rxshuttle-${portA}`)), { timeoutMs: 2000, intervalMs: 50 });
     expect((await a.exited).code).toBe(0);
     expect(await client.natSave(4)).toContain(`-A rxshuttle-${portB} -d 10.123.0.0/16 -p tcp -j REDIRECT --to-ports ${portB}`);
     const results = await probeFrom(portB, [{ host: '10.123.0.1', port: 80 }]);
     expect(results[0]?.reply).toBe('redirect 10.123.0.1:80 v4');
     b.closeInput();
-    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    await waitUntil(async () => (await rxshuttleLines()).length === 0, { timeoutMs: 2000, intervalMs: 50, what: 'no rxshuttle rule left' });
   });
 
   it('router mode: the bypass rule is accepted with a PREROUTING jump, and forwarded traffic is redirected', async () => {
@@ -518,7 +520,7 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
       await lab!.target.ip('route', 'del', '10.124.0.0/16');
     }
     helper.closeInput();
-    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    await waitUntil(async () => (await rxshuttleLines()).length === 0, { timeoutMs: 2000, intervalMs: 50, what: 'no rxshuttle rule left' });
   });
 
   it('installs and removes a large setup (2 001 rules) in one transaction', async () => {
@@ -528,7 +530,7 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     expect(await helper.setup(labSetup(port, { rules: [...rules, subnet('10.0.0.0', 8)] }))).toBe('READY');
     expect((await client.natSave(4)).split('\n').filter((l) => l.startsWith(`-A rxshuttle-${port} -d`))).toHaveLength(2001);
     helper.closeInput();
-    await within(5000, async () => (await rxshuttleLines()).length === 0);
+    await waitUntil(async () => (await rxshuttleLines()).length === 0, { timeoutMs: 5000, intervalMs: 50 });
     expect((await helper.exited).code).toBe(0);
   });
 
@@ -561,12 +563,12 @@ describe.skipIf(netnsSkip())('firewall helper in a namespace', () => {
     const rules$ = firewall$(labSetup(port), { helperArgv: argv });
     let ready = false;
     const sub = rules$.subscribe({ next: () => (ready = true), error: unexpectedError });
-    await within(10_000, async () => ready);
+    await waitUntil(async () => ready, { timeoutMs: 10_000, intervalMs: 50 });
     expect(await client.natSave(4)).toContain(`:rxshuttle-${port} - [0:0]`);
     sub.unsubscribe();
-    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    await waitUntil(async () => (await rxshuttleLines()).length === 0, { timeoutMs: 2000, intervalMs: 50, what: 'no rxshuttle rule left' });
     // and the one-shot form
     await expect(firstValueFrom(firewall$(labSetup(port), { helperArgv: argv }))).resolves.toBe('ready');
-    await within(2000, async () => (await rxshuttleLines()).length === 0);
+    await waitUntil(async () => (await rxshuttleLines()).length === 0, { timeoutMs: 2000, intervalMs: 50, what: 'no rxshuttle rule left' });
   });
 });

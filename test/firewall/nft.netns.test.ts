@@ -17,6 +17,7 @@ import { CommandNotFoundError, type RunCommand } from '../../src/firewall/iptabl
 import { hasNftTable, installNft, nftScript, removeNftTable } from '../../src/firewall/nft.js';
 import { findPrograms } from '../../src/firewall/programs.js';
 import type { FirewallSetup, SubnetRule } from '../../src/firewall/types.js';
+import { skipBecause } from '../support/skip.js';
 import type { ProbeResult, ProbeSpec } from './fixtures/probe-main.js';
 import { type Bundle, bundleFixture } from './support/bundle.js';
 
@@ -26,8 +27,8 @@ const PREFIX = `rxsnft-${process.pid}`;
 const CLIENT = `${PREFIX}-c`;
 const TARGET = `${PREFIX}-t`;
 
-/** Why these tests cannot run here, or null. In CI a missing prerequisite fails (STYLE.md). */
-function nftSkip(): boolean {
+/** Why these tests cannot run here, or null when they can. In CI a missing prerequisite fails (STYLE.md). */
+function nftSkip(): string | null {
   let missing: string | null = null;
   if (process.getuid?.() !== 0) missing = 'needs root';
   else {
@@ -39,7 +40,7 @@ function nftSkip(): boolean {
     }
   }
   if (missing && process.env.CI === 'true') throw new Error(`nft namespace tests ${missing}`);
-  return missing !== null;
+  return missing;
 }
 
 /** Runs `argv` in namespace `ns` with `input` on stdin; resolves with stdout. */
@@ -72,7 +73,7 @@ function labSetup(port: number, extra: Partial<FirewallSetup> = {}): FirewallSet
   };
 }
 
-describe.skipIf(nftSkip())('nft method in a namespace', () => {
+describe('nft method in a namespace', skipBecause(nftSkip()), () => {
   let probe: Bundle | undefined;
   const servers: ChildProcess[] = [];
   let nftPath = '';

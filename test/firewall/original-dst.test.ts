@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseSockaddr } from '../../src/firewall/original-dst.js';
+import { skipBecause } from '../support/skip.js';
 import { type Bundle, bundleFixture } from './support/bundle.js';
 import { Netns, netnsSkip } from './support/netns.js';
 import { runProbe } from './support/probe.js';
@@ -26,7 +27,7 @@ describe('parseSockaddr', () => {
   });
 });
 
-describe.skipIf(netnsSkip())('originalDestination in a namespace', () => {
+describe('originalDestination in a namespace', skipBecause(netnsSkip()), () => {
   let ns: Netns | undefined;
   let probe: Bundle | undefined;
   const port = 40_000 + Math.floor(Math.random() * 1000);

@@ -21,6 +21,7 @@ import {
   UntrustedProgramError,
   untrustedReason,
 } from '../../src/firewall/programs.js';
+import { skipBecause } from '../support/skip.js';
 import { CONNTRACK_LINE } from './redirected.test.js';
 import { FakeIptables } from './support/fake-iptables.js';
 
@@ -71,7 +72,7 @@ describe('findPrograms and programRunner', () => {
     expect(PROGRAM_ENV).toEqual({ PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' });
   });
 
-  it.skipIf(!asRoot)('never runs an iptables-save planted earlier on PATH: only the one in the given directories', async () => {
+  it('never runs an iptables-save planted earlier on PATH: only the one in the given directories', skipBecause(!asRoot && 'needs root (chowns files)'), async () => {
     const planted = plantedDir(['iptables-save', 'iptables-restore']);
     process.env.PATH = `${planted.dir}:${path ?? '/usr/bin:/bin'}`;
     const trusted = trustedDir();
@@ -87,7 +88,7 @@ describe('findPrograms and programRunner', () => {
     expect(ran(planted.marker)).toBe('none ran');
   });
 
-  it.skipIf(!asRoot)('refuses a file of another user, a file or directory others may write to, and a link that leads through one; none of them runs', async () => {
+  it('refuses a file of another user, a file or directory others may write to, and a link that leads through one; none of them runs', skipBecause(!asRoot && 'needs root (chowns files)'), async () => {
     const trusted = trustedDir();
     const marker = join(trusted, 'ran');
     const body = `echo "$0" >> ${marker}`;
@@ -140,7 +141,7 @@ describe('findPrograms and programRunner', () => {
     expect(ran(marker)).toBe('none ran');
   });
 
-  it.skipIf(!asRoot)('follows links one at a time (a merged /usr, /etc/alternatives) and runs the program by the name it was found under', async () => {
+  it('follows links one at a time (a merged /usr, /etc/alternatives) and runs the program by the name it was found under', skipBecause(!asRoot && 'needs root (chowns files)'), async () => {
     // s -> sbin (a directory link, as /sbin -> usr/sbin); sbin/iptables-save -> <abs>/alt/iptables-save
     // -> ../bin/multi (as /etc/alternatives/… -> xtables-nft-multi, which acts on the name it was started by).
     const trusted = trustedDir();

@@ -12,6 +12,7 @@ import {
   unsafeSudoersPaths,
 } from '../../src/firewall/sudoers.js';
 import { exitCodeFor, UsageError } from '../../src/shared/errors.js';
+import { skipBecause } from '../support/skip.js';
 
 const haveVisudo = ['/usr/sbin/visudo', '/usr/bin/visudo', '/sbin/visudo'].some((p) => fs.existsSync(p));
 const rule = { user: 'alice', nodePath: '/usr/bin/node', helperPath: '/opt/rxshuttle/dist/firewall-helper.cjs' };
@@ -79,7 +80,7 @@ describe('sudoersSnippet', () => {
     }
   });
 
-  it.skipIf(!haveVisudo)('passes visudo -c', () => {
+  it('passes visudo -c', skipBecause(!haveVisudo && 'visudo is not installed'), () => {
     const file = path.join(dir, 'rule');
     fs.writeFileSync(file, sudoersSnippet(rule), { mode: 0o440 });
     expect(() => checkWithVisudo(file)).not.toThrow();
@@ -89,7 +90,8 @@ describe('sudoersSnippet', () => {
 });
 
 describe('installSudoers', () => {
-  it.skipIf(process.getuid?.() !== 0 || !haveVisudo)('writes a checked 0440 file atomically, and nothing when visudo refuses', () => {
+  const cannotInstall = process.getuid?.() !== 0 ? 'needs root (writes a root-owned sudoers file)' : !haveVisudo && 'visudo is not installed';
+  it('writes a checked 0440 file atomically, and nothing when visudo refuses', skipBecause(cannotInstall), () => {
     const written = installSudoers(sudoersSnippet(rule), 'rxshuttle_test', dir);
     expect(written).toBe(path.join(dir, 'rxshuttle_test'));
     expect(fs.statSync(written).mode & 0o777).toBe(0o440);

@@ -22,9 +22,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FirewallSetup, SubnetRule } from '../../src/firewall/types.js';
+import { skipBecause } from '../support/skip.js';
+import { waitUntil } from '../support/wait-until.js';
 import type { TproxyProbeResult, TproxyProbeSpec } from './fixtures/tproxy-probe-main.js';
 import { type Bundle, bundleFixture } from './support/bundle.js';
-import { HelperProcess, watchdogsOf, within } from './support/helper-process.js';
+import { HelperProcess, watchdogsOf } from './support/helper-process.js';
 import { Netns, netnsSkip } from './support/netns.js';
 
 const execFileP = promisify(execFile);
@@ -64,7 +66,7 @@ function lockFilesOf(port: number): string[] {
   return existsSync(dir) ? readdirSync(dir).filter((n) => n.startsWith(`rxshuttle-${port}-net`)).map((n) => join(dir, n)) : [];
 }
 
-describe.skipIf(netnsSkip())('tproxy method in a namespace (the real helper)', () => {
+describe('tproxy method in a namespace (the real helper)', skipBecause(netnsSkip()), () => {
   let client: Netns | undefined;
   let target: Netns | undefined;
   let helperBundle: Bundle | undefined;
@@ -345,8 +347,8 @@ describe.skipIf(netnsSkip())('tproxy method in a namespace (the real helper)', (
     expect([s.mangle.length > 0, s.nat.length > 0, s.rules.length, s.routes.length]).toEqual([true, true, 2, 2]);
     helper.child.kill('SIGKILL');
     await helper.exited;
-    await within(20_000, async () => JSON.stringify(await state(port)) === JSON.stringify(NOTHING));
-    await within(20_000, async () => lockFilesOf(port).length === 0 && watchdogsOf(-1, helperBundle!.file).length === 0);
+    await waitUntil(async () => JSON.stringify(await state(port)) === JSON.stringify(NOTHING), { timeoutMs: 20_000, intervalMs: 50, what: 'no chain, ip rule or route of the port left' });
+    await waitUntil(async () => lockFilesOf(port).length === 0 && watchdogsOf(-1, helperBundle!.file).length === 0, { timeoutMs: 20_000, intervalMs: 50, what: 'no lock file or watchdog left' });
     await expectUserRoutingIntact();
     expect(await probeFrom(port, [{ host: '10.125.0.1', port: 80 }], [{ host: '10.125.0.1', port: 7001 }])).toEqual({ tcp: ['direct'], udp: ['direct'] });
   });

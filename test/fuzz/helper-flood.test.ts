@@ -21,6 +21,8 @@ import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Bundle, bundleFixture } from '../firewall/support/bundle.js';
 import { Netns, netnsSkip } from '../firewall/support/netns.js';
+import { skipBecause } from '../support/skip.js';
+import { waitUntil } from '../support/wait-until.js';
 import { RANDOM_SEED } from './seeds.js';
 import { FloodedHelper, type FloodResult, flood, KiB, MiB, randomBytesFrom, repeating, type Source } from './support/flooded-helper.js';
 
@@ -67,7 +69,7 @@ interface Run {
  */
 const LOCK_DIR = `/run/rxshuttle-flood-${process.pid}`;
 
-describe.skipIf(netnsSkip())('the real helper under floods (issue 17, finding 1)', () => {
+describe('the real helper under floods (issue 17, finding 1)', skipBecause(netnsSkip()), () => {
   let ns: Netns | undefined;
   let bundle: Bundle | undefined;
   let dir = '';
@@ -222,10 +224,7 @@ describe.skipIf(netnsSkip())('the real helper under floods (issue 17, finding 1)
     expect.soft(lockFilesOf(port), `${label}: lock files left`).toEqual([]);
     // Nothing of ours keeps running in the namespace (the watchdog, if any, goes once released).
     let left: number[] = [];
-    for (const until = Date.now() + 5000; Date.now() < until; await new Promise((r) => setTimeout(r, 100))) {
-      left = await pidsInNamespace();
-      if (left.length === 0) break;
-    }
+    await waitUntil(async () => (left = await pidsInNamespace()).length === 0, { intervalMs: 100 }).catch(() => undefined);
     expect.soft(left, `${label}: processes left in the namespace`).toEqual([]);
 
     const peakMiB = mib(helper.peak.hwmKiB);

@@ -1,5 +1,5 @@
-import { Subject } from 'rxjs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { Subject, VirtualTimeScheduler } from 'rxjs';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   cleanName,
   type HostwatchSources,
@@ -88,16 +88,30 @@ function fakeSources(over: Partial<HostwatchSources> = {}): HostwatchSources & {
   };
 }
 
-const settle = () => new Promise((r) => setTimeout(r, 20));
+/**
+ * The fake sources answer in microtasks and hostwatch's polls run on a virtual clock, so once one
+ * macrotask turn has passed every lookup started so far has been handled: what has not been
+ * reported by then never will be (for asserting that something was NOT reported).
+ */
+const lookupsHandled = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Moves the virtual clock `ms` on, running the polls due by then (a no-op at the end stops the clock there). */
+function advance(scheduler: VirtualTimeScheduler, ms: number): void {
+  scheduler.schedule(() => {}, ms);
+  scheduler.maxFrames = scheduler.now() + ms;
+  scheduler.flush();
+}
 
 describe('hostwatch$', () => {
   const subscriptions: Array<{ unsubscribe(): void }> = [];
   afterEach(() => {
     for (const s of subscriptions.splice(0)) s.unsubscribe();
   });
+  /** Runs hostwatch on a virtual clock that the test moves (nothing is polled again unless it does). */
   const watch = (sources: HostwatchSources, extra: Parameters<typeof hostwatch$>[0] = {}) => {
     const found: HostEntry[] = [];
-    subscriptions.push(hostwatch$({ sources, pollMs: 60_000, ...extra }).subscribe({ next: (h) => found.push(h), error: unexpectedError }));
+    const options = { sources, pollMs: 60_000, scheduler: new VirtualTimeScheduler(), ...extra };
+    subscriptions.push(hostwatch$(options).subscribe({ next: (h) => found.push(h), error: unexpectedError }));
     return found;
   };
 
@@ -107,27 +121,32 @@ describe('hostwatch$', () => {
         readFile: async (path) => (path === '/etc/hosts' ? '127.0.0.1 localhost\n10.0.0.5 db1.corp db1\n::1 ip6-localhost\n169.254.0.1 meta\n' : null),
       }),
     );
-    await settle();
-    expect(found).toEqual([
-      { family: 4, address: '10.0.0.5', name: 'db1.corp' },
-      { family: 4, address: '10.0.0.5', name: 'db1' },
-    ]);
+    // The whole file is taken in one go: with db1's names there, the local-only ones were left out.
+    await vi.waitFor(() =>
+      expect(found).toEqual([
+        { family: 4, address: '10.0.0.5', name: 'db1.corp' },
+        { family: 4, address: '10.0.0.5', name: 'db1' },
+      ]),
+    );
   });
 
   it('looks up neighbours in reverse, each address once, and reports what has a name', async () => {
     const sources = fakeSources({ neighbours: async () => ['10.98.0.3', '10.98.0.4', '10.99.0.1', '10.98.0.3', '127.0.0.1'] });
     const found = watch(sources);
-    await settle();
-    expect(sources.reverses.sort()).toEqual(['10.98.0.3', '10.98.0.4', '10.99.0.1']);
-    expect(found).toEqual(
-      expect.arrayContaining([
-        { family: 4, address: '10.98.0.3', name: 'target.lab' },
-        { family: 4, address: '10.98.0.3', name: 'target' },
-        { family: 4, address: '10.98.0.4', name: 'echo4.lab' },
-        { family: 4, address: '10.98.0.4', name: 'echo4' },
-        { family: 4, address: '10.98.0.4', name: 'alias4' },
-      ]),
-    );
+    await vi.waitFor(() => {
+      expect(found).toEqual(
+        expect.arrayContaining([
+          { family: 4, address: '10.98.0.3', name: 'target.lab' },
+          { family: 4, address: '10.98.0.3', name: 'target' },
+          { family: 4, address: '10.98.0.4', name: 'echo4.lab' },
+          { family: 4, address: '10.98.0.4', name: 'echo4' },
+          { family: 4, address: '10.98.0.4', name: 'alias4' },
+        ]),
+      );
+      expect([...sources.reverses].sort()).toEqual(['10.98.0.3', '10.98.0.4', '10.99.0.1']);
+    });
+    await lookupsHandled();
+    expect([...sources.reverses].sort()).toEqual(['10.98.0.3', '10.98.0.4', '10.99.0.1']);
     expect(found).toHaveLength(5);
   });
 
@@ -140,45 +159,97 @@ describe('hostwatch$', () => {
       },
     });
     const found = watch(sources, { seeds: ['target.lab', 'nowhere.lab'], log: (m) => logs.push(m) });
-    await settle();
-    expect(found.slice(0, 2)).toEqual([
-      { family: 4, address: '10.98.0.3', name: 'target.lab' },
-      { family: 4, address: '10.98.0.3', name: 'target' },
-    ]);
+    await vi.waitFor(() => {
+      expect(found.slice(0, 2)).toEqual([
+        { family: 4, address: '10.98.0.3', name: 'target.lab' },
+        { family: 4, address: '10.98.0.3', name: 'target' },
+      ]);
+      expect(sources.reverses).toContain('10.98.0.3');
+      expect(logs).toEqual(['seed host nowhere.lab: ENOTFOUND']);
+    });
+    await lookupsHandled();
     expect(found).toHaveLength(2); // the reverse lookup finds the same names: not reported again
     expect(logs).toEqual(['seed host nowhere.lab: ENOTFOUND']);
   });
 
   it('addresses seen by the tunnel are looked up too', async () => {
     const seen = new Subject<string>();
-    const found = watch(fakeSources(), { seen$: seen });
-    await settle();
+    let scanned = false;
+    const found = watch(
+      fakeSources({
+        neighbours: async () => {
+          scanned = true; // the last step of a scan
+          return [];
+        },
+      }),
+      { seen$: seen },
+    );
+    await vi.waitFor(() => expect(scanned).toBe(true));
+    await lookupsHandled();
     expect(found).toEqual([]);
     seen.next('10.98.0.4');
     seen.next('10.98.0.4');
-    await settle();
-    expect(found.map((h) => h.name)).toEqual(['echo4.lab', 'echo4', 'alias4']);
+    await vi.waitFor(() => expect(found.map((h) => h.name)).toEqual(['echo4.lab', 'echo4', 'alias4']));
+    await lookupsHandled();
+    expect(found).toHaveLength(3);
   });
 
   it('the own host name maps to an own address when it resolves only to loopback', async () => {
     const found = watch(
       fakeSources({ hostname: () => 'srv', lookup: async () => ['127.0.1.1'], ownAddresses: () => ['fe80::1', '10.99.0.2'] }),
     );
-    await settle();
-    expect(found).toContainEqual({ family: 4, address: '10.99.0.2', name: 'srv' });
+    await vi.waitFor(() => expect(found).toContainEqual({ family: 4, address: '10.99.0.2', name: 'srv' }));
   });
 
-  it('a name whose address changes is reported again; polling rescans', async () => {
+  it('a name whose address changes is reported again; polling rescans every pollMs', async () => {
+    const scheduler = new VirtualTimeScheduler();
     let address = '10.0.0.5';
-    const sources = fakeSources({ readFile: async () => `${address} moving\n` });
-    const found: HostEntry[] = [];
-    subscriptions.push(hostwatch$({ sources, pollMs: 30 }).subscribe({ next: (h) => found.push(h), error: unexpectedError }));
-    await settle();
+    let scans = 0;
+    const sources = fakeSources({
+      readFile: async () => {
+        scans++;
+        return `${address} moving\n`;
+      },
+    });
+    const found = watch(sources, { pollMs: 30, scheduler });
+    await vi.waitFor(() => expect(found).toEqual([{ family: 4, address: '10.0.0.5', name: 'moving' }]));
     address = '10.0.0.6';
-    await new Promise((r) => setTimeout(r, 80));
-    expect(found).toEqual([
-      { family: 4, address: '10.0.0.5', name: 'moving' },
-      { family: 4, address: '10.0.0.6', name: 'moving' },
-    ]);
+    advance(scheduler, 29);
+    await lookupsHandled();
+    expect(scans).toBe(1);
+    expect(found).toHaveLength(1);
+    advance(scheduler, 1);
+    await vi.waitFor(() =>
+      expect(found).toEqual([
+        { family: 4, address: '10.0.0.5', name: 'moving' },
+        { family: 4, address: '10.0.0.6', name: 'moving' },
+      ]),
+    );
+    expect(scans).toBe(2);
+    advance(scheduler, 30);
+    await vi.waitFor(() => expect(scans).toBe(3));
+    await lookupsHandled();
+    expect(found).toHaveLength(2); // unchanged: not reported again
+  });
+
+  it('unsubscribing stops the polling', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    let scans = 0;
+    const subscription = hostwatch$({
+      sources: fakeSources({
+        readFile: async () => {
+          scans++;
+          return null;
+        },
+      }),
+      pollMs: 30,
+      scheduler,
+    }).subscribe({ error: unexpectedError });
+    await vi.waitFor(() => expect(scans).toBe(1));
+    subscription.unsubscribe();
+    advance(scheduler, 300);
+    await lookupsHandled();
+    expect(scans).toBe(1);
+    expect(scheduler.actions).toEqual([]);
   });
 });

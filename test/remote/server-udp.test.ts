@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import { filter, map, Subject } from 'rxjs';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { decodeFrames } from '../../src/streams/decode-frames.js';
 import { Command, type Destination, encodeFrame, type Frame } from '../../src/streams/frame.js';
 import { frameWriter } from '../../src/streams/frame-writer.js';
@@ -21,6 +21,7 @@ import { decodeUdpMessage, encodeUdpData, encodeUdpOpen, type UdpMessage } from 
 import { type LocalDatagram, type UdpFlowOutput, udpFlows } from '../../src/streams/udp-flows.js';
 import { pattern } from '../streams/marbles.js';
 import { unexpectedError } from '../support/unexpected-error.js';
+import { waitUntil } from '../support/wait-until.js';
 
 let dir = '';
 let bundle = '';
@@ -62,13 +63,8 @@ async function startServer() {
   });
   bytes.pipe(decodeFrames()).subscribe({ next: (f) => frames.push(f), error: unexpectedError });
   child.stdin.write(encodeHello({ version: PROTOCOL_VERSION, window: 4 * 1024 * 1024, flags: 0 }));
-  const until = async (test: (all: readonly Frame[]) => boolean, ms = 5000) => {
-    const deadline = Date.now() + ms;
-    while (!test(frames)) {
-      if (Date.now() > deadline) throw new Error(`waited ${ms} ms; got ${frames.map((f) => f.command).join(',')}`);
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  };
+  const until = (test: (all: readonly Frame[]) => boolean) =>
+    waitUntil(() => test(frames), { what: () => `the frames (got ${frames.map((f) => f.command).join(',')})` });
   const udp = (): UdpMessage[] =>
     frames.filter((f) => f.command === Command.UDP_DATA || f.command === Command.UDP_CLOSE).map(decodeUdpMessage);
   return { child, send: (f: Frame) => child.stdin.write(encodeFrame(f)), frames, until, udp };
@@ -137,10 +133,7 @@ describe('the server with UDP', () => {
     const program = { family: 4, address: '10.0.0.5', port: 40_000 } as const;
     const sizes = [1, 1400, 65_000];
     for (const size of sizes) local.next({ source: program, destination: echo, data: pattern(size, size) });
-    const deadline = Date.now() + 5000;
-    while (outputs.filter((o) => o.kind === 'reply').length < sizes.length && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    await waitUntil(() => outputs.filter((o) => o.kind === 'reply').length >= sizes.length, { what: `${sizes.length} replies` });
     const got = outputs.flatMap((o) => (o.kind === 'reply' ? [o] : []));
     expect(got.map((o) => [o.flow, o.source, o.destination, o.data.length])).toEqual(sizes.map((size) => [1, echo, program, size]));
     got.forEach((o, i) => expect(o.data.equals(pattern(sizes[i] as number, sizes[i]))).toBe(true));
@@ -148,8 +141,7 @@ describe('the server with UDP', () => {
     // The session ends when the server goes: the flow ends with it.
     child.stdin.end();
     await once(child, 'exit');
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(outputs.at(-1)).toMatchObject({ kind: 'udp-close', id: 1, reason: 'ended', datagramsSent: 3, datagramsReceived: 3 });
+    await vi.waitFor(() => expect(outputs.at(-1)).toMatchObject({ kind: 'udp-close', id: 1, reason: 'ended', datagramsSent: 3, datagramsReceived: 3 }));
     flowsSubscription.unsubscribe();
     sessionSubscription.unsubscribe();
   });

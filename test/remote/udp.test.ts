@@ -4,17 +4,20 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import { BehaviorSubject, Subject, type Subscription } from 'rxjs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { BehaviorSubject, type SchedulerLike, Subject, type Subscription, VirtualTimeScheduler } from 'rxjs';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SERVER_UDP_LIMITS, udpRelay } from '../../src/remote/udp.js';
+import { DatagramQueues } from '../../src/streams/datagram-queues.js';
 import { Command, type Destination, type Frame } from '../../src/streams/frame.js';
 import { decodeUdpMessage, MAX_UDP_DATAGRAM, QUEUED_DATAGRAM_OVERHEAD, type UdpLimits, type UdpMessage } from '../../src/streams/udp.js';
 import { pattern, protocolError } from '../streams/marbles.js';
 import { unexpectedError } from '../support/unexpected-error.js';
+import { sleepForAbsence, waitUntil } from '../support/wait-until.js';
 
 const sockets: Socket[] = [];
 const subscriptions: Subscription[] = [];
 afterEach(() => {
+  vi.restoreAllMocks();
   for (const subscription of subscriptions.splice(0)) subscription.unsubscribe();
   for (const socket of sockets.splice(0)) socket.close();
 });
@@ -43,18 +46,16 @@ async function closedPort(): Promise<Destination> {
 }
 
 /** A running relay: what the client would send, and what the relay sends back, decoded. */
-function relay(limits: Partial<UdpLimits> = {}) {
+function relay(limits: Partial<UdpLimits> = {}, scheduler?: SchedulerLike) {
   const client = new Subject<UdpMessage>();
   const writable = new BehaviorSubject(true);
   const received: UdpMessage[] = [];
-  const waiters: Array<() => void> = [];
   const state: { error?: unknown; completed: boolean } = { completed: false };
   subscriptions.push(
-    udpRelay({ messages$: client, writable$: writable, limits }).subscribe({
+    udpRelay({ messages$: client, writable$: writable, limits, ...(scheduler ? { scheduler } : {}) }).subscribe({
       next: (f: Frame) => {
         expect(f.command === Command.UDP_DATA || f.command === Command.UDP_CLOSE).toBe(true);
         received.push(decodeUdpMessage(f));
-        for (const wake of waiters.splice(0)) wake();
       },
       error: (err: unknown) => {
         state.error = err;
@@ -65,15 +66,10 @@ function relay(limits: Partial<UdpLimits> = {}) {
     }),
   );
   /** Waits until `count` messages have come (fails after `ms`). */
-  const until = async (count: number, ms = 3000): Promise<UdpMessage[]> => {
-    const deadline = Date.now() + ms;
-    while (received.length < count) {
-      if (Date.now() > deadline) throw new Error(`${received.length} of ${count} messages after ${ms} ms: ${JSON.stringify(received.map((m) => m.kind))}`);
-      await new Promise<void>((resolve) => {
-        waiters.push(resolve);
-        setTimeout(resolve, 20);
-      });
-    }
+  const until = async (count: number): Promise<UdpMessage[]> => {
+    await waitUntil(() => received.length >= count, {
+      what: () => `${count} messages (${received.length} came: ${JSON.stringify(received.map((m) => m.kind))})`,
+    });
     return received.slice(0, count);
   };
   return {
@@ -89,7 +85,16 @@ function relay(limits: Partial<UdpLimits> = {}) {
 }
 
 const dataOf = (messages: readonly UdpMessage[]) => messages.flatMap((m) => (m.kind === 'data' ? [m] : []));
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Moves the virtual clock `ms` on, running what is due by then (a no-op at the end stops the clock there). */
+function advance(scheduler: VirtualTimeScheduler, ms: number): void {
+  scheduler.schedule(() => {}, ms);
+  scheduler.maxFrames = scheduler.now() + ms;
+  scheduler.flush();
+}
+
+/** Replies that have reached the relay's queues (held or dropped there), counted where they are offered. */
+const offered = () => vi.spyOn(DatagramQueues.prototype, 'offer');
 
 describe('udpRelay: datagrams', () => {
   it('datagrams of 1 B, 1 400 B and 65 000 B come back intact, one each, also when sent before the socket is ready', async () => {
@@ -138,7 +143,7 @@ describe('udpRelay: datagrams', () => {
     r.send(1, Buffer.from('small'));
     const replies = dataOf(await r.until(2));
     expect(replies.map((m) => m.data.length)).toEqual([40_000, 5]);
-    await sleep(50);
+    await sleepForAbsence(50);
     expect(r.received).toHaveLength(2);
   });
 
@@ -157,9 +162,12 @@ describe('udpRelay: datagrams', () => {
     const r = relay();
     r.open(1, a);
     r.open(2, b);
-    await sleep(20);
+    // Both sockets connected (each has answered once) before the interleaved datagrams.
+    r.send(1, Buffer.from('hello'));
+    r.send(2, Buffer.from('hello'));
+    await r.until(2);
     for (let i = 0; i < 10; i++) r.send(1 + (i % 2), Buffer.from(`${i}`));
-    const replies = dataOf(await r.until(10));
+    const replies = dataOf(await r.until(12)).slice(2);
     expect(replies.filter((m) => m.flow === 1).map((m) => m.data.toString())).toEqual(['A:0', 'A:2', 'A:4', 'A:6', 'A:8']);
     expect(replies.filter((m) => m.flow === 2).map((m) => m.data.toString())).toEqual(['B:1', 'B:3', 'B:5', 'B:7', 'B:9']);
   });
@@ -184,27 +192,32 @@ describe('udpRelay: the end of a flow', () => {
     expect(await r.until(1)).toEqual([{ kind: 'close', flow: 1, reason: 'ECONNREFUSED' }]);
     r.send(1, Buffer.from('late'));
     r.close(1);
-    await sleep(50);
+    await sleepForAbsence(50);
     expect(r.received).toHaveLength(1);
     expect(r.state.error).toBeUndefined();
   });
 
   it('an idle flow closes with `idle`; traffic either way keeps it open', async () => {
     const echo = await echoServer();
-    const r = relay({ idleMs: 300, dnsIdleMs: 300 });
+    // Virtual time for the idle timer (the datagrams are real): a loaded machine cannot stretch a pause.
+    const scheduler = new VirtualTimeScheduler();
+    const r = relay({ idleMs: 300, dnsIdleMs: 300 }, scheduler);
     r.open(1, echo);
     let lastSent = 0;
-    // Four datagrams 150 ms apart: 450 ms in all, longer than the idle time, and the flow stays.
+    // Four datagrams 150 ms apart, each echoed: 600 ms in all, longer than the idle time, and the flow stays.
     for (let i = 0; i < 4; i++) {
       r.send(1, Buffer.from('keep'));
-      lastSent = Date.now();
-      await sleep(150);
+      lastSent = scheduler.now();
+      await r.until(i + 1);
+      advance(scheduler, 150);
     }
-    const messages = await r.until(5, 2000);
-    const closedAt = Date.now();
-    expect(messages.slice(0, 4).every((m) => m.kind === 'data')).toBe(true);
-    expect(messages[4]).toEqual({ kind: 'close', flow: 1, reason: 'idle' });
-    expect(closedAt - lastSent).toBeGreaterThanOrEqual(300 - 25);
+    expect(r.received.map((m) => m.kind)).toEqual(['data', 'data', 'data', 'data']);
+    // Idle from the last datagram (sent and echoed at lastSent): closed 300 ms after it, not a moment before.
+    advance(scheduler, lastSent + 300 - 1 - scheduler.now());
+    expect(r.received).toHaveLength(4);
+    advance(scheduler, 1);
+    expect(r.received[4]).toEqual({ kind: 'close', flow: 1, reason: 'idle' });
+    expect(scheduler.now() - lastSent).toBe(300);
   });
 
   it('a flow the client closes sends nothing back; its replies stop', async () => {
@@ -215,7 +228,7 @@ describe('udpRelay: the end of a flow', () => {
     await r.until(1);
     r.close(1);
     r.send(1, Buffer.from('two'));
-    await sleep(50);
+    await sleepForAbsence(50);
     expect(r.received).toHaveLength(1);
   });
 
@@ -272,30 +285,32 @@ describe('udpRelay: bounds', () => {
 
   it('while the transport is full, replies wait within the per-flow bound; the rest are dropped', async () => {
     const server = await burst();
+    const offers = offered();
     const r = relay({ maxFlowQueuedBytes: smallest });
     r.writable.next(false);
     r.open(1, server);
     r.send(1, Buffer.from('go'));
-    await sleep(300);
+    await vi.waitFor(() => expect(offers).toHaveBeenCalledTimes(8)); // the whole burst has reached the relay
     expect(r.received).toEqual([]);
     r.writable.next(true);
     const fit = Math.floor(smallest / COST);
     expect(fit).toBe(6);
     expect(r.received.map((m, i) => m.kind === 'data' && m.data.equals(pattern(REPLY, i)))).toEqual(Array(fit).fill(true));
-    await sleep(50);
+    await sleepForAbsence(50);
     expect(r.received).toHaveLength(fit);
   });
 
   it('the total bound holds across flows, and waiting replies go out round-robin', async () => {
     const server = await burst();
+    const offers = offered();
     const r = relay({ maxFlowQueuedBytes: smallest, maxQueuedBytes: 100_000 });
     r.writable.next(false);
     r.open(1, server);
     r.open(2, server);
     r.send(1, Buffer.from('go'));
-    await sleep(150);
+    await vi.waitFor(() => expect(offers).toHaveBeenCalledTimes(8)); // flow 1's burst has reached the relay
     r.send(2, Buffer.from('go'));
-    await sleep(300);
+    await vi.waitFor(() => expect(offers).toHaveBeenCalledTimes(16)); // and flow 2's
     r.writable.next(true);
     // Flow 1 took its six; flow 2 got what was left of 100 000 bytes: three.
     expect(r.received.map((m) => m.flow)).toEqual([1, 2, 1, 2, 1, 2, 1, 1, 1]);
@@ -304,6 +319,7 @@ describe('udpRelay: bounds', () => {
 
   it('stops sending the moment the transport is full, and goes on, one reply per turn, when it takes more', async () => {
     const server = await burst();
+    const offers = offered();
     const client = new Subject<UdpMessage>();
     const writable = new BehaviorSubject(true);
     const received: Frame[] = [];
@@ -316,7 +332,7 @@ describe('udpRelay: bounds', () => {
     );
     client.next({ kind: 'open', flow: 1, destination: server });
     client.next({ kind: 'data', flow: 1, data: Buffer.from('go') });
-    await sleep(300);
+    await vi.waitFor(() => expect(offers).toHaveBeenCalledTimes(8)); // the whole burst has reached the relay
     expect(received).toHaveLength(1);
     writable.next(true);
     expect(received).toHaveLength(2);

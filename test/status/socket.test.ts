@@ -12,6 +12,7 @@ import type { Subscription } from 'rxjs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { initialStatus, type StatusSnapshot, statusTracker } from '../../src/status/snapshot.js';
 import { listInstances, parseSnapshot, ROOT_STATUS_DIR, StatusError, socketName, statusDirs, statusServer$ } from '../../src/status/socket.js';
+import { sleepForAbsence } from '../support/wait-until.js';
 
 let tmp: string;
 let dir: string;
@@ -106,7 +107,7 @@ describe('statusServer$', () => {
   it('unsubscribing before it listens leaves nothing behind', async () => {
     const subscription = statusServer$(() => initialStatus(), { dir, pid: 4244 }).subscribe();
     subscription.unsubscribe();
-    await new Promise((r) => setTimeout(r, 50));
+    await sleepForAbsence(50); // nothing may appear later either
     expect(fs.readdirSync(dir)).toEqual([]);
   });
 

@@ -31,9 +31,25 @@ describe('fromReadable', () => {
 
   it('completes when the stream closes without an end', async () => {
     const stream = new PassThrough();
-    const done = new Promise<void>((resolve, reject) => fromReadable(stream).subscribe({ complete: resolve, error: reject }));
+    const seen: string[] = [];
+    const done = new Promise<void>((resolve) =>
+      fromReadable(stream).subscribe({
+        next: (c) => seen.push(`data ${c.toString()}`),
+        error: (e: unknown) => {
+          seen.push(`error ${String(e)}`);
+          resolve();
+        },
+        complete: () => {
+          seen.push('complete');
+          resolve();
+        },
+      }),
+    );
     stream.destroy();
     await done;
+    expect(stream.readableEnded).toBe(false); // closed, never ended
+    expect(seen).toEqual(['complete']);
+    expect(stream.listenerCount('data')).toBe(0);
   });
 
   it('pauses the stream when unsubscribed', () => {
@@ -72,6 +88,12 @@ describe('fromReadable', () => {
     const first = new Promise<void>((resolve, reject) => source$.subscribe({ complete: resolve, error: reject }));
     stream.end();
     await first;
-    await new Promise<void>((resolve, reject) => source$.subscribe({ complete: resolve, error: reject }));
+    expect(stream.readableEnded).toBe(true);
+    const seen: string[] = [];
+    source$.subscribe({ next: () => seen.push('data'), error: () => seen.push('error'), complete: () => seen.push('complete') });
+    // Completed during subscribe, without waiting for an event that will never come again.
+    expect(seen).toEqual(['complete']);
+    expect(stream.listenerCount('data')).toBe(0);
+    expect(stream.listenerCount('end')).toBe(0);
   });
 });

@@ -1,4 +1,4 @@
-import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { setImmediate as tick } from 'node:timers/promises';
 import { BehaviorSubject, Subject, type Subscription } from 'rxjs';
@@ -11,6 +11,7 @@ import { fromReadable } from '../../src/streams/from-readable.js';
 import { encodeHello, PROTOCOL_VERSION } from '../../src/streams/handshake.js';
 import type { AcceptedConnection, LocalEnd } from '../../src/streams/mux.js';
 import { type SessionConfig, type SessionEvent, session } from '../../src/streams/session.js';
+import { socketPair } from '../support/socket-pair.js';
 import { act, b, DST, DST6, ev, f, pattern } from './marbles.js';
 
 const noiseText = (events: SessionEvent[]): string => events.map((e) => (e.kind === 'noise' ? e.text : '')).join('');
@@ -163,26 +164,15 @@ function scriptedEnd(autoAck = true) {
 }
 
 describe('session: client and server over a real loopback socket', () => {
-  let server: Server | undefined;
-  const sockets: Socket[] = [];
   const subscriptions: Subscription[] = [];
   afterEach(() => {
     for (const s of subscriptions.splice(0)) s.unsubscribe();
-    for (const s of sockets.splice(0)) s.destroy();
-    server?.close();
   });
 
-  async function socketPair(): Promise<[Socket, Socket]> {
-    const srv = createServer({ allowHalfOpen: true });
-    server = srv;
-    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-    const address = srv.address();
-    if (address === null || typeof address === 'string') throw new Error('no address');
-    const accepted = new Promise<Socket>((resolve) => srv.once('connection', resolve));
-    const clientSide = netConnect({ port: address.port, host: '127.0.0.1', allowHalfOpen: true });
-    const serverSide = await accepted;
-    sockets.push(clientSide, serverSide);
-    return [clientSide, serverSide];
+  /** A connected loopback pair (test/support/socket-pair.ts): the client's end, then the server's. */
+  async function loopbackPair(): Promise<[Socket, Socket]> {
+    const { client, accepted } = await socketPair();
+    return [client, accepted];
   }
 
   function run(role: 'client' | 'server', socket: Socket, over: Partial<SessionConfig>) {
@@ -207,7 +197,7 @@ describe('session: client and server over a real loopback socket', () => {
   }
 
   it('carries a request and a response, half-closes, and ends both sessions when the transport closes', async () => {
-    const [clientSocket, serverSocket] = await socketPair();
+    const [clientSocket, serverSocket] = await loopbackPair();
     const dialled: Destination[] = [];
     const remote = scriptedEnd();
     const srv = run('server', serverSocket, {
@@ -249,7 +239,7 @@ describe('session: client and server over a real loopback socket', () => {
   });
 
   it('moves 2 MB each way through a 64 KiB window, in order, with credit flowing back', async () => {
-    const [clientSocket, serverSocket] = await socketPair();
+    const [clientSocket, serverSocket] = await loopbackPair();
     const remote = scriptedEnd();
     const srv = run('server', serverSocket, { dial: () => remote.end });
     const accepted$ = new Subject<AcceptedConnection>();
@@ -285,7 +275,7 @@ describe('session: client and server over a real loopback socket', () => {
   });
 
   it('a peer that breaks the protocol ends the session with an error', async () => {
-    const [clientSocket, serverSocket] = await socketPair();
+    const [clientSocket, serverSocket] = await loopbackPair();
     const cli = run('client', clientSocket, {});
     serverSocket.write(hello(1000));
     serverSocket.write(encodeFrame({ channel: 9, command: Command.DATA, payload: b('?') }));

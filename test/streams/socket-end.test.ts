@@ -1,11 +1,12 @@
 import { once } from 'node:events';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { BehaviorSubject, type Observable, type Subscription } from 'rxjs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { LocalEvent } from '../../src/streams/channel.js';
 import { resetSocket, socketEnd } from '../../src/streams/socket-end.js';
+import { socketPair } from '../support/socket-pair.js';
 import { unexpectedError } from '../support/unexpected-error.js';
+import { sleepForAbsence } from '../support/wait-until.js';
 import { act } from './marbles.js';
 
 const servers: Server[] = [];
@@ -20,7 +21,7 @@ afterEach(() => {
 
 async function listening(): Promise<{ server: Server; port: number }> {
   const server = createServer({ allowHalfOpen: true });
-  // Accepted sockets may be reset by our side at the end of a test (see pair()).
+  // Accepted sockets may be reset by the other end at the end of a test.
   server.on('connection', (socket: Socket) => socket.on('error', () => undefined));
   servers.push(server);
   server.listen(0, '127.0.0.1');
@@ -30,16 +31,14 @@ async function listening(): Promise<{ server: Server; port: number }> {
   return { server, port: address.port };
 }
 
-/** A connected loopback pair: `ours` is wrapped by socketEnd, `theirs` plays the program on the other side. */
+/**
+ * A connected loopback pair (test/support/socket-pair.ts): `ours` (the accepted end) is wrapped by
+ * socketEnd, `theirs` plays the program on the other side. The end of a test unsubscribes, which
+ * resets a socket still open both ways: the program side hears ECONNRESET (ignored by the pair's
+ * error handlers).
+ */
 async function pair(): Promise<{ ours: Socket; theirs: Socket }> {
-  const { server, port } = await listening();
-  const accepted = once(server, 'connection') as Promise<[Socket]>;
-  const theirs = netConnect({ port, host: '127.0.0.1', allowHalfOpen: true });
-  // The end of a test unsubscribes, which resets a socket still open both ways: the program side hears ECONNRESET.
-  theirs.on('error', () => undefined);
-  sockets.push(theirs);
-  const [ours] = await accepted;
-  sockets.push(ours);
+  const { client: theirs, accepted: ours } = await socketPair();
   return { ours, theirs };
 }
 
@@ -115,7 +114,7 @@ describe('socketEnd (real loopback sockets)', () => {
     end.perform(act.pause);
     expect(ours.isPaused()).toBe(true);
     theirs.write('held');
-    await sleep(100); // nothing may arrive while paused
+    await sleepForAbsence(100); // nothing may arrive while paused
     expect(dataText(events)).toBe('');
     end.perform(act.resume);
     expect(ours.isPaused()).toBe(false);
@@ -133,7 +132,7 @@ describe('socketEnd (real loopback sockets)', () => {
     blocked$.next(false);
     expect(ours.isPaused()).toBe(true); // still out of credit
     theirs.write('x');
-    await sleep(50);
+    await sleepForAbsence(50); // nothing may arrive while out of credit
     expect(dataText(events)).toBe('');
     end.perform(act.resume);
     expect(ours.isPaused()).toBe(false);
@@ -216,6 +215,8 @@ describe('socketEnd (real loopback sockets)', () => {
 
   it('keeps a permanent error handler: a late error after unsubscribing does not crash', async () => {
     const { ours } = await pair();
+    // Without the pair's own handler: only socketEnd's may catch the error.
+    ours.removeAllListeners('error');
     const subscription = socketEnd(ours).events$.subscribe();
     subscription.unsubscribe();
     expect(ours.listenerCount('error')).toBeGreaterThan(0);

@@ -1,5 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { concat, lastValueFrom, NEVER, type Observable, of, Subject, toArray } from 'rxjs';
@@ -7,7 +7,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ControlPool, type HandOff, handOff$ } from '../../src/transport/control-master.js';
 import type { Redirected } from '../../src/tunnel/listener.js';
 import { type Carrier, controlMasterCarrier, routeRedirected } from '../../src/tunnel/route-connections.js';
+import { socketPair } from '../support/socket-pair.js';
 import { unexpectedError } from '../support/unexpected-error.js';
+import { sleepForAbsence, waitUntil } from '../support/wait-until.js';
 
 const DST = { family: 4 as const, address: '10.98.0.3', port: 80 };
 
@@ -60,26 +62,8 @@ function fakeMaster(path: string, answer: 'open' | 'fail') {
   return { server, requests };
 }
 
-/** A connected TCP socket pair on loopback; the accepted end plays the redirected socket. */
-async function tcpPair(): Promise<{ accepted: Socket; client: Socket; close: () => void }> {
-  const server = createServer({ pauseOnConnect: true });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  const acceptedP = new Promise<Socket>((resolve) => server.once('connection', resolve));
-  const client = netConnect(port, '127.0.0.1');
-  client.on('error', () => {});
-  const accepted = await acceptedP;
-  return { accepted, client, close: () => (client.destroy(), accepted.destroy(), server.close()) };
-}
-
-/** Polls `condition` until it holds (events of other processes have no observable to wait on). */
-async function until(condition: () => boolean, what: string, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
+/** A connected TCP socket pair on loopback (test/support/socket-pair.ts); the accepted end plays the redirected socket. */
+const tcpPair = () => socketPair({ pauseOnConnect: true, allowHalfOpen: false });
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -98,7 +82,6 @@ describe('handOff$', () => {
     const master = fakeMaster(path, 'open');
     cleanups.push(() => master.server.close());
     const pair = await tcpPair();
-    cleanups.push(pair.close);
     const results = await lastValueFrom(handOff$(path, pair.accepted, DST).pipe(toArray()));
     expect(master.requests).toEqual([{ host: '10.98.0.3', port: 80 }]);
     expect(results.map((r: HandOff) => r.kind)).toEqual(['opened', 'closed']);
@@ -109,7 +92,6 @@ describe('handOff$', () => {
     const master = fakeMaster(path, 'fail');
     cleanups.push(() => master.server.close());
     const pair = await tcpPair();
-    cleanups.push(pair.close);
     const results = await lastValueFrom(handOff$(path, pair.accepted, DST).pipe(toArray()));
     expect(results).toEqual([{ kind: 'refused', reason: 'Session open refused by peer' }]);
     expect(pair.accepted.destroyed).toBe(false);
@@ -117,7 +99,6 @@ describe('handOff$', () => {
 
   it('reports refused when there is no master at all', async () => {
     const pair = await tcpPair();
-    cleanups.push(pair.close);
     const results = await lastValueFrom(handOff$(tempPath(), pair.accepted, DST).pipe(toArray()));
     expect(results).toEqual([{ kind: 'refused', reason: 'ssh closed the control connection' }]);
   });
@@ -131,9 +112,8 @@ describe('ControlPool', () => {
     const pool = new ControlPool(path, 2);
     cleanups.push(() => pool.close());
     let prepared: ReturnType<ControlPool['take']>;
-    await until(() => (prepared = pool.take()) !== undefined, 'a prepared control connection');
+    await waitUntil(() => (prepared = pool.take()) !== undefined, { what: 'a prepared control connection' });
     const pair = await tcpPair();
-    cleanups.push(pair.close);
     const results = await lastValueFrom(handOff$(path, pair.accepted, DST, prepared).pipe(toArray()));
     expect(results.map((r: HandOff) => r.kind)).toEqual(['opened', 'closed']);
     expect(master.requests).toEqual([{ host: '10.98.0.3', port: 80 }]);
@@ -142,7 +122,7 @@ describe('ControlPool', () => {
   it('gives nothing when there is no master, and does not spin', async () => {
     const pool = new ControlPool(tempPath(), 2);
     cleanups.push(() => pool.close());
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleepForAbsence(50);
     expect(pool.take()).toBeUndefined();
   });
 });
@@ -157,9 +137,8 @@ describe('routeRedirected', () => {
     const events = lastValueFrom(routeRedirected(redirected, () => controlMasterCarrier(path), (r) => toMux.push(r)).pipe(toArray()));
     for (let i = 0; i < 7; i++) {
       const pair = await tcpPair();
-      cleanups.push(pair.close);
       redirected.next({ socket: pair.accepted, destination: DST, source: `127.0.0.1:${i}` });
-      await until(() => toMux.length === i + 1, `connection ${i} to reach the mux`);
+      await waitUntil(() => toMux.length === i + 1, { what: `connection ${i} to reach the mux` });
     }
     redirected.complete();
     const all = await events;
@@ -179,16 +158,14 @@ describe('routeRedirected', () => {
     cleanups.push(() => subscription.unsubscribe());
     for (let i = 0; i < 2; i++) {
       const pair = await tcpPair();
-      cleanups.push(pair.close);
       redirected.next({ socket: pair.accepted, destination: DST, source: `127.0.0.1:${i}` });
     }
     expect(toMux).toHaveLength(1);
-    await until(() => events.includes('close'), "the first one's channel to end");
+    await waitUntil(() => events.includes('close'), { what: "the first one's channel to end" });
     const pair = await tcpPair();
-    cleanups.push(pair.close);
     redirected.next({ socket: pair.accepted, destination: DST, source: '127.0.0.1:2' });
     expect(toMux).toHaveLength(1);
-    await until(() => master.requests.length === 2, 'the second request at the master');
+    await waitUntil(() => master.requests.length === 2, { what: 'the second request at the master' });
   });
 
   it.each([
@@ -202,7 +179,6 @@ describe('routeRedirected', () => {
     const toMux: Redirected[] = [];
     const subscription = routeRedirected(redirected, () => carrier, (r) => toMux.push(r)).subscribe();
     const pair = await tcpPair();
-    cleanups.push(pair.close);
     redirected.next({ socket: pair.accepted, destination: DST, source: '127.0.0.1:1' });
     subscription.unsubscribe();
     expect({ destroyed: pair.accepted.destroyed, toMux: toMux.length }).toEqual(expected);
@@ -214,7 +190,6 @@ describe('routeRedirected', () => {
     const toMux: Redirected[] = [];
     const done = lastValueFrom(routeRedirected(redirected, null, (r) => toMux.push(r)).pipe(toArray()));
     const pair = await tcpPair();
-    cleanups.push(pair.close);
     redirected.next({ socket: pair.accepted, destination: DST, source: 'x' });
     redirected.complete();
     expect(await done).toEqual([]);

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { Socket } from 'node:net';
 import { firstValueFrom, Observable, of, switchMap } from 'rxjs';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { fdSocket } from '../../src/streams/fd-socket.js';
 import { hostsScanScript, parseProbe, probeScript, probeThenServerScript, sectionScript, splitProbe } from '../../src/transport/remote-probe.js';
 import { socketPair } from '../../src/transport/socketpair.js';
@@ -110,7 +110,8 @@ describe('splitProbe', () => {
         .subscribe({ next: (chunk) => (got.rest += chunk.toString()), error: reject, complete: resolve }),
     );
     writer.write(`login banner\n${script.marker} os\nLinux\n\n${end}node\nHEL`);
-    await new Promise((r) => setTimeout(r, 20));
+    // The rest comes once the decision is taken: the reader has changed by then.
+    await vi.waitFor(() => expect(got.mode).toBe('node'));
     writer.end('LO');
     await done;
     expect(got).toEqual({ mode: 'node', os: 'Linux', rest: 'HELLO' });

@@ -1,15 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs';
 import { type AddressInfo, createServer, connect as netConnect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { recv } from '../../src/os/libc.js';
 import { readIntoSharedBuffer, readWaiting } from '../../src/transport/socket-reads.js';
-import { socketPair as makeSocketPair } from './socket-pair.js';
+import { socketPair as makeSocketPair } from '../support/socket-pair.js';
+import { sleepForAbsence, waitUntil } from '../support/wait-until.js';
 import { content, firstDifference } from './test-data.js';
-
-const dir = mkdtempSync(join(tmpdir(), 'rxshuttle-socket-reads-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -17,7 +12,6 @@ afterEach(() => {
 });
 
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** What `socket` emits as 'data' from now on, and when it ends. */
 function collect(socket: Socket) {
@@ -27,8 +21,11 @@ function collect(socket: Socket) {
   return { ended, bytes: () => Buffer.concat(chunks), text: () => Buffer.concat(chunks).toString() };
 }
 
-/** A connected pair (see socket-pair.ts), paused by pauseOnConnect unless told otherwise. */
-const socketPair = (over: 'tcp' | 'unix' = 'tcp', pauseOnConnect = true) => makeSocketPair({ cleanups, unixDir: dir }, over, pauseOnConnect);
+/** A connected pair (test/support/socket-pair.ts): `program` the local program's end, `accepted` ours, paused by pauseOnConnect unless told otherwise. */
+const socketPair = async (over: 'tcp' | 'unix' = 'tcp', pauseOnConnect = true) => {
+  const { client: program, accepted } = await makeSocketPair({ over, pauseOnConnect, noDelay: true });
+  return { program, accepted };
+};
 
 /** Node's private fields readIntoSharedBuffer sets, by symbol description. */
 function privateFields(socket: Socket): { kBuffer: unknown; kBufferCb: unknown; kBufferGen: unknown } {
@@ -67,15 +64,6 @@ function sharedReader(accepted: Socket, buffer: Buffer, verdict: (reads: number)
     buffersSeen,
     dataEvents: () => dataEvents,
   };
-}
-
-/** Waits until `condition()` holds (polling), failing after `ms`. */
-async function until(condition: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await sleep(2);
-  }
 }
 
 describe('readIntoSharedBuffer', () => {
@@ -125,10 +113,10 @@ describe('readIntoSharedBuffer', () => {
     expect(reader.ok).toBe(true);
     accepted.resume();
     program.write('first');
-    await until(() => reader.sizes.length === 1, 3000, 'first read');
+    await waitUntil(() => reader.sizes.length === 1, { what: 'first read' });
     // Reading stopped: what is sent now waits in the kernel.
     program.write(content(7, 50_000));
-    await sleep(50);
+    await sleepForAbsence(50);
     expect(reader.sizes.length).toBe(1);
     expect(reader.received().toString()).toBe('first');
     stop = false;
@@ -145,16 +133,16 @@ describe('readIntoSharedBuffer', () => {
     expect(reader.ok).toBe(true);
     // Not reading yet: readIntoSharedBuffer does not start reading by itself.
     program.write('early');
-    await sleep(30);
+    await sleepForAbsence(30);
     expect(reader.sizes).toEqual([]);
     accepted.resume();
-    await until(() => reader.bytes() === 5, 3000, 'early bytes');
+    await waitUntil(() => reader.bytes() === 5, { what: 'early bytes' });
     accepted.pause();
     program.write(content(8, 20_000));
-    await sleep(50);
+    await sleepForAbsence(50);
     expect(reader.bytes()).toBe(5);
     accepted.resume();
-    await until(() => reader.bytes() === 5 + 20_000, 3000, 'bytes after resume');
+    await waitUntil(() => reader.bytes() === 5 + 20_000, { what: 'bytes after resume' });
     program.end('!');
     await reader.ended;
     expect(firstDifference(reader.received(), Buffer.concat([Buffer.from('early'), content(8, 20_000), Buffer.from('!')]))).toBe(-1);
@@ -224,7 +212,7 @@ describe('readIntoSharedBuffer', () => {
     it('for an accepted socket that read until its readable buffer filled (reading stopped, bytes buffered)', async () => {
       const { program, accepted } = await socketPair('tcp', false);
       program.write(content(9, 1024 * 1024));
-      await until(() => accepted.readableLength > 0 && !(accepted as unknown as { _handle: { reading: boolean } })._handle.reading, 3000, 'buffer full');
+      await waitUntil(() => accepted.readableLength > 0 && !(accepted as unknown as { _handle: { reading: boolean } })._handle.reading, { what: 'buffer full' });
       expect(readIntoSharedBuffer(accepted, Buffer.alloc(4096), () => true)).toBe(false);
       expectUntouched(accepted);
     }, 10_000);
@@ -270,7 +258,7 @@ describe('readWaiting', () => {
   const queued = async (socket: Socket, bytes: number) => {
     const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
     const peek = Buffer.alloc(bytes);
-    await until(() => recvPeek(fd, peek) >= bytes, 3000, `${bytes} bytes queued`);
+    await waitUntil(() => recvPeek(fd, peek) >= bytes, { what: `${bytes} bytes queued` });
   };
 
   it('reads what already waits in a paused socket, at once; Node reads what comes after', async () => {

@@ -29,8 +29,9 @@ import { type Ssh2Connection, Ssh2Unsuitable, ssh2Connection$, ssh2Forward$ } fr
 import { LATENCY_CONTROL_WINDOW } from '../../src/transport/ssh2-credit.js';
 import { Ssh2Inbound } from '../../src/transport/ssh2-inbound.js';
 import { Ssh2Outbound } from '../../src/transport/ssh2-outbound.js';
+import { socketPair as makeSocketPair } from '../support/socket-pair.js';
+import { waitUntil } from '../support/wait-until.js';
 import { fakeSsh2Client } from './fake-ssh2.js';
-import { socketPair as makeSocketPair } from './socket-pair.js';
 import { content, firstDifference, prng } from './test-data.js';
 
 // ssh2 is CommonJS: its named exports exist only on the default export under ESM.
@@ -174,8 +175,11 @@ async function connectError(config: ResolvedSshConfig, ms = 3000): Promise<unkno
   );
 }
 
-/** A connected pair (see socket-pair.ts): `program` the local program's end, `accepted` ours. */
-const socketPair = (over: 'tcp' | 'unix' = 'tcp') => makeSocketPair({ cleanups, unixDir: dir }, over);
+/** A connected pair (test/support/socket-pair.ts): `program` the local program's end, `accepted` ours (paused). */
+const socketPair = async (over: 'tcp' | 'unix' = 'tcp') => {
+  const { client: program, accepted } = await makeSocketPair({ over, pauseOnConnect: true, noDelay: true });
+  return { program, accepted };
+};
 
 const destination = { family: 4 as const, address: '10.1.2.3', port: 80 };
 
@@ -329,8 +333,7 @@ describe('ssh2Forward$', () => {
     const handOffs: HandOff[] = [];
     const done = lastValueFrom(bounded(ssh2Forward$(connection, accepted, destination), 3000, 'forward').pipe(toArray()));
     void done.then((all) => handOffs.push(...all), () => {});
-    const deadline = Date.now() + 3000;
-    while (!accepted.writableNeedDrain && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    await waitUntil(() => accepted.writableNeedDrain, { what: 'our end of the socket to need a drain' });
     expect(accepted.writableNeedDrain).toBe(true);
     expect(handOffs).toEqual([]);
     program.resetAndDestroy();
@@ -451,13 +454,13 @@ function slowReader(
     });
     program.once('end', () => resolve({ bytes: Buffer.concat(chunks), backedUp }));
     program.once('error', reject);
-    const started = Date.now();
-    const waitForBackPressure = () => {
-      backedUp = accepted.writableNeedDrain;
-      if (backedUp || Date.now() - started > 3000) setTimeout(() => program.resume(), restMs);
-      else setTimeout(waitForBackPressure, 5);
-    };
-    waitForBackPressure();
+    // The program starts reading once our end has backed up (or 3 s have passed: `backedUp` says which).
+    void waitUntil(() => accepted.writableNeedDrain, { timeoutMs: 3000, intervalMs: 5 })
+      .then(() => true, () => false)
+      .then((held) => {
+        backedUp = held;
+        setTimeout(() => program.resume(), restMs);
+      });
   });
 }
 
@@ -587,18 +590,19 @@ describe('ssh2Forward$ channel credit (ssh2-credit.ts)', () => {
 
   /** Resolves with `count()` once it is above 0 and has not changed for `quietMs`: the server sent all it may. */
   async function stalled(count: () => number, quietMs = 500, limitMs = 10_000): Promise<number> {
-    const deadline = Date.now() + limitMs;
     let last = count();
     let since = Date.now();
-    while (last === 0 || Date.now() - since < quietMs) {
-      if (Date.now() > deadline) throw new Error(`the server did not stall within ${limitMs} ms (sent ${count()})`);
-      await new Promise((resolve) => setTimeout(resolve, 10));
-      const now = count();
-      if (now !== last) {
-        last = now;
-        since = Date.now();
-      }
-    }
+    await waitUntil(
+      () => {
+        const now = count();
+        if (now !== last) {
+          last = now;
+          since = Date.now();
+        }
+        return last > 0 && Date.now() - since >= quietMs;
+      },
+      { timeoutMs: limitMs, what: () => `the server to stall (sent ${count()})` },
+    );
     return last;
   }
 
@@ -1128,9 +1132,7 @@ describe('ssh2Forward$ uploads through the shared read buffer (socket-reads.ts)'
       channel.on('error', () => {});
       const hold = async ({ ms, until, then }: Omit<ServerPause, 'at'>) => {
         channel.pause();
-        const deadline = Date.now() + 3000;
-        while (until && !until() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-        const held = until ? until() : true;
+        const held = until ? await waitUntil(until, { timeoutMs: 3000, intervalMs: 5 }).then(() => true, () => false) : true;
         await new Promise((r) => setTimeout(r, ms));
         then?.(held);
         channel.resume();

@@ -2,7 +2,7 @@
 // the existing ones keep working.
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { firstValueFrom, of, Subject, toArray } from 'rxjs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { TunnelEvent } from '../../src/shared/events.js';
 import { connectionLimit, descriptorBudget, FD_RESERVE, guardDescriptors, openFileLimit, WARN_INTERVAL_MS } from '../../src/tunnel/descriptor-guard.js';
 import { unexpectedError } from '../support/unexpected-error.js';
@@ -18,6 +18,10 @@ async function echoServer(): Promise<Server> {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return server;
 }
+
+/** How many connections the server has open. */
+const connections = (server: Server) =>
+  new Promise<number>((resolve, reject) => server.getConnections((err, count) => (err ? reject(err) : resolve(count))));
 
 /** Connects and waits for the first echo (true) or the connection's end (false). */
 function echo(port: number, keep: Socket[]): Promise<boolean> {
@@ -74,7 +78,7 @@ describe('guardDescriptors', () => {
     expect(again).toEqual([true, true, true, true]);
     // one closes: a new one fits again
     keep.pop()?.destroy();
-    await new Promise((r) => setTimeout(r, 50));
+    await vi.waitFor(async () => expect(await connections(server)).toBe(3)); // the server has seen it go
     expect(await echo(port, keep)).toBe(true);
     sub.unsubscribe();
     expect(server.maxConnections).toBeUndefined();

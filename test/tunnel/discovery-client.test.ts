@@ -390,7 +390,7 @@ describe('discoveryClient', () => {
       setup = s;
       return of<FirewallEvent>('ready');
     }).subscribe({ next: (e) => events.push(e), error: unexpectedError });
-    await new Promise((r) => setTimeout(r, 100));
+    await vi.waitFor(() => expect(events[0]).toBeDefined());
     expect(setup?.dnsServers).toEqual(['10.98.0.3']);
     expect(setup?.dnsPort).toBeGreaterThan(port);
     expect(events[0]).toMatchObject({ kind: 'firewall-ready', dns: { port: setup?.dnsPort, nameservers: ['10.98.0.3'] } });
@@ -400,7 +400,7 @@ describe('discoveryClient', () => {
     const answer = new Promise<Buffer>((resolve) => socket.on('message', resolve));
     const query = Buffer.from([0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0x61, 0, 0, 1, 0, 1]);
     socket.send(query, setup?.dnsPort ?? 0, '127.0.0.1');
-    await new Promise((r) => setTimeout(r, 100));
+    await vi.waitFor(() => expect(control[0]).toBeDefined());
     const request = decodeDnsRequest(control[0]?.payload ?? Buffer.alloc(0));
     expect(request.message).toEqual(query);
     const reply = Buffer.from([0xab, 0xcd, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0x61, 0, 0, 1, 0, 1]);

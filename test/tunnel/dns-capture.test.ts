@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { connect, createServer } from 'node:net';
 import dnsPacket from 'dns-packet';
 import { map, NEVER, Observable, type Subscription, throwError, timer } from 'rxjs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DnsError } from '../../src/shared/errors.js';
 import type { TunnelEvent } from '../../src/shared/events.js';
 import { type AskDns, bindDnsSockets, type DnsSockets, dnsCapture$, resolvConfNameservers } from '../../src/tunnel/dns-capture.js';
@@ -54,17 +54,22 @@ async function start(ask: AskDns, maxInFlight?: number): Promise<{ port: number;
   return { port: sockets.port, events };
 }
 
-/** One UDP query; resolves with the answer, or null after timeoutMs. */
-async function udpAsk(port: number, message: Buffer, timeoutMs = 1000): Promise<Buffer | null> {
+/**
+ * One UDP query; resolves with the answer, or null if none came within timeoutMs: generous by
+ * default (an answer ends the wait), short only where no answer may come.
+ */
+async function udpAsk(port: number, message: Buffer, timeoutMs = 5000): Promise<Buffer | null> {
   const socket = createSocket('udp4');
+  let timer: NodeJS.Timeout | undefined;
   try {
     const answer = new Promise<Buffer | null>((resolve) => {
       socket.on('message', (m) => resolve(m));
-      setTimeout(() => resolve(null), timeoutMs);
+      timer = setTimeout(() => resolve(null), timeoutMs);
     });
     socket.send(message, port, '127.0.0.1');
     return await answer;
   } finally {
+    clearTimeout(timer);
     socket.close();
   }
 }
@@ -102,7 +107,7 @@ describe('dnsCapture$', () => {
 
   it('many queries at once are all answered, each to its own asker', async () => {
     const { port } = await start(resolving);
-    const answers = await Promise.all(Array.from({ length: 100 }, (_, i) => udpAsk(port, query(i, `h${i}.lab`), 3000)));
+    const answers = await Promise.all(Array.from({ length: 100 }, (_, i) => udpAsk(port, query(i, `h${i}.lab`))));
     answers.forEach((answer, i) => expect(answer && dnsPacket.decode(answer)).toMatchObject({ id: i, questions: [{ name: `h${i}.lab` }] }));
   });
 
@@ -192,7 +197,7 @@ describe('dnsCapture$', () => {
   it('no reply from the tunnel in time: the asker gets nothing (its own timeout applies)', async () => {
     const { port, events } = await start(() => throwError(() => new DnsError('RXS_ERR_DNS_TIMEOUT', 'no answer within 15000 ms')));
     expect(await udpAsk(port, query(9), 300)).toBeNull();
-    expect(events[0]).toMatchObject({ outcome: 'timeout' });
+    await vi.waitFor(() => expect(events[0]).toMatchObject({ outcome: 'timeout' }));
   });
 
   it('over the in-flight limit: SERVFAIL at once; garbage is dropped without asking', async () => {
@@ -202,7 +207,7 @@ describe('dnsCapture$', () => {
       return NEVER;
     }, 1);
     void udpAsk(port, query(1), 200);
-    await new Promise((r) => setTimeout(r, 50));
+    await vi.waitFor(() => expect(asked).toBe(1)); // the first is in flight
     const second = await udpAsk(port, query(2));
     expect(second && dnsPacket.decode(second)).toMatchObject({ id: 2, rcode: 'SERVFAIL' });
     expect(events).toEqual([expect.objectContaining({ outcome: 'failed', detail: '1 queries in flight already' })]);
@@ -211,10 +216,18 @@ describe('dnsCapture$', () => {
   });
 
   it('unsubscribing drops the queries in flight', async () => {
+    let asking = false;
     let unsubscribed = false;
-    const { port } = await start(() => new Observable<Buffer>(() => () => (unsubscribed = true)));
+    const { port } = await start(
+      () =>
+        new Observable<Buffer>(() => {
+          asking = true;
+          return () => (unsubscribed = true);
+        }),
+    );
     void udpAsk(port, query(1), 100);
-    await new Promise((r) => setTimeout(r, 50));
+    await vi.waitFor(() => expect(asking).toBe(true));
+    expect(unsubscribed).toBe(false);
     capture?.unsubscribe();
     expect(unsubscribed).toBe(true);
   });

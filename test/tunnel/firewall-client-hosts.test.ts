@@ -10,6 +10,7 @@ import { Subject } from 'rxjs';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { FirewallSetup, HostsEntry } from '../../src/firewall/types.js';
 import { type FirewallEvent, firewall$, hostsSender, MAX_WAITING_HOSTS } from '../../src/tunnel/firewall-client.js';
+import { waitUntil } from '../support/wait-until.js';
 
 const SETUP: FirewallSetup = { version: 1, method: 'nat', port: 12300, routerMode: false, rules: [], hosts: true };
 
@@ -42,14 +43,6 @@ process.stdin.on('end', () => { log('eof'); process.exit(0); });
 `,
 );
 
-const waitFor = async (check: () => boolean, ms = 5000, every = 10) => {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timeout');
-    await new Promise((r) => setTimeout(r, every));
-  }
-};
-
 describe('firewall$ with hosts$', () => {
   it('sends HOST lines after READY (holding earlier ones back); an ERROR is a warning; QUIT/EOF at the end', async () => {
     const logFile = join(dir, 'log1');
@@ -61,18 +54,18 @@ describe('firewall$ with hosts$', () => {
       next: (e) => events.push(e),
       error: (e: unknown) => (failed = e),
     });
-    await waitFor(() => readFileSync(logFile, 'utf8').includes('setup'));
+    await waitUntil(() => readFileSync(logFile, 'utf8').includes('setup'), { what: 'the setup at the helper' });
     hosts$.next({ address: '10.98.0.3', name: 'target' }); // before READY: waits
     expect(readFileSync(logFile, 'utf8')).toBe('setup\n');
-    await waitFor(() => events.length === 1);
+    await waitUntil(() => events.length === 1, { what: 'ready' });
     expect(events).toEqual(['ready']);
     hosts$.next({ address: '10.98.0.4', name: 'bad' });
-    await waitFor(() => events.length === 2);
+    await waitUntil(() => events.length === 2, { what: 'the warning' });
     expect(events[1]).toEqual({ kind: 'warning', message: 'firewall helper: invalid HOST line: not an acceptable host name' });
     expect(readFileSync(logFile, 'utf8')).toBe('setup\nHOST 10.98.0.3 target\nHOST 10.98.0.4 bad\n');
     expect(failed).toBeUndefined();
     sub.unsubscribe();
-    await waitFor(() => readFileSync(logFile, 'utf8').includes('eof'));
+    await waitUntil(() => readFileSync(logFile, 'utf8').includes('eof'), { what: 'EOF at the helper' });
     hosts$.next({ address: '10.98.0.5', name: 'late' }); // after the end: nobody listens
     expect(readFileSync(logFile, 'utf8')).not.toContain('late');
   });
@@ -197,17 +190,20 @@ describe('firewall$ with a flood of hosts entries', () => {
       next: (e) => events.push(e),
       error: (e: unknown) => (failed = e),
     });
-    await waitFor(() => events.includes('ready'));
+    await waitUntil(() => events.includes('ready'), { what: 'ready' });
     for (let i = 0; i < 40_000; i++) hosts$.next({ address: `10.4.${(i >> 8) & 255}.${i & 255}`, name: `host-${i}.corp.example` });
     for (let i = 0; i < 40_000; i++) hosts$.next({ address: i % 2 ? '10.5.0.2' : '10.5.0.1', name: 'host-39999.corp.example' });
     // Once it reads again it gets what waited (and what the pipe held), not all 80 000 lines.
     let last = -1;
-    await waitFor(() => {
-      const now = Number(readFileSync(logFile, 'utf8'));
-      const stable = now === last && now >= 10_000;
-      last = now;
-      return stable;
-    }, 20_000, 300);
+    await waitUntil(
+      () => {
+        const now = Number(readFileSync(logFile, 'utf8'));
+        const stable = now === last && now >= 10_000;
+        last = now;
+        return stable;
+      },
+      { timeoutMs: 20_000, intervalMs: 300, what: () => `the count of lines read to settle at 10 000 or more (${last})` },
+    );
     expect(last).toBeLessThan(10_000 + 5000);
     const warnings = events.filter((e) => e !== 'ready');
     expect(warnings).toEqual([

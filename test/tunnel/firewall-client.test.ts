@@ -10,6 +10,7 @@ import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { FirewallError } from '../../src/firewall/errors.js';
 import type { FirewallSetup } from '../../src/firewall/types.js';
 import { chooseMethod, firewall$, helperCommand } from '../../src/tunnel/firewall-client.js';
+import { sleepForAbsence, waitUntil } from '../support/wait-until.js';
 
 const SETUP: FirewallSetup = {
   version: 1,
@@ -70,14 +71,6 @@ function fakeHelper(behaviour: string) {
   return { argv: [process.execPath, FAKE, behaviour, logFile], log: () => readFileSync(logFile, 'utf8') };
 }
 
-async function waitFor(check: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 function errorOf(argv: string[], setup = SETUP): Promise<unknown> {
   return new Promise((resolve) => {
     firewall$(setup, { helperArgv: argv }).subscribe({
@@ -107,20 +100,20 @@ describe('firewall$ with extra rules (host names as subnets)', () => {
     const extra = new BehaviorSubject<readonly ReturnType<typeof hostRule>[]>([hostRule('10.5.0.1')]);
     const events: unknown[] = [];
     const sub = firewall$(SETUP, { helperArgv: fake.argv, extraRules$: extra }).subscribe({ next: (e) => events.push(e), error: (e: unknown) => events.push(e) });
-    await waitFor(() => events.length > 0);
+    await waitUntil(() => events.length > 0, { what: 'the first event' });
     expect(events).toEqual(['ready']);
     expect(fake.log()).toBe(`got ${JSON.stringify(SETUP)}\ngot RULES ${JSON.stringify([hostRule('10.5.0.1')])}\n`);
     // Three lists while one is answered: the last of the waiting ones follows it, the middle one never goes.
     extra.next([hostRule('10.5.0.2')]);
     extra.next([hostRule('10.5.0.3')]);
     extra.next([hostRule('10.5.0.4')]);
-    await waitFor(() => fake.log().includes('10.5.0.4'));
-    await new Promise((r) => setTimeout(r, 250));
+    await waitUntil(() => fake.log().includes('10.5.0.4'), { what: 'the list with 10.5.0.4 at the helper' });
+    await sleepForAbsence(250); // 10.5.0.3 never goes
     const sent = fake.log().split('\n').filter((l) => l.startsWith('got RULES'));
     expect(sent.map((l) => JSON.parse(l.slice('got RULES '.length))[0].address)).toEqual(['10.5.0.1', '10.5.0.2', '10.5.0.4']);
     // A refused list is a warning; the tunnel goes on.
     extra.next([hostRule('10.66.0.1')]);
-    await waitFor(() => events.length > 1);
+    await waitUntil(() => events.length > 1, { what: 'the second event' });
     expect(events[1]).toEqual({ kind: 'warning', message: 'firewall helper: invalid RULES line: refused' });
     sub.unsubscribe();
   });
@@ -144,14 +137,14 @@ describe('firewall$', () => {
       error: (e: unknown) => events.push(`error ${(e as Error).message}`),
       complete: () => events.push('complete'),
     });
-    await waitFor(() => events.length > 0);
+    await waitUntil(() => events.length > 0, { what: 'the first event' });
     expect(events).toEqual(['ready']);
     expect(fake.log()).toBe(`got ${JSON.stringify(SETUP)}\n`);
-    await new Promise((r) => setTimeout(r, 100));
+    await sleepForAbsence(100); // it stays open: nothing after ready
     expect(events).toEqual(['ready']);
     sub.unsubscribe();
     // The helper got EOF and was allowed to finish its (slow) cleanup.
-    await waitFor(() => fake.log().includes('cleaned'));
+    await waitUntil(() => fake.log().includes('cleaned'), { what: "the helper's cleanup" });
     expect(fake.log()).toMatch(/eof\ncleaned\n$/);
     expect(events).toEqual(['ready']);
   });
@@ -178,7 +171,7 @@ describe('firewall$', () => {
       next: (v) => events.push(v),
       error: (e: unknown) => events.push(`error ${(e as Error).message}`),
     });
-    await waitFor(() => events.length >= 2);
+    await waitUntil(() => events.length >= 2, { what: 'ready and the error' });
     expect(events).toEqual(['ready', 'error firewall helper was killed by SIGKILL while the rules were in place']);
   });
 
@@ -209,14 +202,14 @@ describe('firewall$', () => {
     const e = await errorOf(fakeHelper('exit-now').argv, big);
     expect((e as Error).message).toBe('firewall helper exited with code 3 before the rules were installed');
     // Give a late EPIPE a chance to surface as an uncaught error (vitest would report it).
-    await new Promise((r) => setTimeout(r, 100));
+    await sleepForAbsence(100);
   });
 
   it('can be awaited for readiness with firstValueFrom', async () => {
     const fake = fakeHelper('ok');
     await expect(firstValueFrom(firewall$(SETUP, { helperArgv: fake.argv }))).resolves.toBe('ready');
     // firstValueFrom unsubscribes after the first value: the helper is told to clean up.
-    await waitFor(() => fake.log().includes('cleaned'));
+    await waitUntil(() => fake.log().includes('cleaned'), { what: "the helper's cleanup" });
   });
 });
 

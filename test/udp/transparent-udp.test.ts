@@ -13,6 +13,7 @@ import { UdpSocketError } from '../../src/udp/errors.js';
 import { ReplySocket } from '../../src/udp/reply-socket.js';
 import { decodeSockaddr, encodeSockaddr } from '../../src/udp/sockaddr.js';
 import { type TransparentDatagram, transparentUdp$ } from '../../src/udp/transparent-udp.js';
+import { skipBecause } from '../support/skip.js';
 
 const isRoot = process.getuid?.() === 0;
 // CI runs as root: there, a missing privilege is a failure, never a quiet skip.
@@ -63,7 +64,7 @@ describe('sockaddr codec', () => {
   });
 });
 
-describe.skipIf(!isRoot)('transparent UDP listener and reply socket on loopback', () => {
+describe('transparent UDP listener and reply socket on loopback', skipBecause(!isRoot && 'needs root (IP_TRANSPARENT needs CAP_NET_ADMIN)'), () => {
   for (const family of [4, 6] as const) {
     const type = family === 4 ? 'udp4' : 'udp6';
     const loopback = family === 4 ? '127.0.0.1' : '::1';

@@ -8,6 +8,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { netnsSkip } from '../firewall/support/netns.js';
+import { skipBecause } from '../support/skip.js';
 import type { UdpScenarioReport, UdpScenarioSpec } from './fixtures/udp-scenario.js';
 import { type Bundle, bundleScenario, LAB, UdpLab } from './support/udp-lab.js';
 
@@ -24,7 +25,7 @@ interface Run {
   stderr: string;
 }
 
-describe.skipIf(netnsSkip())('transparent UDP under TPROXY (namespace)', () => {
+describe('transparent UDP under TPROXY (namespace)', skipBecause(netnsSkip()), () => {
   let lab: UdpLab | undefined;
   let bundle: Bundle | undefined;
 

@@ -1,6 +1,7 @@
 /** The real helper (bundled fixture) running in a namespace, driven over its stdio. */
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { waitUntil } from '../../support/wait-until.js';
 import type { Bundle } from './bundle.js';
 import type { Netns } from './netns.js';
 
@@ -9,7 +10,6 @@ export class HelperProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   readonly #lines: string[] = [];
   #read = 0;
-  #wake: (() => void) | undefined;
 
   constructor(ns: Netns, bundle: Bundle) {
     this.child = ns.spawn(bundle.argv, { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...bundle.env } });
@@ -20,26 +20,17 @@ export class HelperProcess {
       const parts = buffered.split('\n');
       buffered = parts.pop() ?? '';
       this.#lines.push(...parts);
-      this.#wake?.();
     });
     this.exited = new Promise((resolve) => {
       this.child.on('exit', (code, signal) => {
         resolve({ code, signal });
-        this.#wake?.();
       });
     });
   }
 
   /** The next line the helper wrote (rejects after `ms`). */
   async nextLine(ms = 10_000): Promise<string> {
-    const deadline = Date.now() + ms;
-    while (this.#read >= this.#lines.length) {
-      if (Date.now() > deadline) throw new Error(`helper wrote nothing new within ${ms} ms`);
-      await new Promise<void>((resolve) => {
-        this.#wake = resolve;
-        setTimeout(resolve, 50);
-      });
-    }
+    await waitUntil(() => this.#read < this.#lines.length, { timeoutMs: ms, what: 'a new line from the helper' });
     return this.#lines[this.#read++]!;
   }
 
@@ -69,13 +60,7 @@ export class HelperProcess {
    * for the next helper of the port to clear. Waits for the helper's exit.
    */
   async killWithWatchdog(): Promise<void> {
-    const deadline = Date.now() + 5000;
-    let watchdog = this.watchdogPid();
-    while (watchdog === undefined && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 20));
-      watchdog = this.watchdogPid();
-    }
-    if (watchdog === undefined) throw new Error('the helper has no watchdog');
+    const watchdog = await waitUntil(() => this.watchdogPid(), { intervalMs: 20, what: "the helper's watchdog" });
     process.kill(watchdog, 'SIGKILL');
     this.child.kill('SIGKILL');
     await this.exited;
@@ -101,14 +86,4 @@ export function watchdogsOf(pid: number, script?: string): number[] {
     }
   }
   return found;
-}
-
-/** Polls until `check` holds, for at most `ms`; returns how long it took. */
-export async function within(ms: number, check: () => Promise<boolean>): Promise<number> {
-  const start = Date.now();
-  for (;;) {
-    if (await check()) return Date.now() - start;
-    if (Date.now() - start > ms) throw new Error(`condition not met within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }

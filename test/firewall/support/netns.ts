@@ -21,13 +21,14 @@ export function netnsUnavailable(): string | null {
 }
 
 /**
- * Root-only tests must not skip silently in CI (STYLE.md): with CI=true a missing
- * prerequisite is a failure, elsewhere a skip.
+ * Why the namespace tests are skipped here (for skipBecause), or null when they run. Root-only
+ * tests must not skip silently in CI (STYLE.md): with CI=true a missing prerequisite is a
+ * failure, elsewhere a skip.
  */
-export function netnsSkip(): boolean {
+export function netnsSkip(): string | null {
   const missing = netnsUnavailable();
   if (missing && process.env.CI === 'true') throw new Error(`namespace tests ${missing}`);
-  return missing !== null;
+  return missing;
 }
 
 export class Netns {

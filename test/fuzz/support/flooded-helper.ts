@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { HELPER_NODE_OPTIONS } from '../../../src/firewall/protocol.js';
 import type { Bundle } from '../../firewall/support/bundle.js';
 import type { Netns } from '../../firewall/support/netns.js';
+import { waitUntil } from '../../support/wait-until.js';
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -77,7 +78,6 @@ export class FloodedHelper {
   readonly #recent: Array<string | undefined> = new Array(RECENT);
   #taken = 0;
   #partial = '';
-  #waiters: Array<() => void> = [];
   readonly #poll: NodeJS.Timeout;
 
   constructor(ns: Netns, bundle: Bundle, env: NodeJS.ProcessEnv, readonly limits: FloodLimits) {
@@ -95,7 +95,6 @@ export class FloodedHelper {
       this.child.on('exit', (code, signal) => {
         this.exit = { code, signal };
         clearInterval(this.#poll);
-        this.#wakeAll();
         resolve(this.exit);
       });
     });
@@ -184,19 +183,11 @@ export class FloodedHelper {
 
   /** Waits until `count` answers have come in all; rejects after `ms` or when the helper exits short of them. */
   async waitForAnswers(count: number, ms: number): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (this.answers < count) {
-      if (this.exit) throw new Error(`the helper exited (${JSON.stringify(this.exit)}) after ${this.answers} of ${count} answers`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`${this.answers} of ${count} answers within ${ms} ms; last: ${JSON.stringify(this.recent(3))}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.min(left, 200));
-        this.#waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
+    await waitUntil(() => this.answers >= count || this.exit !== undefined, {
+      timeoutMs: ms,
+      what: () => `${count} answers (${this.answers} came; last: ${JSON.stringify(this.recent(3))})`,
+    });
+    if (this.answers < count) throw new Error(`the helper exited (${JSON.stringify(this.exit)}) after ${this.answers} of ${count} answers`);
   }
 
   /** Waits for the exit, at most `ms`; undefined if it has not exited by then. */
@@ -231,7 +222,6 @@ export class FloodedHelper {
       this.malformed.push(`an unterminated answer of more than 1 MiB: ${JSON.stringify(this.#partial.slice(0, 80))}…`);
       this.#partial = '';
     }
-    this.#wakeAll();
   }
 
   #answer(line: string): void {
@@ -243,10 +233,6 @@ export class FloodedHelper {
     }
     const key = this.tally.has(line) || this.tally.size < MAX_DISTINCT ? line : OTHER;
     this.tally.set(key, (this.tally.get(key) ?? 0) + 1);
-  }
-
-  #wakeAll(): void {
-    for (const wake of this.#waiters.splice(0)) wake();
   }
 }
 
