@@ -45,7 +45,7 @@ import type { TunnelEvent } from './events.js';
 import type { FirewallEvent } from './firewall/client.js';
 import { type HostAddressRefusal, TunneledSubnets } from './firewall/host-address.js';
 import type { FirewallSetup, HostsEntry, SubnetRule } from './firewall/types.js';
-import { parseIp } from './ip.js';
+import { inPrefix, parseIp } from './ip.js';
 import type { Listener } from './listener.js';
 import { addressLists, type NameAnswer, type NameEvent, namedRules, resolveNames$, startEvents, watchNames$ } from './name-rules.js';
 import type { TunnelOptions } from './options.js';
@@ -90,12 +90,7 @@ const ruleContains = (outer: SubnetRule, route: Route): boolean => {
   if (outer.family !== route.family || outer.prefix > route.prefix) return false;
   const a = parseIp(outer.address)?.bytes;
   const b = parseIp(route.address)?.bytes;
-  if (!a || !b) return false;
-  for (let bit = 0; bit < outer.prefix; bit++) {
-    const mask = 0x80 >> (bit & 7);
-    if (((a[bit >> 3] ?? 0) & mask) !== ((b[bit >> 3] ?? 0) & mask)) return false;
-  }
-  return true;
+  return a !== undefined && b !== undefined && inPrefix(b, a, outer.prefix);
 };
 
 /**

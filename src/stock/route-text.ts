@@ -11,7 +11,7 @@
  * Both return what `worthTunneling` keeps, each network once, in input order; addresses are
  * canonical (RFC 5952 for IPv6) with no bits set after the prefix.
  */
-import { formatIp, parseIp } from '../ip.js';
+import { formatIp, networkOf, parseIp, prefixOfMask } from '../ip.js';
 import { uniqueRoutes, worthTunneling } from '../remote/routes.js';
 import type { Route } from '../streams/discovery.js';
 
@@ -36,10 +36,7 @@ function prefixOf(text: string | undefined, bits: number): number | null {
 
 /** The network `bytes`/`prefix` is in: bits after the prefix cleared, canonical text. */
 function network(family: 4 | 6, bytes: Uint8Array, prefix: number): Route {
-  const whole = prefix >> 3;
-  const partial = (0xff00 >> (prefix & 7)) & 0xff;
-  const masked = bytes.map((byte, i) => byte & (i < whole ? 0xff : i === whole ? partial : 0));
-  return { family, address: formatIp(masked), prefix };
+  return { family, address: formatIp(networkOf(bytes, prefix)), prefix };
 }
 
 /** `address[/prefix]` in full (dotted quad or IPv6), optionally of one family. */
@@ -158,7 +155,7 @@ function netstatDestination(layout: Layout, row: readonly string[], section: 4 |
     case 'linux4': {
       const ip = parseIp(destination);
       const mask = parseIp(row[layout.mask] ?? '');
-      const prefix = mask?.family === 4 ? maskPrefix(mask.bytes) : null;
+      const prefix = mask?.family === 4 ? prefixOfMask(mask.bytes) : null;
       return ip?.family === 4 && prefix !== null ? network(4, ip.bytes, prefix) : null;
     }
     case 'linux6':
@@ -168,20 +165,6 @@ function netstatDestination(layout: Layout, row: readonly string[], section: 4 |
       return family === 4 ? bsdV4(destination) : parseNetwork(destination.replace(/%[^/]*/, ''), 6);
     }
   }
-}
-
-/** The prefix length of a contiguous netmask; null for a mask like 255.0.255.0. */
-function maskPrefix(bytes: Uint8Array): number | null {
-  let prefix = 0;
-  let ended = false;
-  for (const byte of bytes) {
-    for (let bit = 7; bit >= 0; bit--) {
-      if (((byte >> bit) & 1) === 0) ended = true;
-      else if (ended) return null;
-      else prefix++;
-    }
-  }
-  return prefix;
 }
 
 const ABBREVIATED_V4 = /^(\d{1,3}(?:\.\d{1,3}){0,3})(?:\/(\d{1,3}))?$/;
