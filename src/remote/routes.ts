@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { endianness } from 'node:os';
+import { prefixOfMask } from '../shared/ip.js';
 import { addressBytes, formatAddress } from '../streams/destination.js';
 import type { Route } from '../streams/discovery.js';
 
@@ -45,12 +46,6 @@ export function worthTunneling(route: { readonly family: 4 | 6; readonly address
   return route.family === 4 ? !skipV4(bytes, route.prefix) : !skipV6(bytes, route.prefix);
 }
 
-const prefixOf = (mask: number): number | null => {
-  const bits = mask.toString(2).replace(/^0+/, '');
-  if (mask !== 0 && (bits.length !== 32 || bits.includes('01'))) return null;
-  return mask === 0 ? 0 : bits.replace(/0+$/, '').length;
-};
-
 /** /proc/net/route: Destination and Mask are u32 in host byte order, in hex. */
 export function parseProcRoute(text: string, hostOrder: 'LE' | 'BE' = endianness()): Route[] {
   const routes: Route[] = [];
@@ -66,7 +61,7 @@ export function parseProcRoute(text: string, hostOrder: 'LE' | 'BE' = endianness
       return hostOrder === 'LE' ? Buffer.from(raw.reverse()) : raw;
     };
     const bytes = read(destination);
-    const prefix = prefixOf(read(maskText).readUInt32BE(0));
+    const prefix = prefixOfMask(read(maskText));
     if (prefix === null || skipV4(bytes, prefix)) continue;
     routes.push({ family: 4, address: formatAddress(bytes), prefix });
   }

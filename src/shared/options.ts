@@ -1,13 +1,13 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
-import { collapseIPv6Number, IPv4CidrRange, IPv6CidrRange } from 'ip-num';
 import type { SubnetRule } from '../firewall/types.js';
 import { MAX_SUBNETS } from '../firewall/validate.js';
 import { errnoWords } from '../os/errno.js';
 import { isValidHostName } from '../streams/discovery.js';
 import type { Destination } from '../streams/frame.js';
 import { UsageError } from './errors.js';
+import { formatIp, networkOf, parseIp } from './ip.js';
 
 export interface RemoteSpec {
   readonly user?: string;
@@ -261,22 +261,17 @@ export function parseSubnet(text: string, exclude = false, context?: string): Su
     if (address.some((octet) => octet > 255)) throw bad('octet out of range');
     const prefix = width === undefined ? 32 : Number(width);
     if (prefix > 32) throw bad('width must be 0..32');
-    const network = IPv4CidrRange.fromCidr(`${address.join('.')}/${prefix}`).getFirst().toString();
+    const network = formatIp(networkOf(Uint8Array.from(address), prefix));
     return { family: 4, address: network, prefix, ...parsePorts(bad, portLow, portHigh), exclude };
   }
   const v6 = SUBNET6_BRACKETS.exec(trimmed) ?? SUBNET6_BARE.exec(trimmed);
   if (v6) {
     const [, address = '', width, portLow, portHigh] = v6;
-    if (!isIPv6(address)) throw bad('not an IPv6 address');
+    const ip = isIPv6(address) ? parseIp(address) : null;
+    if (ip?.family !== 6) throw bad('not an IPv6 address');
     const prefix = width === undefined ? 128 : Number(width);
     if (prefix > 128) throw bad('width must be 0..128');
-    // ip-num does not read a dotted IPv4 tail (::ffff:1.2.3.4): spell it as two hex groups.
-    const tail = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address);
-    const hex = tail
-      ? `${address.slice(0, tail.index)}${((Number(tail[1]) << 8) | Number(tail[2])).toString(16)}:${((Number(tail[3]) << 8) | Number(tail[4])).toString(16)}`
-      : address;
-    const first = IPv6CidrRange.fromCidr(`${hex}/${prefix}`).getFirst().toString();
-    return { family: 6, address: collapseIPv6Number(first), prefix, ...parsePorts(bad, portLow, portHigh), exclude };
+    return { family: 6, address: formatIp(networkOf(ip.bytes, prefix)), prefix, ...parsePorts(bad, portLow, portHigh), exclude };
   }
   throw bad('expected a.b.c.d[/width][:port[-port]] or [ipv6][/width]');
 }

@@ -8,6 +8,7 @@
  */
 import { isIP } from 'node:net';
 import { ProtocolError } from '../shared/errors.js';
+import { networkOf } from '../shared/ip.js';
 import { addressBytes, formatAddress } from './destination.js';
 import { CONTROL_CHANNEL, Command, type Frame, frame, MAX_PAYLOAD } from './frame.js';
 
@@ -40,13 +41,6 @@ export function isValidHostName(name: string): boolean {
 
 const addressLength = (family: number): number => (family === 4 ? 4 : family === 6 ? 16 : -1);
 
-/** Clears the bits after `prefix`. */
-function maskBytes(bytes: Buffer, prefix: number): Buffer {
-  const out = Buffer.from(bytes);
-  for (let bit = prefix; bit < out.length * 8; bit++) out[bit >> 3] = (out[bit >> 3] as number) & ~(0x80 >> (bit & 7));
-  return out;
-}
-
 /** ROUTES; as many routes as fit in one frame (the rest are left out). */
 export function encodeRoutes(routes: readonly Route[]): Frame {
   const parts: Buffer[] = [];
@@ -69,7 +63,7 @@ export function decodeRoutes(payload: Buffer): Route[] {
     if (length < 0 || at + 2 + length > payload.length) throw new ProtocolError(`malformed ROUTES: entry at byte ${at}`);
     const prefix = payload.readUInt8(at + 1);
     if (prefix > length * 8) throw new ProtocolError(`malformed ROUTES: prefix /${prefix} for IPv${family}`);
-    const address = formatAddress(maskBytes(payload.subarray(at + 2, at + 2 + length), prefix));
+    const address = formatAddress(networkOf(payload.subarray(at + 2, at + 2 + length), prefix));
     routes.push({ family: family as 4 | 6, address, prefix });
     at += 2 + length;
   }

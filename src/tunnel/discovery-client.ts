@@ -44,7 +44,7 @@ import type { FirewallSetup, HostsEntry, SubnetRule } from '../firewall/types.js
 import { MAX_RULES } from '../firewall/validate.js';
 import { errorMessage, UsageError } from '../shared/errors.js';
 import type { TunnelEvent } from '../shared/events.js';
-import { parseIp } from '../shared/ip.js';
+import { inPrefix, parseIp } from '../shared/ip.js';
 import type { TunnelOptions } from '../shared/options.js';
 import { encodeHostsRequest, type HostEntry, type Route } from '../streams/discovery.js';
 import { DnsIds, type DnsReply, dnsQuery } from '../streams/dns.js';
@@ -91,12 +91,7 @@ const ruleContains = (outer: SubnetRule, route: Route): boolean => {
   if (outer.family !== route.family || outer.prefix > route.prefix) return false;
   const a = parseIp(outer.address)?.bytes;
   const b = parseIp(route.address)?.bytes;
-  if (!a || !b) return false;
-  for (let bit = 0; bit < outer.prefix; bit++) {
-    const mask = 0x80 >> (bit & 7);
-    if (((a[bit >> 3] ?? 0) & mask) !== ((b[bit >> 3] ?? 0) & mask)) return false;
-  }
-  return true;
+  return a !== undefined && b !== undefined && inPrefix(b, a, outer.prefix);
 };
 
 /**

@@ -1,7 +1,8 @@
 import { isIP } from 'node:net';
 import fc from 'fast-check';
+import { collapseIPv6Number, IPv4, IPv4CidrRange, IPv4Mask, IPv4Prefix, IPv6, IPv6CidrRange, IPv6Mask, IPv6Prefix } from 'ip-num';
 import { describe, expect, it } from 'vitest';
-import { embeddedIpv4, formatIp, hasHostBits, inPrefix, isCanonicalIp, normaliseIp, parseIp } from '../../src/shared/ip.js';
+import { embeddedIpv4, formatIp, hasHostBits, inPrefix, isCanonicalIp, networkOf, normaliseIp, parseIp, prefixOfMask } from '../../src/shared/ip.js';
 
 /** WHATWG URL serialises IPv6 hosts in RFC 5952 form: an independent canonicaliser. */
 function urlCanonical(v6: string): string {
@@ -203,5 +204,130 @@ describe('inPrefix', () => {
 
   it('never across families', () => {
     expect(inPrefix(parseIp('10.98.0.3')!.bytes, parseIp('::')!.bytes, 0)).toBe(false);
+  });
+});
+
+describe('networkOf', () => {
+  it.each([
+    ['10.98.0.7', 24, '10.98.0.0'],
+    ['10.98.0.7', 32, '10.98.0.7'],
+    ['10.98.0.7', 0, '0.0.0.0'],
+    ['255.255.255.255', 1, '128.0.0.0'],
+    ['255.255.255.255', 31, '255.255.255.254'],
+    ['10.98.200.7', 17, '10.98.128.0'],
+    ['fd00::1', 8, 'fd00::'],
+    ['fd00::1', 128, 'fd00::1'],
+    ['2001:db8:abcd:12::1', 60, '2001:db8:abcd:10::'],
+    ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', 127, 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe'],
+  ] as const)('%s/%d is in %s', (address, prefix, network) => {
+    expect(formatIp(networkOf(parseIp(address)!.bytes, prefix))).toBe(network);
+  });
+
+  it('returns a copy of the same kind, its argument untouched', () => {
+    const bytes = Buffer.from([10, 98, 0, 7]);
+    const network = networkOf(bytes, 8);
+    expect(network).toBeInstanceOf(Buffer);
+    expect([...network]).toEqual([10, 0, 0, 0]);
+    expect([...bytes]).toEqual([10, 98, 0, 7]);
+  });
+});
+
+describe('prefixOfMask', () => {
+  it.each([
+    ['255.255.255.0', 24],
+    ['0.0.0.0', 0],
+    ['255.255.255.255', 32],
+    ['128.0.0.0', 1],
+    ['255.255.255.254', 31],
+    ['255.255.240.0', 20],
+    ['255.0.255.0', null],
+    ['0.0.0.1', null],
+    ['0.255.255.255', null],
+    ['255.255.255.253', null],
+    ['ffff:ffff::', 32],
+    ['::', 0],
+    ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', 128],
+    ['ffff::ffff', null],
+  ] as const)('%s: %s', (mask, prefix) => {
+    expect(prefixOfMask(parseIp(mask)!.bytes)).toBe(prefix);
+  });
+});
+
+/**
+ * ip-num (a library of its own, BigInt-based) as the reference: the functions above are
+ * hand-written for speed (see src/ip.ts), so they must say what it says on any input.
+ */
+describe('against ip-num', () => {
+  const toBytes = (value: bigint, length: number) => Uint8Array.from({ length }, (_, i) => Number((value >> BigInt(8 * (length - 1 - i))) & 0xffn));
+  const ipNum = (bytes: Uint8Array) => (bytes.length === 4 ? new IPv4(formatIp(bytes)) : new IPv6(formatIp(bytes)));
+  const range = (bytes: Uint8Array, prefix: number) =>
+    bytes.length === 4 ? new IPv4CidrRange(new IPv4(formatIp(bytes)), new IPv4Prefix(BigInt(prefix))) : new IPv6CidrRange(new IPv6(formatIp(bytes)), new IPv6Prefix(BigInt(prefix)));
+  const addressBytes = fc.oneof(fc.uint8Array({ minLength: 4, maxLength: 4 }), fc.uint8Array({ minLength: 16, maxLength: 16 }));
+  /** IPv6 bytes with zero groups often, so that compression has runs to choose between. */
+  const sparseV6 = fc.array(fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 0xffff })), { minLength: 8, maxLength: 8 }).map((groups) => Uint8Array.from(groups.flatMap((g) => [g >> 8, g & 0xff])));
+  const withPrefix = fc.oneof(addressBytes, sparseV6).chain((bytes) => fc.tuple(fc.constant(bytes), fc.integer({ min: 0, max: bytes.length * 8 })));
+
+  it('parseIp reads what ip-num reads, to the same value', () => {
+    const text = fc.oneof(fc.ipV4(), fc.ipV6(), fc.ipV6().map((t) => t.toUpperCase()), fc.ipV4().map((t) => `::ffff:${t}`));
+    fc.assert(
+      fc.property(text, (t) => {
+        const parsed = parseIp(t);
+        const reference = t.includes(':') ? new IPv6(t) : new IPv4(t);
+        expect(parsed?.bytes).toEqual(toBytes(reference.getValue(), t.includes(':') ? 16 : 4));
+      }),
+      { seed: 160116, numRuns: 1000 },
+    );
+  });
+
+  it('formatIp writes what ip-num writes (IPv6 collapsed)', () => {
+    fc.assert(
+      fc.property(fc.oneof(addressBytes, sparseV6), (bytes) => {
+        const reference = ipNum(bytes).toString();
+        expect(formatIp(bytes)).toBe(bytes.length === 4 ? reference : collapseIPv6Number(reference));
+      }),
+      { seed: 160117, numRuns: 2000 },
+    );
+  });
+
+  it('networkOf is the first address of the CIDR range, hasHostBits says whether it differs', () => {
+    fc.assert(
+      fc.property(withPrefix, ([bytes, prefix]) => {
+        const first = range(bytes, prefix).getFirst();
+        expect(networkOf(bytes, prefix)).toEqual(toBytes(first.getValue(), bytes.length));
+        expect(hasHostBits(bytes, prefix)).toBe(!first.isEquals(ipNum(bytes)));
+      }),
+      { seed: 160118, numRuns: 1000 },
+    );
+  });
+
+  it('inPrefix is CIDR range containment', () => {
+    fc.assert(
+      fc.property(withPrefix, fc.nat(), ([network, prefix], flips) => {
+        // Near the network (a few bits flipped) as often as far from it.
+        const bytes = network.map((byte, i) => byte ^ (i === flips % network.length ? 1 << (flips % 8) : 0));
+        expect(inPrefix(bytes, network, prefix)).toBe(range(network, prefix).contains(ipNum(bytes)));
+      }),
+      { seed: 160119, numRuns: 1000 },
+    );
+  });
+
+  it('prefixOfMask is ip-num\'s mask prefix, null where ip-num refuses the mask', () => {
+    const masks = fc.oneof(
+      fc.integer({ min: 0, max: 32 }).map((p) => networkOf(new Uint8Array(4).fill(0xff), p)),
+      fc.integer({ min: 0, max: 128 }).map((p) => networkOf(new Uint8Array(16).fill(0xff), p)),
+      addressBytes,
+    );
+    fc.assert(
+      fc.property(masks, (mask) => {
+        let reference: number | null;
+        try {
+          reference = mask.length === 4 ? new IPv4Mask(formatIp(mask)).prefix : new IPv6Mask(formatIp(mask)).prefix;
+        } catch {
+          reference = null;
+        }
+        expect(prefixOfMask(mask)).toBe(reference);
+      }),
+      { seed: 160120, numRuns: 2000 },
+    );
   });
 });

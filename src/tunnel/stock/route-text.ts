@@ -13,7 +13,7 @@
  */
 
 import { uniqueRoutes, worthTunneling } from '../../remote/routes.js';
-import { formatIp, parseIp } from '../../shared/ip.js';
+import { formatIp, networkOf, parseIp, prefixOfMask } from '../../shared/ip.js';
 import type { Route } from '../../streams/discovery.js';
 
 /** Real lines reach every column read here (destination to interface) well within this. */
@@ -37,10 +37,7 @@ function prefixOf(text: string | undefined, bits: number): number | null {
 
 /** The network `bytes`/`prefix` is in: bits after the prefix cleared, canonical text. */
 function network(family: 4 | 6, bytes: Uint8Array, prefix: number): Route {
-  const whole = prefix >> 3;
-  const partial = (0xff00 >> (prefix & 7)) & 0xff;
-  const masked = bytes.map((byte, i) => byte & (i < whole ? 0xff : i === whole ? partial : 0));
-  return { family, address: formatIp(masked), prefix };
+  return { family, address: formatIp(networkOf(bytes, prefix)), prefix };
 }
 
 /** `address[/prefix]` in full (dotted quad or IPv6), optionally of one family. */
@@ -159,7 +156,7 @@ function netstatDestination(layout: Layout, row: readonly string[], section: 4 |
     case 'linux4': {
       const ip = parseIp(destination);
       const mask = parseIp(row[layout.mask] ?? '');
-      const prefix = mask?.family === 4 ? maskPrefix(mask.bytes) : null;
+      const prefix = mask?.family === 4 ? prefixOfMask(mask.bytes) : null;
       return ip?.family === 4 && prefix !== null ? network(4, ip.bytes, prefix) : null;
     }
     case 'linux6':
@@ -169,20 +166,6 @@ function netstatDestination(layout: Layout, row: readonly string[], section: 4 |
       return family === 4 ? bsdV4(destination) : parseNetwork(destination.replace(/%[^/]*/, ''), 6);
     }
   }
-}
-
-/** The prefix length of a contiguous netmask; null for a mask like 255.0.255.0. */
-function maskPrefix(bytes: Uint8Array): number | null {
-  let prefix = 0;
-  let ended = false;
-  for (const byte of bytes) {
-    for (let bit = 7; bit >= 0; bit--) {
-      if (((byte >> bit) & 1) === 0) ended = true;
-      else if (ended) return null;
-      else prefix++;
-    }
-  }
-  return prefix;
 }
 
 const ABBREVIATED_V4 = /^(\d{1,3}(?:\.\d{1,3}){0,3})(?:\/(\d{1,3}))?$/;
