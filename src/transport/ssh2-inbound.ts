@@ -1,5 +1,5 @@
 import type { Client, ClientChannel } from 'ssh2';
-import { ReadSlabs } from './read-slabs.js';
+import { ReadSlabs } from './slabs.js';
 
 /** SSH message numbers (RFC 4253, 4254). */
 const MSG_KEXINIT = 20;
@@ -19,7 +19,7 @@ interface Ssh2Internals {
 }
 
 /**
- * The ssh socket's reads, in reused slabs (see read-slabs.ts), and what ssh2 does with them.
+ * The ssh socket's reads, in reused slabs (see slabs.ts), and what ssh2 does with them.
  *
  * ssh2 decrypts in place and hands payloads on as views of what it read. This follows every
  * decrypted message on its way in: CHANNEL_DATA for a channel whose chunks are kept (a

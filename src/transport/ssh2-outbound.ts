@@ -1,5 +1,5 @@
 import type { Client } from 'ssh2';
-import { PacketSlabs } from './read-slabs.js';
+import { PacketSlabs } from './slabs.js';
 
 type RandomFill = (buffer: Uint8Array, offset: number, size: number) => unknown;
 

@@ -170,7 +170,7 @@ export function ssh2Connection$(config: ResolvedSshConfig, where: string, keepal
     const tried: string[] = [];
     let authenticatedWith = '';
 
-    // Reads land in reused slabs; ssh2Inbound follows what ssh2 keeps of them (read-slabs.ts).
+    // Reads land in reused slabs; ssh2Inbound follows what ssh2 keeps of them (slabs.ts).
     const inbound = new Ssh2Inbound();
     const deliver = (view: Buffer) => socket.emit('data', view);
     // libuv reads up to 32 times in a row while the socket has data: at 4 Gbit/s that is 8 MiB

@@ -3,7 +3,7 @@
 import { Readable } from 'node:stream';
 import type { ClientChannel } from 'ssh2';
 import { describe, expect, it } from 'vitest';
-import { SLAB_BYTES } from '../../src/transport/read-slabs.js';
+import { SLAB_BYTES } from '../../src/transport/slabs.js';
 import { Ssh2Inbound } from '../../src/transport/ssh2-inbound.js';
 import { fakeSsh2Client } from './fake-ssh2.js';
 

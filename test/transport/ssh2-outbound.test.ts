@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { Client } from 'ssh2';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { SLAB_BYTES } from '../../src/transport/read-slabs.js';
+import { SLAB_BYTES } from '../../src/transport/slabs.js';
 import { sshRandomFill } from '../../src/transport/ssh2-module.js';
 import { MIN_SLAB_PAYLOAD, Ssh2Outbound } from '../../src/transport/ssh2-outbound.js';
 import { prng } from './test-data.js';

@@ -23,7 +23,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { TransportError } from '../../src/errors.js';
 import type { HandOff } from '../../src/transport/control-master.js';
 import { checkHostKey, knownHostsNames, parseKnownHosts } from '../../src/transport/known-hosts.js';
-import { SLAB_BYTES } from '../../src/transport/read-slabs.js';
+import { SLAB_BYTES } from '../../src/transport/slabs.js';
 import type { ResolvedSshConfig, StrictHostKeyChecking } from '../../src/transport/ssh-config.js';
 import { type Ssh2Connection, Ssh2Unsuitable, ssh2Connection$, ssh2Forward$ } from '../../src/transport/ssh2.js';
 import { LATENCY_CONTROL_WINDOW } from '../../src/transport/ssh2-credit.js';
