@@ -148,9 +148,11 @@ export class Ssh2Hooks {
 
   constructor(
     private readonly protocol: CheckedProtocol,
-    private readonly channelTable: { get(id: number): unknown },
+    channelTable: { get(id: number): unknown },
     private readonly socket: Socket,
-  ) {}
+  ) {
+    this.channelById = channelTable.get.bind(channelTable);
+  }
 
   /**
    * Passes every payload ssh2 decrypts from now on through `wrap(ssh2's handler)`. Call before
@@ -161,7 +163,7 @@ export class Ssh2Hooks {
   }
 
   /** ssh2's channel with our number `id` (a CHANNEL_DATA's recipient): the ClientChannel, or something else. */
-  readonly channelById = (id: number): unknown => this.channelTable.get(id);
+  readonly channelById: (id: number) => unknown;
 
   /**
    * Makes ssh2's packets go through `write` on their way to the socket. ssh2 writes each packet
@@ -169,9 +171,10 @@ export class Ssh2Hooks {
    */
   routeWrites(write: (packet: Buffer, written: (chunk: Buffer, done?: () => void) => boolean) => boolean): void {
     const socket = this.socket;
-    const original = socket.write.bind(socket) as (chunk: unknown, ...rest: unknown[]) => boolean;
-    socket.write = ((chunk: unknown, ...rest: unknown[]) => {
-      if (rest.length > 0 || !Buffer.isBuffer(chunk)) return original(chunk, ...rest);
+    const original = socket.write.bind(socket) as (chunk: unknown, encoding?: unknown, done?: unknown) => boolean;
+    // Named parameters, not a rest array: this runs for every packet.
+    socket.write = ((chunk: unknown, encoding?: unknown, done?: unknown) => {
+      if (encoding !== undefined || done !== undefined || !Buffer.isBuffer(chunk)) return original(chunk, encoding, done);
       this.packetsWritten++;
       return write(chunk, original);
     }) as typeof socket.write;
