@@ -102,9 +102,16 @@ export function ssh2Socket(host: string, port: number): Ssh2Socket {
     waiting.clear();
     for (const resume of resumes) resume();
   });
+  /** Once over the mark, congested until the socket drained (a write then returned false). */
+  const checkCongestion = () => {
+    if (socket.writableLength > SEND_QUEUE_HIGH) congested = true;
+  };
   const sendQueue: SendQueue = {
-    // Once over the mark, congested until the socket drained (a write then returned false).
-    congested: () => congested || (congested = socket.writableLength > SEND_QUEUE_HIGH),
+    // With hooks, each packet's write checks (routeWrites); without, each question does.
+    congested: () => {
+      if (!hooks) checkCongestion();
+      return congested;
+    },
     whenDrained(resume) {
       waiting.add(resume);
       return () => waiting.delete(resume);
@@ -123,7 +130,9 @@ export function ssh2Socket(host: string, port: number): Ssh2Socket {
       // Packets in reused slabs are released once written.
       found.routeWrites((packet, write) => {
         corkForThisTurn(socket);
-        return outbound.owns(packet) ? write(packet, () => outbound.released(packet)) : write(packet);
+        const accepted = outbound.owns(packet) ? write(packet, () => outbound.released(packet)) : write(packet);
+        checkCongestion();
+        return accepted;
       });
     },
     keyExchangeDone() {
