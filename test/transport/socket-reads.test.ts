@@ -16,7 +16,6 @@ import { content, firstDifference } from './test-data.js';
 /** The in-process ssh server and connections the ssh2Forward$ tests below run against (ssh2-lab.ts). */
 const lab = useSsh2Lab();
 
-
 const dir = mkdtempSync(join(tmpdir(), 'rxshuttle-socket-reads-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -11,7 +11,6 @@ import { content, firstDifference } from './test-data.js';
 /** The in-process ssh server and connections the ssh2Forward$ tests below run against (ssh2-lab.ts). */
 const lab = useSsh2Lab();
 
-
 /** ssh2's own window handling (lib/Channel.js): its top-up, and the 2 MiB it grants a channel at open. */
 const ssh2Channel = createRequire(import.meta.url)('ssh2/lib/Channel.js') as {
   MAX_WINDOW: number;

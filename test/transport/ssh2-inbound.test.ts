@@ -1,5 +1,6 @@
 // Ssh2Inbound with a stand-in for ssh2 (its payload hook and channel table) in front of a real
-// Readable: what is held, released and tainted as payloads arrive.
+// Readable: what is held, released and tainted as payloads arrive; with ssh2's own AES-GCM
+// decipher; and downloads through ssh2Forward$ from an in-process ssh2 server on reused memory.
 
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -14,7 +15,6 @@ import { content, firstDifference } from './test-data.js';
 
 /** The in-process ssh server and connections the ssh2Forward$ tests below run against (ssh2-lab.ts). */
 const lab = useSsh2Lab();
-
 
 const CHANNEL_DATA = 94;
 

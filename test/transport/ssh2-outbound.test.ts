@@ -14,7 +14,6 @@ import { content, firstDifference, prng } from './test-data.js';
 /** The in-process ssh server and connections the ssh2Forward$ tests below run against (ssh2-lab.ts). */
 const lab = useSsh2Lab();
 
-
 /** The parts of ssh2's protocol internals these tests drive (not in its typings). */
 interface CipherInfo {
   sslName: string;
