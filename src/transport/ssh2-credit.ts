@@ -1,4 +1,4 @@
-import type { Client, ClientChannel } from 'ssh2';
+import type { Ssh2ChannelHooks } from './ssh2-internals.js';
 
 /**
  * The receive window a direct-tcpip channel keeps with latency control on. What the server may
@@ -14,15 +14,6 @@ export const LATENCY_CONTROL_WINDOW = 512 * 1024;
  */
 const HEADROOM = 2 ** 30;
 
-/** The ssh2 internals this module needs (not in its typings; checked before use). */
-interface ChannelInternals {
-  incoming?: { window?: unknown };
-  outgoing?: { id?: unknown; state?: unknown };
-}
-interface ClientInternals {
-  _protocol?: { channelWindowAdjust?: (id: number, amount: number) => void };
-}
-
 export interface ChannelCredit {
   /** `bytes` of the channel's data were written to the local program (or dropped): room again. */
   consumed(bytes: number): void;
@@ -32,32 +23,25 @@ export interface ChannelCredit {
  * Takes the channel's receive window over from ssh2: credit goes back to the server only as the
  * local program's socket takes the data (backpressure, not ssh2's top-up on arrival), and what is
  * in flight plus unwritten stays under `window`. The 2 MiB ssh2 granted when it opened the
- * channel is used up first. Undefined if ssh2's internals are not as expected: ssh2's own
- * window then applies.
+ * channel is used up first. Needs ssh2's internals for the channel (ssh2-internals.ts); without
+ * them ssh2's own window applies.
  */
-export function creditChannel(client: Client, channel: ClientChannel, window: number): ChannelCredit | undefined {
-  const { incoming, outgoing } = channel as unknown as ChannelInternals;
-  const protocol = (client as unknown as ClientInternals)._protocol;
-  const adjust = protocol?.channelWindowAdjust;
-  if (typeof incoming?.window !== 'number' || typeof outgoing?.id !== 'number' || typeof adjust !== 'function') return undefined;
-  const state = incoming as { window: number };
-  const remoteId = outgoing.id;
+export function creditChannel(channel: Ssh2ChannelHooks, window: number): ChannelCredit {
   /** Everything the server was ever allowed to send. */
-  let granted = state.window;
+  let granted = channel.receiveWindow();
   let written = 0;
-  state.window += HEADROOM;
+  channel.countReceiveWindow(HEADROOM);
   return {
     consumed(bytes) {
       written += bytes;
-      if (outgoing.state !== 'open' && outgoing.state !== 'eof') return;
-      const credit = state.window - HEADROOM;
+      if (!channel.receiving()) return;
+      const credit = channel.receiveWindow() - HEADROOM;
       const unwritten = granted - credit - written;
       const room = window - credit - unwritten;
       // In halves of the window: an adjust per packet would cost the server a wake-up each.
       if (room < window / 2) return;
       granted += room;
-      state.window += room;
-      adjust.call(protocol, remoteId, room);
+      channel.grantReceiveWindow(room);
     },
   };
 }

@@ -1,48 +1,9 @@
-import type { Client } from 'ssh2';
-import { PacketSlabs } from './read-slabs.js';
+import { PacketSlabs } from './slabs.js';
+import type { PacketLayout, Ssh2Cipher } from './ssh2-internals.js';
 
 type RandomFill = (buffer: Uint8Array, offset: number, size: number) => unknown;
 
-/** The ssh2 cipher fields this module reads (not in its typings; checked before use). */
-interface Ssh2Cipher {
-  allocPacket(payloadLength: number): Buffer;
-  _encBlockLen?: number;
-  _aadLen?: number;
-  _macLen?: number;
-  _macActualLen?: number;
-}
-
-/** How a packet is laid out: padding to `block` after `aad` bytes, and `trailer` bytes of tag/MAC. */
-interface Layout {
-  readonly block: number;
-  readonly aad: number;
-  readonly trailer: number;
-}
-
-/**
- * ssh2's ciphers that encrypt in place, in the packet their allocPacket made, and write that same
- * packet: those are the ones whose packets can come from reused memory.
- */
-function layoutOf(cipher: Ssh2Cipher): Layout | undefined {
-  switch (cipher.constructor.name) {
-    case 'AESGCMCipherBinding':
-      return { block: 16, aad: 4, trailer: 16 };
-    case 'ChaChaPolyCipherBinding':
-      return { block: 8, aad: 4, trailer: 16 };
-    case 'GenericCipherBinding': {
-      const { _encBlockLen: block, _aadLen: aad, _macLen: trailer, _macActualLen: sent } = cipher;
-      if (typeof block !== 'number' || typeof aad !== 'number' || typeof trailer !== 'number') return undefined;
-      // A truncated MAC (hmac-*-96) is written as a shorter view of the packet, a different
-      // object than the one allocated: its release would not match its hold.
-      if (sent !== trailer) return undefined;
-      return { block, aad, trailer };
-    }
-    default:
-      return undefined;
-  }
-}
-
-/** Payloads smaller than this keep ssh2's own allocation. */
+/** Payloads smaller than this are laid out in fresh memory, not in a slab. */
 export const MIN_SLAB_PAYLOAD = 1024;
 /** Payload sizes the layout is checked against ssh2's own allocPacket with. */
 const CHECK_SIZES = [0, 1, 7, 100, 32 * 1024 + 9];
@@ -57,7 +18,11 @@ const CHECK_SIZES = [0, 1, 7, 100, 32 * 1024 + 9];
  * How: after each key exchange the new cipher's allocPacket is replaced by one that lays the
  * packet out exactly as ssh2's does (checked against it; any difference and the cipher is left
  * alone) in a PacketSlabs region. The packet is encrypted in place and written to the socket;
- * the socket's write callback releases it (`released`).
+ * the socket's write callback releases it (`released`). Ciphers that do not encrypt in place
+ * (without ssh2's binding) get the same layout in fresh memory.
+ *
+ * Either way the padding comes from our pooled CSPRNG bytes (`randomFill`): ssh2's own
+ * allocPacket calls Node's randomFillSync for each packet's 4–20 bytes, ~10 µs a call.
  */
 export class Ssh2Outbound {
   private readonly slabs = new PacketSlabs();
@@ -70,19 +35,24 @@ export class Ssh2Outbound {
     return this.slabs.stats;
   }
 
-  /** Call after each key exchange (ssh2's 'handshake' event); true if the new cipher was taken over. */
-  takeOverCipher(client: Client): boolean {
-    const cipher = (client as unknown as { _protocol?: { _cipher?: Ssh2Cipher } })._protocol?._cipher;
-    if (!cipher || typeof cipher.allocPacket !== 'function') return false;
-    if (this.taken.has(cipher)) return true;
-    const layout = layoutOf(cipher);
-    if (!layout || !CHECK_SIZES.every((size) => sameLayout(cipher.allocPacket(size), this.allocPacket(layout, size, true)))) return false;
-    const own = cipher.allocPacket.bind(cipher);
-    // Small packets (channel opens, EOFs, window adjusts) come from Node's pool as before: cheaper
-    // there, and too small to matter to the GC.
-    cipher.allocPacket = (payloadLength) => (payloadLength < MIN_SLAB_PAYLOAD ? own(payloadLength) : this.allocPacket(layout, payloadLength, false));
-    this.taken.add(cipher);
-    return true;
+  /**
+   * Call after each key exchange with its cipher (Ssh2Hooks.cipher): where the cipher's packets
+   * come from now, `slabs` or `fresh` memory in our layout, or undefined: ssh2's own allocPacket.
+   */
+  takeOverCipher(cipher: Ssh2Cipher | undefined): 'slabs' | 'fresh' | undefined {
+    if (!cipher) return undefined;
+    const mode = cipher.inPlace ? 'slabs' : 'fresh';
+    if (this.taken.has(cipher.id)) return mode;
+    const { layout } = cipher;
+    if (!CHECK_SIZES.every((size) => sameLayout(cipher.allocPacket(size), this.allocPacket(layout, size, false)))) return undefined;
+    // Small packets (channel opens, EOFs, window adjusts) in fresh memory: too small to matter to the GC.
+    cipher.replaceAllocPacket(
+      cipher.inPlace
+        ? (payloadLength) => this.allocPacket(layout, payloadLength, payloadLength >= MIN_SLAB_PAYLOAD)
+        : (payloadLength) => this.allocPacket(layout, payloadLength, false),
+    );
+    this.taken.add(cipher.id);
+    return mode;
   }
 
   /** Whether `chunk` is a packet of ours (to be released when written). */
@@ -93,12 +63,12 @@ export class Ssh2Outbound {
   /** For the socket's write callback: the packet has been written. */
   readonly released = (packet: Uint8Array): void => this.slabs.release(packet);
 
-  private allocPacket({ block, aad, trailer }: Layout, payloadLength: number, check: boolean): Buffer {
+  private allocPacket({ block, aad, trailer }: PacketLayout, payloadLength: number, inSlab: boolean): Buffer {
     let packetLength = 4 + 1 + payloadLength;
     let padding = block - ((packetLength - aad) & (block - 1));
     if (padding < 4) padding += block;
     packetLength += padding;
-    const packet = check ? Buffer.allocUnsafe(packetLength + trailer) : this.slabs.allocate(packetLength + trailer);
+    const packet = inSlab ? this.slabs.allocate(packetLength + trailer) : Buffer.allocUnsafe(packetLength + trailer);
     packet.writeUInt32BE(packetLength - 4, 0);
     packet[4] = padding;
     this.randomFill(packet, 5 + payloadLength, padding);

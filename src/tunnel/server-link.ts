@@ -12,9 +12,11 @@ import type { ExecResult } from '../transport/exec-output.js';
 import { type ProbeResult, parseProbe, probeScript, probeThenServerScript, splitProbe } from '../transport/remote-probe.js';
 import { type ServerProcess, serverProcess$ } from '../transport/server-process.js';
 import { runCollecting, type SshHostInfo, sshMuxArgv, sshServerArgv } from '../transport/ssh.js';
-import { Ssh2Unsuitable, ssh2Connection$, ssh2Forward$, ssh2Server$, ssh2Unsuitable } from '../transport/ssh2.js';
+import { ssh2Connection$, ssh2Server$, ssh2Unsuitable } from '../transport/ssh2.js';
 import { LATENCY_CONTROL_WINDOW } from '../transport/ssh2-credit.js';
+import { Ssh2Unsuitable } from '../transport/ssh2-errors.js';
 import { checkForwarding, ssh2Channel$, ssh2Exec } from '../transport/ssh2-exec.js';
+import { ssh2Forward$ } from '../transport/ssh2-forward.js';
 import { MIN_REMOTE_NODE_MAJOR, remoteCommand, stubSource } from '../transport/stub.js';
 import { type Carrier, controlMasterCarrier } from './route-connections.js';
 
@@ -155,8 +157,10 @@ export function serverLink$(
         }),
         checkForwarding(client),
       ]);
+      // Without ssh2's internals the tunnel works, only slower: said once (-v).
+      const publicApi: TunnelEvent[] = connection.publicApi ? [{ kind: 'notice', message: `ssh2 runs on its public API only (${connection.publicApi}): slower` }] : [];
       return concat(
-        of<TunnelEvent>({ kind: 'transport', transport: 'ssh2' }),
+        from<TunnelEvent[]>([{ kind: 'transport', transport: 'ssh2' }, ...publicApi]),
         from(probed).pipe(
           switchMap(([output, forwarding]): Observable<ServerLink | StockLink | TunnelEvent> => {
             const probe = parseProbe(script.parse(output.stdout), options.remoteNode);

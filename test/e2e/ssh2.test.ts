@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LAB, type Lab, PAGE_MARKER } from './lab.js';
+import { LAB, type Lab, labBytes, labBytesSha256, PAGE_MARKER } from './lab.js';
 import {
   CLI_JS,
   curl,
@@ -158,6 +158,38 @@ describe('--transport ssh2 refuses what it cannot do', () => {
       expect(r.code, r.stderr).toBe(2);
       expect(oneErrorLine(r.stderr)).toMatch(/transport|ssh-forward/);
     }
+    await expectNothingLeft(lab);
+  });
+});
+
+describe("--transport ssh2 on ssh2's public API alone (RXSHUTTLE_SSH2_INTERNALS=off)", () => {
+  const MB20 = 20_000_000;
+  const MB5 = 5_000_000;
+
+  it('says so once at -v, and carries a 20 MB download and a 5 MB upload byte-identical', async () => {
+    // The switch that a failed capability check of ssh2's internals amounts to (ssh2-internals.ts).
+    const env = { ...noAgent, RXSHUTTLE_SSH2_INTERNALS: 'off' };
+    const rx = new Rxshuttle(lab, 'cli', ['-v', '--transport', 'ssh2', '-r', lab.sshHost, '-e', lab.sshCommand, LAB.targetSubnet], [], env);
+    await rx.ready();
+    expect(rx.output).toMatch(/Transport: ssh2, in this process\./);
+    expect(rx.output.match(/ssh2 runs on its public API only \(RXSHUTTLE_SSH2_INTERNALS=off\)/g)).toHaveLength(1);
+    const download = await lab.exec(
+      'cli',
+      ['bash', '-c', `set -o pipefail; curl -sS --fail --max-time 60 http://${LAB.target}/bytes/${MB20} | sha256sum`],
+      { timeoutMs: 70_000 },
+    );
+    expect(download.code, download.stderr).toBe(0);
+    expect(download.stdout.split(' ')[0]).toBe(labBytesSha256(MB20));
+    const upload = await lab.exec(
+      'cli',
+      ['curl', '-sS', '--fail', '--max-time', '60', '--data-binary', '@-', '-H', 'content-type: application/octet-stream', `http://${LAB.target}/sha256`],
+      { input: labBytes(MB5, 'up'), timeoutMs: 70_000 },
+    );
+    expect(upload.code, upload.stderr).toBe(0);
+    expect(upload.stdout).toBe(labBytesSha256(MB5, 'up'));
+    const page = await curl(lab, 'cli', `http://${LAB.target}/`);
+    expect(page.stdout).toContain(PAGE_MARKER);
+    await rx.stop('SIGTERM');
     await expectNothingLeft(lab);
   });
 });

@@ -1,10 +1,23 @@
+import { mkdtempSync, rmSync } from 'node:fs';
 import { type AddressInfo, createServer, connect as netConnect, type Socket } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { lastValueFrom, toArray } from 'rxjs';
+import type { ClientChannel, ServerChannel } from 'ssh2';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { recv } from '../../src/os/libc.js';
 import { readIntoSharedBuffer, readWaiting } from '../../src/transport/socket-reads.js';
+import type { Ssh2Connection } from '../../src/transport/ssh2.js';
+import { ssh2Forward$ } from '../../src/transport/ssh2-forward.js';
 import { socketPair as makeSocketPair } from '../support/socket-pair.js';
-import { sleepForAbsence, waitUntil } from '../support/wait-until.js';
+import { bounded, clientRekey, destination, useSsh2Lab } from './ssh2-lab.js';
 import { content, firstDifference } from './test-data.js';
+
+/** The in-process ssh server and connections the ssh2Forward$ tests below run against (ssh2-lab.ts). */
+const lab = useSsh2Lab();
+
+const dir = mkdtempSync(join(tmpdir(), 'rxshuttle-socket-reads-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -12,6 +25,7 @@ afterEach(() => {
 });
 
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** What `socket` emits as 'data' from now on, and when it ends. */
 function collect(socket: Socket) {
@@ -21,10 +35,10 @@ function collect(socket: Socket) {
   return { ended, bytes: () => Buffer.concat(chunks), text: () => Buffer.concat(chunks).toString() };
 }
 
-/** A connected pair (test/support/socket-pair.ts): `program` the local program's end, `accepted` ours, paused by pauseOnConnect unless told otherwise. */
+/** A connected pair (test/support/socket-pair.ts), the accepted end paused by pauseOnConnect unless told otherwise. */
 const socketPair = async (over: 'tcp' | 'unix' = 'tcp', pauseOnConnect = true) => {
-  const { client: program, accepted } = await makeSocketPair({ over, pauseOnConnect, noDelay: true });
-  return { program, accepted };
+  const { client, accepted } = await makeSocketPair({ over, pauseOnConnect, noDelay: true });
+  return { program: client, accepted };
 };
 
 /** Node's private fields readIntoSharedBuffer sets, by symbol description. */
@@ -64,6 +78,15 @@ function sharedReader(accepted: Socket, buffer: Buffer, verdict: (reads: number)
     buffersSeen,
     dataEvents: () => dataEvents,
   };
+}
+
+/** Waits until `condition()` holds (polling), failing after `ms`. */
+async function until(condition: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await sleep(2);
+  }
 }
 
 describe('readIntoSharedBuffer', () => {
@@ -113,10 +136,10 @@ describe('readIntoSharedBuffer', () => {
     expect(reader.ok).toBe(true);
     accepted.resume();
     program.write('first');
-    await waitUntil(() => reader.sizes.length === 1, { what: 'first read' });
+    await until(() => reader.sizes.length === 1, 3000, 'first read');
     // Reading stopped: what is sent now waits in the kernel.
     program.write(content(7, 50_000));
-    await sleepForAbsence(50);
+    await sleep(50);
     expect(reader.sizes.length).toBe(1);
     expect(reader.received().toString()).toBe('first');
     stop = false;
@@ -133,16 +156,16 @@ describe('readIntoSharedBuffer', () => {
     expect(reader.ok).toBe(true);
     // Not reading yet: readIntoSharedBuffer does not start reading by itself.
     program.write('early');
-    await sleepForAbsence(30);
+    await sleep(30);
     expect(reader.sizes).toEqual([]);
     accepted.resume();
-    await waitUntil(() => reader.bytes() === 5, { what: 'early bytes' });
+    await until(() => reader.bytes() === 5, 3000, 'early bytes');
     accepted.pause();
     program.write(content(8, 20_000));
-    await sleepForAbsence(50);
+    await sleep(50);
     expect(reader.bytes()).toBe(5);
     accepted.resume();
-    await waitUntil(() => reader.bytes() === 5 + 20_000, { what: 'bytes after resume' });
+    await until(() => reader.bytes() === 5 + 20_000, 3000, 'bytes after resume');
     program.end('!');
     await reader.ended;
     expect(firstDifference(reader.received(), Buffer.concat([Buffer.from('early'), content(8, 20_000), Buffer.from('!')]))).toBe(-1);
@@ -212,7 +235,7 @@ describe('readIntoSharedBuffer', () => {
     it('for an accepted socket that read until its readable buffer filled (reading stopped, bytes buffered)', async () => {
       const { program, accepted } = await socketPair('tcp', false);
       program.write(content(9, 1024 * 1024));
-      await waitUntil(() => accepted.readableLength > 0 && !(accepted as unknown as { _handle: { reading: boolean } })._handle.reading, { what: 'buffer full' });
+      await until(() => accepted.readableLength > 0 && !(accepted as unknown as { _handle: { reading: boolean } })._handle.reading, 3000, 'buffer full');
       expect(readIntoSharedBuffer(accepted, Buffer.alloc(4096), () => true)).toBe(false);
       expectUntouched(accepted);
     }, 10_000);
@@ -258,7 +281,7 @@ describe('readWaiting', () => {
   const queued = async (socket: Socket, bytes: number) => {
     const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
     const peek = Buffer.alloc(bytes);
-    await waitUntil(() => recvPeek(fd, peek) >= bytes, { what: `${bytes} bytes queued` });
+    await until(() => recvPeek(fd, peek) >= bytes, 3000, `${bytes} bytes queued`);
   };
 
   it('reads what already waits in a paused socket, at once; Node reads what comes after', async () => {
@@ -330,4 +353,292 @@ describe('readWaiting', () => {
     accepted.destroy();
     expect(readWaiting(accepted, Buffer.alloc(1024))).toBe(0);
   }, 10_000);
+});
+
+describe('ssh2Forward$ uploads through the shared read buffer (socket-reads.ts)', () => {
+  /** One write ssh2Forward$ made to a channel, as the test's wrapper saw it. */
+  interface ChannelWrite {
+    readonly buffer: ArrayBufferLike;
+    readonly length: number;
+    /** The channel's outgoing window and queued bytes just before the write. */
+    readonly windowBefore: number;
+    readonly queuedBefore: number;
+    /** Whether ssh2 still held (part of) the chunk when write() returned. */
+    kept: boolean;
+    /** Whether the write came after the channel's 'close'. */
+    readonly afterClose: boolean;
+  }
+  interface WatchedChannel {
+    readonly channel: ClientChannel;
+    readonly writes: ChannelWrite[];
+    closed: boolean;
+  }
+
+  type Outgoing = { window: number; state: string };
+  const outgoingOf = (channel: ClientChannel) => (channel as unknown as { outgoing: Outgoing }).outgoing;
+
+  /**
+   * Wraps the client's forwardOut so that every channel ssh2Forward$ opens gets its write()
+   * wrapped (before ssh2Forward$ sees the channel): records each chunk's memory and the state of
+   * the channel around the write.
+   */
+  function watchChannels(connection: Ssh2Connection): WatchedChannel[] {
+    const watched: WatchedChannel[] = [];
+    const client = connection.client as unknown as { forwardOut: (...args: unknown[]) => unknown };
+    const forwardOut = client.forwardOut.bind(client);
+    client.forwardOut = (...args: unknown[]) => {
+      const callback = args.pop() as (err: Error | undefined, channel?: ClientChannel) => void;
+      return forwardOut(...args, (err: Error | undefined, channel?: ClientChannel) => {
+        if (channel) {
+          const entry: WatchedChannel = { channel, writes: [], closed: false };
+          watched.push(entry);
+          // First 'close' listener: runs before ssh2Forward$'s.
+          channel.once('close', () => (entry.closed = true));
+          const write = channel.write.bind(channel) as (chunk: Buffer, ...rest: unknown[]) => boolean;
+          channel.write = ((chunk: Buffer, ...rest: unknown[]) => {
+            const record: ChannelWrite = {
+              buffer: chunk.buffer,
+              length: chunk.length,
+              windowBefore: outgoingOf(channel).window,
+              queuedBefore: channel.writableLength,
+              kept: false,
+              afterClose: entry.closed,
+            };
+            const accepted = write(chunk, ...rest);
+            record.kept = channel.writableLength > 0;
+            entry.writes.push(record);
+            return accepted;
+          }) as typeof channel.write;
+        }
+        callback(err, channel);
+      });
+    };
+    return watched;
+  }
+
+  /** Node's private field readIntoSharedBuffer sets (the buffer the socket reads into; null if none). */
+  const readBufferOf = (socket: Socket): Buffer | null => {
+    const symbol = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'kBuffer');
+    return symbol ? ((socket as unknown as Record<symbol, Buffer | null>)[symbol] ?? null) : null;
+  };
+
+  /** Counts the accepted socket's 'data' events (with pauseOnConnect, listening does not start reading). */
+  const countData = (socket: Socket) => {
+    let events = 0;
+    socket.on('data', () => events++);
+    return () => events;
+  };
+
+  /**
+   * Splits the writes into views of `shared` (the read buffer) and copies; checks that ssh2 kept
+   * no view past write() (it would be overwritten by the next read of any socket).
+   */
+  function paths(writes: readonly ChannelWrite[], shared: ArrayBufferLike) {
+    const views = writes.filter((w) => w.buffer === shared);
+    const copies = writes.filter((w) => w.buffer !== shared);
+    expect(
+      views.filter((w) => w.kept),
+      'views of the shared buffer ssh2 kept past write()',
+    ).toEqual([]);
+    // A view only when ssh2 could send it all at once.
+    expect(views.every((w) => w.queuedBefore === 0 && w.windowBefore >= w.length)).toBe(true);
+    return { views: views.length, copies: copies.length, copiesForWindowOrQueue: copies.filter((w) => w.queuedBefore > 0 || w.windowBefore < w.length).length };
+  }
+
+  /** A pause of the server's reading at `at` bytes received: until `until()` holds (if given; at most 3 s), then `ms` more. */
+  interface ServerPause {
+    readonly at: number;
+    readonly ms: number;
+    readonly until?: () => boolean;
+    /** Runs just before the server reads again; `held`: whether `until` came true. */
+    readonly then?: (held: boolean) => void;
+  }
+
+  /**
+   * The server's side of a channel: collects what arrives; `pauses` (by bytes received, or one
+   * every so many bytes) stop it from reading for a while: ssh2 then stops granting us window
+   * once its 2 MiB buffer is full.
+   */
+  function receive(channel: ServerChannel, pauses: { every: number; ms: number } | ServerPause[] = []): Promise<Buffer> {
+    return new Promise((resolve) => {
+      const chunks: Buffer[] = [];
+      let received = 0;
+      let next = Array.isArray(pauses) ? 0 : pauses.every;
+      channel.on('error', () => {});
+      const hold = async ({ ms, until, then }: Omit<ServerPause, 'at'>) => {
+        channel.pause();
+        const deadline = Date.now() + 3000;
+        while (until && !until() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+        const held = until ? until() : true;
+        await new Promise((r) => setTimeout(r, ms));
+        then?.(held);
+        channel.resume();
+      };
+      channel.on('data', (chunk: Buffer) => {
+        chunks.push(Buffer.from(chunk));
+        received += chunk.length;
+        if (Array.isArray(pauses)) {
+          const pause = pauses[0];
+          if (!pause || received < pause.at) return;
+          pauses.shift();
+          void hold(pause);
+        } else if (received >= next) {
+          next += pauses.every;
+          void hold({ ms: pauses.ms });
+        }
+      });
+      channel.once('end', () => {
+        channel.end();
+        resolve(Buffer.concat(chunks));
+      });
+    });
+  }
+
+  it('a 16 MiB upload arrives intact while the server stops reading (window runs out: copies), then reads again (views), through a re-key', async () => {
+    const total = 16 * 1024 * 1024;
+    const data = content(41, total);
+    let watched: WatchedChannel[] = [];
+    /** Whether each stop of the server saw our window run out with chunks waiting in the channel. */
+    const ranOut: boolean[] = [];
+    let rekeyAt: (() => void) | undefined;
+    let arrived: Promise<Buffer> = new Promise(() => {});
+    let opened: () => void = () => {};
+    const channelOpened = new Promise<void>((resolve) => (opened = resolve));
+    const { port } = await lab.startServer({
+      onTcpip: (accept) => {
+        const windowOut = () => {
+          const channel = watched[0]?.channel;
+          return channel !== undefined && outgoingOf(channel).window === 0 && channel.writableLength > 0;
+        };
+        const stop: ServerPause = { at: 0, ms: 50, until: windowOut, then: (held) => ranOut.push(held && windowOut()) };
+        arrived = receive(accept(), [
+          { ...stop, at: 2 * 1024 * 1024 },
+          { at: 8 * 1024 * 1024, ms: 0, then: () => rekeyAt?.() },
+          { ...stop, at: 11 * 1024 * 1024 },
+        ]);
+        opened();
+      },
+    });
+    const connection = await lab.connect(lab.configFor(port));
+    watched = watchChannels(connection);
+    let handshakes = 0;
+    connection.client.on('handshake', () => handshakes++);
+    rekeyAt = () => clientRekey(connection);
+    const { program, accepted } = await lab.socketPair();
+    const dataEvents = countData(accepted);
+    lab.forward(connection, accepted, destination);
+    await channelOpened;
+    // The server has the channel a moment before ssh2Forward$ does.
+    await expect.poll(() => readBufferOf(accepted), { timeout: 3000, interval: 5 }).not.toBeNull();
+    const shared = readBufferOf(accepted);
+    expect(shared?.length).toBe(256 * 1024);
+    program.end(data);
+    const bytes = await arrived;
+    expect(bytes.length).toBe(total);
+    expect(firstDifference(bytes, data), 'first corrupted byte').toBe(-1);
+    expect(handshakes).toBe(1);
+    expect(dataEvents(), "the accepted socket's 'data' events").toBe(0);
+    // While the server read nothing, our window ran out and chunks waited in the channel.
+    expect(ranOut).toEqual([true, true]);
+    const [entry] = watched;
+    expect(watched).toHaveLength(1);
+    const { views, copies, copiesForWindowOrQueue } = paths(entry?.writes ?? [], shared?.buffer ?? new ArrayBuffer(0));
+    expect(views, 'writes that were views of the shared buffer').toBeGreaterThan(0);
+    expect(copies, 'writes that were copies').toBeGreaterThan(0);
+    expect(copiesForWindowOrQueue).toBe(copies);
+    expect(entry?.writes.reduce((sum, w) => sum + w.length, 0)).toBe(total);
+  }, 20_000);
+
+  it('three uploads at once, read by the server at different paces, each arrive intact (one buffer, views in all of them)', async () => {
+    const total = 6 * 1024 * 1024;
+    const dataFor = (port: number) => content(port * 7, total);
+    const arrivals = new Map<number, Promise<Buffer>>();
+    const paces = new Map<number, { every: number; ms: number } | []>([
+      [81, []],
+      [82, { every: 1536 * 1024, ms: 100 }],
+      [83, { every: 384 * 1024, ms: 25 }],
+    ]);
+    const { port } = await lab.startServer({
+      onTcpip: (accept, _reject, info) => arrivals.set(info.destPort, receive(accept(), paces.get(info.destPort) ?? [])),
+    });
+    const connection = await lab.connect(lab.configFor(port));
+    const watched = watchChannels(connection);
+    const ports = [...paces.keys()];
+    const pairs = await Promise.all(ports.map(() => lab.socketPair()));
+    const dataEvents = pairs.map(({ accepted }) => countData(accepted));
+    pairs.forEach(({ accepted }, i) => lab.forward(connection, accepted, { ...destination, port: ports[i] ?? 0 }));
+    await expect.poll(() => arrivals.size, { timeout: 3000, interval: 5 }).toBe(ports.length);
+    // The server has the channels a moment before ssh2Forward$ does.
+    await expect.poll(() => pairs.every(({ accepted }) => readBufferOf(accepted) !== null), { timeout: 3000, interval: 5 }).toBe(true);
+    // All three read into the one buffer.
+    const shared = readBufferOf(pairs[0]!.accepted);
+    for (const { accepted } of pairs) expect(readBufferOf(accepted)).toBe(shared);
+    pairs.forEach(({ program }, i) => program.end(dataFor(ports[i] ?? 0)));
+    for (const destPort of ports) {
+      const bytes = await arrivals.get(destPort);
+      expect(bytes?.length, `bytes to port ${destPort}`).toBe(total);
+      expect(firstDifference(bytes ?? Buffer.alloc(0), dataFor(destPort)), `first corrupted byte to port ${destPort}`).toBe(-1);
+    }
+    expect(dataEvents.map((count) => count())).toEqual([0, 0, 0]);
+    expect(watched).toHaveLength(3);
+    const each = watched.map((entry) => paths(entry.writes, shared?.buffer ?? new ArrayBuffer(0)));
+    // Views in every forward (the buffer was shared in flight), and copies where the server paused.
+    for (const [i, { views }] of each.entries()) expect(views, `views in forward ${i}`).toBeGreaterThan(0);
+    expect(each.reduce((sum, { copies }) => sum + copies, 0), 'copies in all').toBeGreaterThan(0);
+  }, 20_000);
+
+  it('discards what the program still sends after the server closed the channel, and completes with closed', async () => {
+    const total = 8 * 1024 * 1024;
+    const data = content(43, total);
+    let serverChannelClosed: Promise<void> = new Promise(() => {});
+    let serverGot = 0;
+    const firstBytes: Buffer[] = [];
+    const { port } = await lab.startServer({
+      onTcpip: (accept) => {
+        const channel = accept();
+        channel.on('error', () => {});
+        serverChannelClosed = new Promise((resolve) => channel.once('close', () => resolve()));
+        let closing = false;
+        channel.on('data', (chunk: Buffer) => {
+          serverGot += chunk.length;
+          firstBytes.push(Buffer.from(chunk));
+          if (serverGot >= 1024 * 1024 && !closing) {
+            closing = true;
+            channel.close();
+          }
+        });
+      },
+    });
+    const connection = await lab.connect(lab.configFor(port));
+    const watched = watchChannels(connection);
+    const { program, accepted } = await lab.socketPair('unix');
+    const dataEvents = countData(accepted);
+    let programError: unknown;
+    program.on('error', (err) => (programError = err));
+    const programEnded = new Promise<void>((resolve) => program.once('end', () => resolve()));
+    program.resume();
+    let readAtClose = -1;
+    const done = lastValueFrom(bounded(ssh2Forward$(connection, accepted, destination), 10_000, 'forward').pipe(toArray()));
+    await expect.poll(() => watched.length, { timeout: 3000, interval: 5 }).toBe(1);
+    watched[0]?.channel.once('close', () => (readAtClose = accepted.bytesRead));
+    const allWritten = new Promise<void>((resolve) => program.end(data, () => resolve()));
+    const handOffs = await done;
+    await allWritten;
+    await programEnded;
+    await serverChannelClosed;
+    expect(programError).toBeUndefined();
+    // Every byte the program sent was read (none left to reset the connection with)...
+    expect(handOffs).toEqual([{ kind: 'opened' }, { kind: 'closed', bytesSent: total, bytesReceived: 0 }]);
+    // ... most of them after the close, and none of those went to the channel.
+    expect(readAtClose).toBeGreaterThan(0);
+    expect(readAtClose).toBeLessThan(total);
+    const writes = watched[0]?.writes ?? [];
+    expect(writes.filter((w) => w.afterClose)).toEqual([]);
+    expect(writes.reduce((sum, w) => sum + w.length, 0)).toBeLessThanOrEqual(readAtClose);
+    expect(dataEvents()).toBe(0);
+    // What the server did get was the beginning of the data, intact.
+    const got = Buffer.concat(firstBytes);
+    expect(got.length).toBeLessThan(total);
+    expect(firstDifference(got, data.subarray(0, got.length))).toBe(-1);
+  }, 20_000);
 });

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { TransportError } from '../../src/shared/errors.js';
 import { firstJumpHop, sshHostInfo } from '../../src/transport/ssh.js';
 import { parseSshG, type ResolvedSshConfig } from '../../src/transport/ssh-config.js';
-import { knownAddresses } from '../../src/transport/ssh2.js';
+import { knownAddresses } from '../../src/transport/ssh2-socket.js';
 
 describe('firstJumpHop', () => {
   it.each([

@@ -1,15 +1,27 @@
-// ssh2 gets a pooled randomFillSync; the process keeps Node's own.
+// The padding pool is rxshuttle's own: loading the ssh2 transport leaves Node's crypto as it was.
 import { randomFillSync } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { loadSsh2, pooledRandomFill } from '../../src/transport/ssh2-module.js';
+import { pooledRandomFill } from '../../src/transport/random-pool.js';
 
-describe('loadSsh2', () => {
-  it('returns ssh2 and leaves crypto.randomFillSync as it was', () => {
+describe('the ssh2 transport', () => {
+  it("loads ssh2 without replacing crypto.randomFillSync (ssh2 keeps Node's own)", async () => {
     const crypto = createRequire(import.meta.url)('node:crypto') as { randomFillSync: unknown };
     const before = crypto.randomFillSync;
-    const ssh2 = loadSsh2();
-    expect(typeof ssh2.Client).toBe('function');
+    const assigned: unknown[] = [];
+    // Any assignment to the property while the transport loads would show here.
+    Object.defineProperty(crypto, 'randomFillSync', {
+      configurable: true,
+      enumerable: true,
+      get: () => before,
+      set: (value: unknown) => assigned.push(value),
+    });
+    try {
+      await import('../../src/transport/ssh2.js');
+    } finally {
+      Object.defineProperty(crypto, 'randomFillSync', { configurable: true, enumerable: true, writable: true, value: before });
+    }
+    expect(assigned).toEqual([]);
     expect(crypto.randomFillSync).toBe(before);
     expect(randomFillSync).toBe(before);
   });

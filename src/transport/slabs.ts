@@ -1,5 +1,6 @@
 /**
- * Memory for the ssh socket's reads that is used again instead of allocated per read.
+ * Memory for the ssh socket's reads (ReadSlabs) and packets (PacketSlabs) that is used again
+ * instead of allocated each time.
  *
  * Why: a bulk download through ssh2 otherwise allocates a fresh buffer for every read (ssh2, with
  * its binding, decrypts in place and hands the payloads on as views of what it was given, so a

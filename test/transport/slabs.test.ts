@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_READ_BYTES, MIN_READ_BYTES, PacketSlabs, RETIRE_AFTER_BYTES, ReadSlabs, SLAB_BYTES } from '../../src/transport/read-slabs.js';
+import { MAX_READ_BYTES, MIN_READ_BYTES, PacketSlabs, RETIRE_AFTER_BYTES, ReadSlabs, SLAB_BYTES } from '../../src/transport/slabs.js';
 import { prng } from './test-data.js';
 
 /** An integer in [min, max]. */
