@@ -1,23 +1,19 @@
-import { mkdtempSync, rmSync } from 'node:fs';
 import { type AddressInfo, createServer, connect as netConnect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { lastValueFrom, toArray } from 'rxjs';
 import type { ClientChannel, ServerChannel } from 'ssh2';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { recv } from '../../src/os/libc.js';
 import { readIntoSharedBuffer, readWaiting } from '../../src/transport/socket-reads.js';
 import type { Ssh2Connection } from '../../src/transport/ssh2.js';
 import { ssh2Forward$ } from '../../src/transport/ssh2-forward.js';
 import { socketPair as makeSocketPair } from '../support/socket-pair.js';
+import { sleepForAbsence, waitUntil } from '../support/wait-until.js';
 import { bounded, clientRekey, destination, useSsh2Lab } from './ssh2-lab.js';
 import { content, firstDifference } from './test-data.js';
 
 /** The in-process ssh server and connections the ssh2Forward$ tests below run against (ssh2-lab.ts). */
 const lab = useSsh2Lab();
 
-const dir = mkdtempSync(join(tmpdir(), 'rxshuttle-socket-reads-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -25,7 +21,6 @@ afterEach(() => {
 });
 
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** What `socket` emits as 'data' from now on, and when it ends. */
 function collect(socket: Socket) {
@@ -80,15 +75,6 @@ function sharedReader(accepted: Socket, buffer: Buffer, verdict: (reads: number)
   };
 }
 
-/** Waits until `condition()` holds (polling), failing after `ms`. */
-async function until(condition: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await sleep(2);
-  }
-}
-
 describe('readIntoSharedBuffer', () => {
   it.each(['tcp', 'unix'] as const)(
     'over %s: hands every byte to onRead in order (writes larger than the buffer too), emits no data, counts bytesRead, ends, and the half-close keeps the way back open',
@@ -136,10 +122,10 @@ describe('readIntoSharedBuffer', () => {
     expect(reader.ok).toBe(true);
     accepted.resume();
     program.write('first');
-    await until(() => reader.sizes.length === 1, 3000, 'first read');
+    await waitUntil(() => reader.sizes.length === 1, { timeoutMs: 3000, what: 'first read' });
     // Reading stopped: what is sent now waits in the kernel.
     program.write(content(7, 50_000));
-    await sleep(50);
+    await sleepForAbsence(50);
     expect(reader.sizes.length).toBe(1);
     expect(reader.received().toString()).toBe('first');
     stop = false;
@@ -156,16 +142,16 @@ describe('readIntoSharedBuffer', () => {
     expect(reader.ok).toBe(true);
     // Not reading yet: readIntoSharedBuffer does not start reading by itself.
     program.write('early');
-    await sleep(30);
+    await sleepForAbsence(30);
     expect(reader.sizes).toEqual([]);
     accepted.resume();
-    await until(() => reader.bytes() === 5, 3000, 'early bytes');
+    await waitUntil(() => reader.bytes() === 5, { timeoutMs: 3000, what: 'early bytes' });
     accepted.pause();
     program.write(content(8, 20_000));
-    await sleep(50);
+    await sleepForAbsence(50);
     expect(reader.bytes()).toBe(5);
     accepted.resume();
-    await until(() => reader.bytes() === 5 + 20_000, 3000, 'bytes after resume');
+    await waitUntil(() => reader.bytes() === 5 + 20_000, { timeoutMs: 3000, what: 'bytes after resume' });
     program.end('!');
     await reader.ended;
     expect(firstDifference(reader.received(), Buffer.concat([Buffer.from('early'), content(8, 20_000), Buffer.from('!')]))).toBe(-1);
@@ -235,7 +221,7 @@ describe('readIntoSharedBuffer', () => {
     it('for an accepted socket that read until its readable buffer filled (reading stopped, bytes buffered)', async () => {
       const { program, accepted } = await socketPair('tcp', false);
       program.write(content(9, 1024 * 1024));
-      await until(() => accepted.readableLength > 0 && !(accepted as unknown as { _handle: { reading: boolean } })._handle.reading, 3000, 'buffer full');
+      await waitUntil(() => accepted.readableLength > 0 && !(accepted as unknown as { _handle: { reading: boolean } })._handle.reading, { timeoutMs: 3000, what: 'buffer full' });
       expect(readIntoSharedBuffer(accepted, Buffer.alloc(4096), () => true)).toBe(false);
       expectUntouched(accepted);
     }, 10_000);
@@ -281,7 +267,7 @@ describe('readWaiting', () => {
   const queued = async (socket: Socket, bytes: number) => {
     const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
     const peek = Buffer.alloc(bytes);
-    await until(() => recvPeek(fd, peek) >= bytes, 3000, `${bytes} bytes queued`);
+    await waitUntil(() => recvPeek(fd, peek) >= bytes, { timeoutMs: 3000, what: `${bytes} bytes queued` });
   };
 
   it('reads what already waits in a paused socket, at once; Node reads what comes after', async () => {
@@ -467,9 +453,7 @@ describe('ssh2Forward$ uploads through the shared read buffer (socket-reads.ts)'
       channel.on('error', () => {});
       const hold = async ({ ms, until, then }: Omit<ServerPause, 'at'>) => {
         channel.pause();
-        const deadline = Date.now() + 3000;
-        while (until && !until() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-        const held = until ? until() : true;
+        const held = until ? await waitUntil(until, { timeoutMs: 3000, intervalMs: 5 }).then(() => true, () => false) : true;
         await new Promise((r) => setTimeout(r, ms));
         then?.(held);
         channel.resume();

@@ -4,6 +4,7 @@ import type { Connection, ServerChannel } from 'ssh2';
 import { describe, expect, it } from 'vitest';
 import { creditChannel, LATENCY_CONTROL_WINDOW } from '../../src/transport/ssh2-credit.js';
 import { ssh2Forward$ } from '../../src/transport/ssh2-forward.js';
+import { waitUntil } from '../support/wait-until.js';
 import { fakeSsh2Client, withChannelFields } from './fake-ssh2.js';
 import { bounded, destination, kinds, rekeysAtQuarters, slowReader, stream, useSsh2Lab } from './ssh2-lab.js';
 import { content, firstDifference } from './test-data.js';
@@ -245,18 +246,19 @@ describe('ssh2Forward$ channel credit (ssh2-credit.ts)', () => {
 
   /** Resolves with `count()` once it is above 0 and has not changed for `quietMs`: the server sent all it may. */
   async function stalled(count: () => number, quietMs = 500, limitMs = 10_000): Promise<number> {
-    const deadline = Date.now() + limitMs;
     let last = count();
     let since = Date.now();
-    while (last === 0 || Date.now() - since < quietMs) {
-      if (Date.now() > deadline) throw new Error(`the server did not stall within ${limitMs} ms (sent ${count()})`);
-      await new Promise((resolve) => setTimeout(resolve, 10));
-      const now = count();
-      if (now !== last) {
-        last = now;
-        since = Date.now();
-      }
-    }
+    await waitUntil(
+      () => {
+        const now = count();
+        if (now !== last) {
+          last = now;
+          since = Date.now();
+        }
+        return last > 0 && Date.now() - since >= quietMs;
+      },
+      { timeoutMs: limitMs, what: () => `the server to stall (sent ${count()})` },
+    );
     return last;
   }
 

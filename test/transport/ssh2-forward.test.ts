@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import type { HandOff } from '../../src/transport/control-master.js';
 import { ssh2Forward$ } from '../../src/transport/ssh2-forward.js';
 import type { Ssh2Inbound } from '../../src/transport/ssh2-inbound.js';
+import { waitUntil } from '../support/wait-until.js';
 import { bounded, destination, kinds, stream, useSsh2Lab } from './ssh2-lab.js';
 import { prng } from './test-data.js';
 
@@ -71,8 +72,7 @@ describe('ssh2Forward$', () => {
     const handOffs: HandOff[] = [];
     const done = lastValueFrom(bounded(ssh2Forward$(connection, accepted, destination), 3000, 'forward').pipe(toArray()));
     void done.then((all) => handOffs.push(...all), () => {});
-    const deadline = Date.now() + 3000;
-    while (!accepted.writableNeedDrain && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    await waitUntil(() => accepted.writableNeedDrain, { what: 'our end of the socket to need a drain' });
     expect(accepted.writableNeedDrain).toBe(true);
     expect(handOffs).toEqual([]);
     program.resetAndDestroy();

@@ -16,6 +16,7 @@ import type { ResolvedSshConfig, StrictHostKeyChecking } from '../../src/transpo
 import { type Ssh2Connection, ssh2Connection$ } from '../../src/transport/ssh2.js';
 import { ssh2Forward$ } from '../../src/transport/ssh2-forward.js';
 import { socketPair as makeSocketPair } from '../support/socket-pair.js';
+import { waitUntil } from '../support/wait-until.js';
 
 // ssh2 is CommonJS: its named exports exist only on the default export under ESM.
 const { Server, utils } = ssh2;
@@ -130,13 +131,13 @@ export function slowReader(
     });
     program.once('end', () => resolve({ bytes: Buffer.concat(chunks), backedUp }));
     program.once('error', reject);
-    const started = Date.now();
-    const waitForBackPressure = () => {
-      backedUp = accepted.writableNeedDrain;
-      if (backedUp || Date.now() - started > 3000) setTimeout(() => program.resume(), restMs);
-      else setTimeout(waitForBackPressure, 5);
-    };
-    waitForBackPressure();
+    // The program starts reading once our end has backed up (or 3 s have passed: `backedUp` says which).
+    void waitUntil(() => accepted.writableNeedDrain, { timeoutMs: 3000, intervalMs: 5 })
+      .then(() => true, () => false)
+      .then((held) => {
+        backedUp = held;
+        setTimeout(() => program.resume(), restMs);
+      });
   });
 }
 
