@@ -50,10 +50,17 @@ const lookupAll = async (hostname: string): Promise<string[]> => (await lookup(h
  * CanonicalizeHostname (ssh may find the name under another). Otherwise the addresses are only
  * for the rules, and none found means no exclude.
  */
-export async function sshHostInfo(sshCommand: readonly string[], remote: RemoteSpec, lookups: HostLookups = {}): Promise<SshHostInfo> {
+export async function sshHostInfo(
+  sshCommand: readonly string[],
+  remote: RemoteSpec,
+  lookups: HostLookups = {},
+  /** Only ssh2 will connect (--transport ssh2): it takes no ProxyJump, and its error says so better than a jump host's lookup. */
+  ssh2Only = false,
+): Promise<SshHostInfo> {
   const sshG = lookups.sshG ?? resolveConfig;
   const config = await sshG(sshCommand, remote);
   const found = { openssh: config !== undefined, ...(config ? { config } : {}) };
+  if (ssh2Only && config?.proxyJump) return { addresses: [], ...found };
   // With ProxyJump, ssh connects from here only to the first jump host; the rest is reached
   // through it. That address must escape the rules (and the target's need not).
   const jump = config?.proxyJump ? firstJumpHop(config.proxyJump) : undefined;

@@ -91,8 +91,10 @@ export function serverLink$(
     // mode carries everything through it.
     const control = controlSocket();
     const script = probeThenServerScript({ remoteNode: options.remoteNode, routes: options.autoNets });
-    // ssh gives up a little after our own keepalive (controlKeepalive$, or the session's) would.
-    const alive = options.keepalive > 0 ? ['-o', `ServerAliveInterval=${options.keepalive}`, '-o', `ServerAliveCountMax=${KEEPALIVE_MISSES}`] : [];
+    // ssh gives up two intervals after our own keepalive (controlKeepalive$, or the session's)
+    // would: with the same count the two raced on a loaded machine, and when ssh won the user
+    // read "ssh exited with status 255" (it says why only at LogLevel INFO) instead of ours.
+    const alive = options.keepalive > 0 ? ['-o', `ServerAliveInterval=${options.keepalive}`, '-o', `ServerAliveCountMax=${KEEPALIVE_MISSES + 2}`] : [];
     const argv = sshServerArgv([...options.sshCommand, ...control.sshOptions, ...alive], remote, options.remoteNode, script.command);
     return concat(
       chosen,

@@ -83,6 +83,16 @@ describe('sshHostInfo: the ssh host is looked up once (issue 16, finding 5)', ()
     expect(calls).toEqual(['gw.example']);
   });
 
+  it('with ProxyJump under --transport ssh2: no lookup, so the transport says it takes no ProxyJump', async () => {
+    const { calls, lookup } = failing('ENOTFOUND');
+    const configs = (_: readonly string[], remote: { host: string }) =>
+      Promise.resolve(remote.host === 'target' ? sshG('target.internal', 'proxyjump bob@gw.example') : sshG('gw.example'));
+    const info = await sshHostInfo(['ssh'], { host: 'target' }, { sshG: configs, lookup }, true);
+    expect(info.addresses).toEqual([]);
+    expect(info.config?.proxyJump).toBe('bob@gw.example');
+    expect(calls).toEqual([]);
+  });
+
   it.each([
     ['a ProxyCommand (the proxy reaches the host)', async () => sshG('only-behind-the-proxy', 'proxycommand nc -X 5 -x proxy:1080 %h %p')],
     ['CanonicalizeHostname (ssh may find it under another name)', async () => sshG('short', 'canonicalizehostname yes\ncanonicaldomains corp.example')],
