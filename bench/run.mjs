@@ -279,7 +279,8 @@ async function loadLabModule() {
   if (!fs.existsSync(esbuild)) throw new Error(`${esbuild} missing — run npm ci`);
   buildDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rxshuttle-bench-'));
   const out = path.join(buildDir, 'lab.mjs');
-  execFileSync(esbuild, [path.join(ROOT, 'test', 'e2e', 'lab.ts'), '--format=esm', '--platform=node', '--target=node20',
+  // Bundled (its own imports, e.g. test/support/wait-until.ts, inlined), packages left external: as scripts/lab.sh.
+  execFileSync(esbuild, [path.join(ROOT, 'test', 'e2e', 'lab.ts'), '--bundle', '--packages=external', '--format=esm', '--platform=node', '--target=node20',
     '--log-level=warning', `--outfile=${out}`], { stdio: ['ignore', 'inherit', 'inherit'] });
   return import(pathToFileURL(out).href);
 }

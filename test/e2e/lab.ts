@@ -29,6 +29,9 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitUntil } from '../support/wait-until.js';
 
+// bench/run.mjs polls with the lab's own helper.
+export { waitUntil };
+
 /** Addresses and ports of the topology (the same in every lab instance). */
 export const LAB = {
   cli: '10.99.0.1',
