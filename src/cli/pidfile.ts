@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { processExists } from '../os/process-exists.js';
 import { RxshuttleError } from '../shared/errors.js';
 
 export const DEFAULT_PIDFILE = 'rxshuttle.pid';
@@ -28,16 +29,6 @@ export function readPidfile(file: string): number | undefined {
   if (!/^\d{1,10}$/.test(trimmed)) return undefined;
   const pid = Number(trimmed);
   return pid > 0 && pid <= 0x3fffffff ? pid : undefined;
-}
-
-/** Whether a process with this pid exists (EPERM: it does, it belongs to someone else). */
-export function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Throws when the pid file names another process that is still running. */

@@ -24,7 +24,7 @@ import { chmodSync, closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdi
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { isAbsolute, join } from 'node:path';
 import { map, type Observable } from 'rxjs';
-import { processExists } from '../cli/pidfile.js';
+import { processExists } from '../os/process-exists.js';
 import { resource$ } from '../streams/resource.js';
 import type { DnsCounters, OpenConnection, StatusSnapshot, TunnelState } from './snapshot.js';
 

@@ -53,7 +53,9 @@ describe('remote failures', () => {
     const r = await runRxshuttle(lab, 'cli', ['-r', 'nosuchhost.invalid', '-e', lab.sshCommand, LAB.targetSubnet], 60_000);
     expect(r.timedOut).toBe(false);
     expect(r.code).toBe(1);
-    expect(r.elapsedMs).toBeLessThan(20_000);
+    // The name is looked up once (issue 16, finding 5): 4-8 s in the lab, where looking it up
+    // twice took 20 s.
+    expect(r.elapsedMs).toBeLessThan(15_000);
     const msg = oneErrorLine(r.stderr);
     expect(msg).toMatch(/\bssh\b/);
     expect(msg).toContain('nosuchhost.invalid');
