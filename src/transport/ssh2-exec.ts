@@ -71,7 +71,7 @@ export function checkForwarding(client: Client): Promise<ForwardingCheck> {
           return;
         }
         const reason = (err as Error & { reason?: number }).reason;
-        debug('forwarding check: %s (reason %s)', err.message, reason);
+        debug('forwarding check: %s (reason %s)', printable(err.message), reason);
         resolve(reason === OPEN_PROHIBITED ? 'prohibited' : 'allowed');
       });
     } catch (err) {

@@ -86,7 +86,7 @@ export function ssh2Connection$(
     let hooks: Ssh2Hooks | undefined;
     let publicApi: string | undefined;
     client.on('error', (err: Error & { level?: string }) => {
-      debug('ssh2 error (%s): %s', err.level, err.message);
+      debug('ssh2 error (%s): %s', err.level, printable(err.message));
       const error = ssh2ConnectionError(err, {
         where,
         ready,
