@@ -1,5 +1,4 @@
 import type { FirewallMethod, SubnetRule } from '../firewall/types.js';
-import type { CloseReason } from '../streams/channel.js';
 import type { Route } from '../streams/discovery.js';
 import type { Destination } from '../streams/frame.js';
 import type { MuxEvent } from '../streams/mux.js';
@@ -46,16 +45,8 @@ export type TunnelEvent =
       /** 'ssh': handed to the ssh ControlMaster, which carries it in a channel of its own. */
       readonly via?: 'ssh';
     }
-  | {
-      readonly kind: 'close';
-      readonly id: number;
-      readonly destination: Destination;
-      readonly reason: CloseReason;
-      readonly detail?: string;
-      readonly bytesSent: number;
-      readonly bytesReceived: number;
-      readonly via?: 'ssh';
-    }
+  /** A mux channel's close (streams/mux.ts), whichever path carried the connection. */
+  | (Extract<MuxEvent, { kind: 'close' }> & { readonly via?: 'ssh' })
   | { readonly kind: 'remote-exit'; readonly reason: string }
   | { readonly kind: 'warning'; readonly message: string }
   /** Something worth knowing that needs no action (what a remote OS cannot tell, for one): shown with -v. */

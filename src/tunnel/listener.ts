@@ -58,9 +58,10 @@ export const LOCAL_DELIVERY = { 4: '127.0.0.1', 6: '::1' } as const;
  * helper's lock are named by the port alone, so a second instance on the same port with another
  * address (`-l 127.0.0.2:12300` beside a `-l 127.0.0.1:12300`) could only be refused, or take
  * the other's connections; it fails here instead, at once, and port 0 skips the port. `optional`:
- * the addresses that may be left out when the system has no IPv6 (`ipv6` 'if-available').
+ * the addresses that may be left out when the system has no IPv6 (`ipv6` 'if-available');
+ * `added`: those -l did not name.
  */
-export function listenPlan(spec: ListenSpec, ipv6: boolean | 'if-available'): { hosts: string[]; optional: string[] } {
+export function listenPlan(spec: ListenSpec, ipv6: boolean | 'if-available'): { hosts: string[]; added: string[]; optional: string[] } {
   const hosts = [spec.host, ...(spec.more ?? [])];
   const added: string[] = [];
   const add = (host: string) => {
@@ -73,7 +74,7 @@ export function listenPlan(spec: ListenSpec, ipv6: boolean | 'if-available'): { 
   const v4Covered = hosts.some((host) => host === LOCAL_DELIVERY[4] || host === '0.0.0.0' || (host === '::' && !hosts.some((h) => isIPv4(h))));
   if (!v4Covered) add(LOCAL_DELIVERY[4]);
   if (ipv6 !== false && !hosts.some((host) => host === LOCAL_DELIVERY[6] || host === '::')) add(LOCAL_DELIVERY[6]);
-  return { hosts, optional: ipv6 === 'if-available' ? added.filter((host) => isIPv6(host)) : [] };
+  return { hosts, added, optional: ipv6 === 'if-available' ? added.filter((host) => isIPv6(host)) : [] };
 }
 
 /** The addresses to listen on (listenPlan). */
@@ -88,7 +89,6 @@ export async function listen(spec: ListenSpec, ipv6: boolean | 'if-available' = 
     spec.port === 0 ? Array.from({ length: PORT_SEARCH }, (_, i) => DEFAULT_LISTEN_PORT + i) : [spec.port];
   const plan = listenPlan(spec, ipv6);
   let hosts = plan.hosts;
-  const given = 1 + (spec.more?.length ?? 0);
   // Router mode is decided by the listener's host (tunnel/tunnel.ts): any address beyond loopback means it.
   const host = hosts.find((h) => !isLoopback(h)) ?? spec.host;
   let lastError: unknown;
@@ -127,7 +127,7 @@ export async function listen(spec: ListenSpec, ipv6: boolean | 'if-available' = 
   const where = hosts.map((h) => (isIPv6(h) ? `[${h}]` : h)).join(', ');
   const ports = lastPort === candidates[0] ? `port ${lastPort}` : `ports ${candidates[0]} to ${lastPort}`;
   // 127.0.0.1 when -l did not name it: why it is listened on too.
-  const why = hosts.slice(given).includes(LOCAL_DELIVERY[4]) ? `; ${LOCAL_DELIVERY[4]} too, where the rules deliver this machine's connections` : '';
+  const why = plan.added.includes(LOCAL_DELIVERY[4]) ? `; ${LOCAL_DELIVERY[4]} too, where the rules deliver this machine's connections` : '';
   throw new ListenError(`cannot listen on ${where}, ${ports}: ${errnoWords(lastError)} (-l/--listen chooses another${why})`);
 }
 
