@@ -12,6 +12,7 @@ import {
 } from '../../src/remote/hostwatch.js';
 import type { HostEntry } from '../../src/streams/discovery.js';
 import { unexpectedError } from '../support/unexpected-error.js';
+import { advance } from '../support/virtual-time.js';
 
 describe('hostwatch parsers', () => {
   it('/etc/hosts', () => {
@@ -94,13 +95,6 @@ function fakeSources(over: Partial<HostwatchSources> = {}): HostwatchSources & {
  * reported by then never will be (for asserting that something was NOT reported).
  */
 const lookupsHandled = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-/** Moves the virtual clock `ms` on, running the polls due by then (a no-op at the end stops the clock there). */
-function advance(scheduler: VirtualTimeScheduler, ms: number): void {
-  scheduler.schedule(() => {}, ms);
-  scheduler.maxFrames = scheduler.now() + ms;
-  scheduler.flush();
-}
 
 describe('hostwatch$', () => {
   const subscriptions: Array<{ unsubscribe(): void }> = [];

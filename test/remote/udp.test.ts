@@ -12,6 +12,7 @@ import { Command, type Destination, type Frame } from '../../src/streams/frame.j
 import { decodeUdpMessage, MAX_UDP_DATAGRAM, QUEUED_DATAGRAM_OVERHEAD, type UdpLimits, type UdpMessage } from '../../src/streams/udp.js';
 import { pattern, protocolError } from '../streams/marbles.js';
 import { unexpectedError } from '../support/unexpected-error.js';
+import { advance } from '../support/virtual-time.js';
 import { sleepForAbsence, waitUntil } from '../support/wait-until.js';
 
 const sockets: Socket[] = [];
@@ -85,13 +86,6 @@ function relay(limits: Partial<UdpLimits> = {}, scheduler?: SchedulerLike) {
 }
 
 const dataOf = (messages: readonly UdpMessage[]) => messages.flatMap((m) => (m.kind === 'data' ? [m] : []));
-
-/** Moves the virtual clock `ms` on, running what is due by then (a no-op at the end stops the clock there). */
-function advance(scheduler: VirtualTimeScheduler, ms: number): void {
-  scheduler.schedule(() => {}, ms);
-  scheduler.maxFrames = scheduler.now() + ms;
-  scheduler.flush();
-}
 
 /** Replies that have reached the relay's queues (held or dropped there), counted where they are offered. */
 const offered = () => vi.spyOn(DatagramQueues.prototype, 'offer');

@@ -9,28 +9,13 @@ import { INTERNALS_VARIABLE, ssh2Cipher, ssh2Hooks } from '../../src/transport/s
 import { captureDebug } from './debug-lines.js';
 import { fakeSsh2Client } from './fake-ssh2.js';
 import { clientRekey, useSsh2Lab } from './ssh2-lab.js';
+import { without } from './without-field.js';
 
 const lab = useSsh2Lab();
 
 afterEach(() => {
   vi.unstubAllEnvs();
 });
-
-/**
- * A view of `object` in which the field at `path` reads as undefined, everything else as it is:
- * what the check would find in an ssh2 that moved that field. (ssh2 itself goes on using the
- * real object.)
- */
-function without(object: object, path: readonly string[]): object {
-  const [first, ...rest] = path;
-  return new Proxy(object, {
-    get: (target, property) => {
-      const value: unknown = Reflect.get(target, property, target);
-      if (property !== first) return typeof value === 'function' ? value.bind(target) : value;
-      return rest.length === 0 || typeof value !== 'object' || value === null ? undefined : without(value, rest);
-    },
-  });
-}
 
 /** A connection to a server that accepts direct-tcpip channels (and does nothing with them). */
 async function connected(): Promise<Ssh2Connection> {

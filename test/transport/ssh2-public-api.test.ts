@@ -19,17 +19,7 @@ const hidden = vi.hoisted(() => ({ path: undefined as readonly string[] | undefi
 
 vi.mock('../../src/transport/ssh2-internals.js', async (importOriginal) => {
   const real = await importOriginal<typeof import('../../src/transport/ssh2-internals.js')>();
-  /** `object` with the field at `path` reading as undefined. */
-  const without = (object: object, path: readonly string[]): object => {
-    const [first, ...rest] = path;
-    return new Proxy(object, {
-      get: (target, property) => {
-        const value: unknown = Reflect.get(target, property, target);
-        if (property !== first) return typeof value === 'function' ? value.bind(target) : value;
-        return rest.length === 0 || typeof value !== 'object' || value === null ? undefined : without(value, rest);
-      },
-    });
-  };
+  const { without } = await import('./without-field.js');
   return {
     ...real,
     ssh2Hooks: (client: Client, socket: Socket) => real.ssh2Hooks(hidden.path ? (without(client, hidden.path) as Client) : client, socket),
