@@ -37,8 +37,9 @@ function summary() {
   try {
     report = JSON.parse(readFileSync(file, 'utf8'));
   } catch {
-    return { passed: 0, failed: 1, skipped: 0, skippedLines: [] };
+    report = null;
   }
+  if (typeof report !== 'object' || report === null) return { passed: 0, failed: 1, skipped: 0, skippedLines: [] };
   const num = (v) => (Number.isFinite(v) ? v : 0);
   const passed = num(report.numPassedTests);
   let failed = num(report.numFailedTests);

@@ -128,6 +128,7 @@ describe('cleanups leave look-alikes of the instance alone (issue 16, finding 2)
   it('rxshuttle --flush removes every kill switch, and only chains named like one (a port 1..65535)', async () => {
     const fake = withLookAlikes();
     await helperSession(fake, setupFor('tproxy', true), 'client died');
+    expect(fake.rxshuttleLines(4, 'filter')).toContain(`:rxshuttle-ks-${PORT} - [0:0]`);
     expect(await removeKillSwitches(fake.run, null)).toBe(true);
     for (const family of [4, 6] as const) {
       const chains = [...fake.filterTables[family].chains.keys()].filter((c) => c.includes('rxshuttle'));

@@ -84,6 +84,7 @@ describe(`${MAX_SUBNETS} IPv6 subnets through the helper protocol (issue 16, fin
     const setup: FirewallSetup = { version: 1, method: 'nat', port: 65535, routerMode: true, rules: Array.from({ length: MAX_RULES }, (_, i) => longest(i)) };
     const items = new LineSplitter(MAX_LINE_BYTES).push(Buffer.from(setupLine(setup)));
     expect(items).toHaveLength(1);
+    expect(typeof items[0]).toBe('string');
     const fake = new FakeIptables();
     const input = new PassThrough();
     const output = new PassThrough();
