@@ -106,7 +106,7 @@ afterAll(async () => {
   await lab?.down();
 });
 
-describe('as an unprivileged user, through sudo', skipBecause(missing.length > 0 && process.env['CI'] !== 'true' && `${missing.join(', ')} not installed`), () => {
+describe('as an unprivileged user, through sudo', skipBecause(missing.length > 0 && `${missing.join(', ')} not installed`), () => {
   const args = () => ['-v', '-r', lab.sshHost, '-e', `ssh -F ${sshConfig}`, LAB.targetSubnet];
 
   it('without a sudoers rule: sudo refuses, one clear line says what to do, nothing stays', async () => {
