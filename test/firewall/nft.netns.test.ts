@@ -17,6 +17,7 @@ import { CommandNotFoundError, type RunCommand } from '../../src/firewall/iptabl
 import { hasNftTable, installNft, nftScript, removeNftTable } from '../../src/firewall/nft.js';
 import { findPrograms } from '../../src/firewall/programs.js';
 import type { FirewallSetup, SubnetRule } from '../../src/firewall/types.js';
+import { execWithInput } from '../support/exec-with-input.js';
 import { skipBecause } from '../support/skip.js';
 import type { ProbeResult, ProbeSpec } from './fixtures/probe-main.js';
 import { type Bundle, bundleFixture } from './support/bundle.js';
@@ -45,9 +46,7 @@ function nftSkip(): string | null {
 
 /** Runs `argv` in namespace `ns` with `input` on stdin; resolves with stdout. */
 async function inNs(ns: string, argv: readonly string[], input = ''): Promise<string> {
-  const running = execFileP('ip', ['netns', 'exec', ns, ...argv], { maxBuffer: 16 * 1024 * 1024 });
-  running.child.stdin?.end(input);
-  return (await running).stdout;
+  return execWithInput('ip', ['netns', 'exec', ns, ...argv], input);
 }
 
 function subnet(address: string, prefix: number, exclude = false, ports: [number, number] = [0, 0]): SubnetRule {

@@ -48,10 +48,17 @@ async function echoServer(): Promise<Destination> {
   return { family: 4, address: '127.0.0.1', port: (socket.address() as AddressInfo).port };
 }
 
+/** The bundled server in a child process; it may end before reading all we wrote (EPIPE is not a failure). */
+function serverChild(): ChildProcessWithoutNullStreams {
+  const child = spawn(process.execPath, ['-e', `require(${JSON.stringify(bundle)}).main()`], { stdio: 'pipe' });
+  child.stdin.on('error', () => undefined);
+  children.push(child);
+  return child;
+}
+
 /** The server in a child process, past the hellos: send frames, wait for the ones it sends. */
 async function startServer() {
-  const child = spawn(process.execPath, ['-e', `require(${JSON.stringify(bundle)}).main()`], { stdio: 'pipe' });
-  children.push(child);
+  const child = serverChild();
   const frames: Frame[] = [];
   const bytes = new Subject<Buffer>();
   let skipped = 0;
@@ -97,8 +104,7 @@ describe('the server with UDP', () => {
 
   it('with a client session and udpFlows in front of it: a program\'s datagrams come back to it from their destination', async () => {
     const echo = await echoServer();
-    const child = spawn(process.execPath, ['-e', `require(${JSON.stringify(bundle)}).main()`], { stdio: 'pipe' });
-    children.push(child);
+    const child = serverChild();
     // How the client wires it: UDP frames go out as control frames, 'udp' session events come
     // back to the flows, and the flows wait while the writer is full.
     const writer = frameWriter(child.stdin);

@@ -5,6 +5,7 @@
 import { type ChildProcess, execFile, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
+import { execWithInput } from '../../support/exec-with-input.js';
 
 const execFileP = promisify(execFile);
 
@@ -67,9 +68,7 @@ export class Netns {
 
   /** `iptables-restore --noflush` inside the namespace, with `script` on stdin. */
   async natRestore(script: string, family: 4 | 6 = 4): Promise<void> {
-    const run = execFileP('ip', ['netns', 'exec', this.name, family === 4 ? 'iptables-restore' : 'ip6tables-restore', '--noflush']);
-    run.child.stdin?.end(script);
-    await run;
+    await execWithInput('ip', ['netns', 'exec', this.name, family === 4 ? 'iptables-restore' : 'ip6tables-restore', '--noflush'], script);
   }
 
   async natSave(family: 4 | 6 = 4): Promise<string> {

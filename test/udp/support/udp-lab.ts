@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { build } from 'esbuild';
+import { execWithInput } from '../../support/exec-with-input.js';
 
 const execFileP = promisify(execFile);
 const PROJECT_NODE_MODULES = resolve(import.meta.dirname, '../../../node_modules');
@@ -73,9 +74,7 @@ export class UdpLab {
   }
 
   async restore(family: 4 | 6, script: string): Promise<void> {
-    const run = execFileP('ip', ['netns', 'exec', this.name, family === 4 ? 'iptables-restore' : 'ip6tables-restore', '--noflush']);
-    run.child.stdin?.end(script);
-    await run;
+    await execWithInput('ip', ['netns', 'exec', this.name, family === 4 ? 'iptables-restore' : 'ip6tables-restore', '--noflush'], script);
   }
 
   async exec(argv: string[]): Promise<string> {
