@@ -86,10 +86,12 @@ describe('transparent UDP listener and reply socket on loopback', skipBecause(!i
 
     it(`IPv${family}: a second listener on the same port fails with EADDRINUSE; the port is free again once the first unsubscribes`, async () => {
       const port = await freePort(type);
-      const first = transparentUdp$(family, port).subscribe();
+      let firstError: unknown;
+      const first = transparentUdp$(family, port).subscribe({ error: (e: unknown) => (firstError = e) });
       const error = await firstValueFrom(transparentUdp$(family, port)).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(UdpSocketError);
       expect(error).toMatchObject({ code: 'RXS_ERR_LISTEN', syscall: 'bind', errnoCode: 'EADDRINUSE' });
+      expect(firstError).toBeUndefined();
       first.unsubscribe();
       const again = transparentUdp$(family, port).subscribe({ error: (e: unknown) => expect.fail(String(e)) });
       again.unsubscribe();

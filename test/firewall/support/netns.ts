@@ -61,6 +61,9 @@ export class Netns {
   /** Starts a program inside the namespace (`ip netns exec` execs it: the pid is the program's). */
   spawn(argv: string[], opts: SpawnOptions = {}): ChildProcess {
     const child = spawn('ip', ['netns', 'exec', this.name, ...argv], opts);
+    // A failed spawn or a write after the program ended shows in the test's own assertions.
+    child.on('error', () => undefined);
+    child.stdin?.on('error', () => undefined);
     this.#children.add(child);
     child.on('exit', () => this.#children.delete(child));
     return child;

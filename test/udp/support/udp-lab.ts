@@ -84,6 +84,9 @@ export class UdpLab {
   /** Starts a program in the namespace (`ip netns exec` execs it: the pid is the program's). */
   spawn(argv: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
     const child = spawn('ip', ['netns', 'exec', this.name, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    // A failed spawn or a write after the program ended shows in the test's own assertions.
+    child.on('error', () => undefined);
+    child.stdin?.on('error', () => undefined);
     this.#children.add(child);
     child.on('exit', () => this.#children.delete(child));
     return child;
