@@ -64,7 +64,7 @@ function realParts(options: TunnelOptions, listener: Listener, tproxy: boolean):
   const { remote } = options;
   const where = remote ? remote.host : 'the local server';
   return {
-    host$: remote ? from(sshHostInfo(options.sshCommand, remote, {}, options.transport === 'ssh2')) : of<SshHostInfo>({ addresses: [], openssh: false }),
+    host$: remote ? from(sshHostInfo(options.sshCommand, remote, { ssh2Only: options.transport === 'ssh2' })) : of<SshHostInfo>({ addresses: [], openssh: false }),
     link$: (host, bypassGid) => serverLink$(options, host, where, bypassGid),
     startFirewall: (setup, hosts$, extraRules$) =>
       firewall$(setup, {

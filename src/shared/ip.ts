@@ -194,3 +194,11 @@ export function inPrefix(bytes: Uint8Array, network: Uint8Array, prefix: number)
   const mask = (0xff << (8 - rest)) & 0xff;
   return ((bytes[whole] ?? 0) & mask) === ((network[whole] ?? 0) & mask);
 }
+
+/** A listen host on this machine's loopback: 127.0.0.0/8, ::1 (any spelling) or the name localhost. */
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost') return true;
+  const ip = parseIp(host);
+  if (!ip) return false;
+  return ip.family === 4 ? ip.bytes[0] === 127 : ip.bytes.every((byte, i) => byte === (i === 15 ? 1 : 0));
+}

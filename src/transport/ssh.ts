@@ -32,12 +32,14 @@ export interface SshHostInfo {
   readonly config?: ResolvedSshConfig;
 }
 
-/** How sshHostInfo finds things out (tests inject their own). */
-export interface HostLookups {
+/** How sshHostInfo finds things out (tests inject their own), and for which transport. */
+export interface HostInfoOptions {
   /** `ssh -G` for a destination; undefined when the command is not OpenSSH. */
   readonly sshG?: (sshCommand: readonly string[], remote: RemoteSpec) => Promise<ResolvedSshConfig | undefined>;
   /** Every address of a host name (dns.lookup, as ssh's getaddrinfo); rejects when there is none. */
   readonly lookup?: (hostname: string) => Promise<string[]>;
+  /** Only ssh2 will connect (--transport ssh2): it takes no ProxyJump, and its error says so better than a jump host's lookup. */
+  readonly ssh2Only?: boolean;
 }
 
 const lookupAll = async (hostname: string): Promise<string[]> => (await lookup(hostname, { all: true })).map((entry) => entry.address);
@@ -53,14 +55,12 @@ const lookupAll = async (hostname: string): Promise<string[]> => (await lookup(h
 export async function sshHostInfo(
   sshCommand: readonly string[],
   remote: RemoteSpec,
-  lookups: HostLookups = {},
-  /** Only ssh2 will connect (--transport ssh2): it takes no ProxyJump, and its error says so better than a jump host's lookup. */
-  ssh2Only = false,
+  options: HostInfoOptions = {},
 ): Promise<SshHostInfo> {
-  const sshG = lookups.sshG ?? resolveConfig;
+  const sshG = options.sshG ?? resolveConfig;
   const config = await sshG(sshCommand, remote);
   const found = { openssh: config !== undefined, ...(config ? { config } : {}) };
-  if (ssh2Only && config?.proxyJump) return { addresses: [], ...found };
+  if (options.ssh2Only && config?.proxyJump) return { addresses: [], ...found };
   // With ProxyJump, ssh connects from here only to the first jump host; the rest is reached
   // through it. That address must escape the rules (and the target's need not).
   const jump = config?.proxyJump ? firstJumpHop(config.proxyJump) : undefined;
@@ -70,7 +70,7 @@ export async function sshHostInfo(
   const first = jump ? jumpConfig : config;
   if (isIP(direct)) return { addresses: [direct], ...found };
   try {
-    return { addresses: await (lookups.lookup ?? lookupAll)(direct), ...found };
+    return { addresses: await (options.lookup ?? lookupAll)(direct), ...found };
   } catch (err) {
     if (first !== undefined && first.proxyCommand === undefined && !first.canonicalizeHostname) {
       throw new TransportError('RXS_ERR_SSH', `ssh to ${remote.host} failed: ${unresolved(direct, err)}`);

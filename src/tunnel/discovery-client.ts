@@ -44,7 +44,7 @@ import type { FirewallSetup, HostsEntry, SubnetRule } from '../firewall/types.js
 import { MAX_RULES } from '../firewall/validate.js';
 import { errorMessage, UsageError } from '../shared/errors.js';
 import type { TunnelEvent } from '../shared/events.js';
-import { inPrefix, parseIp } from '../shared/ip.js';
+import { inPrefix, isLoopbackHost, parseIp } from '../shared/ip.js';
 import type { TunnelOptions } from '../shared/options.js';
 import { encodeHostsRequest, type HostEntry, type Route } from '../streams/discovery.js';
 import { DnsIds, type DnsReply, dnsQuery } from '../streams/dns.js';
@@ -135,14 +135,12 @@ export const listensOnIpv6 = (listener: Listener): boolean =>
  */
 export function dnsHosts(listenHost: string): { v4: string[]; v6: string[] } {
   const local = (family: 4 | 6, own: boolean, wildcard: string): string[] =>
-    listenHost === wildcard ? [wildcard] : own && !isLoopbackAddress(listenHost) ? [listenHost, LOCAL_DELIVERY[family]] : [LOCAL_DELIVERY[family]];
+    listenHost === wildcard ? [wildcard] : own && !isLoopbackHost(listenHost) ? [listenHost, LOCAL_DELIVERY[family]] : [LOCAL_DELIVERY[family]];
   const v4 = local(4, isIPv4(listenHost), '0.0.0.0');
   // 0.0.0.0 (router mode) takes IPv6's forwarded queries on :: too.
   const v6 = listenHost === '0.0.0.0' ? ['::'] : local(6, isIPv6(listenHost), '::');
   return { v4, v6 };
 }
-
-const isLoopbackAddress = (host: string): boolean => host.startsWith('127.') || host === '::1';
 
 /**
  * Where -N, -H and --dns get their answers: the node server over the session's control channel

@@ -3,6 +3,7 @@ import createDebug from 'debug';
 import { Observable } from 'rxjs';
 import { errnoWords } from '../os/errno.js';
 import { errorMessage, ListenError } from '../shared/errors.js';
+import { isLoopbackHost } from '../shared/ip.js';
 import type { ListenSpec } from '../shared/options.js';
 import { DEFAULT_LISTEN_PORT } from '../shared/options.js';
 import { formatPeer } from '../streams/destination.js';
@@ -39,8 +40,6 @@ function tryListen(host: string, port: number, ipv6Only: boolean): Promise<Serve
     });
   });
 }
-
-const isLoopback = (host: string): boolean => host.startsWith('127.') || host === '::1';
 
 /**
  * Where the rules deliver this machine's own connections, whatever -l says: REDIRECT (nat, nft)
@@ -90,7 +89,7 @@ export async function listen(spec: ListenSpec, ipv6: boolean | 'if-available' = 
   const plan = listenPlan(spec, ipv6);
   let hosts = plan.hosts;
   // Router mode is decided by the listener's host (tunnel/tunnel.ts): any address beyond loopback means it.
-  const host = hosts.find((h) => !isLoopback(h)) ?? spec.host;
+  const host = hosts.find((h) => !isLoopbackHost(h)) ?? spec.host;
   let lastError: unknown;
   let lastPort = candidates[0] ?? DEFAULT_LISTEN_PORT;
   for (const port of candidates) {

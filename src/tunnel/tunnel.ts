@@ -28,6 +28,7 @@ import {
 import type { FirewallMethod, FirewallSetup, SubnetRule } from '../firewall/types.js';
 import { errorMessage, TransportError, UsageError } from '../shared/errors.js';
 import { ConnectionIds, flowEvent, type TunnelEvent } from '../shared/events.js';
+import { isLoopbackHost } from '../shared/ip.js';
 import { DEFAULT_TMARK, KEEPALIVE_MISSES, type TunnelOptions } from '../shared/options.js';
 import { printable } from '../shared/printable.js';
 import { DEFAULT_WINDOW, FLAG_NO_LATENCY_CONTROL } from '../streams/defaults.js';
@@ -99,7 +100,7 @@ export function firewallSetup(options: TunnelOptions, listener: Listener, method
     // UDP's ports are apart from TCP's: the transparent UDP listener takes the same number.
     ...(method === 'tproxy' ? { tmark: options.tmark ?? DEFAULT_TMARK, udpPort: listener.port } : {}),
     port: listener.port,
-    routerMode: !isLoopback(listener.host),
+    routerMode: !isLoopbackHost(listener.host),
     rules: [...host.addresses.filter((a) => !(options.disableIpv6 && !isIPv4(a))).map(hostRule), ...options.subnets],
     ...(options.user === undefined ? {} : { user: options.user }),
     ...(options.group === undefined ? {} : { group: options.group }),
@@ -352,5 +353,3 @@ const hostRule = (address: string): SubnetRule => ({
   portHigh: 0,
   exclude: true,
 });
-
-const isLoopback = (host: string) => host.startsWith('127.') || host === '::1' || host === 'localhost';

@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import fc from 'fast-check';
 import { collapseIPv6Number, IPv4, IPv4CidrRange, IPv4Mask, IPv4Prefix, IPv6, IPv6CidrRange, IPv6Mask, IPv6Prefix } from 'ip-num';
 import { describe, expect, it } from 'vitest';
-import { embeddedIpv4, formatIp, hasHostBits, inPrefix, isCanonicalIp, networkOf, normaliseIp, parseIp, prefixOfMask } from '../../src/shared/ip.js';
+import { embeddedIpv4, formatIp, hasHostBits, inPrefix, isCanonicalIp, isLoopbackHost, networkOf, normaliseIp, parseIp, prefixOfMask } from '../../src/shared/ip.js';
 
 /** WHATWG URL serialises IPv6 hosts in RFC 5952 form: an independent canonicaliser. */
 function urlCanonical(v6: string): string {
@@ -181,6 +181,15 @@ describe('embeddedIpv4 / normaliseIp (issue 17, finding 5)', () => {
   it('an IPv4 address stays itself', () => {
     expect(normalised('10.98.0.3')).toBe('4 10.98.0.3');
     expect(embeddedIpv4(parseIp('10.98.0.3')!.bytes)).toBeNull();
+  });
+});
+
+describe('isLoopbackHost', () => {
+  it.each(['127.0.0.1', '127.0.0.2', '127.255.1.9', '::1', '0:0:0:0:0:0:0:1', '::0:1', 'localhost'])('%s is loopback', (host) => {
+    expect(isLoopbackHost(host)).toBe(true);
+  });
+  it.each(['0.0.0.0', '::', '10.0.0.1', '128.0.0.1', '::2', '::ffff:127.0.0.1', '127.example.com', 'localhost.', '', '1::1'])('%s is not', (host) => {
+    expect(isLoopbackHost(host)).toBe(false);
   });
 });
 

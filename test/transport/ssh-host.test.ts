@@ -87,7 +87,7 @@ describe('sshHostInfo: the ssh host is looked up once (issue 16, finding 5)', ()
     const { calls, lookup } = failing('ENOTFOUND');
     const configs = (_: readonly string[], remote: { host: string }) =>
       Promise.resolve(remote.host === 'target' ? sshG('target.internal', 'proxyjump bob@gw.example') : sshG('gw.example'));
-    const info = await sshHostInfo(['ssh'], { host: 'target' }, { sshG: configs, lookup }, true);
+    const info = await sshHostInfo(['ssh'], { host: 'target' }, { sshG: configs, lookup, ssh2Only: true });
     expect(info.addresses).toEqual([]);
     expect(info.config?.proxyJump).toBe('bob@gw.example');
     expect(calls).toEqual([]);
