@@ -9,6 +9,7 @@ import { config as rxConfig, type Subscription } from 'rxjs';
 import { type ExpandedArgs, expandArgs } from './cli/argv.js';
 import { completionScript, type Shell } from './cli/completion.js';
 import { detachDaemon, runDaemonParent } from './cli/daemon.js';
+import { printableDebugStrings } from './cli/debug-lines.js';
 import { CLI_SPEC } from './cli/definitions.js';
 import { withoutEffect } from './cli/ineffective.js';
 import { cliOutput, type Severity } from './cli/output.js';
@@ -160,7 +161,7 @@ function runTunnel(options: TunnelOptions, mode: RunMode): void {
   const notify = sdNotifier();
   const status = statusTracker({ remote: where });
   const statusSocket = statusServer$(() => status.current).subscribe({
-    error: (e: unknown) => say(`warning: no status socket for rxshuttle status: ${errorMessage(e)}`, 'warning'),
+    error: (e: unknown) => say(`warning: no status socket for rxshuttle status: ${printable(errorMessage(e))}`, 'warning'),
   });
   // process.exit() ends every path out: the socket goes with it (closed and unlinked at once).
   process.on('exit', () => statusSocket.unsubscribe());
@@ -253,7 +254,7 @@ function parseArgs(expanded: ExpandedArgs): { cli: Command; invocation: Invocati
 }
 
 async function main(argv: string[]): Promise<void> {
-  rxConfig.onUnhandledError = (error) => say(`internal error: ${errorMessage(error)}`);
+  rxConfig.onUnhandledError = (error) => say(`internal error: ${printable(errorMessage(error))}`);
   let expanded: ExpandedArgs;
   try {
     expanded = expandArgs(argv.slice(2), process.env);
@@ -276,6 +277,7 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   const flags = cli.opts<CliFlags>();
+  printableDebugStrings(createDebug);
   if (flags.verbose >= 3) createDebug.enable('rxshuttle:*');
   if (flags.server) {
     runServer();
