@@ -3,7 +3,7 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { homedir, userInfo } from 'node:os';
 import { promisify } from 'node:util';
-import { TransportError } from '../shared/errors.js';
+import { errorMessage, TransportError } from '../shared/errors.js';
 import { parseRemote, type RemoteSpec } from '../shared/options.js';
 import { printable } from '../shared/printable.js';
 import { ExecOutput, type ExecResult } from './exec-output.js';
@@ -79,19 +79,18 @@ export async function sshHostInfo(
   }
 }
 
-/** What ssh says when getaddrinfo fails, in its words (glibc's gai_strerror for Node's codes). */
+/** glibc's gai_strerror text for Node's lookup codes: what ssh prints when getaddrinfo fails. */
+const GAI_WORDS: Readonly<Record<string, string>> = {
+  ENOTFOUND: 'Name or service not known',
+  EAI_AGAIN: 'Temporary failure in name resolution',
+  EAI_FAIL: 'Non-recoverable failure in name resolution',
+  ENODATA: 'No address associated with hostname',
+};
+
+/** What ssh says when getaddrinfo fails, in its words. */
 function unresolved(hostname: string, err: unknown): string {
   const code = (err as NodeJS.ErrnoException).code;
-  const why =
-    code === 'ENOTFOUND'
-      ? 'Name or service not known'
-      : code === 'EAI_AGAIN'
-        ? 'Temporary failure in name resolution'
-        : code === 'EAI_FAIL'
-          ? 'Non-recoverable failure in name resolution'
-          : code === 'ENODATA'
-            ? 'No address associated with hostname'
-            : printable(err instanceof Error ? err.message : String(err));
+  const why = (code !== undefined ? GAI_WORDS[code] : undefined) ?? printable(errorMessage(err));
   return `Could not resolve hostname ${hostname}: ${why}`;
 }
 
